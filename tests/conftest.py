@@ -1,0 +1,28 @@
+"""Shared test setup: every async test runs on the default loop and on uvloop.
+
+Set ``ARCHANGEL_TEST_LOOP=asyncio`` (or ``uvloop``) to run on one loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+
+import pytest
+import uvloop
+
+_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    only = os.environ.get("ARCHANGEL_TEST_LOOP")
+    if only:
+        return {only: _LOOPS[only]}
+    return _LOOPS
+
