@@ -17,6 +17,7 @@ __all__ = [
     "NotAProcess",
     "NotRegistered",
     "PidFileError",
+    "ProcessStateError",
 ]
 
 
@@ -38,6 +39,10 @@ class ManagerClosed(ArchangelError, RuntimeError):
 
 class NotAProcess(ArchangelError, TypeError):
     """Something that is neither a process nor a callable factory of processes."""
+
+
+class ProcessStateError(ArchangelError, RuntimeError):
+    """An operation that the process's current state does not allow."""
 
 
 class InvalidTransition(ArchangelError, ValueError):

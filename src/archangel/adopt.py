@@ -1,0 +1,89 @@
+"""Adoption: manage protocols that do not inherit :class:`~archangel.Process`.
+
+``ProcessManager.register`` wraps the product of a foreign factory (an
+aiohttp request handler, say) in a thin proxy that *is* a process. The proxy
+hands the transport's data callbacks straight to the adopted protocol: they
+are bound methods stored on the proxy's slots, so a ``data_received`` costs
+no extra call. Only ``connection_made`` and ``connection_lost`` pass through
+the proxy, for the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .errors import NotAProcess
+from .process import Process
+
+__all__ = ["AdoptedBufferedProtocol", "AdoptedProtocol", "adopt"]
+
+
+class AdoptedProtocol(Process, asyncio.Protocol):
+    """A process standing in front of a foreign ``asyncio.Protocol``.
+
+    Attributes:
+        protocol: The adopted protocol; the transport talks to it directly.
+    """
+
+    # The data callbacks are slots holding the adopted protocol's bound
+    # methods: they shadow asyncio.Protocol's no-op methods of the same name.
+    _forwarded = ("data_received", "eof_received", "pause_writing", "resume_writing")
+    __slots__ = ("protocol", *_forwarded)
+    protocol: Any
+
+    def __init__(self, protocol: Any) -> None:
+        _forward(self, protocol)
+
+    def connection_made(self, transport: Any) -> None:
+        self.protocol.connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.protocol.connection_lost(exc)
+
+
+class AdoptedBufferedProtocol(Process, asyncio.BufferedProtocol):
+    """A process standing in front of a foreign ``asyncio.BufferedProtocol``."""
+
+    _forwarded = (
+        "buffer_updated",
+        "eof_received",
+        "get_buffer",
+        "pause_writing",
+        "resume_writing",
+    )
+    __slots__ = ("protocol", *_forwarded)
+    protocol: Any
+
+    def __init__(self, protocol: Any) -> None:
+        _forward(self, protocol)
+
+    def connection_made(self, transport: Any) -> None:
+        self.protocol.connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.protocol.connection_lost(exc)
+
+
+def _forward(proxy: AdoptedProtocol | AdoptedBufferedProtocol, protocol: Any) -> None:
+    proxy.protocol = protocol
+    proxy._name = type(protocol).__name__
+    for name in proxy._forwarded:
+        setattr(proxy, name, getattr(protocol, name))
+
+
+def adopt(protocol: Any) -> Process:
+    """Wrap a foreign protocol object in a process proxy.
+
+    Raises:
+        NotAProcess: ``protocol`` is not a protocol (no ``connection_made``).
+    """
+    if isinstance(protocol, Process):
+        return protocol
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        return AdoptedBufferedProtocol(protocol)
+    if not (hasattr(protocol, "connection_made") and hasattr(protocol, "data_received")):
+        raise NotAProcess(
+            f"cannot adopt {protocol!r}: it is neither a Process nor an asyncio protocol"
+        )
+    return AdoptedProtocol(protocol)

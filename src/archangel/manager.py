@@ -1,0 +1,353 @@
+"""``ProcessManager``: PIDs, the table of live processes, history and shutdown.
+
+The manager is a plain object you create and pass around; two managers on
+one loop share nothing. Its hot path (factory → register → exit) is O(1),
+creates no task, logs nothing and publishes nothing: a dict insert, a dict
+delete, a history record and a few counters.
+
+Thread safety: the manager belongs to its loop's thread. Other threads (the
+console) may read :meth:`ProcessManager.processes`, ``len`` and
+:attr:`ProcessManager.counters`, which take atomic snapshots; anything that
+changes state must be handed to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar, overload
+
+from .adopt import adopt
+from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
+from .process import _EMPTY, ExitReason, Process, ProcessInfo, TaskProcess
+
+__all__ = ["ProcessManager"]
+
+logger = logging.getLogger(__name__)
+
+_P = TypeVar("_P", bound=Process)
+_time = time.time
+
+#: How long ``shutdown`` waits for killed processes to report their exit.
+KILL_GRACE = 5.0
+
+
+class _KindCounts:
+    __slots__ = ("exited", "failed", "killed", "started")
+
+    def __init__(self) -> None:
+        self.started = self.exited = self.killed = self.failed = 0
+
+
+class ProcessManager:
+    """Registers processes, assigns PIDs, lists, kills and shuts them down.
+
+    Args:
+        history: How many completed processes :attr:`history` keeps (as
+            :class:`ProcessInfo` records, never the processes themselves).
+        name: A label for logs and ``repr``.
+    """
+
+    def __init__(self, history: int = 1000, *, name: str | None = None) -> None:
+        if history < 0:
+            raise ValueError(f"history must be >= 0, got {history}")
+        self.name = name or "manager"
+        self.history: collections.deque[ProcessInfo] = collections.deque(maxlen=history)
+        self._procs: dict[int, Process] = {}
+        self._last_pid = 0
+        self._kinds: dict[str, _KindCounts] = {}
+        self._closing = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._hook_tasks: set[asyncio.Future[Any]] = set()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return f"<ProcessManager {self.name!r} running={len(self._procs)} [{state}]>"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` has begun; ``register`` then refuses."""
+        return self._closing
+
+    # -- registering ----------------------------------------------------------
+
+    @overload
+    def register(self, target: _P) -> _P: ...
+    @overload
+    def register(self, target: Callable[..., Any]) -> Callable[..., Process]: ...
+
+    def register(self, target: Any) -> Any:
+        """Give a process a PID, or wrap a factory so its products get one.
+
+        * A :class:`Process` instance: assigns the next PID and returns it.
+        * A class or any callable factory: returns a factory whose every
+          product is registered, so ``@manager.register`` works on protocol
+          factories and ``loop.create_server(manager.register(Echo), ...)``
+          works. Products that do not inherit :class:`Process` (a foreign
+          protocol) are adopted: wrapped in a process proxy.
+
+        Raises:
+            AlreadyRegistered: The process already has a PID.
+            ManagerClosed: The manager is shutting down.
+            NotAProcess: ``target`` is neither a process nor callable.
+        """
+        if isinstance(target, Process):
+            return self._register(target)
+        if not callable(target):
+            raise NotAProcess(
+                f"{self!r} cannot register {target!r}: not a Process and not callable"
+            )
+        if isinstance(target, type) and issubclass(target, Process):
+            return self._class_factory(target)
+        return self._any_factory(target)
+
+    def _register(self, process: Process) -> Process:
+        if process.pid is not None:
+            raise AlreadyRegistered(
+                f"{process!r} is already registered with {process.manager!r}"
+            )
+        if self._closing:
+            raise ManagerClosed(f"{self!r} is shutting down: cannot register {process!r}")
+        pid = self._last_pid = self._last_pid + 1
+        process.pid = pid
+        process.manager = self
+        process.started = _time()
+        self._procs[pid] = process
+        counts = self._kinds.get(process.kind)
+        if counts is None:
+            counts = self._kinds[process.kind] = _KindCounts()
+        counts.started += 1
+        return process
+
+    def _class_factory(self, cls: type[_P]) -> Callable[..., _P]:
+        register = self._register
+
+        @functools.wraps(cls, updated=())
+        def factory(*args: Any, **kwargs: Any) -> _P:
+            process = cls(*args, **kwargs)
+            register(process)
+            return process
+
+        factory.manager = self  # type: ignore[attr-defined]
+        return factory
+
+    def _any_factory(self, make: Callable[..., Any]) -> Callable[..., Process]:
+        register = self._register
+
+        @functools.wraps(make, updated=())
+        def factory(*args: Any, **kwargs: Any) -> Process:
+            product = make(*args, **kwargs)
+            return register(product if isinstance(product, Process) else adopt(product))
+
+        factory.manager = self  # type: ignore[attr-defined]
+        return factory
+
+    def spawn(
+        self,
+        target: TaskProcess | Coroutine[Any, Any, Any] | Callable[[], Coroutine[Any, Any, Any]],
+        *,
+        name: str | None = None,
+    ) -> TaskProcess:
+        """Run a coroutine as a process (kind ``"task"``) and return the process.
+
+        ``target`` is a coroutine, an async function taking no arguments, or
+        a :class:`TaskProcess` (a pipeline, a supervisor), which is started.
+        Must be called with the loop running.
+
+        Raises:
+            NotAProcess: ``target`` is none of these.
+            ManagerClosed: The manager is shutting down.
+        """
+        if isinstance(target, TaskProcess):
+            process = target
+            if name is not None:
+                process.name = name
+        else:
+            coro = target() if callable(target) and not asyncio.iscoroutine(target) else target
+            if not asyncio.iscoroutine(coro):
+                raise NotAProcess(
+                    f"{self!r} cannot spawn {target!r}: not a coroutine, async function "
+                    "or TaskProcess"
+                )
+            process = TaskProcess(coro, name=name)
+        try:
+            self._register(process)
+        except BaseException:
+            if process is not target and process._coro is not None:
+                process._coro.close()  # no "never awaited" warning for a refused coroutine
+            raise
+        process.start()
+        return process
+
+    # -- exits (called by Process._exit) --------------------------------------
+
+    def _exited(self, process: Process) -> None:
+        procs = self._procs
+        procs.pop(process.pid, None)  # type: ignore[arg-type]
+        counts = self._kinds[process.kind]
+        counts.exited += 1
+        reason = process.exit_reason
+        if reason is ExitReason.KILLED:
+            counts.killed += 1
+        elif reason is ExitReason.ERROR:
+            counts.failed += 1
+        if self.history.maxlen:
+            details = (
+                process.details()
+                if reason is ExitReason.ERROR or process.keep_details
+                else _EMPTY
+            )
+            self.history.append(
+                ProcessInfo(
+                    process.pid,
+                    process.kind,
+                    process.name,
+                    process.state,
+                    process.started,
+                    process.ended,
+                    reason,
+                    process.error,
+                    details,
+                )
+            )
+        if self._drained is not None and not procs and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
+        future = asyncio.ensure_future(awaitable)
+        self._hook_tasks.add(future)
+        future.add_done_callback(functools.partial(self._hook_done, process.pid, hook))
+
+    def _hook_done(self, pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
+        self._hook_tasks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error(
+                "at-exit hook %r of pid %s raised", hook, pid, exc_info=future.exception()
+            )
+
+    # -- looking up -----------------------------------------------------------
+
+    def __getitem__(self, pid: int) -> Process:
+        try:
+            return self._procs[pid]
+        except KeyError:
+            raise NotRegistered(self._unknown(pid)) from None
+
+    def _unknown(self, pid: object) -> str:
+        if isinstance(pid, int) and 0 < pid <= self._last_pid:
+            return f"pid {pid} has exited ({self!r})"
+        return f"no pid {pid!r} was ever issued by {self!r}"
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._procs
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __iter__(self) -> Iterator[Process]:
+        """The live processes in PID order (a snapshot: safe to kill while iterating)."""
+        return iter(self.processes())
+
+    def processes(self) -> list[Process]:
+        """A snapshot list of the live processes in PID order; safe from any thread."""
+        return list(self._procs.values())
+
+    def ps(self, kind: str | None = None) -> list[ProcessInfo]:
+        """Snapshots of the live processes in PID order, optionally of one kind."""
+        return [p.info() for p in self.processes() if kind is None or p.kind == kind]
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """Totals and per-kind counts: started, exited, killed, failed, running."""
+        kinds = {}
+        for kind, c in list(self._kinds.items()):
+            kinds[kind] = {
+                "started": c.started,
+                "exited": c.exited,
+                "killed": c.killed,
+                "failed": c.failed,
+                "running": c.started - c.exited,
+            }
+        totals = {
+            key: sum(k[key] for k in kinds.values())
+            for key in ("started", "exited", "killed", "failed", "running")
+        }
+        return {**totals, "kinds": kinds}
+
+    # -- ending ---------------------------------------------------------------
+
+    def kill(self, pid: int, reason: ExitReason | str = ExitReason.KILLED) -> bool:
+        """Kill one process. Returns False (and does nothing) for an unknown PID.
+
+        An unknown PID is not an error here: a process may exit on its own
+        between an operator reading ``ps`` and typing ``kill``. Use
+        ``manager[pid]`` to get :class:`NotRegistered` instead.
+        """
+        process = self._procs.get(pid)
+        if process is None:
+            return False
+        process.kill(reason)
+        return True
+
+    def killall(self, kind: str | None = None) -> int:
+        """Kill every live process (of ``kind``, if given); returns how many."""
+        victims = [p for p in self.processes() if kind is None or p.kind == kind]
+        for process in victims:
+            process.kill()
+        return len(victims)
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every process gracefully, kill what is left, await the hooks.
+
+        Registration is refused from the first call on. Each process gets
+        ``stop()``; those still running after ``timeout`` seconds are killed.
+        Returns once every process has exited and every async at-exit hook
+        has finished. Safe to call twice (the second call waits for the
+        first) and while processes exit on their own.
+        """
+        self._closing = True
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(timeout))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, timeout: float) -> None:
+        for process in self.processes():
+            try:
+                process.stop()
+            except Exception:
+                logger.exception("stop() of pid %s raised; killing it", process.pid)
+                process.kill()
+        if not await self._wait_drained(timeout):
+            left = self.processes()
+            logger.warning(
+                "%r: %d processes still running after %.1f s; killing them",
+                self,
+                len(left),
+                timeout,
+            )
+            for process in left:
+                process.kill()
+            if not await self._wait_drained(KILL_GRACE):
+                for process in self.processes():
+                    logger.error("pid %s did not exit when killed; dropping it", process.pid)
+                    process._exit(None)
+        while self._hook_tasks:
+            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+
+    async def _wait_drained(self, timeout: float) -> bool:
+        if not self._procs:
+            return True
+        self._drained = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained
+        except TimeoutError:
+            return False
+        finally:
+            self._drained = None
+        return True

@@ -1,0 +1,511 @@
+"""The ``Process`` mixin: a PID, a state and at-exit hooks for any unit of work.
+
+A protocol becomes a process by inheriting the mixin::
+
+    class Echo(Process, asyncio.Protocol):
+        def connection_made(self, transport): self.transport = transport
+        def data_received(self, data): self.transport.write(data)
+
+Defaults are set in ``Process.__new__`` so a subclass's ``__init__`` never has
+to call ``super().__init__()``, and ``connection_made``/``connection_lost`` are
+instrumented when a subclass is created, so the bookkeeping does not depend on
+user code calling ``super()`` either.
+
+This module knows nothing of managers beyond the two calls a process makes on
+its own (``manager._exited`` and ``manager._await_hook``); PIDs and tables
+live in :mod:`archangel.manager`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from .errors import ProcessStateError
+
+if TYPE_CHECKING:
+    from .manager import ProcessManager
+
+__all__ = ["ExitReason", "Process", "ProcessInfo", "ProcessState", "TaskProcess"]
+
+logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_time = time.time
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class ProcessState(enum.Enum):
+    """Where a process is in its life: ``NEW → RUNNING → EXITED``."""
+
+    NEW = "new"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+class ExitReason(enum.Enum):
+    """Why a process exited."""
+
+    NORMAL = "normal"
+    """It ended on its own: the peer closed, the coroutine returned."""
+    ERROR = "error"
+    """It ended with an exception, kept in ``process.error``."""
+    KILLED = "killed"
+    """``kill()`` ended it (an operator, or a shutdown timeout)."""
+    SHUTDOWN = "shutdown"
+    """It ended after ``stop()`` asked it to, e.g. during a graceful shutdown."""
+
+
+NEW = ProcessState.NEW
+RUNNING = ProcessState.RUNNING
+EXITED = ProcessState.EXITED
+
+
+class ProcessInfo(NamedTuple):
+    """A snapshot of one process: what ``ps`` lists and ``history`` keeps.
+
+    A record, never the process itself, so keeping one does not keep the
+    protocol, its transport or its buffers alive. Times are wall-clock
+    seconds (``time.time()``); ``ended`` is None while the process runs.
+    """
+
+    pid: int | None
+    kind: str
+    name: str
+    state: ProcessState
+    started: float | None
+    ended: float | None
+    exit_reason: ExitReason | None
+    error: BaseException | None
+    details: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (enums as their values, the error as its repr)."""
+        return {
+            "pid": self.pid,
+            "kind": self.kind,
+            "name": self.name,
+            "state": self.state.value,
+            "started": self.started,
+            "ended": self.ended,
+            "exit_reason": self.exit_reason.value if self.exit_reason else None,
+            "error": repr(self.error) if self.error is not None else None,
+            "details": {k: _jsonable(v) for k, v in self.details.items()},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _instrumented(fn: _F) -> _F:
+    fn._archangel_instrumented = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _wrap_connection_made(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(fn)
+    def connection_made(self: Process, transport: Any) -> Any:
+        if self.state is NEW:
+            self.transport = transport
+            self.state = RUNNING
+        elif self.state is EXITED:
+            # Killed between the factory and the transport's first call.
+            transport.abort()
+            return None
+        return fn(self, transport)
+
+    return _instrumented(connection_made)
+
+
+def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(fn)
+    def connection_lost(self: Process, exc: BaseException | None) -> Any:
+        if self.ended is not None:  # a super() call from an outer override
+            return fn(self, exc)
+        self.ended = _time()
+        try:
+            return fn(self, exc)
+        finally:
+            self._exit(exc)
+
+    return _instrumented(connection_lost)
+
+
+class Process:
+    """Mixin that makes an object a process: PID, state, exit reason, hooks.
+
+    Attributes:
+        pid: Assigned by :meth:`ProcessManager.register`; None until then.
+        manager: The manager that registered the process, or None.
+        state: A :class:`ProcessState`.
+        exit_reason: An :class:`ExitReason` once exited, else None.
+        error: The exception that ended the process, if any.
+        started: Wall-clock time of registration (``time.time()``).
+        ended: Wall-clock time the process began to exit, else None.
+        transport: For protocols, the transport given to ``connection_made``.
+        kind: A short class-level label (``"conn"``, ``"task"``, ...).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_hooks",
+        "_name",
+        "_reason",
+        "_waiters",
+        "ended",
+        "error",
+        "exit_reason",
+        "manager",
+        "pid",
+        "started",
+        "state",
+        "transport",
+    )
+
+    kind: str = "conn"
+    #: Keep :meth:`details` in the history record even after a normal exit
+    #: (pipelines keep their counters; connections keep nothing, to stay small).
+    keep_details: bool = False
+
+    pid: int | None
+    manager: ProcessManager | None
+    state: ProcessState
+    exit_reason: ExitReason | None
+    error: BaseException | None
+    started: float | None
+    ended: float | None
+    transport: Any
+    _hooks: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None
+    _name: str | None
+    _reason: ExitReason | None
+    _waiters: list[asyncio.Future[None]] | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # Defaults live here, not in __init__: a subclass's __init__ (or one
+        # from another base) need not call super().__init__().
+        self = super().__new__(cls)
+        self.pid = None
+        self.manager = None
+        self.state = NEW
+        self.exit_reason = None
+        self.error = None
+        self.started = None
+        self.ended = None
+        self.transport = None
+        self._hooks = None
+        self._name = None
+        self._reason = None
+        self._waiters = None
+        return self
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Whatever connection_made/connection_lost the class resolves to (its
+        # own, a base's, or asyncio.Protocol's no-op when the bases are in the
+        # other order), make sure the bookkeeping wraps it exactly once.
+        made = cls.connection_made
+        if not getattr(made, "_archangel_instrumented", False):
+            cls.connection_made = _wrap_connection_made(made)  # type: ignore[method-assign,assignment]
+        lost = cls.connection_lost
+        if not getattr(lost, "_archangel_instrumented", False):
+            cls.connection_lost = _wrap_connection_lost(lost)  # type: ignore[method-assign,assignment]
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """A label for listings; defaults to the class name."""
+        return self._name or type(self).__name__
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
+
+    def __repr__(self) -> str:
+        reason = f" {self.exit_reason.value}" if self.exit_reason else ""
+        return f"<{self.name} pid={self.pid} {self.kind} [{self.state.value}{reason}]>"
+
+    def details(self) -> Mapping[str, Any]:
+        """What ``ps`` shows beside the name; protocols show their peer.
+
+        Override to add more (keep it cheap: ``ps`` calls it per process).
+        """
+        transport = self.transport
+        if transport is None:
+            return _EMPTY
+        try:
+            peer = transport.get_extra_info("peername")
+        except Exception:  # a closed transport may refuse
+            return _EMPTY
+        return {"peer": peer} if peer else _EMPTY
+
+    def info(self) -> ProcessInfo:
+        """A :class:`ProcessInfo` snapshot of this process."""
+        return ProcessInfo(
+            self.pid,
+            self.kind,
+            self.name,
+            self.state,
+            self.started,
+            self.ended,
+            self.exit_reason,
+            self.error,
+            self.details(),
+        )
+
+    # -- at-exit hooks ------------------------------------------------------
+
+    def at_exit(self, fn: _F, /, *args: Any, **kwargs: Any) -> _F:
+        """Register ``fn(*args, **kwargs)`` to run once after the process exits.
+
+        Hooks run last registered first. A hook that raises is logged with
+        the PID and the others still run; a hook that returns an awaitable is
+        awaited by the manager (and :meth:`ProcessManager.shutdown` waits for
+        it). Returns ``fn``, so it works as a decorator. Registering on an
+        exited process runs the hook at once.
+        """
+        if self.state is EXITED:
+            self._run_hook(fn, args, kwargs)
+            return fn
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append((fn, args, kwargs))
+        return fn
+
+    def _run_hook(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:
+            logger.exception("at-exit hook %r of pid %s raised", fn, self.pid)
+            return
+        if result is not None and isinstance(result, Awaitable):
+            if self.manager is not None:
+                self.manager._await_hook(self, fn, result)
+            else:
+                asyncio.ensure_future(result)
+
+    # -- ending ---------------------------------------------------------------
+
+    def kill(self, reason: ExitReason | str = ExitReason.KILLED) -> None:
+        """End the process now: a protocol aborts its transport.
+
+        The exit is recorded with ``reason`` once the process has actually
+        ended (for a protocol, when ``connection_lost`` runs). Killing an
+        exited process does nothing.
+        """
+        if self.state is EXITED or self.ended is not None:
+            return
+        self._reason = ExitReason(reason)
+        self.on_kill(self._reason)
+
+    def on_kill(self, reason: ExitReason) -> None:
+        """How this kind of process is ended by :meth:`kill`; override to change.
+
+        By default the transport is aborted (``connection_lost`` follows), or,
+        with no transport yet, the process exits at once.
+        """
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._exit(None)
+
+    def stop(self) -> Awaitable[None]:
+        """Ask the process to end gracefully; the exit reason is ``SHUTDOWN``.
+
+        Calls :meth:`on_stop`. Returns an awaitable that completes once the
+        process has exited, so ``await process.stop()`` waits and a plain
+        ``process.stop()`` does not (nothing is left un-awaited). The
+        manager's shutdown timeout bounds how long the process may take.
+        """
+        if self.state is not EXITED and self.ended is None:
+            if self._reason is None:
+                self._reason = ExitReason.SHUTDOWN
+            self.on_stop()
+        return _Exited(self)
+
+    def on_stop(self) -> None:
+        """How this kind of process ends gracefully; override to finish work first.
+
+        By default the transport is closed once its buffered writes are
+        flushed, or, with no transport yet, the process exits at once.
+        """
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self._exit(None)
+
+    async def wait(self) -> None:
+        """Return once the process has exited and its sync hooks have run."""
+        if self.state is EXITED:
+            return
+        future = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(future)
+        await future
+
+    def _exit(self, exc: BaseException | None) -> None:
+        """Record the exit, tell the manager, run the hooks. Runs once."""
+        if self.state is EXITED:
+            return
+        if self.ended is None:
+            self.ended = _time()
+        self.state = EXITED
+        if self._reason is not None and (exc is None or self._reason is ExitReason.KILLED):
+            self.exit_reason = self._reason
+        elif exc is None:
+            self.exit_reason = ExitReason.NORMAL
+        else:
+            self.exit_reason = ExitReason.ERROR
+            self.error = exc
+        if self.manager is not None:
+            self.manager._exited(self)
+        hooks = self._hooks
+        if hooks is not None:
+            self._hooks = None
+            for fn, args, kwargs in reversed(hooks):
+                self._run_hook(fn, args, kwargs)
+        waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    # -- protocol hooks (instrumented: bookkeeping needs no super() call) -----
+
+    @_instrumented
+    def connection_made(self, transport: Any) -> None:
+        """Record the transport and mark the process running."""
+        if self.state is NEW:
+            self.transport = transport
+            self.state = RUNNING
+        elif self.state is EXITED:
+            transport.abort()
+
+    @_instrumented
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Mark the process exited (``ERROR`` if ``exc``) and run its hooks."""
+        # With ``ended`` already set, an instrumented override is running and
+        # called super(): it exits the process itself once its body is done.
+        if self.ended is None:
+            self.ended = _time()
+            self._exit(exc)
+
+
+class _Exited:
+    """Awaitable returned by :meth:`Process.stop`: waits for the exit when awaited."""
+
+    __slots__ = ("_process",)
+
+    def __init__(self, process: Process) -> None:
+        self._process = process
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._process.wait().__await__()
+
+
+class TaskProcess(Process):
+    """A coroutine run as a process (kind ``"task"``): what ``spawn`` creates.
+
+    Subclasses (a pipeline, a supervisor) override :meth:`main` instead of
+    passing a coroutine. ``kill`` and ``stop`` cancel the task; override
+    :meth:`on_stop` to end more gently. The coroutine's return value is kept
+    in :attr:`result`.
+    """
+
+    __slots__ = ("_coro", "result", "task")
+
+    kind = "task"
+
+    task: asyncio.Task[Any] | None
+    result: Any
+    _coro: Coroutine[Any, Any, Any] | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls, *args, **kwargs)
+        self._coro = None
+        self.task = None
+        self.result = None
+        return self
+
+    def __init__(self, coro: Coroutine[Any, Any, Any] | None = None, *, name: str | None = None):
+        self._coro = coro
+        if name is not None:
+            self.name = name
+        elif coro is not None:
+            self.name = getattr(coro, "__qualname__", None) or type(self).__name__
+
+    async def main(self) -> Any:
+        """The work of the process; by default the coroutine given at creation."""
+        coro, self._coro = self._coro, None
+        if coro is None:
+            raise NotImplementedError(f"{self!r} has no coroutine and does not override main()")
+        return await coro
+
+    def start(self) -> asyncio.Task[Any]:
+        """Start :meth:`main` as a task on the running loop (``spawn`` calls this)."""
+        if self.task is not None:
+            raise ProcessStateError(f"{self!r} has already been started")
+        self.state = RUNNING
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        return self.task
+
+    async def _run(self) -> Any:
+        try:
+            self.result = await self.main()
+        except asyncio.CancelledError:
+            if self._reason is None:
+                self._reason = ExitReason.KILLED
+            self._exit(None)
+        except Exception as exc:
+            logger.error("pid %s (%s) failed", self.pid, self.name, exc_info=exc)
+            self._exit(exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, propagate
+            self._exit(exc)
+            raise
+        else:
+            self._exit(None)
+        return self.result
+
+    def details(self) -> Mapping[str, Any]:
+        """The task's name and, while it runs, where it is waiting."""
+        task = self.task
+        if task is None or task.done():
+            return _EMPTY
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else None
+        return {"task": task.get_name(), "where": where}
+
+    def on_kill(self, reason: ExitReason) -> None:
+        """Cancel the task (or exit at once if it never started)."""
+        self._cancel()
+
+    def on_stop(self) -> None:
+        """Cancel the task; subclasses finish their work first instead."""
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self.task is None:
+            if self._coro is not None:
+                self._coro.close()
+                self._coro = None
+            self._exit(None)
+        else:
+            self.task.cancel()
