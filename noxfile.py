@@ -16,7 +16,9 @@ def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py", "docs")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py"
+    )
 
 
 @nox.session(python=PYTHON)

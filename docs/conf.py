@@ -4,7 +4,7 @@ from importlib.metadata import version as _version
 
 project = "archangel"
 author = "the archangel developers"
-copyright = "2026, the archangel developers"  # noqa: A001
+copyright = "2026, the archangel developers"
 release = _version("archangel")
 version = release
 

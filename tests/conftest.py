@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -26,3 +27,11 @@ def pytest_asyncio_loop_factories(
         return {only: _LOOPS[only]}
     return _LOOPS
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests open a few thousand sockets at once; lift the soft fd limit to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 65536:
+        hard = 65536
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

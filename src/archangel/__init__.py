@@ -9,6 +9,7 @@ from importlib.metadata import version as _version
 
 from .errors import AlreadyRegistered as AlreadyRegistered
 from .errors import ArchangelError as ArchangelError
+from .errors import InvalidArgument as InvalidArgument
 from .errors import ManagerClosed as ManagerClosed
 from .errors import NotAProcess as NotAProcess
 from .errors import NotRegistered as NotRegistered
@@ -26,6 +27,7 @@ __all__ = [
     "AlreadyRegistered",
     "ArchangelError",
     "ExitReason",
+    "InvalidArgument",
     "ManagerClosed",
     "NotAProcess",
     "NotRegistered",

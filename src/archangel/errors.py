@@ -7,22 +7,31 @@ do not know archangel. Messages name the object and its state.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 __all__ = [
     "AlreadyRegistered",
     "ArchangelError",
+    "ChannelFailures",
     "ConsoleError",
     "DaemonError",
+    "InvalidArgument",
     "InvalidTransition",
     "ManagerClosed",
     "NotAProcess",
     "NotRegistered",
     "PidFileError",
+    "PidFileUnusable",
     "ProcessStateError",
 ]
 
 
 class ArchangelError(Exception):
     """Base class of every error archangel raises on purpose."""
+
+
+class InvalidArgument(ArchangelError, ValueError):
+    """An argument outside what the call accepts (an unknown exit reason, say)."""
 
 
 class NotRegistered(ArchangelError, LookupError):
@@ -59,3 +68,50 @@ class PidFileError(DaemonError):
 
 class ConsoleError(ArchangelError, RuntimeError):
     """The management console could not start or was used wrongly."""
+
+
+class PidFileUnusable(PidFileError):
+    """A pidfile that cannot be used, with the reason as a short word.
+
+    ``reason`` is ``"missing"``, ``"malformed"``, ``"stale"``, ``"permission"``
+    (reading the file or signalling its process was denied), ``"held"``
+    (another live process holds it) or ``"io"`` (another operating-system
+    error), so a command line can give each its own exit status. ``path`` is
+    the pidfile and ``pid`` the PID it names, when known.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str = "io", path: str = "", pid: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        self.pid = pid
+
+
+class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
+    """The exceptions raised by the subscribers of a bus channel, raised after all of them ran.
+
+    An :class:`ExceptionGroup`, so ``except* OSError`` picks out the failures it
+    knows. :attr:`channel` is the channel whose subscribers failed (None for a
+    failed transition, whose :attr:`exceptions` are the ``ChannelFailures`` of
+    each state that failed).
+    """
+
+    channel: Hashable
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], channel: Hashable = None
+    ) -> ChannelFailures:
+        self = super().__new__(cls, message, exceptions)
+        self.channel = channel
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], channel: Hashable = None
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> ChannelFailures:  # type: ignore[override]
+        """Keep the type and the channel when ``except*`` or ``split`` regroups."""
+        return ChannelFailures(self.message, excs, self.channel)

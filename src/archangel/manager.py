@@ -108,9 +108,7 @@ class ProcessManager:
 
     def _register(self, process: Process) -> Process:
         if process.pid is not None:
-            raise AlreadyRegistered(
-                f"{process!r} is already registered with {process.manager!r}"
-            )
+            raise AlreadyRegistered(f"{process!r} is already registered with {process.manager!r}")
         if self._closing:
             raise ManagerClosed(f"{self!r} is shutting down: cannot register {process!r}")
         pid = self._last_pid = self._last_pid + 1
@@ -198,9 +196,7 @@ class ProcessManager:
             counts.failed += 1
         if self.history.maxlen:
             details = (
-                process.details()
-                if reason is ExitReason.ERROR or process.keep_details
-                else _EMPTY
+                process.details() if reason is ExitReason.ERROR or process.keep_details else _EMPTY
             )
             self.history.append(
                 ProcessInfo(

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from .errors import ProcessStateError
+from .errors import InvalidArgument, ProcessStateError
 
 if TYPE_CHECKING:
     from .manager import ProcessManager
@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 _time = time.time
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Async hooks of processes that have no manager to await them: a strong
+# reference until they finish, as asyncio's docs require for such tasks.
+_unmanaged_hooks: set[asyncio.Future[Any]] = set()
 
 
 class ProcessState(enum.Enum):
@@ -108,6 +111,16 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
+
+
+def _exit_reason(process: Process, reason: ExitReason | str) -> ExitReason:
+    try:
+        return ExitReason(reason)
+    except ValueError:
+        expected = ", ".join(r.value for r in ExitReason)
+        raise InvalidArgument(
+            f"cannot kill {process!r} with reason {reason!r}: expected one of {expected}"
+        ) from None
 
 
 def _instrumented(fn: _F) -> _F:
@@ -297,7 +310,9 @@ class Process:
             if self.manager is not None:
                 self.manager._await_hook(self, fn, result)
             else:
-                asyncio.ensure_future(result)
+                future = asyncio.ensure_future(result)
+                _unmanaged_hooks.add(future)
+                future.add_done_callback(_unmanaged_hooks.discard)
 
     # -- ending ---------------------------------------------------------------
 
@@ -310,7 +325,7 @@ class Process:
         """
         if self.state is EXITED or self.ended is not None:
             return
-        self._reason = ExitReason(reason)
+        self._reason = _exit_reason(self, reason)
         self.on_kill(self._reason)
 
     def on_kill(self, reason: ExitReason) -> None:
@@ -463,25 +478,27 @@ class TaskProcess(Process):
         if self.task is not None:
             raise ProcessStateError(f"{self!r} has already been started")
         self.state = RUNNING
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        self.task = asyncio.get_running_loop().create_task(self.main(), name=self.name)
+        self.task.add_done_callback(self._task_done)
         return self.task
 
-    async def _run(self) -> Any:
-        try:
-            self.result = await self.main()
-        except asyncio.CancelledError:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        # A done callback, not a try/except inside the task: a task cancelled
+        # before its first step never enters its own code.
+        if self._coro is not None:  # main() never ran: no "never awaited" warning
+            self._coro.close()
+            self._coro = None
+        if task.cancelled():
             if self._reason is None:
                 self._reason = ExitReason.KILLED
             self._exit(None)
-        except Exception as exc:
+            return
+        exc = task.exception()
+        if exc is None:
+            self.result = task.result()
+        elif isinstance(exc, Exception):
             logger.error("pid %s (%s) failed", self.pid, self.name, exc_info=exc)
-            self._exit(exc)
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, propagate
-            self._exit(exc)
-            raise
-        else:
-            self._exit(None)
-        return self.result
+        self._exit(exc)
 
     def details(self) -> Mapping[str, Any]:
         """The task's name and, while it runs, where it is waiting."""

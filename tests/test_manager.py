@@ -1,0 +1,460 @@
+"""ProcessManager: register, PIDs, lookup, ps, history, kill, shutdown, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web, web_server
+from tests.helpers import serve, until
+
+from archangel import (
+    AlreadyRegistered,
+    ArchangelError,
+    ExitReason,
+    ManagerClosed,
+    NotAProcess,
+    NotRegistered,
+    Process,
+    ProcessInfo,
+    ProcessManager,
+    ProcessState,
+    TaskProcess,
+)
+from archangel.adopt import AdoptedProtocol
+
+
+class Echo(Process, asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Idle(Process):
+    """A process with no transport: kill and stop end it at once."""
+
+
+# -- register ---------------------------------------------------------------
+
+
+def test_register_instance_assigns_increasing_pids() -> None:
+    manager = ProcessManager()
+    procs = [manager.register(Idle()) for _ in range(3)]
+    assert [p.pid for p in procs] == [1, 2, 3]
+    assert all(p.manager is manager for p in procs)
+    assert all(p.started is not None for p in procs)
+    procs[2].kill()
+    assert manager.register(Idle()).pid == 4  # never reused
+
+
+def test_two_managers_share_nothing() -> None:
+    a, b = ProcessManager(), ProcessManager()
+    pa, pb = a.register(Idle()), b.register(Idle())
+    assert pa.pid == pb.pid == 1
+    assert list(a) == [pa] and list(b) == [pb]
+    pa.kill()
+    assert len(a) == 0 and len(b) == 1
+    assert a.counters["exited"] == 1 and b.counters["exited"] == 0
+
+
+def test_register_class_factory_and_decorator() -> None:
+    manager = ProcessManager()
+    factory = manager.register(Echo)
+    assert isinstance(factory(), Echo)
+
+    @manager.register
+    def make_echo() -> Echo:
+        return Echo()
+
+    proc = make_echo()
+    assert proc.pid == 2
+    assert make_echo.__name__ == "make_echo"
+    assert [p.pid for p in manager] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [(42, NotAProcess), ("Echo", NotAProcess), (None, NotAProcess)],
+)
+def test_register_rejects_non_callables(target: Any, error: type[Exception]) -> None:
+    manager = ProcessManager()
+    with pytest.raises(error, match=r"cannot register .*not a Process and not callable"):
+        manager.register(target)
+    assert issubclass(error, ArchangelError) and issubclass(error, TypeError)
+
+
+def test_factory_product_that_is_not_a_protocol_is_refused() -> None:
+    factory = ProcessManager().register(lambda: 42)
+    with pytest.raises(NotAProcess, match="cannot adopt 42"):
+        factory()
+
+
+def test_registering_twice_is_an_error() -> None:
+    a, b = ProcessManager(), ProcessManager()
+    proc = a.register(Idle())
+    with pytest.raises(AlreadyRegistered, match=r"pid=1 .* already registered with"):
+        a.register(proc)
+    with pytest.raises(AlreadyRegistered):
+        b.register(proc)
+    assert len(b) == 0
+
+
+async def test_registering_into_a_shut_down_manager_is_an_error() -> None:
+    manager = ProcessManager()
+    await manager.shutdown()
+    assert manager.closed
+    with pytest.raises(ManagerClosed, match=r"\[closed\]> is shutting down: cannot register"):
+        manager.register(Idle())
+    coro_fn_ran = False
+
+    async def job() -> None:
+        nonlocal coro_fn_ran
+        coro_fn_ran = True
+
+    with pytest.raises(ManagerClosed):
+        manager.spawn(job)  # the refused coroutine is closed: no "never awaited" warning
+    assert not coro_fn_ran
+
+
+# -- lookup, ps, history --------------------------------------------------------
+
+
+def test_lookup_and_unknown_pids() -> None:
+    manager = ProcessManager()
+    proc = manager.register(Idle())
+    assert manager[1] is proc and 1 in manager and 2 not in manager
+    with pytest.raises(NotRegistered, match="no pid 999 was ever issued") as info:
+        manager[999]
+    assert isinstance(info.value, LookupError)
+    proc.kill()
+    with pytest.raises(NotRegistered, match="pid 1 has exited"):
+        manager[1]
+    assert manager.kill(999) is False  # documented no-op
+    assert manager.kill(1) is False
+
+
+async def test_ps_filters_by_kind_and_snapshots() -> None:
+    manager = ProcessManager()
+    manager.register(Echo())
+    task = manager.spawn(asyncio.sleep(10), name="sleeper")
+    infos = manager.ps()
+    assert [(i.pid, i.kind, i.name) for i in infos] == [
+        (1, "conn", "Echo"),
+        (2, "task", "sleeper"),
+    ]
+    assert all(isinstance(i, ProcessInfo) for i in infos)
+    [only] = manager.ps(kind="task")
+    assert only.pid == 2 and only.state is ProcessState.RUNNING
+    assert only.details["task"] == "sleeper"
+    assert manager.ps(kind="pipeline") == []
+    task.kill()
+    await task.wait()
+    await manager.shutdown(timeout=1)
+
+
+async def test_history_is_bounded_and_keeps_records_not_protocols() -> None:
+    manager = ProcessManager(history=3)
+    server, port = await serve(manager.register(Echo))
+    for _ in range(5):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+    await until(lambda: manager.counters["exited"] == 5)
+    assert [r.pid for r in manager.history] == [3, 4, 5]
+    assert all(
+        isinstance(r, ProcessInfo) and r.state is ProcessState.EXITED for r in manager.history
+    )
+    assert all(r.ended is not None and r.ended >= r.started for r in manager.history)  # type: ignore[operator]
+
+    # A finished protocol is freed: the manager keeps nothing that refers to it.
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    await until(lambda: 6 in manager)
+    ref = weakref.ref(manager[6])
+    writer.close()
+    await writer.wait_closed()
+    await until(lambda: 6 not in manager)
+    await asyncio.sleep(0)
+    gc.collect()
+    assert ref() is None
+    assert manager.history[-1].pid == 6
+    server.close()
+    await server.wait_closed()
+
+
+def test_history_zero_keeps_nothing() -> None:
+    manager = ProcessManager(history=0)
+    manager.register(Idle()).kill()
+    assert list(manager.history) == []
+    with pytest.raises(ValueError, match="history must be >= 0"):
+        ProcessManager(history=-1)
+
+
+# -- spawn -----------------------------------------------------------------------
+
+
+async def test_spawn_coroutines_functions_and_task_processes() -> None:
+    manager = ProcessManager()
+
+    async def answer() -> int:
+        return 42
+
+    by_fn = manager.spawn(answer)
+    by_coro = manager.spawn(answer(), name="coro")
+    await by_fn.wait()
+    await by_coro.wait()
+    assert by_fn.kind == "task" and by_fn.result == 42 and by_coro.name == "coro"
+    assert by_fn.exit_reason is ExitReason.NORMAL
+
+    async def fail() -> None:
+        raise KeyError("lost")
+
+    failed = manager.spawn(fail)
+    await failed.wait()
+    assert failed.exit_reason is ExitReason.ERROR and isinstance(failed.error, KeyError)
+
+    class Worker(TaskProcess):
+        async def main(self) -> str:
+            return "done"
+
+    worker = manager.spawn(Worker())
+    await worker.wait()
+    assert worker.result == "done" and worker.name == "Worker"
+    counters = manager.counters["kinds"]["task"]
+    assert counters == {"started": 4, "exited": 4, "killed": 0, "failed": 1, "running": 0}
+
+    with pytest.raises(NotAProcess, match="cannot spawn 7"):
+        manager.spawn(7)  # type: ignore[arg-type]
+    with pytest.raises(ArchangelError, match="has already been started"):
+        worker.start()
+
+
+async def test_killing_a_task_cancels_it() -> None:
+    manager = ProcessManager()
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    proc = manager.spawn(forever)
+    await asyncio.sleep(0)
+    assert manager.kill(proc.pid) is True  # type: ignore[arg-type]
+    await proc.wait()
+    assert cancelled.is_set()
+    assert proc.exit_reason is ExitReason.KILLED
+    assert manager.counters["killed"] == 1
+
+
+# -- kill, killall, shutdown ---------------------------------------------------------
+
+
+async def test_killall_1000_connections_runs_every_hook_once() -> None:
+    manager = ProcessManager()
+    hook_runs: Counter[int] = Counter()
+
+    class Hooked(Echo):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.at_exit(hook_runs.update, [self.pid])
+
+    server, port = await serve(manager.register(Hooked))
+    clients = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", port) for _ in range(1000))
+    )
+    await until(lambda: len(manager) == 1000 and len(hook_runs) == 0, timeout=20)
+    await until(lambda: all(p.state is ProcessState.RUNNING for p in manager), timeout=20)
+    assert manager.killall(kind="conn") == 1000
+    # Every client sees its connection end.
+    eofs = await asyncio.gather(*(reader.read() for reader, _ in clients))
+    assert eofs == [b""] * 1000
+    await until(lambda: len(manager) == 0)
+    assert sorted(hook_runs) == list(range(1, 1001))
+    assert set(hook_runs.values()) == {1}
+    assert manager.counters["killed"] == 1000
+    for _, writer in clients:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+    await manager.shutdown()
+    assert set(hook_runs.values()) == {1}
+
+
+async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Echo))
+
+    class Stubborn(TaskProcess):
+        async def main(self) -> None:
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    if self.exit_reason is None and self._reason is ExitReason.KILLED:
+                        raise
+                    # ignores the graceful stop
+
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    await until(lambda: len(manager) == 3)
+    stubborn = manager.spawn(Stubborn())
+    hooks: list[int] = []
+    for proc in manager:
+        proc.at_exit(hooks.append, proc.pid)
+    server.close()
+    await asyncio.sleep(0)
+
+    first = asyncio.ensure_future(manager.shutdown(timeout=0.2))
+    second = asyncio.ensure_future(manager.shutdown(timeout=0.2))
+    await asyncio.gather(first, second)
+    assert len(manager) == 0
+    assert sorted(hooks) == [1, 2, 3, 4]
+    reasons = {r.pid: r.exit_reason for r in manager.history}
+    assert reasons == {
+        1: ExitReason.SHUTDOWN,
+        2: ExitReason.SHUTDOWN,
+        3: ExitReason.SHUTDOWN,
+        4: ExitReason.KILLED,
+    }
+    assert stubborn.state is ProcessState.EXITED
+    for reader, writer in clients:
+        assert await reader.read() == b""
+        writer.close()
+    await manager.shutdown()  # a third call after the end returns at once
+
+
+async def test_shutdown_while_processes_exit_on_their_own() -> None:
+    manager = ProcessManager()
+
+    async def short(n: int) -> int:
+        await asyncio.sleep(0.001 * (n % 5))
+        return n
+
+    for n in range(200):
+        manager.spawn(short(n))
+    await manager.shutdown(timeout=1)
+    assert len(manager) == 0
+    assert manager.counters["exited"] == 200
+
+
+# -- adoption of foreign protocols -------------------------------------------------
+
+
+async def test_adopts_aiohttp_low_level_server_under_http_load() -> None:
+    manager = ProcessManager()
+    seen_live: list[list[ProcessInfo]] = []
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        seen_live.append(manager.ps())
+        return web.Response(text=f"hello {request.path}")
+
+    aio_server = web_server.Server(handler)
+    server, port = await serve(manager.register(aio_server))
+
+    async def load(session: aiohttp.ClientSession, n: int) -> list[str]:
+        out = []
+        for i in range(n):
+            async with session.get(f"http://127.0.0.1:{port}/{i}") as response:
+                out.append(await response.text())
+        return out
+
+    connector = aiohttp.TCPConnector(limit=20, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        results = await asyncio.gather(*(load(session, 25) for _ in range(20)))
+    assert sum(len(r) for r in results) == 500
+    assert results[0][3] == "hello /3"
+
+    # While requests were served, the handler's connection was a managed process.
+    assert all(info and info[0].kind == "conn" for info in seen_live)
+    assert {i.name for infos in seen_live for i in infos} == {"RequestHandler"}
+    started = manager.counters["started"]
+    assert 1 <= started <= 20  # keep-alive connections, one process each
+
+    await until(lambda: len(manager) == 0, timeout=10)
+    assert manager.counters["exited"] == started
+    assert all(r.exit_reason is not None for r in manager.history)
+    await aio_server.shutdown(timeout=1)
+    server.close()
+    await server.wait_closed()
+
+
+async def test_adopted_protocol_can_be_killed() -> None:
+    class Plain(asyncio.Protocol):
+        lost: list[BaseException | None] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data.upper())  # type: ignore[attr-defined]
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.lost.append(exc)
+
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Plain))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"abc")
+    assert await reader.readexactly(3) == b"ABC"
+    [proc] = manager
+    assert isinstance(proc, AdoptedProtocol) and proc.name == "Plain"
+    assert isinstance(proc.protocol, Plain)
+    assert proc.info().details["peer"][0] == "127.0.0.1"
+    proc.kill()
+    assert await reader.read() == b""
+    await proc.wait()
+    assert proc.exit_reason is ExitReason.KILLED and Plain.lost == [None]
+    writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_adopted_buffered_protocol() -> None:
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buf = bytearray(64)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def get_buffer(self, sizehint: int) -> bytearray:
+            return self.buf
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.transport.write(bytes(self.buf[:nbytes]))  # type: ignore[attr-defined]
+
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Buffered))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    assert manager[1].name == "Buffered"
+    writer.close()
+    await until(lambda: len(manager) == 0)
+    assert manager.history[-1].exit_reason is ExitReason.NORMAL
+    server.close()
+    await server.wait_closed()
+
+
+def test_counters_and_repr() -> None:
+    manager = ProcessManager(name="web")
+    procs = [manager.register(Idle()) for _ in range(4)]
+    procs[0].kill()
+    procs[1].stop()
+    procs[2].connection_lost(OSError("reset"))
+    counters = manager.counters
+    assert {k: counters[k] for k in ("started", "exited", "killed", "failed", "running")} == {
+        "started": 4,
+        "exited": 3,
+        "killed": 1,
+        "failed": 1,
+        "running": 1,
+    }
+    assert repr(manager) == "<ProcessManager 'web' running=1 [open]>"
