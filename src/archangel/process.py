@@ -423,6 +423,18 @@ class Process:
             self._exit(exc)
 
 
+def _innermost(coro: Any) -> str | None:
+    """``file:line`` of the innermost frame a coroutine chain is suspended in."""
+    where = None
+    for _ in range(64):  # await chains are short; bound it anyway
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
+
+
 class _Exited:
     """Awaitable returned by :meth:`Process.stop`: waits for the exit when awaited."""
 
@@ -505,10 +517,7 @@ class TaskProcess(Process):
         task = self.task
         if task is None or task.done():
             return _EMPTY
-        coro = task.get_coro()
-        frame = getattr(coro, "cr_frame", None)
-        where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else None
-        return {"task": task.get_name(), "where": where}
+        return {"task": task.get_name(), "where": _innermost(task.get_coro())}
 
     def on_kill(self, reason: ExitReason) -> None:
         """Cancel the task (or exit at once if it never started)."""
