@@ -19,7 +19,7 @@ from .process import ExitReason as ExitReason
 from .process import Process as Process
 from .process import ProcessInfo as ProcessInfo
 from .process import ProcessState as ProcessState
-from .process import TaskProcess as TaskProcess
+from .task import TaskProcess as TaskProcess
 
 __version__ = _version("archangel")
 

@@ -23,7 +23,8 @@ from typing import Any, TypeVar, overload
 
 from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
-from .process import _EMPTY, ExitReason, Process, ProcessInfo, TaskProcess
+from .process import _EMPTY, ExitReason, Process, ProcessInfo
+from .task import TaskProcess
 
 __all__ = ["ProcessManager"]
 

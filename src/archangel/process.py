@@ -23,16 +23,16 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from .errors import InvalidArgument, ProcessStateError
+from .errors import InvalidArgument
 
 if TYPE_CHECKING:
     from .manager import ProcessManager
 
-__all__ = ["ExitReason", "Process", "ProcessInfo", "ProcessState", "TaskProcess"]
+__all__ = ["ExitReason", "Process", "ProcessInfo", "ProcessState"]
 
 logger = logging.getLogger(__name__)
 
@@ -423,18 +423,6 @@ class Process:
             self._exit(exc)
 
 
-def _innermost(coro: Any) -> str | None:
-    """``file:line`` of the innermost frame a coroutine chain is suspended in."""
-    where = None
-    for _ in range(64):  # await chains are short; bound it anyway
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return where
-
-
 class _Exited:
     """Awaitable returned by :meth:`Process.stop`: waits for the exit when awaited."""
 
@@ -445,93 +433,3 @@ class _Exited:
 
     def __await__(self) -> Generator[Any, None, None]:
         return self._process.wait().__await__()
-
-
-class TaskProcess(Process):
-    """A coroutine run as a process (kind ``"task"``): what ``spawn`` creates.
-
-    Subclasses (a pipeline, a supervisor) override :meth:`main` instead of
-    passing a coroutine. ``kill`` and ``stop`` cancel the task; override
-    :meth:`on_stop` to end more gently. The coroutine's return value is kept
-    in :attr:`result`.
-    """
-
-    __slots__ = ("_coro", "result", "task")
-
-    kind = "task"
-
-    task: asyncio.Task[Any] | None
-    result: Any
-    _coro: Coroutine[Any, Any, Any] | None
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        self = super().__new__(cls, *args, **kwargs)
-        self._coro = None
-        self.task = None
-        self.result = None
-        return self
-
-    def __init__(self, coro: Coroutine[Any, Any, Any] | None = None, *, name: str | None = None):
-        self._coro = coro
-        if name is not None:
-            self.name = name
-        elif coro is not None:
-            self.name = getattr(coro, "__qualname__", None) or type(self).__name__
-
-    async def main(self) -> Any:
-        """The work of the process; by default the coroutine given at creation."""
-        coro, self._coro = self._coro, None
-        if coro is None:
-            raise NotImplementedError(f"{self!r} has no coroutine and does not override main()")
-        return await coro
-
-    def start(self) -> asyncio.Task[Any]:
-        """Start :meth:`main` as a task on the running loop (``spawn`` calls this)."""
-        if self.task is not None:
-            raise ProcessStateError(f"{self!r} has already been started")
-        self.state = RUNNING
-        self.task = asyncio.get_running_loop().create_task(self.main(), name=self.name)
-        self.task.add_done_callback(self._task_done)
-        return self.task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        # A done callback, not a try/except inside the task: a task cancelled
-        # before its first step never enters its own code.
-        if self._coro is not None:  # main() never ran: no "never awaited" warning
-            self._coro.close()
-            self._coro = None
-        if task.cancelled():
-            if self._reason is None:
-                self._reason = ExitReason.KILLED
-            self._exit(None)
-            return
-        exc = task.exception()
-        if exc is None:
-            self.result = task.result()
-        elif isinstance(exc, Exception):
-            logger.error("pid %s (%s) failed", self.pid, self.name, exc_info=exc)
-        self._exit(exc)
-
-    def details(self) -> Mapping[str, Any]:
-        """The task's name and, while it runs, where it is waiting."""
-        task = self.task
-        if task is None or task.done():
-            return _EMPTY
-        return {"task": task.get_name(), "where": _innermost(task.get_coro())}
-
-    def on_kill(self, reason: ExitReason) -> None:
-        """Cancel the task (or exit at once if it never started)."""
-        self._cancel()
-
-    def on_stop(self) -> None:
-        """Cancel the task; subclasses finish their work first instead."""
-        self._cancel()
-
-    def _cancel(self) -> None:
-        if self.task is None:
-            if self._coro is not None:
-                self._coro.close()
-                self._coro = None
-            self._exit(None)
-        else:
-            self.task.cancel()
