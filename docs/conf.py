@@ -1,6 +1,10 @@
 """Sphinx configuration for archangel's documentation."""
 
+import sys
 from importlib.metadata import version as _version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "archangel"
 author = "the archangel developers"
@@ -12,6 +16,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "stategraph",
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -1,19 +1,55 @@
 """The ``archangel`` command (also ``python -m archangel``).
 
-Sub-commands parse arguments and call into the library; no logic of their
-own beyond turning errors into messages and exit codes.
+Sub-commands parse arguments and call into the library; they own no logic
+beyond turning errors into one-line messages and exit statuses:
+
+======  ==============================================================
+status  meaning
+======  ==============================================================
+0       done / the service runs
+1       the service failed, or a pidfile names a process that is gone (stale)
+2       bad usage (argparse), or ``MODULE:APP`` cannot be loaded
+3       the pidfile does not exist (not running)
+4       the pidfile is malformed
+5       permission denied (reading the pidfile or signalling its process)
+6       another operating-system error
+======  ==============================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from . import demo
+from . import daemon, demo
+from .errors import DaemonError, PidFileUnusable
 
-__all__ = ["main"]
+__all__ = ["EXIT_STATUS", "load_app", "main"]
+
+#: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
+EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
+
+SIGNALS = {
+    "int": signal.SIGINT,
+    "term": signal.SIGTERM,
+    "quit": signal.SIGQUIT,
+    "hup": signal.SIGHUP,
+    "usr1": signal.SIGUSR1,
+    "usr2": signal.SIGUSR2,
+    "check": 0,
+}
+
+_LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+class UsageError(Exception):
+    """A command-line mistake reported as status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,36 +59,150 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p_demo = sub.add_parser(
-        "demo", help="run the demo service on 127.0.0.1", description=demo.__doc__
+    p = sub.add_parser("demo", help="run the demo service on 127.0.0.1", description=demo.__doc__)
+    p.add_argument("--port", type=int, default=8888, help="echo port (default 8888; 0: any)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between ps printouts")
+    p.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+
+    p = sub.add_parser(
+        "run",
+        help="run a service: MODULE:APP names an archangel.App",
+        description="Run the App named MODULE:APP (an App, or a callable returning one).",
     )
-    p_demo.add_argument("--port", type=int, default=8888, help="echo port (default 8888; 0: any)")
-    p_demo.add_argument(
-        "--interval", type=float, default=5.0, help="seconds between ps printouts (default 5)"
+    p.add_argument("target", metavar="MODULE:APP")
+    p.add_argument("--daemon", action="store_true", help="detach; return once it runs")
+    p.add_argument("--pidfile", help="hold this pidfile while running")
+    p.add_argument("--user", help="drop to this user after binding")
+    p.add_argument("--group", help="drop to this group after binding")
+    p.add_argument("--umask", type=lambda s: int(s, 8), default=None, help="octal, e.g. 022")
+    p.add_argument("--workdir", default=None, help="directory to run in (daemon: default /)")
+    p.add_argument("--log-file", default=None, help="append logs (and a daemon's stdio) here")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+
+    p = sub.add_parser(
+        "signal",
+        help="signal the service a pidfile names",
+        description="Send a signal to the running service (check: only test that it runs).",
     )
-    p_demo.add_argument(
-        "--seconds", type=float, default=None, help="stop by itself after this long"
-    )
-    p_demo.add_argument(
-        "--loop",
-        choices=("uvloop", "asyncio"),
-        default="uvloop",
-        help="event loop (default uvloop)",
-    )
+    p.add_argument("--pidfile", required=True)
+    p.add_argument("signal", choices=tuple(SIGNALS))
+
+    p = sub.add_parser("status", help="say whether the service a pidfile names runs")
+    p.add_argument("--pidfile", required=True)
     return parser
+
+
+def load_app(target: str) -> Any:
+    """Import ``MODULE:APP`` and return the App (calling APP if it is a factory).
+
+    Raises:
+        UsageError: The target is malformed, or the module or name is missing.
+    """
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"{target!r} is not MODULE:APP (e.g. examples.service:app)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no {attr!r}") from None
+    from .app import App
+
+    if not isinstance(obj, App) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, App):
+        raise UsageError(f"{target} is {obj!r}, not an archangel.App")
+    return obj
+
+
+def _run(args: argparse.Namespace) -> int:
+    app = load_app(args.target)
+    # Paths are taken before a daemon changes directory.
+    log_file = os.path.abspath(args.log_file) if args.log_file else None
+    if args.pidfile:
+        pidfile = os.path.abspath(args.pidfile)
+        try:
+            pid = daemon.check(pidfile)
+        except PidFileUnusable as exc:
+            if exc.reason not in ("missing", "stale"):
+                raise
+        else:
+            print(f"archangel: {app.name} already runs as pid {pid} ({pidfile})", file=sys.stderr)
+            return 1
+        app.pidfile = daemon.PidFile(pidfile)
+    if args.user is not None:
+        app.user = args.user
+    if args.group is not None:
+        app.group = args.group
+    if args.daemon:
+        app.daemon = daemon.daemonize(
+            workdir=args.workdir or "/",
+            umask=0o022 if args.umask is None else args.umask,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    else:
+        if args.umask is not None:
+            os.umask(args.umask)
+        if args.workdir:
+            os.chdir(args.workdir)
+    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, filename=log_file)
+    try:
+        return int(app.run(loop=args.loop))
+    except BaseException as exc:
+        if app.daemon is not None:
+            app.daemon.fail(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _signal(args: argparse.Namespace) -> int:
+    signum = SIGNALS[args.signal]
+    pid = daemon.send_signal(args.pidfile, signum)
+    if signum:
+        print(f"sent SIG{args.signal.upper()} to pid {pid}")
+    else:
+        print(f"running: pid {pid}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    pid = daemon.check(args.pidfile)
+    print(f"running: pid {pid} ({args.pidfile})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``archangel`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.command == "demo":
-        return demo.run(
-            port=args.port, interval=args.interval, seconds=args.seconds, loop=args.loop
-        )
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees one
+    try:
+        if args.command == "demo":
+            logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+            return demo.run(
+                port=args.port, interval=args.interval, seconds=args.seconds, loop=args.loop
+            )
+        if args.command == "run":
+            return _run(args)
+        if args.command == "signal":
+            return _signal(args)
+        if args.command == "status":
+            return _status(args)
+    except UsageError as exc:
+        print(f"archangel {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PidFileUnusable as exc:
+        print(f"archangel {args.command}: {exc}", file=sys.stderr)
+        return EXIT_STATUS.get(exc.reason, 6)
+    except DaemonError as exc:
+        print(f"archangel {args.command}: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse requires one
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ __all__ = [
     "PidFileError",
     "PidFileUnusable",
     "ProcessStateError",
+    "WatcherClosed",
 ]
 
 
@@ -115,3 +116,7 @@ class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
     def derive(self, excs: Sequence[Exception]) -> ChannelFailures:  # type: ignore[override]
         """Keep the type and the channel when ``except*`` or ``split`` regroups."""
         return ChannelFailures(self.message, excs, self.channel)
+
+
+class WatcherClosed(ArchangelError, RuntimeError):
+    """A watcher or a watch used after ``close()``."""

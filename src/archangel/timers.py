@@ -1,0 +1,347 @@
+"""Time on the loop's clock: pyzenkit's event queue and rel's repeating timers.
+
+:class:`EventQueue` is the data structure behind :meth:`archangel.bus.Bus.schedule`:
+pure, it is told the time instead of reading a clock, so tests drive it without a
+loop. :class:`Scheduler` runs one on a loop, for the bus. :class:`Timer` (made by
+:func:`every` or :meth:`archangel.bus.Bus.every`) calls a function at a fixed rate
+through ``loop.call_at``.
+
+What this module is not: a scheduler of its own. Nothing here sleeps, spawns
+threads or reads the wall clock; every deadline is in ``loop.time()`` units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from archangel.errors import InvalidArgument
+
+__all__ = ["EventQueue", "Scheduler", "Timer", "every"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class EventQueue(Generic[T]):
+    """Sequential events in a deque, timed events in a heap (pyzenkit's ``EventQueueManager``).
+
+    * :meth:`push` appends to the sequential queue (FIFO);
+    * :meth:`push_front` puts an event before every queued one (so several of
+      them come out last-pushed first, like pyzenkit's ``schedule_next``);
+    * :meth:`push_at` files an event under a deadline.
+
+    :meth:`pop_due` hands out a timed event whose deadline has come before any
+    sequential one. Timed events with the same deadline come out in the order
+    they were pushed: a sequence number breaks the tie, so the events
+    themselves are never compared.
+
+    Events must not be None (``pop_due`` returns None for "nothing is due").
+    """
+
+    __slots__ = ("_counter", "_sequential", "_timed")
+
+    def __init__(self) -> None:
+        self._sequential: deque[T] = deque()
+        self._timed: list[tuple[float, int, T]] = []
+        self._counter = itertools.count()
+
+    def push(self, event: T) -> None:
+        """Append ``event`` to the end of the sequential queue."""
+        self._sequential.append(event)
+
+    def push_front(self, event: T) -> None:
+        """Put ``event`` at the front of the sequential queue."""
+        self._sequential.appendleft(event)
+
+    def push_at(self, deadline: float, event: T) -> None:
+        """File ``event`` to become due at ``deadline`` (in the caller's clock)."""
+        heapq.heappush(self._timed, (deadline, next(self._counter), event))
+
+    def pop_due(self, now: float) -> T | None:
+        """Take the next event that is due at ``now``, or None if none is.
+
+        A timed event whose deadline is ``<= now`` beats the sequential queue.
+        """
+        timed = self._timed
+        if timed and timed[0][0] <= now:
+            return heapq.heappop(timed)[2]
+        if self._sequential:
+            return self._sequential.popleft()
+        return None
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among the timed events, or None if there are none."""
+        return self._timed[0][0] if self._timed else None
+
+    def clear(self) -> int:
+        """Drop every event; return how many there were."""
+        count = len(self)
+        self._sequential.clear()
+        self._timed.clear()
+        return count
+
+    def __len__(self) -> int:
+        return len(self._sequential) + len(self._timed)
+
+    def __repr__(self) -> str:
+        return f"<EventQueue {len(self._sequential)} queued, {len(self._timed)} timed>"
+
+
+#: The type of a queued message, a tuple of channel, arguments and keyword arguments.
+Message = tuple[Hashable, tuple[Any, ...], dict[str, Any]]
+
+
+class Scheduler:
+    """Runs an :class:`EventQueue` of messages on a loop, for :meth:`archangel.bus.Bus.schedule`.
+
+    One task drains the queue; it starts when a message is added and ends
+    when the queue is empty. It sends one message at a time, waiting for each
+    to be handled, and yields to the loop between messages so a busy queue
+    cannot starve I/O. A message that fails is logged and the queue goes on.
+
+    Args:
+        send: The coroutine function that delivers a message (``bus.publish``).
+        owner: Named in log lines.
+    """
+
+    __slots__ = ("_drainer", "_owner", "_send", "_wakeup", "queue")
+
+    def __init__(self, send: Callable[..., Awaitable[Any]], owner: object) -> None:
+        self._send = send
+        self._owner = owner
+        #: The messages waiting to be sent.
+        self.queue: EventQueue[Message] = EventQueue()
+        self._drainer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def add(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        message: Message,
+        *,
+        delay: float | None = None,
+        at: float | None = None,
+        first: bool = False,
+    ) -> None:
+        """Queue ``message``; the arguments are those of :meth:`archangel.bus.Bus.schedule`.
+
+        Raises:
+            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either.
+        """
+        if delay is not None and at is not None:
+            raise InvalidArgument("schedule() takes delay or at, not both")
+        if first and (delay is not None or at is not None):
+            raise InvalidArgument("schedule(first=True) is for queued events, not timed ones")
+        if delay is not None:
+            self.queue.push_at(loop.time() + delay, message)
+        elif at is not None:
+            self.queue.push_at(at, message)
+        elif first:
+            self.queue.push_front(message)
+        else:
+            self.queue.push(message)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain(loop))
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)  # something new may be due before the alarm
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self.queue
+        while queue:
+            message = queue.pop_due(loop.time())
+            if message is None:  # only timed events are left, and none is due yet
+                self._wakeup = wakeup = loop.create_future()
+                deadline = queue.next_deadline()
+                assert deadline is not None
+                alarm = loop.call_at(deadline, _wake, wakeup)
+                try:
+                    await wakeup
+                finally:
+                    alarm.cancel()
+                    if self._wakeup is wakeup:
+                        self._wakeup = None
+                continue
+            channel, args, kwargs = message
+            try:
+                await self._send(channel, *args, **kwargs)
+            except Exception:
+                logger.exception("%r: scheduled message to %r failed", self._owner, channel)
+            await asyncio.sleep(0)
+
+    def close(self) -> int:
+        """Drop the queued messages and stop the draining task; return how many were dropped."""
+        dropped = self.queue.clear()
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done() and not drainer.get_loop().is_closed():
+            drainer.cancel()
+        return dropped
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Timer:
+    """A call repeated every ``interval`` seconds while it returns something truthy (rel).
+
+    Do not create one directly: use :func:`every` or :meth:`archangel.bus.Bus.every`.
+
+    * The first call comes one interval after the timer is made.
+    * Deadlines are measured from the schedule, not from when a call ends:
+      the next deadline is the previous deadline plus the interval, so the
+      timer does not drift. If the loop was blocked past one or more
+      deadlines, those ticks are skipped (counted in :attr:`missed`), never
+      run in a burst.
+    * The callback may be a coroutine function; its call is awaited before
+      the timer re-arms, so calls never overlap.
+    * A falsy return value ends the timer. An exception is logged and the timer
+      goes on: a background timer has no caller to raise to, and one bad tick
+      (a full disk, say) should not silence it for good. Return False or call
+      :meth:`cancel` to stop it.
+    """
+
+    __slots__ = (
+        "_args",
+        "_callback",
+        "_cancelled",
+        "_deadline",
+        "_handle",
+        "_loop",
+        "_task",
+        "interval",
+        "missed",
+        "ticks",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        interval: float,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
+        if not interval > 0:
+            raise InvalidArgument(f"a timer's interval must be positive, not {interval!r}")
+        self._loop = loop
+        #: Seconds between deadlines.
+        self.interval = float(interval)
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._task: asyncio.Task[None] | None = None
+        #: How many times the callback was called.
+        self.ticks = 0
+        #: How many deadlines were skipped because the loop was late.
+        self.missed = 0
+        self._deadline: float | None = loop.time() + self.interval
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self._deadline, self._fire)
+
+    @property
+    def deadline(self) -> float | None:
+        """The loop time of the next tick (of the current one while it runs), or None when over."""
+        return self._deadline
+
+    @property
+    def active(self) -> bool:
+        """True until the callback returns something falsy or the timer is cancelled."""
+        return self._deadline is not None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Stop the timer; a call in progress (an awaited coroutine) is cancelled too.
+
+        Idempotent. Calling it from inside the callback stops the timer after
+        that call.
+        """
+        if self._cancelled:
+            return
+        self._cancelled = True
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        task = self._task
+        if task is not None and task is not asyncio.current_task(self._loop):
+            task.cancel()
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.ticks += 1
+        try:
+            result = self._callback(*self._args)
+        except Exception:
+            logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
+            result = True
+        if inspect.isawaitable(result):
+            self._task = self._loop.create_task(self._finish(result))
+        else:
+            self._rearm(result)
+
+    async def _finish(self, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
+            result = True
+        self._task = None
+        self._rearm(result)
+
+    def _rearm(self, keep_going: Any) -> None:
+        if self._cancelled or self._deadline is None:
+            return
+        if not keep_going:
+            self._deadline = None
+            return
+        now = self._loop.time()
+        deadline = self._deadline + self.interval
+        if deadline <= now:
+            skipped = int((now - deadline) // self.interval) + 1
+            self.missed += skipped
+            deadline += skipped * self.interval
+        self._deadline = deadline
+        self._handle = self._loop.call_at(deadline, self._fire)
+
+    def __repr__(self) -> str:
+        name = getattr(self._callback, "__qualname__", None) or repr(self._callback)
+        if self._cancelled:
+            status = "cancelled"
+        elif self._deadline is None:
+            status = "done"
+        else:
+            status = "active"
+        return f"<Timer every {self.interval:g}s {name} [{status}] ticks={self.ticks}>"
+
+
+def every(
+    loop: asyncio.AbstractEventLoop, interval: float, callback: Callable[..., Any], *args: Any
+) -> Timer:
+    """Call ``callback(*args)`` every ``interval`` seconds while it returns something truthy.
+
+    Args:
+        loop: The loop whose clock and ``call_at`` drive the timer.
+        interval: Seconds between calls (positive); the first call is one
+            interval from now.
+        callback: A function or coroutine function; see :class:`Timer` for what
+            its return value and its exceptions do.
+        *args: Passed to every call.
+
+    Returns:
+        The armed :class:`Timer`; ``timer.cancel()`` stops it.
+
+    Raises:
+        InvalidArgument: ``interval`` is not positive.
+    """
+    return Timer(loop, interval, callback, args)

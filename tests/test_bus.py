@@ -1,0 +1,1025 @@
+"""The bus: publish/subscribe, emit/ask/pipe, latches, transitions, the event queue, timers.
+
+Ports the applicable parts of magicbus's suites (publish orders, priorities,
+listener errors, lifecycle transitions, wait), rel's (emit/ask/when/transpire,
+timers that repeat while truthy) and pyzenkit's event queue order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archangel.bus import STOP, Bus
+from archangel.errors import ArchangelError, ChannelFailures, InvalidArgument, InvalidTransition
+from archangel.states import State, StateGraph
+from archangel.timers import EventQueue, every
+
+MSG = "Listener %d on channel %s: %s."
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[Bus[State]]:
+    bus = Bus()
+    yield bus
+    bus.close()
+
+
+def listener(log: list[str], channel: object, index: int) -> Any:
+    def listen(arg: object = None) -> None:
+        log.append(MSG % (index, channel, arg))
+
+    return listen
+
+
+def recorder(bus: Bus[Any], log: list[Any]) -> None:
+    """Subscribe to every state of the bus's graph, logging the states published."""
+    for state in bus.graph.states:
+        bus.subscribe(state, lambda *args, state=state: log.append(state))
+
+
+# -- publish and subscribe (magicbus's PublishSubscribeTests) -------------------------------
+
+
+async def test_builtin_channels_run_by_priority(bus: Bus[State]) -> None:
+    log: list[str] = []
+    expected: list[str] = []
+    for channel in State:
+        for index, priority in enumerate([100, 50, 0, 51]):
+            bus.subscribe(channel, listener(log, channel, index), priority)
+    for channel in State:
+        await bus.publish(channel)
+        expected.extend(MSG % (i, channel, None) for i in (2, 1, 3, 0))
+        await bus.publish(channel, arg=79347)
+        expected.extend(MSG % (i, channel, 79347) for i in (2, 1, 3, 0))
+    assert log == expected
+
+
+async def test_custom_channels_default_priority_is_50(bus: Bus[State]) -> None:
+    log: list[str] = []
+    expected: list[str] = []
+    channels = ("hugh", "louis", "dewey")
+    for channel in channels:
+        for index, priority in enumerate([None, 10, 60, 40]):
+            callback = listener(log, channel, index)
+            if priority is None:
+                bus.subscribe(channel, callback)
+            else:
+                bus.subscribe(channel, callback, priority)
+    for channel in channels:
+        await bus.publish(channel, "ah so")
+        expected.extend(MSG % (i, channel, "ah so") for i in (1, 3, 0, 2))
+        await bus.publish(channel)
+        expected.extend(MSG % (i, channel, None) for i in (1, 3, 0, 2))
+    assert log == expected
+
+
+async def test_listener_errors_are_gathered_after_all_ran(bus: Bus[State]) -> None:
+    log: list[str] = []
+    expected: list[str] = []
+    for channel in State:
+        bus.subscribe(channel, listener(log, channel, 1))
+        bus.subscribe(channel, lambda: None, priority=20)  # breaks: takes no argument
+    for channel in State:
+        with pytest.raises(ChannelFailures) as caught:
+            await bus.publish(channel, 123)
+        expected.append(MSG % (1, channel, 123))
+        assert caught.value.channel is channel
+        assert [type(exc) for exc in caught.value.exceptions] == [TypeError]
+        assert str(caught.value).startswith(f"1 of 2 subscribers of {channel!r} failed")
+    assert log == expected
+
+
+async def test_equal_priorities_run_in_subscription_order(bus: Bus[State]) -> None:
+    log: list[int] = []
+    for index in range(20):
+        bus.subscribe("c", functools.partial(log.append, index), priority=index % 3)
+    await bus.publish("c")
+    assert log == sorted(range(20), key=lambda index: (index % 3, index))
+
+
+async def test_results_come_back_in_run_order_sync_and_async(bus: Bus[State]) -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 10
+
+    bus.subscribe("c", lambda x: x + 1, priority=60)
+    bus.subscribe("c", slow, priority=40)
+    bus.subscribe("c", lambda x: x, priority=50)
+    assert await bus.publish("c", 2) == [20, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"), [((), {}), ((1,), {}), ((1, 2), {}), ((), {"k": 1}), ((1,), {"k": 1})]
+)
+@pytest.mark.parametrize("proven", [False, True], ids=["careful path", "hot path"])
+async def test_every_subscriber_runs_despite_failures(
+    bus: Bus[State], args: tuple[Any, ...], kwargs: dict[str, Any], proven: bool
+) -> None:
+    calls: list[str] = []
+    armed = not proven  # a clean first publish proves the channel plain
+
+    def ok(name: str) -> Any:
+        return lambda *a, **kw: calls.append(name)
+
+    def bad(name: str) -> Any:
+        def fail(*a: Any, **kw: Any) -> None:
+            calls.append(name)
+            if armed:
+                raise ValueError(name)
+
+        return fail
+
+    for callback in (ok("a"), bad("b"), ok("c"), bad("d"), ok("e")):
+        bus.subscribe("c", callback)
+    if proven:
+        await bus.publish("c", *args, **kwargs)
+        calls.clear()
+        armed = True
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.publish("c", *args, **kwargs)
+    assert calls == ["a", "b", "c", "d", "e"]
+    assert [str(exc) for exc in caught.value.exceptions] == ["b", "d"]
+    assert caught.value.__suppress_context__ or caught.value.__context__ is None
+
+
+async def test_async_subscribers_run_one_after_the_other(bus: Bus[State]) -> None:
+    log: list[str] = []
+
+    def make(name: str) -> Any:
+        async def sub() -> None:
+            log.append(f"{name} in")
+            await asyncio.sleep(0)
+            log.append(f"{name} out")
+
+        return sub
+
+    bus.subscribe("c", make("a"))
+    bus.subscribe("c", make("b"))
+    await bus.publish("c")
+    assert log == ["a in", "a out", "b in", "b out"]
+
+
+async def test_async_callables_are_recognised(bus: Bus[State]) -> None:
+    class Handler:
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    bus.subscribe("c", Handler())
+    bus.subscribe("c", functools.partial(add, 10))
+    assert await bus.publish("c", 1) == [2, 11]
+
+
+async def test_plain_functions_returning_awaitables_are_awaited(bus: Bus[State]) -> None:
+    bus.subscribe("c", lambda x: x)
+    assert await bus.publish("c", 1) == [1]  # proven plain: the hot path from now on
+    assert await bus.publish("c", 2) == [2]
+    bus.subscribe("c", lambda x: asyncio.sleep(0, x * 10))  # the channel learns again
+    for _ in range(2):
+        assert await bus.publish("c", 3) == [3, 30]
+    bus.subscribe("c", lambda x: asyncio.sleep(0, x * 100))
+    assert await bus.publish("c", 4, *()) == [4, 40, 400]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, asyncio.CancelledError])
+@pytest.mark.parametrize("kind", ["sync", "async", "proven sync"])
+async def test_fatal_exceptions_propagate_at_once(
+    bus: Bus[State], error: type[BaseException], kind: str
+) -> None:
+    later: list[int] = []
+    armed = kind != "proven sync"
+
+    def fatal() -> None:
+        if armed:
+            raise error
+
+    async def fatal_async() -> None:
+        raise error
+
+    bus.subscribe("c", fatal_async if kind == "async" else fatal)
+    bus.subscribe("c", lambda: later.append(1))
+    if not armed:
+        await bus.publish("c")  # proves the channel plain: the next one takes the hot path
+        later.clear()
+        armed = True
+    with pytest.raises(error):
+        await bus.publish("c")
+    assert later == []
+
+
+async def test_a_sync_publish_never_suspends(bus: Bus[State]) -> None:
+    bus.subscribe("c", lambda x: x * 2)
+    for channel, expected in (("c", [6]), ("c", [6]), ("nobody", [])):  # careful, then hot
+        coroutine = bus.publish(channel, 3)
+        with pytest.raises(StopIteration) as done:
+            coroutine.send(None)  # runs to the end without yielding to a loop
+        assert done.value.value == expected
+
+
+async def test_subscribe_unsubscribe_and_introspection(bus: Bus[State]) -> None:
+    def first() -> str:
+        return "first"
+
+    def second() -> str:
+        return "second"
+
+    assert not bus.has_subscribers("c")
+    bus.subscribe("c", second)
+    bus.subscribe("c", first, priority=10)
+    bus.subscribe("c", second, priority=60)  # again: not twice, only the new priority
+    assert bus.subscribers("c") == (first, second)
+    assert bus.has_subscribers("c")
+    assert bus.channels == ("c",)
+    assert await bus.publish("c") == ["first", "second"]
+    assert bus.unsubscribe("c", first) is True
+    assert bus.unsubscribe("c", first) is False
+    assert bus.unsubscribe("elsewhere", first) is False
+    assert bus.unsubscribe("c", second) is True
+    assert not bus.has_subscribers("c")
+    assert bus.channels == ()
+    assert await bus.publish("c") == []
+    with pytest.raises(TypeError, match="not callable"):
+        bus.subscribe("c", "not a function")  # type: ignore[arg-type]
+
+
+async def test_on_is_a_decorator_that_returns_the_function(bus: Bus[State]) -> None:
+    @bus.on(State.START, priority=10)
+    def starting() -> str:
+        return "starting"
+
+    assert starting() == "starting"
+    assert bus.subscribers(State.START) == (starting,)
+
+
+def test_channel_failures_is_an_exception_group_and_an_archangel_error() -> None:
+    failures = ChannelFailures("2 failed", [ValueError("v"), OSError("o")], "chan")
+    assert isinstance(failures, ExceptionGroup)
+    assert isinstance(failures, ArchangelError)
+    matched, rest = failures.split(OSError)
+    assert isinstance(matched, ChannelFailures)
+    assert isinstance(rest, ChannelFailures)
+    assert (matched.channel, rest.channel) == ("chan", "chan")
+    caught: list[BaseException] = []
+    try:
+        raise failures
+    except* OSError as group:
+        caught.append(group)
+    except* ValueError:
+        pass
+    assert isinstance(caught[0], ChannelFailures)
+
+
+# -- emit, ask, pipe (rel's util) -----------------------------------------------------------
+
+
+async def test_emit_returns_the_publishing_task(bus: Bus[State]) -> None:
+    bus.subscribe("c", lambda x: x + 1)
+    task = bus.emit("c", 1)
+    assert isinstance(task, asyncio.Task)
+    assert await task == [2]
+
+
+async def test_emit_logs_failures_instead_of_raising(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe("c", broken)
+    task = bus.emit("c")
+    assert isinstance(task, asyncio.Task)
+    await asyncio.wait([task])
+    await asyncio.sleep(0)  # let the done callback run
+    assert "emitted message to 'c' failed" in caplog.text
+    assert "RuntimeError: boom" in caplog.text
+
+
+async def test_emit_from_another_thread_runs_on_the_bus_loop(bus: Bus[State]) -> None:
+    await bus.transition(State.RUN)  # the bus now knows its loop
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Future[int] = loop.create_future()
+    bus.subscribe("signal", lambda: arrived.set_result(threading.get_ident()))
+    handle = await asyncio.to_thread(bus.emit, "signal")
+    assert not isinstance(handle, asyncio.Task)  # a loop handle (uvloop has its own class)
+    assert callable(handle.cancel)
+    async with asyncio.timeout(5):
+        assert await arrived == threading.get_ident()
+
+
+def test_emit_without_any_loop_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="has no event loop"):
+        Bus().emit("c")
+
+
+async def test_ask_returns_the_first_answer_that_is_not_none(bus: Bus[State]) -> None:
+    asked: list[str] = []
+
+    def silent(question: str) -> None:
+        asked.append("silent")
+
+    async def answers(question: str) -> str:
+        asked.append("answers")
+        return question.upper()
+
+    def never(question: str) -> str:
+        asked.append("never")
+        return "too late"
+
+    assert await bus.ask("q", "hi") is None
+    bus.subscribe("q", silent, priority=1)
+    bus.subscribe("q", answers, priority=2)
+    bus.subscribe("q", never, priority=3)
+    assert await bus.ask("q", "hi") == "HI"
+    assert asked == ["silent", "answers"]
+
+
+async def test_ask_stops_at_a_failure(bus: Bus[State]) -> None:
+    def broken() -> None:
+        raise KeyError("k")
+
+    bus.subscribe("q", broken)
+    bus.subscribe("q", lambda: "answer")
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.ask("q")
+    assert [type(exc) for exc in caught.value.exceptions] == [KeyError]
+
+
+async def test_pipe_chains_results_until_stop(bus: Bus[State]) -> None:
+    assert await bus.pipe("p", 1) == 1
+    seen: list[int] = []
+    bus.subscribe("p", lambda x, step: x + step, priority=1)
+
+    async def double(x: int, step: int) -> int:
+        return x * 2
+
+    bus.subscribe("p", double, priority=2)
+    assert await bus.pipe("p", 1, 3) == 8
+
+    def stop_big(x: int, step: int) -> Any:
+        seen.append(x)
+        return STOP if x > 5 else x
+
+    bus.subscribe("p", stop_big, priority=3)
+    bus.subscribe("p", lambda x, step: seen.append(-1), priority=4)
+    assert await bus.pipe("p", 1, 3) == 8  # the value STOP was given
+    assert seen == [8]
+    assert repr(STOP) == "archangel.STOP"
+
+
+async def test_pipe_stops_at_a_failure(bus: Bus[State]) -> None:
+    bus.subscribe("p", lambda x: 1 / x)
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.pipe("p", 0)
+    assert [type(exc) for exc in caught.value.exceptions] == [ZeroDivisionError]
+
+
+# -- when / transpire (rel's latches) -------------------------------------------------------
+
+
+async def test_when_waits_for_transpire_and_fires_once(bus: Bus[State]) -> None:
+    calls: list[tuple[str, Any]] = []
+    bus.when("ready", lambda *a, **kw: calls.append(("first", (a, kw))), 1, x=2)
+    bus.when("ready", lambda: calls.append(("second", None)))
+    assert calls == []
+    assert bus.transpire("ready") is True
+    assert calls == [("first", ((1,), {"x": 2})), ("second", None)]
+    assert bus.transpire("ready") is False  # a second transpire does nothing
+    assert len(calls) == 2
+    bus.when("ready", lambda: calls.append(("late", None)))  # after: runs at once
+    assert calls[-1] == ("late", None)
+
+
+async def test_when_with_a_coroutine_function_runs_it_as_a_task(bus: Bus[State]) -> None:
+    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def ready(value: str) -> None:
+        done.set_result(value)
+
+    bus.when("ready", ready, "yes")
+    bus.transpire("ready")
+    async with asyncio.timeout(5):
+        assert await done == "yes"
+
+
+async def test_a_failing_async_latch_callback_is_logged(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> None:
+        raise LookupError("gone")
+
+    bus.transpire("ready")
+    bus.when("ready", broken)
+    async with asyncio.timeout(5):
+        while "callback waiting for 'ready' failed" not in caplog.text:
+            await asyncio.sleep(0)
+    assert "LookupError: gone" in caplog.text
+
+
+def test_an_async_latch_callback_outside_a_loop_is_an_error() -> None:
+    async def ready() -> None:
+        pass
+
+    bus = Bus()
+    bus.transpire("ready")
+    with pytest.raises(RuntimeError, match="needs a running loop"):
+        bus.when("ready", ready)
+
+
+async def test_transpire_gathers_failures_and_still_transpires(bus: Bus[State]) -> None:
+    calls: list[int] = []
+
+    def broken() -> None:
+        raise ValueError("x")
+
+    bus.when("e", broken)
+    bus.when("e", lambda: calls.append(1))
+    with pytest.raises(ChannelFailures, match="1 of 2 callbacks waiting for 'e' failed"):
+        bus.transpire("e")
+    assert calls == [1]
+    assert bus.transpire("e") is False
+
+
+# -- transitions (magicbus's BusMethodTests) ------------------------------------------------
+
+
+async def test_initial_to_run_publishes_each_state_in_order(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="archangel.bus")
+    log: list[State] = []
+    recorder(bus, log)
+    assert bus.state is State.INITIAL
+    await bus.transition(State.RUN)
+    assert log == [State.ENTER, State.IDLE, State.START, State.RUN]
+    assert bus.state is State.RUN
+    assert [r.getMessage() for r in caplog.records] == [
+        "bus state: <State.ENTER>",
+        "bus state: <State.IDLE>",
+        "bus state: <State.START>",
+        "bus state: <State.RUN>",
+    ]
+    assert bus.error is None
+
+
+async def test_run_to_idle_and_idle_to_exited(bus: Bus[State]) -> None:
+    log: list[State] = []
+    await bus.transition(State.RUN)
+    recorder(bus, log)
+    await bus.transition(State.IDLE)
+    assert log == [State.STOP, State.IDLE]
+    await bus.transition(State.EXITED)
+    assert log == [State.STOP, State.IDLE, State.EXIT, State.EXITED]
+
+
+async def test_initial_to_exited_skips_start(bus: Bus[State]) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    await bus.transition(State.EXITED)
+    assert log == [State.ENTER, State.IDLE, State.EXIT, State.EXITED]
+
+
+async def test_graceful_goes_round_through_idle(bus: Bus[State]) -> None:
+    log: list[State] = []
+    await bus.transition(State.RUN)
+    recorder(bus, log)
+    await bus.graceful()
+    assert log == [State.STOP, State.IDLE, State.START, State.RUN]
+
+
+async def test_transition_to_the_current_state_publishes_nothing(bus: Bus[State]) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    await bus.transition(State.INITIAL)
+    assert log == []
+
+
+async def test_an_unreachable_state_is_an_invalid_transition(bus: Bus[State]) -> None:
+    await bus.transition(State.EXITED)
+    with pytest.raises(
+        InvalidTransition, match=re.escape("cannot go from <State.EXITED> to <State.RUN>: no path")
+    ):
+        await bus.transition(State.RUN)
+    assert bus.state is State.EXITED
+
+
+def failing(name: str) -> Any:
+    def fail(*args: Any) -> None:
+        raise RuntimeError(name)
+
+    return fail
+
+
+async def test_a_start_failure_takes_the_error_path_to_exited(bus: Bus[State]) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    received: list[Any] = []
+    bus.subscribe(State.START, failing("cannot bind"))
+    bus.subscribe(State.START_ERROR, received.append)
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.transition(State.RUN)
+    assert log == [
+        State.ENTER,
+        State.IDLE,
+        State.START,
+        State.START_ERROR,
+        State.STOP,
+        State.IDLE,
+        State.EXIT,
+        State.EXITED,
+    ]
+    assert bus.state is State.EXITED
+    assert bus.error is caught.value
+    (cause,) = caught.value.exceptions
+    assert isinstance(cause, ChannelFailures)
+    assert cause.channel is State.START
+    assert received == [cause]  # the error state's subscribers get what failed
+    assert "going from <State.INITIAL> to <State.RUN>" in str(caught.value)
+    assert "the bus is in <State.EXITED>" in str(caught.value)
+    with pytest.raises(InvalidTransition):
+        await bus.transition(State.RUN)
+
+
+@pytest.mark.parametrize(
+    ("broken", "path"),
+    [
+        ("ENTER", "ENTER STOP_ERROR EXIT EXITED"),
+        ("RUN", "ENTER IDLE START RUN START_ERROR STOP IDLE EXIT EXITED"),
+        ("START STOP", "ENTER IDLE START START_ERROR STOP STOP_ERROR EXIT EXITED"),
+        ("START EXIT", "ENTER IDLE START START_ERROR STOP IDLE EXIT EXIT_ERROR EXITED"),
+    ],
+)
+async def test_error_paths(bus: Bus[State], broken: str, path: str) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    for name in broken.split():
+        bus.subscribe(State[name], failing(name))
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.transition(State.RUN)
+    assert [state.name for state in log] == path.split()
+    assert [exc.channel.name for exc in caught.value.exceptions] == [  # type: ignore[union-attr]
+        name for name in path.split() if name in broken.split()
+    ]
+
+
+async def test_failures_everywhere_still_end_in_exited(bus: Bus[State]) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    for state in State:
+        bus.subscribe(state, failing(state.name))
+    with pytest.raises(ChannelFailures):
+        await bus.transition(State.RUN)
+    assert bus.state is State.EXITED
+    assert log == [State.ENTER, State.STOP_ERROR, State.EXIT, State.EXIT_ERROR, State.EXITED]
+
+
+async def test_a_graph_without_error_states_stops_where_it_failed() -> None:
+    bus = Bus(StateGraph.from_edges({"off": "warming", "warming": "on"}))
+    assert bus.state == "off"
+    bus.subscribe("warming", failing("cold"))
+    with pytest.raises(ChannelFailures):
+        await bus.transition("on")
+    assert bus.state == "warming"
+    assert repr(bus) == "<Bus [warming] 1 subscribers on 1 channels>"
+
+
+async def test_keyboard_interrupt_leaves_the_error_path_alone(bus: Bus[State]) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    bus.subscribe(State.START, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        await bus.transition(State.RUN)
+    assert bus.state is State.START
+    assert bus.error is None
+
+
+async def test_a_cancelled_transition_stays_put_and_frees_the_bus(bus: Bus[State]) -> None:
+    entered = asyncio.Event()
+
+    async def hang() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    bus.subscribe(State.START, hang)
+    task = asyncio.create_task(bus.transition(State.RUN))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert bus.state is State.START
+    bus.unsubscribe(State.START, hang)
+    await bus.transition(State.EXITED)
+    assert bus.state is State.EXITED
+
+
+async def test_concurrent_transitions_are_serialized(bus: Bus[State]) -> None:
+    log: list[State] = []
+    recorder(bus, log)
+    gate = asyncio.Event()
+    bus.subscribe(State.START, gate.wait)
+    first = asyncio.create_task(bus.transition(State.RUN))
+    second = asyncio.create_task(bus.transition(State.EXITED))
+    await bus.wait(State.START)
+    await asyncio.sleep(0)
+    assert bus.state is State.START
+    gate.set()
+    await asyncio.gather(first, second)
+    assert log == [
+        State.ENTER,
+        State.IDLE,
+        State.START,
+        State.RUN,
+        State.STOP,
+        State.IDLE,
+        State.EXIT,
+        State.EXITED,
+    ]
+
+
+async def test_a_transition_from_inside_a_transition_is_refused(bus: Bus[State]) -> None:
+    refused: list[BaseException] = []
+
+    async def reenter() -> None:
+        try:
+            await bus.transition(State.EXITED)
+        except RuntimeError as exc:
+            refused.append(exc)
+
+    bus.subscribe(State.START, reenter)
+    await bus.transition(State.RUN)
+    assert bus.state is State.RUN
+    assert "would wait for itself" in str(refused[0])
+
+
+@pytest.mark.parametrize(
+    ("target", "states"),
+    [
+        (State.RUN, [State.RUN]),
+        (State.RUN, [State.START, State.RUN]),
+        (State.EXITED, [State.EXITED]),
+        (State.RUN, [State.IDLE]),  # passed through: still seen
+    ],
+)
+async def test_wait_returns_once_the_state_comes(
+    bus: Bus[State], target: State, states: list[State]
+) -> None:
+    waiter = asyncio.create_task(bus.wait(*states))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await bus.transition(target)
+    async with asyncio.timeout(5):
+        assert await waiter in states
+    assert bus.state is target
+
+
+async def test_wait_for_the_current_state_returns_at_once(bus: Bus[State]) -> None:
+    assert await bus.wait(State.INITIAL, State.EXITED) is State.INITIAL
+
+
+async def test_wait_refuses_states_that_never_come(bus: Bus[State]) -> None:
+    with pytest.raises(InvalidTransition, match="cannot wait for 'nowhere'"):
+        await bus.wait("nowhere")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        await bus.wait()
+
+
+def test_bus_defaults_and_repr() -> None:
+    bus = Bus()
+    assert bus.state is State.INITIAL
+    assert repr(bus) == "<Bus [INITIAL] 0 subscribers on 0 channels>"
+    custom = Bus(StateGraph.from_edges({"a": "b"}), initial="b")
+    assert custom.state == "b"
+    with pytest.raises(InvalidTransition, match="initial state 'z'"):
+        Bus(StateGraph.from_edges({"a": "b"}), initial="z")
+
+
+# -- the event queue (pyzenkit's EventQueueManager) -----------------------------------------
+
+
+def test_event_queue_order_without_a_loop() -> None:
+    queue: EventQueue[str] = EventQueue()
+    assert queue.pop_due(0.0) is None
+    assert queue.next_deadline() is None
+    queue.push("a")
+    queue.push("b")
+    queue.push_front("x")
+    queue.push_front("y")  # schedule_next: LIFO at the front
+    queue.push_at(10.0, "late")
+    queue.push_at(5.0, "soon")
+    assert len(queue) == 6
+    assert queue.next_deadline() == 5.0
+    assert [queue.pop_due(1.0) for _ in range(4)] == ["y", "x", "a", "b"]
+    assert queue.pop_due(1.0) is None  # timed events are not due yet
+    queue.push("c")
+    assert queue.pop_due(7.0) == "soon"  # a due timed event beats the queued one
+    assert queue.pop_due(7.0) == "c"
+    assert queue.pop_due(20.0) == "late"
+    assert repr(queue) == "<EventQueue 0 queued, 0 timed>"
+
+
+def test_event_queue_same_deadline_keeps_the_order_and_never_compares_events() -> None:
+    queue: EventQueue[dict[str, int]] = EventQueue()
+    events = [{"n": n} for n in range(50)]  # dicts cannot be ordered
+    for event in events:
+        queue.push_at(1.0, event)
+    assert [queue.pop_due(1.0) for _ in events] == events
+    queue.push("a")
+    queue.push_at(1.0, {"n": -1})
+    assert queue.clear() == 2
+    assert len(queue) == 0
+
+
+async def drained(bus: Bus[State], channel: str, count: int, log: list[Any]) -> None:
+    """Wait until ``count`` messages on ``channel`` have been logged."""
+    done = asyncio.get_running_loop().create_future()
+
+    def note(*args: Any) -> None:
+        log.append(args[0] if len(args) == 1 else args)
+        if len(log) == count and not done.done():
+            done.set_result(None)
+
+    bus.subscribe(channel, note)
+    async with asyncio.timeout(5):
+        await done
+
+
+async def test_schedule_is_fifo_and_schedule_next_lifo_at_the_front(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    bus.schedule("e", "a")
+    bus.schedule("e", "b")
+    bus.schedule_next("e", "x")
+    bus.schedule("e", "y", first=True)
+    await drained(bus, "e", 4, log)
+    assert log == ["y", "x", "a", "b"]
+
+
+async def test_a_due_timed_event_beats_queued_ones(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    loop = asyncio.get_running_loop()
+    bus.schedule("e", "a")
+    bus.schedule("e", "b")
+    bus.schedule_at(loop.time() - 1, "e", "timed")
+    await drained(bus, "e", 3, log)
+    assert log == ["timed", "a", "b"]
+
+
+async def test_events_due_at_the_same_instant_run_in_schedule_order(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    when = asyncio.get_running_loop().time()
+    payloads = [{"n": n} for n in range(20)]  # not orderable: must never be compared
+    for payload in payloads:
+        bus.schedule("e", payload, at=when)
+    await drained(bus, "e", 20, log)
+    assert log == payloads
+
+
+async def test_delayed_events_wait_and_new_events_do_not(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    bus.schedule_after(0.02, "e", "delayed")
+    bus.schedule("e", "now", delay=None)
+    await drained(bus, "e", 2, log)
+    assert log == ["now", "delayed"]
+    bus.schedule("e", "far", delay=60)
+    await asyncio.sleep(0)  # the drainer is now asleep until the far deadline
+    bus.schedule("e", "prompt")
+    async with asyncio.timeout(5):
+        while len(log) < 3:
+            await asyncio.sleep(0)
+    assert log[-1] == "prompt"
+
+
+async def test_one_publish_at_a_time_and_failures_do_not_stop_the_queue(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+
+    async def first(name: str) -> None:
+        log.append(f"{name} in")
+        if name == "a":
+            await gate.wait()
+        log.append(f"{name} out")
+        if name == "b":
+            raise ValueError("b is bad")
+
+    bus.subscribe("e", first)
+    for name in ("a", "b", "c"):
+        bus.schedule("e", name)
+    await bus.wait(State.INITIAL)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log == ["a in"]
+    gate.set()
+    async with asyncio.timeout(5):
+        while len(log) < 6:
+            await asyncio.sleep(0)
+    assert log == ["a in", "a out", "b in", "b out", "c in", "c out"]
+    assert "scheduled message to 'e' failed" in caplog.text
+
+
+async def test_schedule_refuses_contradictory_arguments(bus: Bus[State]) -> None:
+    with pytest.raises(InvalidArgument, match="delay or at"):
+        bus.schedule("e", delay=1, at=2)
+    with pytest.raises(InvalidArgument, match="first=True"):
+        bus.schedule("e", first=True, delay=1)
+
+
+async def test_close_drops_the_queue_and_says_so(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[Any] = []
+    bus.subscribe("e", log.append)
+    bus.schedule("e", "far", delay=60)
+    await asyncio.sleep(0)
+    bus.close()
+    bus.close()
+    assert "closed with 1 scheduled messages not sent" in caplog.text
+    bus.schedule("e", "again")  # the bus stays usable
+    async with asyncio.timeout(5):
+        while not log:
+            await asyncio.sleep(0)
+    assert log == ["again"]
+
+
+# -- timers (rel's timeout: repeat while the callback returns true) -------------------------
+
+
+async def test_every_repeats_while_truthy(bus: Bus[State]) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def tick(a: int, b: int) -> bool:
+        calls.append((a, b))
+        return len(calls) < 3
+
+    timer = bus.every(0.005, tick, 1, 2)
+    assert timer.active
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.005)
+    assert calls == [(1, 2)] * 3
+    assert (timer.ticks, timer.cancelled, timer.deadline) == (3, False, None)
+    assert "[done] ticks=3" in repr(timer)
+
+
+async def test_every_awaits_async_callbacks_before_rearming() -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    running = 0
+    overlaps = 0
+    calls = 0
+
+    async def tick() -> bool:
+        nonlocal running, overlaps, calls
+        running += 1
+        overlaps = max(overlaps, running)
+        await asyncio.sleep(0.012)  # longer than the interval
+        running -= 1
+        calls += 1
+        if calls == 3:
+            done.set_result(None)
+        return calls < 3
+
+    timer = every(loop, 0.005, tick)
+    async with asyncio.timeout(5):
+        await done
+    await asyncio.sleep(0)
+    assert overlaps == 1
+    assert not timer.active
+    assert timer.missed >= 2  # each slow call made it miss at least one deadline
+
+
+async def test_a_failing_tick_is_logged_and_the_timer_goes_on(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def tick() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("disk full")
+        return calls < 3
+
+    timer = bus.every(0.005, tick)
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.005)
+    assert calls == 3
+    assert "tick 1 failed; the timer goes on" in caplog.text
+    assert "OSError: disk full" in caplog.text
+
+
+async def test_cancel_stops_the_timer(bus: Bus[State]) -> None:
+    calls = 0
+
+    def tick() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            timer.cancel()  # from inside: this call is the last
+        return True
+
+    timer = bus.every(0.005, tick)
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.02)
+    assert calls == 2
+    assert timer.cancelled
+    timer.cancel()  # idempotent
+    assert "[cancelled]" in repr(timer)
+
+
+async def test_cancel_cancels_an_async_call_in_progress(bus: Bus[State]) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def tick() -> bool:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return True
+
+    timer = bus.every(0.001, tick)
+    async with asyncio.timeout(5):
+        await started.wait()
+        timer.cancel()
+        await cancelled.wait()
+    assert not timer.active
+
+
+async def test_deadlines_do_not_drift(bus: Bus[State]) -> None:
+    ticks: list[tuple[float | None, int]] = []
+
+    def tick() -> bool:
+        ticks.append((timer.deadline, timer.missed))
+        time.sleep(0.002)  # work that would push a naive timer later each time
+        return len(ticks) < 5
+
+    timer = bus.every(0.01, tick)
+    first = timer.deadline
+    assert first is not None
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.01)
+    # Every deadline is on the grid first + n * interval: the k-th call's n is k plus the
+    # ticks skipped so far (none, unless the machine was too busy to keep up).
+    deadlines = [deadline for deadline, _ in ticks]
+    grid = [first + (k + missed) * 0.01 for k, (_, missed) in enumerate(ticks)]
+    assert deadlines == pytest.approx(grid, abs=1e-9)
+
+
+async def test_missed_ticks_are_skipped_not_bunched(bus: Bus[State]) -> None:
+    deadlines: list[float] = []
+
+    def tick() -> bool:
+        deadlines.append(timer.deadline)  # type: ignore[arg-type]
+        if len(deadlines) == 1:
+            time.sleep(0.045)  # the loop is blocked past four deadlines
+        return len(deadlines) < 2
+
+    timer = bus.every(0.01, tick)
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.01)
+    assert timer.missed >= 3
+    assert deadlines[1] == pytest.approx(deadlines[0] + (timer.missed + 1) * 0.01, abs=1e-9)
+
+
+async def test_close_cancels_timers_and_bad_intervals_are_refused(bus: Bus[State]) -> None:
+    timer = bus.every(60, lambda: True)
+    bus.close()
+    assert timer.cancelled and not timer.active
+    with pytest.raises(InvalidArgument, match="positive"):
+        bus.every(0, lambda: True)
+
+
+# -- the documentation's example runs and prints what the page says ------------------------
+
+
+def test_the_documented_example(capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).parents[1] / "docs" / "bus.rst").read_text()
+    blocks = re.findall(r"\.\. code-block:: (\w+)\n(?:   :\w+:.*\n)*\n((?:(?:   .*)?\n)+)", page)
+    code = next(body for kind, body in blocks if kind == "python" and "asyncio.run" in body)
+    output = next(body for kind, body in blocks if kind == "text")
+    exec(compile(_dedent(code), "docs/bus.rst", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == _dedent(output)
+
+
+def _dedent(block: str) -> str:
+    return "\n".join(line[3:] for line in block.splitlines()).strip() + "\n"

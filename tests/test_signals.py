@@ -1,0 +1,90 @@
+"""The signal policy: tables, overrides, counting, real signals on a real loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from archangel import InvalidArgument
+from archangel.signals import DEFAULT_POLICY, Action, SignalPolicy
+
+
+def test_default_table_matches_the_design() -> None:
+    table = SignalPolicy().table
+    assert table == DEFAULT_POLICY
+    assert table[signal.SIGINT] == (Action.GRACEFUL, Action.QUICK, Action.IMMEDIATE)
+    assert table[signal.SIGTERM] == (Action.GRACEFUL,)
+    assert table[signal.SIGQUIT] == (Action.QUICK,)
+    assert table[signal.SIGHUP] == (Action.RELOAD,)
+    assert table[signal.SIGUSR1] == (Action.RUNLOG,)
+    assert table[signal.SIGUSR2] == (Action.STATE,)
+
+
+def test_deliveries_walk_the_list_and_the_last_repeats() -> None:
+    policy = SignalPolicy()
+    got = [policy.action(signal.SIGINT) for _ in range(5)]
+    assert got == [
+        Action.GRACEFUL,
+        Action.QUICK,
+        Action.IMMEDIATE,
+        Action.IMMEDIATE,
+        Action.IMMEDIATE,
+    ]
+    assert policy.action(signal.SIGTERM) is Action.GRACEFUL  # counted per signal
+
+
+def test_overrides_by_name_number_and_removal() -> None:
+    policy = SignalPolicy({"hup": "graceful", signal.SIGUSR1: None, "SIGTERM": ["quick"]})
+    table = policy.table
+    assert table[signal.SIGHUP] == (Action.GRACEFUL,)
+    assert table[signal.SIGTERM] == (Action.QUICK,)
+    assert signal.SIGUSR1 not in table
+    assert "SIGHUP: graceful" in repr(policy)
+    assert SignalPolicy({"usr1": "state"}, defaults=False).table == {
+        signal.SIGUSR1: (Action.STATE,)
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SIGNOPE": "graceful"}, "'SIGNOPE' is not a signal"),
+        ({999: "graceful"}, "999 is not a signal"),
+        ({"hup": "explode"}, r"SIGHUP: 'explode' names an unknown action; known: graceful"),
+    ],
+)
+def test_bad_policies_are_clear_errors(overrides: dict[object, str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        SignalPolicy(overrides)  # type: ignore[arg-type]
+
+
+async def test_real_signals_reach_the_dispatcher_on_the_loop() -> None:
+    loop = asyncio.get_running_loop()
+    policy = SignalPolicy()
+    seen: list[tuple[signal.Signals, Action]] = []
+    got_three = asyncio.Event()
+
+    def dispatch(sig: signal.Signals, action: Action) -> None:
+        seen.append((sig, action))
+        if len(seen) == 3:
+            got_three.set()
+
+    policy.install(loop, dispatch)
+    try:
+        signal.raise_signal(signal.SIGUSR1)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        async with asyncio.timeout(5):
+            await got_three.wait()
+    finally:
+        policy.uninstall()
+        policy.uninstall()  # idempotent
+    assert seen == [
+        (signal.SIGUSR1, Action.RUNLOG),
+        (signal.SIGINT, Action.GRACEFUL),
+        (signal.SIGINT, Action.QUICK),
+    ]
+    # Uninstalled: Python's own SIGINT handler is back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
