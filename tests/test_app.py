@@ -11,9 +11,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.helpers import until
 
 from archangel import App, ExitReason, InvalidArgument, Process, ProcessStateError, State
+from tests.helpers import until
 
 
 class Echo(Process, asyncio.Protocol):

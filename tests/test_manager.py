@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web, web_server
-from tests.helpers import serve, until
 
 from archangel import (
     AlreadyRegistered,
@@ -27,6 +26,7 @@ from archangel import (
     TaskProcess,
 )
 from archangel.adopt import AdoptedProtocol
+from tests.helpers import serve, until
 
 
 class Echo(Process, asyncio.Protocol):

@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 import pytest
-from tests.helpers import serve, until
 
 from archangel import ExitReason, InvalidArgument, Process, ProcessManager, ProcessState
+from tests.helpers import serve, until
 
 
 class Echo(Process, asyncio.Protocol):

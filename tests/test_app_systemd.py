@@ -1,0 +1,98 @@
+"""The App under systemd: notifications through its lifecycle, and socket activation.
+
+A real child process runs an App on a socket it inherited at fd 3 (as systemd
+passes it), and notifies a datagram socket that the test binds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.test_systemd import ENV_VARS, SPAWNER
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVICE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from archangel import App, Process, State
+
+    class Echo(Process, asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(b"%d:" % self.pid + data)
+
+    app = App("activated", shutdown_timeout=5)
+
+    @app.bus.on(State.START)
+    async def start():
+        server = await app.serve(Echo, "127.0.0.1", 1, fd_name="web")  # port 1: never bound
+        print("serving", server.sockets[0].getsockname()[1], flush=True)
+
+    sys.exit(app.run(loop=sys.argv[1]))
+    """
+)
+
+
+def receive(sock: socket.socket) -> str:
+    return sock.recv(4096).decode()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_app_notifies_and_serves_an_inherited_socket(tmp_path: Path, loop: str) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(10)
+    spawner, service = tmp_path / "spawner.py", tmp_path / "service.py"
+    spawner.write_text(SPAWNER)
+    service.write_text(SERVICE)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), PYTHONPATH=str(ROOT / "src"))
+    child = subprocess.Popen(
+        [sys.executable, str(spawner), str(service), loop, "web", "self", str(listener.fileno())],
+        pass_fds=[listener.fileno()],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    listener.close()  # the child has its own copy, at fd 3
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == f"serving {port}\n"  # the inherited one, not port 1
+        ready = receive(notify)
+        assert ready.startswith("READY=1\nSTATUS=activated: running, 1 servers")
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"hello")
+            assert conn.recv(100) == b"1:hello"  # a managed process, PID 1
+
+            child.send_signal(signal.SIGHUP)
+            reloading = receive(notify).split("\n")
+            assert reloading[0] == "RELOADING=1"
+            assert reloading[1].startswith("MONOTONIC_USEC=")
+            assert int(reloading[1].split("=")[1]) > 0
+            assert receive(notify).startswith("READY=1")
+            conn.sendall(b"again")  # the connection stayed up through the reload
+            assert conn.recv(100) == b"1:again"
+
+            child.send_signal(signal.SIGTERM)
+            assert receive(notify).startswith("STOPPING=1")
+            assert conn.recv(100) == b""  # drained: closed by the graceful stop
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+        notify.close()
