@@ -1,0 +1,69 @@
+"""The public face: every exported name resolves, errors are builtin-flavoured."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import archangel
+from archangel import errors
+
+MODULES = [
+    "archangel.adopt",
+    "archangel.app",
+    "archangel.bus",
+    "archangel.cli",
+    "archangel.daemon",
+    "archangel.errors",
+    "archangel.manager",
+    "archangel.process",
+    "archangel.signals",
+    "archangel.snapshots",
+    "archangel.states",
+    "archangel.systemd",
+    "archangel.task",
+    "archangel.timers",
+]
+
+
+def test_every_exported_name_resolves_and_all_is_sorted() -> None:
+    for name in archangel.__all__:
+        assert getattr(archangel, name) is not None, name
+    assert archangel.__all__ == sorted(archangel.__all__, key=lambda n: (not n.isupper(), n))
+    assert archangel.__version__
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_all_resolves(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__doc__, f"{module} has no module docstring"
+    for name in getattr(mod, "__all__", ()):
+        assert hasattr(mod, name), f"{module}.{name}"
+
+
+def test_design_names_are_exported() -> None:
+    for name in (
+        "Process",
+        "ProcessState",
+        "ExitReason",
+        "ProcessInfo",
+        "ProcessManager",
+        "Bus",
+        "State",
+        "STOP",
+        "ChannelFailures",
+        "InvalidTransition",
+        "ArchangelError",
+        "App",
+    ):
+        assert name in archangel.__all__, name
+
+
+def test_errors_subclass_the_base_and_a_builtin() -> None:
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.ArchangelError)
+        if cls is not errors.ArchangelError:
+            builtin_bases = [b for b in cls.__mro__ if b.__module__ == "builtins"]
+            assert any(b not in (Exception, BaseException, object) for b in builtin_bases), name
