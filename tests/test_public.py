@@ -15,17 +15,23 @@ MODULES = [
     "archangel.bus",
     "archangel.channels",
     "archangel.cli",
+    "archangel.cogs",
     "archangel.daemon",
     "archangel.errors",
+    "archangel.linesrv",
     "archangel.manager",
     "archangel.pidfile",
+    "archangel.pipeline",
     "archangel.process",
     "archangel.signals",
     "archangel.snapshots",
     "archangel.states",
+    "archangel.supplies",
     "archangel.systemd",
     "archangel.task",
     "archangel.timers",
+    "archangel.train",
+    "archangel.watch",
 ]
 
 
@@ -58,8 +64,23 @@ def test_design_names_are_exported() -> None:
         "InvalidTransition",
         "ArchangelError",
         "App",
+        "Cog",
+        "Pipeline",
     ):
         assert name in archangel.__all__, name
+
+
+def test_submodule_helpers_named_by_the_design() -> None:
+    from archangel import cogs, daemon, states, supplies, watch
+
+    assert callable(cogs.itemsetter)
+    assert callable(cogs.itemgetter)
+    assert callable(supplies.tail)
+    assert callable(supplies.lines)
+    assert callable(supplies.every)
+    assert watch.Watcher
+    assert daemon.PidFile
+    assert states.StateGraph
 
 
 def test_errors_subclass_the_base_and_a_builtin() -> None:

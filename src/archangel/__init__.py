@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 from .app import App as App
 from .bus import STOP as STOP
 from .bus import Bus as Bus
+from .cogs import Cog as Cog
 from .errors import AlreadyRegistered as AlreadyRegistered
 from .errors import ArchangelError as ArchangelError
 from .errors import ChannelFailures as ChannelFailures
@@ -22,7 +23,9 @@ from .errors import NotAProcess as NotAProcess
 from .errors import NotRegistered as NotRegistered
 from .errors import PidFileError as PidFileError
 from .errors import ProcessStateError as ProcessStateError
+from .errors import WatcherClosed as WatcherClosed
 from .manager import ProcessManager as ProcessManager
+from .pipeline import Pipeline as Pipeline
 from .process import ExitReason as ExitReason
 from .process import Process as Process
 from .process import ProcessInfo as ProcessInfo
@@ -39,6 +42,7 @@ __all__ = [
     "ArchangelError",
     "Bus",
     "ChannelFailures",
+    "Cog",
     "ConsoleError",
     "DaemonError",
     "ExitReason",
@@ -48,6 +52,7 @@ __all__ = [
     "NotAProcess",
     "NotRegistered",
     "PidFileError",
+    "Pipeline",
     "Process",
     "ProcessInfo",
     "ProcessManager",
@@ -55,4 +60,5 @@ __all__ = [
     "ProcessStateError",
     "State",
     "TaskProcess",
+    "WatcherClosed",
 ]

@@ -31,6 +31,7 @@ __all__ = ["ProcessManager"]
 logger = logging.getLogger(__name__)
 
 _P = TypeVar("_P", bound=Process)
+_T = TypeVar("_T", bound=TaskProcess)
 _time = time.time
 
 #: How long ``shutdown`` waits for killed processes to report their exit.
@@ -148,12 +149,17 @@ class ProcessManager:
         factory.manager = self  # type: ignore[attr-defined]
         return factory
 
+    @overload
+    def spawn(self, target: _T, *, name: str | None = None) -> _T: ...
+    @overload
     def spawn(
         self,
-        target: TaskProcess | Coroutine[Any, Any, Any] | Callable[[], Coroutine[Any, Any, Any]],
+        target: Coroutine[Any, Any, Any] | Callable[[], Coroutine[Any, Any, Any]],
         *,
         name: str | None = None,
-    ) -> TaskProcess:
+    ) -> TaskProcess: ...
+
+    def spawn(self, target: Any, *, name: str | None = None) -> TaskProcess:
         """Run a coroutine as a process (kind ``"task"``) and return the process.
 
         ``target`` is a coroutine, an async function taking no arguments, or

@@ -1,0 +1,385 @@
+"""``Pipeline``: a supply and a train of cogs, run as a process.
+
+::
+
+    pipeline = Pipeline(tail("/var/log/app.log"), parse, keep(is_error), count)
+    manager.spawn(pipeline)          # ps lists it with its counters
+    await pipeline.stop()            # supply stops, items drain, finish, done
+
+A pipeline reads its supply (a batch at a time) into its
+:class:`~archangel.train.Train` until the supply ends or the pipeline is
+stopped; then it drains the items in flight stage by stage, calling each
+cog's ``finish`` once everything upstream of it has gone through (so the
+items a cog flushes pass through the cogs after it), and finally ``done`` on
+every cog. Killed, it cancels everything at once and still calls ``done``.
+
+What this module is not: it does not read files or sockets (see
+:mod:`archangel.supplies`), defines no cogs (see :mod:`archangel.cogs`) and
+does not run them (see :mod:`archangel.train`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import itertools
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from .cogs import CogFunction, IdGetter, default_id
+from .errors import InvalidArgument
+from .process import ExitReason
+from .task import TaskProcess
+from .train import CogCounters, Train, TrainCounters
+
+__all__ = ["BatchSupply", "ErrorSink", "Pipeline", "Supply"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class BatchSupply(Protocol):
+    """A supply that hands over whatever is ready as lists (the fast path).
+
+    It may also have a ``close()`` method: stopping the pipeline then calls
+    it instead of cancelling the read in progress, and the supply ends its
+    ``batches()`` by itself once it has handed over what it holds. The
+    supplies in :mod:`archangel.supplies` implement both.
+    """
+
+    def batches(self) -> AsyncIterator[list[Any]]:
+        """An async iterator of non-empty lists of items."""
+        ...
+
+
+Supply: TypeAlias = Iterable[Any] | AsyncIterable[Any] | BatchSupply
+"""Where items come from: any iterable, any async iterable, or a :class:`BatchSupply`."""
+
+ErrorSink: TypeAlias = Callable[[Any, BaseException, Any], object]
+"""Receives ``(item, exception, cog)`` for every item a cog (or the sink) failed on."""
+
+
+class _Phase(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+class Pipeline(TaskProcess):
+    """A supply and a train of cogs, run as a process (kind ``"pipeline"``).
+
+    Args:
+        supply: Any iterable or async iterable of items; a :class:`BatchSupply`
+            is read a batch at a time. A sync iterable must not block.
+        *cogs: The train, in order: sync or async callables taking one item and
+            returning an iterable of items or None (see :mod:`archangel.cogs`).
+        name: A label for ``ps`` and logs.
+        sink: Receives every item the last cog outputs (sync, or ``async def``
+            for a sink that waits: it then gets its own bounded inbox). None
+            discards them (they are still counted as ``out``).
+        errors: Called as ``errors(item, exception, cog)`` for every failed
+            item; must not block. Its own failures are logged and ignored.
+        id_getter: Names an item in log lines (default :func:`~archangel.cogs.default_id`).
+        batch: How many items of a sync iterable to take at a time.
+        buffer: The bound of each inbox (before every async cog and an async sink).
+        log_rate: At most this many failure log lines per second per cog; the
+            rest are counted and summarised ("suppressed K").
+
+    Raises:
+        InvalidArgument: A cog, sink or error sink that is not callable, or a
+            ``batch``/``buffer`` below 1.
+    """
+
+    __slots__ = (
+        "_crash",
+        "_done",
+        "_feeder",
+        "_kill_pending",
+        "_phase",
+        "_reading",
+        "_stop_cancelled",
+        "_stopping",
+        "batch",
+        "supply",
+        "train",
+    )
+
+    kind = "pipeline"
+    keep_details = True
+
+    def __init__(
+        self,
+        supply: Supply,
+        *cogs: CogFunction,
+        name: str | None = None,
+        sink: Callable[[Any], Any] | None = None,
+        errors: ErrorSink | None = None,
+        id_getter: IdGetter | None = None,
+        batch: int = 512,
+        buffer: int = 256,
+        log_rate: int = 10,
+    ) -> None:
+        if not isinstance(supply, Iterable | AsyncIterable | BatchSupply):
+            raise InvalidArgument(f"Pipeline supply {supply!r} is not an iterable")
+        for cog in (*cogs, sink, errors):
+            if cog is not None and not callable(cog):
+                raise InvalidArgument(f"Pipeline cog, sink or error sink {cog!r} is not callable")
+        if batch < 1 or buffer < 1:
+            raise InvalidArgument(f"Pipeline batch and buffer must be >= 1, got {batch}, {buffer}")
+        if name is not None:
+            self.name = name
+        self.supply = supply
+        self.batch = batch
+        self.train = Train(
+            cogs,
+            owner=self,
+            sink=sink,
+            errors=errors,
+            id_getter=id_getter or default_id,
+            buffer=buffer,
+            log_rate=log_rate,
+            on_crash=self._crashed,
+        )
+        self._phase = _Phase.NEW
+        self._feeder: asyncio.Task[None] | None = None
+        self._reading = self._stopping = self._stop_cancelled = self._kill_pending = False
+        self._crash: BaseException | None = None
+        self._done = 0  # how many cogs have had done() called, in train order
+
+    # -- what ps and the console read -----------------------------------------
+
+    @property
+    def cogs(self) -> tuple[CogFunction, ...]:
+        """The train, in order."""
+        return self.train.cogs
+
+    @property
+    def counters(self) -> TrainCounters:
+        """Live counters of the whole train (see :class:`~archangel.train.TrainCounters`)."""
+        return self.train.counters
+
+    @property
+    def cog_counters(self) -> list[CogCounters]:
+        """Live counters of each cog in train order (:class:`~archangel.train.CogCounters`)."""
+        return list(self.train.stats)
+
+    @property
+    def buffers(self) -> list[tuple[int, int]]:
+        """``(occupancy, bound)`` of each inbox, in train order."""
+        return [(len(s.inbox), s.inbox.bound) for s in self.train.stages[1:]]
+
+    @property
+    def phase(self) -> str:
+        """``new``, ``running``, ``stopping``, ``finishing`` or ``done``."""
+        return self._phase.value
+
+    def details(self) -> Mapping[str, Any]:
+        """Phase, train counters, inbox occupancy and per-cog counters."""
+        return {
+            "phase": self._phase.value,
+            **self.counters,
+            "buffers": [list(b) for b in self.buffers],
+            "cogs": [{"cog": c.name, **c} for c in self.train.stats],
+        }
+
+    # -- running ----------------------------------------------------------------
+
+    async def run(self) -> TrainCounters:
+        """Run without a manager: start, wait for the end, return the counters.
+
+        Cancelling ``run`` kills the pipeline (its cogs still get ``done``).
+
+        Raises:
+            Exception: Whatever ended the pipeline with an error (a failing supply).
+        """
+        self.start()
+        try:
+            await self.wait()
+        except asyncio.CancelledError:
+            self.kill()
+            await asyncio.shield(self.wait())
+            raise
+        if self.error is not None:
+            raise self.error
+        return self.counters
+
+    async def main(self) -> TrainCounters:
+        """Feed the supply to the train until it ends or the pipeline stops; then finish."""
+        if self._kill_pending:  # killed between start() and the task's first step
+            await self._cleanup()
+            raise asyncio.CancelledError
+        loop = asyncio.get_running_loop()
+        train = self.train
+        self._phase = _Phase.STOPPING if self._stopping else _Phase.RUNNING
+        train.start(loop, self.name)
+        self._feeder = loop.create_task(self._feed(), name=f"{self.name}:supply")
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait([self._feeder])  # not `await feeder`: a kill must not cancel it
+            failure = None if self._feeder.cancelled() else self._feeder.exception()
+            if failure is not None:
+                logger.error(
+                    "pipeline %s (pid %s): supply failed", self.name, self.pid, exc_info=failure
+                )
+            self._phase = _Phase.FINISHING
+            await train.finish(train.first)
+            for stage in train.stages[1:]:
+                stage.inbox.close()
+                await asyncio.wait(stage.workers)
+                await train.finish(stage)
+        except asyncio.CancelledError:
+            if self._crash is None:
+                raise
+            failure = self._crash
+        finally:
+            await self._cleanup()
+        if failure is not None:
+            raise failure
+        return self.counters
+
+    async def _feed(self) -> None:
+        supply: Any = self.supply
+        iterator: Any = None
+        try:
+            if isinstance(supply, BatchSupply):
+                iterator = supply.batches()
+                await self._feed_async(iterator, batched=True)
+            elif isinstance(supply, AsyncIterable):
+                iterator = aiter(supply)
+                await self._feed_async(iterator, batched=False)
+            else:
+                iterator = iter(supply)
+                await self._feed_sync(iterator)
+        except asyncio.CancelledError:
+            if not self._stop_cancelled:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            if iterator is not None:
+                await _close(iterator)
+
+    async def _feed_sync(self, iterator: Any) -> None:
+        islice, size, take, sleep = itertools.islice, self.batch, self.train.take, asyncio.sleep
+        while not self._stopping:
+            batch = list(islice(iterator, size))
+            if not batch:
+                return
+            await take(batch)
+            await sleep(0)  # a sync supply never waits: let the loop breathe
+
+    async def _feed_async(self, iterator: Any, *, batched: bool) -> None:
+        take = self.train.take
+        while not self._stopping:
+            self._reading = True
+            try:
+                got = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            finally:
+                self._reading = False
+            if not batched:
+                await take([got])
+            elif got:
+                await take(got if isinstance(got, list) else list(got))
+
+    def _crashed(self, exc: BaseException) -> None:
+        self._crash = exc
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- stopping ---------------------------------------------------------------
+
+    def on_kill(self, reason: ExitReason) -> None:
+        """Cancel the pipeline; every cog still gets ``done`` (but not ``finish``)."""
+        if self.task is not None and self._phase is _Phase.NEW:
+            # Cancelling now would drop main() before its first step, and with
+            # it the done() calls: let main() see the kill and clean up instead.
+            self._kill_pending = True
+            return
+        super().on_kill(reason)
+
+    def on_stop(self) -> None:
+        """Stop the supply; items in flight drain, then ``finish`` and ``done`` run."""
+        if self.task is None:
+            super().on_stop()
+            return
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._phase is _Phase.RUNNING:
+            self._phase = _Phase.STOPPING
+        close = getattr(self.supply, "close", None)
+        if isinstance(self.supply, BatchSupply) and callable(close):
+            try:
+                close()  # the supply hands over what it holds, then ends
+                return
+            except Exception:
+                logger.exception(
+                    "pipeline %s (pid %s): closing its supply raised", self.name, self.pid
+                )
+        feeder = self._feeder
+        if feeder is not None and self._reading and not feeder.done():
+            self._stop_cancelled = True
+            feeder.cancel()
+
+    async def _cleanup(self) -> None:
+        """Cancel what still runs, flush the log summaries, call ``done`` on every cog."""
+        interrupted = False
+        tasks = self.train.tasks()
+        if self._feeder is not None:
+            tasks.append(self._feeder)
+        pending = [t for t in tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        while pending:
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                interrupted = True
+            pending = [t for t in pending if not t.done()]
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the failure is reported once, by main
+        self.train.flush_logs()
+        cogs = self.train.cogs
+        while self._done < len(cogs):
+            index = self._done
+            self._done += 1
+            done = getattr(cogs[index], "done", None)
+            if not callable(done):
+                continue
+            try:
+                result = done()
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                interrupted = True
+            except Exception:
+                logger.exception(
+                    "pipeline %s (pid %s): done() of cog %s raised",
+                    self.name,
+                    self.pid,
+                    self.train.stats[index].name,
+                )
+        self._phase = _Phase.DONE
+        if interrupted:
+            raise asyncio.CancelledError
+
+
+async def _close(iterator: Any) -> None:
+    """Close a supply's iterator the pipeline opened (async iterators, generators)."""
+    try:
+        if inspect.isgenerator(iterator):
+            iterator.close()
+        else:
+            aclose = getattr(iterator, "aclose", None)
+            if callable(aclose):
+                await aclose()
+    except Exception:
+        logger.exception("closing supply iterator %r raised", iterator)

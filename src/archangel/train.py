@@ -1,0 +1,414 @@
+"""The train: a pipeline's cogs compiled into stages, the runner and the counters.
+
+The train is compiled once into *stages*. The first stage takes the supply's
+batches and runs the leading sync cogs; every async cog starts a new stage
+with its own bounded inbox and up to ``concurrency`` worker tasks, followed
+by the sync cogs after it; an async sink is a last stage of its own. Sync
+cogs run inline, a whole batch at a time and a cog at a time, with no await
+between them: a train of sync cogs costs about what a plain loop does. An
+inbox that is full makes its producer wait, so a slow stage slows the supply
+instead of growing memory.
+
+This module runs items through cogs and counts them. It knows nothing of
+supplies or of the process lifecycle: that is :mod:`archangel.pipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._channel import END, Channel, FailureLog
+from .cogs import (
+    CogFunction,
+    IdGetter,
+    _is_async,
+    _is_async_gen,
+    _is_gen,
+    _unwrap,
+    cog_name,
+    default_id,
+)
+
+__all__ = ["CogCounters", "Train", "TrainCounters"]
+
+logger = logging.getLogger("archangel.pipeline")
+
+_COG_KEYS = ("in", "out", "swallowed", "failed", "flushed", "seconds")
+_TRAIN_KEYS = ("in", "out", "swallowed", "failed", "flushed", "in_flight")
+
+
+class CogCounters(Mapping[str, float]):
+    """Live counters of one cog, a read-only mapping.
+
+    Keys: ``in`` (items received), ``out`` (items output, including those
+    flushed by ``finish``), ``swallowed`` (inputs that produced nothing),
+    ``failed`` (inputs that raised), ``flushed`` (items ``finish`` returned)
+    and ``seconds`` (time spent in the cog, on the loop's clock; for an async
+    cog, from the call until its result). The cog's label is :attr:`name`.
+    """
+
+    __slots__ = ("failed", "flushed", "n_in", "n_out", "name", "seconds", "swallowed")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.n_in = self.n_out = self.swallowed = self.failed = self.flushed = 0
+        self.seconds = 0.0
+
+    def __getitem__(self, key: str) -> float:
+        if key == "in":
+            return self.n_in
+        if key == "out":
+            return self.n_out
+        if key in _COG_KEYS:
+            value: float = getattr(self, key)
+            return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(_COG_KEYS)
+
+    def __len__(self) -> int:
+        return len(_COG_KEYS)
+
+    def __repr__(self) -> str:
+        return f"<CogCounters {self.name} {dict(self)}>"
+
+
+class TrainCounters(Mapping[str, int]):
+    """Live counters of a whole train, a read-only mapping.
+
+    Keys: ``in`` (items taken from the supply), ``out`` (items the last cog
+    output and the sink accepted), ``swallowed`` and ``failed`` (summed over
+    the cogs; ``failed`` also counts items the sink raised on), ``flushed``
+    (items the cogs' ``finish`` returned) and ``in_flight`` (items inside the
+    train now). For a train of cogs that output at most one item per input,
+    ``in + flushed == out + swallowed + failed + in_flight`` whenever it is
+    read.
+    """
+
+    __slots__ = ("_train",)
+
+    def __init__(self, train: Train) -> None:
+        self._train = train
+
+    def __getitem__(self, key: str) -> int:
+        train = self._train
+        if key == "in":
+            return train.n_in
+        if key == "out":
+            return train.n_out
+        if key == "swallowed":
+            return sum(c.swallowed for c in train.stats)
+        if key == "failed":
+            return sum(c.failed for c in train.stats) + train.sink_failed
+        if key == "flushed":
+            return sum(c.flushed for c in train.stats)
+        if key == "in_flight":
+            return sum(len(s.inbox) + s.inbox.waiting + s.active for s in train.stages[1:])
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(_TRAIN_KEYS)
+
+    def __len__(self) -> int:
+        return len(_TRAIN_KEYS)
+
+    def __repr__(self) -> str:
+        return f"<TrainCounters {dict(self)}>"
+
+
+class Stage:
+    """A run of the train: an async cog (or the supply, or the sink) then sync cogs."""
+
+    __slots__ = (
+        "active",
+        "agen",
+        "first",
+        "fn",
+        "inbox",
+        "index",
+        "limit",
+        "next",
+        "stop",
+        "workers",
+    )
+
+    def __init__(self, index: int | None, fn: Any, limit: int, first: int, stop: int, bound: int):
+        self.index = index  # the async cog's index; None: the supply; len(cogs): the sink
+        self.fn = fn
+        self.agen = fn is not None and _is_async_gen(fn)
+        self.limit = limit
+        self.first = first  # the sync cogs run after it: cogs[first:stop]
+        self.stop = stop
+        self.inbox = Channel(bound)
+        self.active = 0  # items taken from the inbox and not yet passed on
+        self.next: Stage | None = None
+        self.workers: list[asyncio.Task[None]] = []
+
+
+class Train:
+    """The cogs of one pipeline, compiled into stages, with their counters.
+
+    Args:
+        cogs: The cogs in train order.
+        owner: Names the train in logs (its ``name`` and ``pid`` are read).
+        sink: Receives what the last cog outputs (sync, or async: a stage).
+        errors: Called as ``errors(item, exception, cog)`` per failed item.
+        id_getter: Names an item in log lines.
+        buffer: The bound of each inbox.
+        log_rate: Failure log lines per second per cog.
+        on_crash: Called with an unexpected exception of a worker (a bug).
+    """
+
+    def __init__(
+        self,
+        cogs: Sequence[CogFunction],
+        *,
+        owner: Any,
+        sink: Callable[[Any], Any] | None = None,
+        errors: Callable[[Any, BaseException, Any], object] | None = None,
+        id_getter: IdGetter = default_id,
+        buffer: int = 256,
+        log_rate: int = 10,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.cogs = tuple(cogs)
+        self.owner = owner
+        self.sink = sink
+        self.errors = errors
+        self.id_getter = id_getter
+        self.on_crash = on_crash
+        self.n_in = self.n_out = self.sink_failed = 0
+        self.stats = [CogCounters(cog_name(cog)) for cog in cogs]
+        self.logs = [FailureLog(f"cog {c.name}", log_rate) for c in self.stats]
+        self.logs.append(FailureLog(f"sink {cog_name(sink)}", log_rate))
+        self.clock: Callable[[], float] = _no_clock
+        self._fns: list[Any] = []
+        self._gens: list[bool] = []
+        self.stages = self._compile(buffer)
+        self.first = self.stages[0]
+
+    def _compile(self, bound: int) -> list[Stage]:
+        n = len(self.cogs)
+        stages = [Stage(None, None, 1, 0, n, bound)]
+        for index, cog in enumerate(self.cogs):
+            fn, limit = _unwrap(cog)
+            self._fns.append(fn)
+            self._gens.append(_is_gen(fn))
+            if _is_async(fn) or _is_async_gen(fn):
+                stages[-1].stop = index
+                stages.append(Stage(index, fn, limit, index + 1, n, bound))
+        sink = self.sink
+        if sink is not None and (_is_async(sink) or _is_async_gen(sink)):
+            fn, limit = _unwrap(sink)
+            stages.append(Stage(n, fn, limit, n, n, bound))
+        for before, after in itertools.pairwise(stages):
+            before.next = after
+        return stages
+
+    @property
+    def counters(self) -> TrainCounters:
+        """Live counters of the whole train."""
+        return TrainCounters(self)
+
+    def start(self, loop: asyncio.AbstractEventLoop, label: str) -> None:
+        """Start the worker tasks of the async stages on ``loop``."""
+        self.clock = loop.time
+        for stage in self.stages[1:]:
+            name = f"{label}:{cog_name(stage.fn)}"
+            work = self._work
+            stage.workers = [loop.create_task(work(stage), name=name) for _ in range(stage.limit)]
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Every worker task."""
+        return [task for stage in self.stages[1:] for task in stage.workers]
+
+    # -- moving items -------------------------------------------------------------
+
+    async def take(self, batch: list[Any]) -> None:
+        """Run a batch from the supply through the first stage and pass it on."""
+        self.n_in += len(batch)
+        first = self.first
+        items = self.through(0, first.stop, batch)
+        if items:
+            await self.emit(first, items)
+
+    async def emit(self, stage: Stage, items: list[Any]) -> None:
+        """Hand what ``stage`` output to the next stage's inbox, or to the sink."""
+        if stage.next is None:
+            self.deliver(items)
+        else:
+            await stage.next.inbox.put_many(items)
+
+    def through(self, start: int, stop: int, items: list[Any]) -> list[Any]:
+        """Run ``items`` through the sync cogs ``start..stop-1``, a cog at a time."""
+        fns, gens, stats, clock, fail = self._fns, self._gens, self.stats, self.clock, self.fail
+        for k in range(start, stop):
+            if not items:
+                break
+            fn = fns[k]
+            out: list[Any] = []
+            extend = out.extend
+            swallowed = 0
+            began = clock()
+            if gens[k]:  # a generator is always true: count empty outputs by length
+                before = 0
+                for item in items:
+                    try:
+                        extend(fn(item))
+                    except Exception as exc:
+                        fail(k, item, exc)
+                        before = len(out)
+                        continue
+                    now = len(out)
+                    if now == before:
+                        swallowed += 1
+                    before = now
+            else:
+                for item in items:
+                    try:
+                        result = fn(item)
+                        if result:
+                            extend(result)
+                        else:
+                            swallowed += 1
+                    except Exception as exc:
+                        fail(k, item, exc)
+            counters = stats[k]
+            counters.seconds += clock() - began
+            counters.n_in += len(items)
+            counters.n_out += len(out)
+            counters.swallowed += swallowed
+            items = out
+        return items
+
+    def deliver(self, items: list[Any]) -> None:
+        """Give what the last cog output to a sync sink (or just count it)."""
+        sink = self.sink
+        if sink is None:
+            self.n_out += len(items)
+            return
+        for item in items:
+            try:
+                sink(item)
+            except Exception as exc:
+                self.fail(len(self.cogs), item, exc)
+            else:
+                self.n_out += 1
+
+    async def _work(self, stage: Stage) -> None:
+        """One worker of an async stage: take an item, await the cog, pass it on."""
+        inbox, fn, clock = stage.inbox, stage.fn, self.clock
+        index = stage.index
+        assert index is not None
+        counters = self.stats[index] if index < len(self.cogs) else None  # None: the sink
+        try:
+            while True:
+                item = await inbox.get()
+                if item is END:
+                    return
+                stage.active += 1
+                began = clock()
+                try:
+                    if stage.agen:
+                        outs = [x async for x in fn(item)]
+                    else:
+                        result = await fn(item)
+                        outs = [] if counters is None or not result else list(result)
+                except Exception as exc:
+                    if counters is not None:
+                        counters.seconds += clock() - began
+                        counters.n_in += 1
+                    stage.active -= 1
+                    self.fail(index, item, exc)
+                    continue
+                if counters is None:  # the sink accepted it
+                    self.n_out += 1
+                    stage.active -= 1
+                    continue
+                counters.seconds += clock() - began
+                counters.n_in += 1
+                if not outs:
+                    counters.swallowed += 1
+                    stage.active -= 1
+                    continue
+                counters.n_out += len(outs)
+                outs = self.through(stage.first, stage.stop, outs)
+                stage.active -= 1  # before the await: the items are in the next inbox now
+                if outs:
+                    await self.emit(stage, outs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug, not a cog failure: end the pipeline with it
+            if self.on_crash is not None:
+                self.on_crash(exc)
+            raise
+
+    def fail(self, index: int, item: Any, exc: BaseException) -> None:
+        """Count a failed item, log it (rate-limited) and give it to the error sink."""
+        if index < len(self.stats):
+            self.stats[index].failed += 1
+            cog: Any = self.cogs[index]
+        else:
+            self.sink_failed += 1
+            cog = self.sink
+        try:
+            item_id = self.id_getter(item)
+        except Exception:
+            item_id = default_id(item)
+        self.logs[index].failed(self.owner, item_id, exc)
+        if self.errors is not None:
+            try:
+                self.errors(item, exc, cog)
+            except Exception:
+                logger.exception("%s: error sink %r raised", self._label(), self.errors)
+
+    def _label(self) -> str:
+        return f"pipeline {self.owner.name} (pid {self.owner.pid})"
+
+    # -- finishing ------------------------------------------------------------------
+
+    async def finish(self, stage: Stage) -> None:
+        """Call ``finish`` on the cogs of ``stage`` in order; flush what they return."""
+        if stage.index is not None and stage.index < len(self.cogs):
+            await self._finish(stage.index, stage)
+        for index in range(stage.first, stage.stop):
+            await self._finish(index, stage)
+
+    async def _finish(self, index: int, stage: Stage) -> None:
+        finish = getattr(self.cogs[index], "finish", None)
+        if not callable(finish):
+            return
+        counters = self.stats[index]
+        try:
+            result = finish()
+            if inspect.isawaitable(result):
+                result = await result
+            items = list(result) if result else []
+        except Exception:
+            logger.exception(
+                "%s: finish() of cog %s raised; the items it held are lost",
+                self._label(),
+                counters.name,
+            )
+            return
+        if items:
+            counters.flushed += len(items)
+            counters.n_out += len(items)
+            items = self.through(max(index + 1, stage.first), stage.stop, items)
+            if items:
+                await self.emit(stage, items)
+
+    def flush_logs(self) -> None:
+        """Log the summaries of suppressed failure lines."""
+        for log in self.logs:
+            log.flush(self.owner)
+
+
+def _no_clock() -> float:
+    return 0.0

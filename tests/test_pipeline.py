@@ -1,0 +1,460 @@
+"""Pipelines: running cogs, counters and accounting, failures, stop/finish/done, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+
+from archangel import ExitReason, InvalidArgument, ProcessManager
+from archangel._channel import FailureLog
+from archangel.cogs import Cog, concurrent, keep, mapper
+from archangel.pipeline import Pipeline
+from tests.helpers import until
+
+
+def double(x: int) -> tuple[int]:
+    return (x * 2,)
+
+
+def odd_only(x: int) -> tuple[int] | None:
+    return (x,) if x % 2 else None
+
+
+class Recorder(Cog):
+    """Passes items on, holds every ``hold``-th until finish, records its life."""
+
+    def __init__(self, name: str, log: list[str], hold: int = 0) -> None:
+        self.name = name
+        self.log = log
+        self.hold = hold
+        self.seen: list[Any] = []
+        self.held: list[Any] = []
+
+    def __call__(self, item: Any) -> Iterable[Any] | None:
+        self.seen.append(item)
+        if self.hold and isinstance(item, int) and item % self.hold == 0:
+            self.held.append(item)
+            return None
+        return (item,)
+
+    def finish(self) -> list[Any]:
+        self.log.append(f"finish {self.name}")
+        held, self.held = self.held, []
+        return held
+
+    def done(self) -> None:
+        self.log.append(f"done {self.name}")
+
+
+class AsyncRecorder(Recorder):
+    """The same, but ``async def`` throughout."""
+
+    async def __call__(self, item: Any) -> Iterable[Any] | None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().__call__(item)
+
+    async def finish(self) -> list[Any]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().finish()
+
+    async def done(self) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        super().done()
+
+
+async def forever(values: Iterable[Any], closed: list[str] | None = None) -> AsyncIterator[Any]:
+    """Yields ``values``, then waits for ever (until the pipeline stops it)."""
+    try:
+        for value in values:
+            yield value
+        await asyncio.Event().wait()
+    finally:
+        if closed is not None:
+            closed.append("closed")
+
+
+def identity(counters: Any) -> bool:
+    return bool(
+        counters["in"] + counters["flushed"]
+        == counters["out"] + counters["swallowed"] + counters["failed"] + counters["in_flight"]
+    )
+
+
+# -- running --------------------------------------------------------------------------
+
+
+async def test_sync_train_runs_to_the_end_of_its_supply() -> None:
+    out: list[int] = []
+    pipeline = Pipeline(range(1000), double, odd_only, sink=out.append, batch=64)
+    counters = await pipeline.run()
+    assert out == []  # doubled numbers are even: all swallowed
+    assert dict(counters) == {
+        "in": 1000,
+        "out": 0,
+        "swallowed": 1000,
+        "failed": 0,
+        "flushed": 0,
+        "in_flight": 0,
+    }
+    first, second = pipeline.cog_counters
+    assert (first["in"], first["out"], first["swallowed"]) == (1000, 1000, 0)
+    assert (second["in"], second["out"], second["swallowed"]) == (1000, 0, 1000)
+    assert first["seconds"] >= 0.0 and set(first) == {
+        "in",
+        "out",
+        "swallowed",
+        "failed",
+        "flushed",
+        "seconds",
+    }
+    assert pipeline.exit_reason is ExitReason.NORMAL
+
+
+async def test_fan_out_generators_and_helpers_are_counted_exactly() -> None:
+    def split(x: int) -> Iterable[int]:
+        yield from range(x % 3)  # 0, 1 or 2 outputs: 0 outputs is "swallowed"
+
+    out: list[int] = []
+    pipeline = Pipeline(range(9), split, mapper(lambda x: x + 1), keep(bool), sink=out.append)
+    await pipeline.run()
+    assert out == [1, 1, 2, 1, 1, 2, 1, 1, 2]
+    gen = pipeline.cog_counters[0]
+    assert (gen["in"], gen["out"], gen["swallowed"]) == (9, 9, 3)
+
+
+async def test_async_and_async_generator_cogs_keep_order() -> None:
+    async def slow_double(x: int) -> tuple[int]:
+        await asyncio.sleep(0)
+        return (x * 2,)
+
+    async def twice(x: int) -> AsyncIterator[int]:
+        yield x
+        await asyncio.sleep(0)
+        yield x
+
+    out: list[int] = []
+    pipeline = Pipeline(forever_values(range(5)), slow_double, twice, sink=out.append)
+    await pipeline.run()
+    assert out == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
+    assert dict(pipeline.counters)["out"] == 10
+
+
+async def forever_values(values: Iterable[Any]) -> AsyncIterator[Any]:
+    for value in values:
+        await asyncio.sleep(0)
+        yield value
+
+
+async def test_concurrency_limit_is_reached_and_respected() -> None:
+    running = 0
+    most = 0
+    gate = asyncio.Event()
+
+    async def work(x: int) -> tuple[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if running == 3:
+            gate.set()
+        await gate.wait()
+        running -= 1
+        return (x,)
+
+    out: list[int] = []
+    pipeline = Pipeline(range(20), concurrent(work, limit=3), sink=out.append)
+    await pipeline.run()
+    assert most == 3
+    assert sorted(out) == list(range(20))
+
+
+async def test_async_sink_and_batch_supply() -> None:
+    class Batches:
+        async def batches(self) -> AsyncIterator[list[int]]:
+            yield [1, 2, 3]
+            yield [4]
+
+    got: list[int] = []
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        got.append(x)
+
+    pipeline = Pipeline(Batches(), double, sink=sink)
+    await pipeline.run()
+    assert got == [2, 4, 6, 8]
+    assert pipeline.counters["out"] == 4
+
+
+def test_misuse_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="not callable"):
+        Pipeline(range(3), "nope")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="not an iterable"):
+        Pipeline(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="batch"):
+        Pipeline(range(3), batch=0)
+    with pytest.raises(InvalidArgument, match="only an async cog"):
+        concurrent(double, limit=2)
+
+
+# -- as a process -------------------------------------------------------------------
+
+
+async def test_spawned_pipeline_is_listed_with_its_counters_and_kept_in_history() -> None:
+    manager = ProcessManager()
+    entered = asyncio.Event()
+
+    def mark(x: int) -> tuple[int]:
+        entered.set()
+        return (x,)
+
+    pipeline = manager.spawn(Pipeline(forever(range(10)), mark, odd_only, name="odds"))
+    await entered.wait()
+    (info,) = manager.ps(kind="pipeline")
+    assert info.name == "odds" and info.kind == "pipeline"
+    assert info.details["in"] == 10 and info.details["swallowed"] == 5
+    assert [c["cog"] for c in info.details["cogs"]] == ["mark", "odd_only"]
+    await manager.shutdown(timeout=5)
+    assert pipeline.exit_reason is ExitReason.SHUTDOWN
+    record = manager.history[-1]
+    assert record.pid == pipeline.pid and record.details["out"] == 5
+    assert record.details["phase"] == "done"
+
+
+# -- stopping: finish in train order, then done -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stop", "shutdown", "supply ends"])
+async def test_shutdown_order_finish_in_train_order_then_done(how: str) -> None:
+    log: list[str] = []
+    first = Recorder("first", log, hold=3)
+    middle = AsyncRecorder("middle", log, hold=4)
+    last = Recorder("last", log)
+    out: list[int] = []
+    closed: list[str] = []
+    supply: Any = range(1, 13) if how == "supply ends" else forever(range(1, 13), closed)
+    manager = ProcessManager()
+    pipeline = Pipeline(supply, first, middle, last, sink=out.append)
+    manager.spawn(pipeline)
+    if how == "stop":
+        while pipeline.counters["out"] + pipeline.counters["swallowed"] < 12:
+            await asyncio.sleep(0)  # the supply is waiting: everything has gone through
+        await pipeline.stop()
+        assert closed == ["closed"]  # the supply's iterator was closed
+    elif how == "shutdown":
+        while pipeline.counters["in"] < 12:
+            await asyncio.sleep(0)
+        await manager.shutdown(timeout=5)
+    else:
+        await pipeline.wait()
+    finished = ["finish first", "finish middle", "finish last"]
+    assert log == [*finished, "done first", "done middle", "done last"]
+    # first holds 3, 6, 9, 12 and flushes them at its finish through middle,
+    # which holds 4, 8 and (now) 12, and flushes those at its own finish.
+    assert sorted(out) == list(range(1, 13))
+    assert last.seen[-3:] == [4, 8, 12]  # middle's flush reached last before last finished
+    assert first.held == middle.held == []
+    counters = pipeline.counters
+    assert counters["flushed"] == 4 + 3
+    assert identity(counters) and counters["in_flight"] == 0
+    expected = ExitReason.NORMAL if how == "supply ends" else ExitReason.SHUTDOWN
+    assert pipeline.exit_reason is expected
+
+
+async def test_killed_pipeline_still_calls_done_on_every_cog_but_not_finish() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    reached = asyncio.Event()
+
+    async def stuck(x: int) -> tuple[int]:
+        reached.set()
+        await gate.wait()
+        return (x,)
+
+    manager = ProcessManager()
+    cogs = [Recorder("a", log), stuck, AsyncRecorder("b", log)]
+    pipeline = manager.spawn(Pipeline(forever(range(100)), *cogs))
+    await reached.wait()
+    assert manager.kill(pipeline.pid)  # type: ignore[arg-type]
+    await pipeline.wait()
+    assert log == ["done a", "done b"]
+    assert pipeline.exit_reason is ExitReason.KILLED
+    assert pipeline.phase == "done"
+
+
+async def test_killed_before_its_first_step_still_calls_done() -> None:
+    log: list[str] = []
+    manager = ProcessManager()
+    pipeline = manager.spawn(Pipeline(range(10), Recorder("a", log)))
+    pipeline.kill()
+    await pipeline.wait()
+    assert log == ["done a"]
+    assert pipeline.exit_reason is ExitReason.KILLED
+
+
+async def test_a_failing_supply_ends_the_pipeline_with_its_error_after_finish_and_done() -> None:
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise OSError("disk on fire")
+
+    log: list[str] = []
+    pipeline = Pipeline(broken(), Recorder("a", log))
+    with pytest.raises(OSError, match="disk on fire"):
+        await pipeline.run()
+    assert log == ["finish a", "done a"]
+    assert pipeline.exit_reason is ExitReason.ERROR
+
+
+async def test_stop_before_start_and_run_cancelled() -> None:
+    pipeline = Pipeline(range(3))
+    await pipeline.stop()  # never started: ends at once
+    assert pipeline.exit_reason is ExitReason.SHUTDOWN
+
+    log: list[str] = []
+    runner = asyncio.ensure_future(Pipeline(forever([1]), Recorder("a", log)).run())
+    await asyncio.sleep(0)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert log == ["done a"]
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+async def test_failing_cog_drops_the_item_feeds_the_error_sink_and_log_is_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def picky(item: dict[str, int]) -> tuple[dict[str, int]]:
+        if item["id"] % 4 == 0:
+            raise ValueError(f"bad {item['id']}")
+        return (item,)
+
+    failed: list[tuple[Any, BaseException, Any]] = []
+    out: list[dict[str, int]] = []
+    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    pipeline = Pipeline(
+        ({"id": i} for i in range(400)),
+        picky,
+        sink=out.append,
+        errors=lambda item, exc, cog: failed.append((item, exc, cog)),
+        log_rate=5,
+    )
+    await pipeline.run()
+    assert len(out) == 300 and len(failed) == 100
+    item, exc, cog = failed[0]
+    assert item == {"id": 0} and isinstance(exc, ValueError) and cog is picky
+    assert pipeline.cog_counters[0]["failed"] == 100
+    assert identity(pipeline.counters)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6  # 5 failures, then one summary
+    assert lines[0].startswith("0: cog picky of pipeline Pipeline")  # the item id comes first
+    assert "raised ValueError('bad 0')" in lines[0]
+    assert lines[-1].endswith("suppressed 95 more failure lines")
+
+
+async def test_the_suppressed_summary_comes_when_the_window_ends_not_only_at_the_end(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FailureLog, "period", 0.02)
+    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+
+    def always(x: int) -> None:
+        raise ValueError(x)
+
+    pipeline = Pipeline(forever(range(30)), always, log_rate=2)
+    pipeline.start()
+    await until(lambda: "suppressed 28 more failure lines" in caplog.text)
+    assert pipeline.phase == "running"
+    await pipeline.stop()
+    assert len(caplog.records) == 3
+
+
+async def test_a_failing_sink_counts_as_failed() -> None:
+    def sink(x: int) -> None:
+        if x == 2:
+            raise RuntimeError("full")
+
+    failed: list[Any] = []
+    pipeline = Pipeline(range(4), sink=sink, errors=lambda *a: failed.append(a[2]))
+    counters = await pipeline.run()
+    assert (counters["out"], counters["failed"]) == (3, 1)
+    assert failed == [sink]
+
+
+# -- accounting and back-pressure -----------------------------------------------------
+
+
+async def test_accounting_holds_whenever_it_is_read() -> None:
+    async def jitter(x: int) -> tuple[int] | None:
+        for _ in range(x % 3):
+            await asyncio.sleep(0)
+        return None if x % 7 == 0 else (x,)
+
+    def fragile(x: int) -> tuple[int]:
+        if x % 11 == 0:
+            raise ValueError(x)
+        return (x,)
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+
+    pipeline = Pipeline(
+        range(3000),
+        odd_only,
+        concurrent(jitter, limit=4),
+        fragile,
+        sink=sink,
+        batch=50,
+        buffer=16,
+        log_rate=0,
+    )
+    samples = 0
+    pipeline.start()
+    while not pipeline.task.done():  # type: ignore[union-attr]
+        counters = pipeline.counters
+        assert identity(counters), dict(counters)
+        samples += 1
+        await asyncio.sleep(0)
+    await pipeline.wait()
+    counters = pipeline.counters
+    assert samples > 50
+    assert identity(counters) and counters["in_flight"] == 0
+    assert counters["in"] == 3000 and counters["failed"] > 0 and counters["swallowed"] > 0
+
+
+async def test_slow_sink_keeps_buffers_within_their_bound() -> None:
+    bound, batch = 8, 32
+    worst: list[int] = []
+    pipeline: Pipeline
+
+    async def slow_sink(item: int) -> None:
+        for _ in range(100):  # a hundred loop turns per item: far slower than the supply
+            await asyncio.sleep(0)
+        occupancy = [used for used, _ in pipeline.buffers]
+        worst.append(max(occupancy))
+        ahead = pipeline.counters["in"] - pipeline.counters["out"]
+        # read-ahead is bounded: one batch in hand plus one inbox per stage
+        assert ahead <= batch + bound * len(pipeline.buffers) + 2
+
+    async def passthrough(x: int) -> tuple[int]:
+        return (x,)
+
+    pipeline = Pipeline(
+        itertools.count(),
+        passthrough,
+        sink=slow_sink,
+        batch=batch,
+        buffer=bound,
+    )
+    pipeline.start()
+    while len(worst) < 60:
+        await asyncio.sleep(0)
+    await pipeline.stop()
+    assert max(worst) <= bound
+    assert all(bound_ == bound for _, bound_ in pipeline.buffers)
+    assert pipeline.counters["in"] < 60 + batch + 2 * bound + 2

@@ -1,0 +1,319 @@
+"""Supplies: tail (real files, rotations, truncations), lines, every, the line server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from archangel import ExitReason, ProcessManager
+from archangel.pipeline import Pipeline
+from archangel.supplies import LineBuffer, Tail, every, line_server, lines, tail
+from archangel.watch import Watcher, inotify_available
+from tests.helpers import until
+
+INTERVAL = 0.005
+
+
+@pytest.fixture(params=["inotify", "polling"])
+async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[Watcher]:
+    if request.param == "inotify" and not inotify_available():
+        pytest.skip("no inotify here")
+    async with Watcher(polling=request.param == "polling", interval=INTERVAL) as w:
+        yield w
+
+
+class Follow:
+    """Runs a pipeline over a tail; lines arrive on a queue the test awaits."""
+
+    def __init__(self, supply: Tail) -> None:
+        self.supply = supply
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.pipeline = Pipeline(supply, sink=self.queue.put_nowait, name="follow")
+
+    async def __aenter__(self) -> Follow:
+        self.pipeline.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pipeline.stop()
+        assert self.pipeline.exit_reason is ExitReason.SHUTDOWN
+
+    async def expect(self, *expected: str) -> None:
+        async with asyncio.timeout(5):
+            got = [await self.queue.get() for _ in expected]
+        assert got == list(expected)
+        assert self.queue.empty()
+
+    async def settled(self) -> None:
+        """The tail has caught up: it is waiting on its watch again."""
+        await until(lambda: self.pipeline._reading)
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+# -- tail -------------------------------------------------------------------------------
+
+
+async def test_tail_follows_appends_from_the_end_and_holds_partial_lines(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("old 1\nold 2\n")
+    async with Follow(tail(log, watcher=watcher)) as follow:
+        await follow.settled()
+        append(log, "new 1\nnew 2\npart")
+        await follow.expect("new 1", "new 2")
+        append(log, "ial\r\n")
+        await follow.expect("partial")
+
+
+async def test_tail_from_start_and_starting_inside_a_partial_line(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("a\nb\n")
+    async with Follow(tail(log, from_start=True, watcher=watcher)) as follow:
+        await follow.expect("a", "b")
+    log.write_text("done\nhalf a li")
+    async with Follow(tail(log, watcher=watcher)) as follow:
+        await follow.settled()
+        append(log, "ne\n")
+        await follow.expect("half a line")  # started at the line, not in its middle
+
+
+async def test_tail_waits_for_a_missing_file_and_reads_it_from_its_start(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    log = tmp_path / "later.log"
+    async with Follow(tail(log, watcher=watcher)) as follow:
+        await follow.settled()
+        log.write_text("first\nsecond\n")
+        await follow.expect("first", "second")
+
+
+async def test_tail_survives_rename_rotation_without_losing_lines(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+    follow = Follow(tail(log, watcher=watcher))
+    async with follow:
+        await follow.settled()
+        with log.open("a", buffering=1) as old:
+            old.write("before 1\nbefore 2\n")
+            await follow.expect("before 1", "before 2")
+            os.rename(log, tmp_path / "app.log.1")
+            old.write("late 1\n")  # the writer has not reopened yet
+            await asyncio.sleep(0.01)  # whether or not the tail saw the rename by now
+            old.write("late 2\nunterminated")
+        log.write_text("fresh 1\nfresh 2\n")
+        await follow.expect("late 1", "late 2", "unterminated", "fresh 1", "fresh 2")
+        assert follow.supply.rotations == 1
+        # and a second rotation, this time renaming a new file over the old name
+        (tmp_path / "next").write_text("next 1\n")
+        os.rename(tmp_path / "next", log)
+        await follow.expect("next 1")
+        assert follow.supply.rotations == 2
+
+
+async def test_tail_survives_copy_truncate(watcher: Watcher, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+    follow = Follow(tail(log, watcher=watcher))
+    async with follow:
+        await follow.settled()
+        with log.open("a", buffering=1) as writer:  # O_APPEND, as loggers write
+            writer.write("a long line before the rotation\nanother one\n")
+            await follow.expect("a long line before the rotation", "another one")
+            shutil.copy(log, tmp_path / "app.log.1")
+            os.truncate(log, 0)
+            writer.write("after\n")
+            await follow.expect("after")
+            writer.write("and more\n")
+            await follow.expect("and more")
+        assert follow.supply.truncations == 1 and follow.supply.rotations == 0
+
+
+async def test_tail_closes_its_own_watcher_and_file(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("x\n")
+    before = set(os.listdir("/proc/self/fd"))
+    supply = tail(log, from_start=True)
+    async with Follow(supply) as follow:
+        await follow.expect("x")
+        assert len(set(os.listdir("/proc/self/fd")) - before) >= 1
+    assert set(os.listdir("/proc/self/fd")) - before == set()
+    assert "rotations=0" in repr(supply)
+
+
+async def test_tail_async_for_one_line_at_a_time(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"\xff\n2\n")
+    got = []
+    async with Watcher(polling=True) as watcher:
+        async with contextlib.aclosing(aiter(tail(log, True, watcher))) as follow:
+            async for line in follow:
+                got.append(line)
+                if len(got) == 2:
+                    break
+        assert "watches=0" in repr(watcher)  # the tail removed its watch
+    assert got == ["\ufffd", "2"]
+
+
+# -- lines, LineBuffer --------------------------------------------------------------------
+
+
+def test_line_buffer_splits_holds_and_cuts() -> None:
+    buf = LineBuffer(max_line=8)
+    assert buf.feed(b"a\r\nb\npar") == ["a", "b"]
+    assert buf.partial == b"par"
+    assert buf.feed(b"tial\n") == ["partial"]
+    assert buf.feed(b"0123456789") == ["0123456789"]  # longer than max_line: cut
+    assert buf.feed(b"x") == [] and buf.flush() == ["x"] and buf.flush() == []
+    raw = LineBuffer(encoding=None)
+    assert raw.feed(b"\xff\r\n") == [b"\xff"]
+    with pytest.raises(ValueError, match="max_line"):
+        LineBuffer(max_line=0)
+
+
+async def test_lines_of_a_stream_reader_in_batches() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"one\ntwo\nthr")
+    reader.feed_data(b"ee\nfour")
+    reader.feed_eof()
+    batches = [batch async for batch in lines(reader).batches()]
+    assert batches == [["one", "two", "three"], ["four"]]
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"a\nb\n")
+    reader.feed_eof()
+    assert [line async for line in lines(reader)] == ["a", "b"]
+
+
+# -- every ---------------------------------------------------------------------------------
+
+
+async def test_every_ticks_on_the_loop_clock_without_drift_and_skips_missed_ticks() -> None:
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+    async for due in every(0.01):
+        ticks.append(due)
+        assert loop.time() >= due - 0.001
+        if len(ticks) == 3:
+            await asyncio.sleep(0.035)  # a slow consumer misses three ticks
+        if len(ticks) == 5:
+            break
+    steps = [round((b - a) / 0.01) for a, b in itertools.pairwise(ticks)]
+    assert steps[:2] == [1, 1] and steps[2] >= 3 and steps[3] == 1
+    start = ticks[0]
+    assert all(abs((t - start) / 0.01 - round((t - start) / 0.01)) < 1e-6 for t in ticks)
+    with pytest.raises(ValueError, match="seconds"):
+        await anext(every(0))
+
+
+async def test_every_immediately() -> None:
+    loop = asyncio.get_running_loop()
+    ticker = every(60, immediately=True)
+    first = await anext(ticker)
+    assert first <= loop.time()
+    await ticker.aclose()
+
+
+# -- the line server -------------------------------------------------------------------------
+
+
+async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+async def test_line_server_each_connection_is_a_process_each_line_an_item(
+    family: str, tmp_path: Path
+) -> None:
+    manager = ProcessManager()
+    path = tmp_path / "lines.sock" if family == "unix" else None
+    server = await line_server(manager, "127.0.0.1", 0, path=path)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    pipeline = manager.spawn(Pipeline(server, _upper, sink=got.put_nowait))
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if path is not None:
+            return await asyncio.open_unix_connection(path)
+        host, port = server.address  # type: ignore[misc]
+        return await asyncio.open_connection(host, port)
+
+    (_, one), (_, two) = await connect(), await connect()
+    await send(one, b"hello\nwor")
+    await send(two, b"from two\r\n")
+    await send(one, b"ld\n")
+    async with asyncio.timeout(5):
+        received = sorted([await got.get() for _ in range(3)])
+    assert received == ["FROM TWO", "HELLO", "WORLD"]
+    conns = manager.ps(kind="conn")
+    assert len(conns) == 2 and {c.name for c in conns} == {"LineConnection"}
+    if family == "tcp":
+        assert all(c.details["peer"][0] == "127.0.0.1" for c in conns)
+    # a peer that leaves ends its process; its last line counts even without "\n"
+    await send(two, b"bye")
+    two.close()
+    await two.wait_closed()
+    async with asyncio.timeout(5):
+        assert await got.get() == "BYE"
+    await until(lambda: len(manager.ps(kind="conn")) == 1)
+    # stopping the pipeline closes the server and the remaining connection
+    await pipeline.stop()
+    await server.wait_closed()
+    assert server.closed and not server.connections and server.received == 4
+    assert manager.ps() == []
+    assert path is None or not path.exists()
+    one.close()
+    await one.wait_closed()
+
+
+def _upper(line: str) -> tuple[str]:
+    return (line.upper(),)
+
+
+async def test_line_server_pushes_back_on_peers_when_its_buffer_is_full() -> None:
+    manager = ProcessManager()
+    async with await line_server(manager, buffer=10) as server:
+        host, port = server.address  # type: ignore[misc]
+        _, writer = await asyncio.open_connection(host, port)
+        batches = server.batches()
+        chunks = [b"".join(b"%d\n" % n for n in range(k, k + 100)) for k in range(0, 1000, 100)]
+        await send(writer, chunks[0])
+        await until(lambda: server._paused != set())  # nobody reads: the peer is paused
+        for chunk in chunks[1:]:
+            await send(writer, chunk)  # into the kernel's socket buffers
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert server.received == 100  # not read while paused
+        total = 0
+        async with asyncio.timeout(5):
+            while total < 1000:
+                total += len(await anext(batches))
+        writer.close()
+        await writer.wait_closed()
+        await batches.aclose()
+    assert manager.ps() == []
+
+
+async def test_line_server_refuses_an_address_in_use() -> None:
+    manager = ProcessManager()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            await line_server(manager, "127.0.0.1", port)
