@@ -16,6 +16,8 @@ MODULES = [
     "archangel.channels",
     "archangel.cli",
     "archangel.cogs",
+    "archangel.console",
+    "archangel.console.client",
     "archangel.daemon",
     "archangel.errors",
     "archangel.linesrv",

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the demo service on 127.0.0.1", description=demo.__doc__)
     p.add_argument("--port", type=int, default=8888, help="echo port (default 8888; 0: any)")
+    p.add_argument("--console-port", type=int, default=8023, help="console port (default 8023)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between ps printouts")
     p.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
@@ -91,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="say whether the service a pidfile names runs")
     p.add_argument("--pidfile", required=True)
+
+    p = sub.add_parser(
+        "console",
+        help="talk to a service's management console",
+        description="Talk to an archangel console (the token may also come from "
+        "$ARCHANGEL_CONSOLE_TOKEN).",
+    )
+    p.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
+    p.add_argument("--token", help="the console's token")
     return parser
 
 
@@ -185,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
             return demo.run(
-                port=args.port, interval=args.interval, seconds=args.seconds, loop=args.loop
+                port=args.port,
+                console_port=args.console_port,
+                interval=args.interval,
+                seconds=args.seconds,
+                loop=args.loop,
             )
         if args.command == "run":
             return _run(args)
@@ -193,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _signal(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "console":
+            from .console import client
+
+            token = ["--token", args.token] if args.token else []
+            return client.main([args.address, *token])
     except UsageError as exc:
         print(f"archangel {args.command}: {exc}", file=sys.stderr)
         return 2

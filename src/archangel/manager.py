@@ -248,6 +248,10 @@ class ProcessManager:
             return f"pid {pid} has exited ({self!r})"
         return f"no pid {pid!r} was ever issued by {self!r}"
 
+    def get(self, pid: int) -> Process | None:
+        """The live process with ``pid``, or None; safe from any thread."""
+        return self._procs.get(pid)
+
     def __contains__(self, pid: object) -> bool:
         return pid in self._procs
 

@@ -298,6 +298,11 @@ class Process:
         self._hooks.append((fn, args, kwargs))
         return fn
 
+    @property
+    def pending_hooks(self) -> int:
+        """How many at-exit hooks are registered and have not run yet."""
+        return len(self._hooks) if self._hooks is not None else 0
+
     def _run_hook(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -20,15 +21,24 @@ logger = logging.getLogger(__name__)
 
 
 def _innermost(coro: Any) -> str | None:
-    """``file:line`` of the innermost frame a coroutine chain is suspended in."""
+    """``file:line`` where a coroutine chain waits: its innermost frame outside asyncio.
+
+    Frames inside asyncio itself (``sleep``, ``wait_for``...) tell an operator
+    nothing, so the deepest frame of the caller's code is reported instead.
+    """
     where = None
     for _ in range(64):  # await chains are short; bound it anyway
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        filename = frame.f_code.co_filename
+        if where is None or not filename.startswith(_ASYNCIO_DIR):
+            where = f"{filename}:{frame.f_lineno}"
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return where
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 
 
 class TaskProcess(Process):

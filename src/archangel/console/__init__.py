@@ -1,0 +1,23 @@
+"""The management console: a telnet interface to a running app, on its own thread.
+
+:class:`Console` listens on 127.0.0.1 (or a Unix socket), serves telnet
+clients, ``nc`` and ``archangel console``, and answers from its own thread
+and loop, so ``ps``, ``stack`` and ``lag`` work while the app's loop is
+blocked. The package is split by concept:
+
+* :mod:`~archangel.console.server`: the :class:`Console` lifecycle, thread and socket;
+* :mod:`~archangel.console.binding`: the loopback check and the 0600 Unix socket;
+* :mod:`~archangel.console.session`: one connection (telnet, token, command loop);
+* :mod:`~archangel.console.lineedit`: line editing and history;
+* :mod:`~archangel.console.commands`: the per-console command table;
+* :mod:`~archangel.console.listing`, :mod:`~archangel.console.runtime`,
+  :mod:`~archangel.console.actions`: the commands;
+* :mod:`~archangel.console.apploop`: hand-offs to the app's loop and the lag probe;
+* :mod:`~archangel.console.render`, :mod:`~archangel.console.stacks`: formatting
+  and stack walking;
+* :mod:`~archangel.console.client`: the ``archangel console`` line client.
+"""
+
+from .server import Console as Console
+
+__all__ = ["Console"]

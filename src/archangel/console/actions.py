@@ -1,0 +1,224 @@
+"""Console commands that change things: ``kill``, ``killall``, ``stop``, ``reload``, ``dump``.
+
+And ``py``, only with ``repl=True``. Each is handed to the app's loop (see
+:class:`~archangel.console.apploop.AppLoop`) and reports when it took effect;
+if the app's loop does not pick it up within the action timeout, the reply
+says the loop is blocked and the action is queued (it runs once the loop is
+free). Nothing here mutates the manager from the console's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import NotRegistered
+from ..process import Process, ProcessState
+from .apploop import Outcome, Status
+from .commands import Command, CommandError, Context, Terminal, parse_pid
+from .render import clip
+
+__all__ = ["action_commands"]
+
+#: How long ``kill`` and ``killall`` wait for processes to exit once killed.
+EXIT_WAIT = 5.0
+MAX_KILL = 1000
+_KILL_BATCH = 1000
+
+
+def _queued(what: str, timeout: float) -> str:
+    return (
+        f"the app loop is blocked (no answer in {timeout:g} s): {what} is queued "
+        "and runs when the loop is free; see 'stack'"
+    )
+
+
+class _Actions:
+    def __init__(self, context: Context, timeout: float) -> None:
+        self.context = context
+        self.timeout = timeout
+
+    async def _run(
+        self, what: str, fn: Callable[[], Any], finish: float = EXIT_WAIT
+    ) -> tuple[bool, Any]:
+        """Run ``fn`` on the app loop; (True, value) or (False, message for the operator)."""
+        outcome: Outcome = await self.context.apploop.run(
+            fn, start_timeout=self.timeout, finish_timeout=finish
+        )
+        if outcome.status is Status.DONE:
+            return True, outcome.value
+        if outcome.status is Status.QUEUED:
+            return False, _queued(what, self.timeout)
+        if outcome.status is Status.RUNNING:
+            return False, f"{what} started but has not finished after {finish:g} s"
+        if outcome.status is Status.CLOSED:
+            return False, f"{what}: the app loop is closed"
+        error = outcome.error
+        return False, f"{what} failed: {type(error).__name__}: {error}"
+
+    # -- kill ---------------------------------------------------------------------------
+
+    async def kill(self, args: list[str], terminal: Terminal) -> str:
+        if not args:
+            raise CommandError("usage: kill PID [PID...]")
+        pids = list(dict.fromkeys(parse_pid(a) for a in args))
+        if len(pids) > MAX_KILL:
+            raise CommandError(f"at most {MAX_KILL} pids at a time; use killall KIND")
+        manager = self.context.manager
+
+        async def kill_and_wait() -> list[tuple[int, str]]:
+            # On the app's loop: kill, then wait until each has exited (its
+            # sync at-exit hooks have run by then) or EXIT_WAIT passes.
+            found: list[tuple[int, Process]] = []
+            report: list[tuple[int, str]] = []
+            for pid in pids:
+                try:
+                    process = manager[pid]
+                except NotRegistered as exc:
+                    report.append((pid, str(exc)))
+                    continue
+                process.kill()
+                found.append((pid, process))
+            if found:
+                waits = [asyncio.ensure_future(p.wait()) for _, p in found]
+                _, pending = await asyncio.wait(waits, timeout=EXIT_WAIT)
+                for waiter in pending:
+                    waiter.cancel()
+            for pid, process in found:
+                if process.state is ProcessState.EXITED:
+                    reason = process.exit_reason.value if process.exit_reason else "?"
+                    report.append((pid, f"killed ({process.name}, exit: {reason})"))
+                else:
+                    report.append((pid, f"kill sent; still exiting after {EXIT_WAIT:g} s"))
+            return sorted(report)
+
+        what = f"kill {' '.join(map(str, pids))}"
+        ok, value = await self._run(what, kill_and_wait, finish=EXIT_WAIT + 1.0)
+        if not ok:
+            return str(value)
+        return "\n".join(f"pid {pid}: {text}" for pid, text in value)
+
+    async def killall(self, args: list[str], terminal: Terminal) -> str:
+        if len(args) != 1:
+            raise CommandError("usage: killall KIND")
+        kind = args[0]
+        manager = self.context.manager
+
+        async def kill_kind() -> list[Process]:
+            # In batches, yielding between them: 100,000 kills must not stall the loop.
+            victims = [p for p in manager.processes() if p.kind == kind]
+            for start in range(0, len(victims), _KILL_BATCH):
+                for process in victims[start : start + _KILL_BATCH]:
+                    process.kill()
+                await asyncio.sleep(0)
+            return victims
+
+        ok, value = await self._run(f"killall {kind}", kill_kind, finish=30.0)
+        if not ok:
+            return str(value)
+        victims: list[Process] = value
+        if not victims:
+            return f"no running processes of kind {clip(kind, 40)!r}"
+        # Watch them exit from the console's thread: reading ``state`` is safe.
+        deadline = time.monotonic() + EXIT_WAIT
+        left = victims
+        while left and time.monotonic() < deadline:
+            left = [p for p in left if p.state is not ProcessState.EXITED]
+            if left:
+                await asyncio.sleep(0.02)
+        exited = len(victims) - len(left)
+        text = f"killed {len(victims)} process(es) of kind {kind!r}: {exited} exited"
+        return text + (f", {len(left)} still exiting" if left else "")
+
+    # -- app actions -----------------------------------------------------------------------
+
+    async def stop(self, args: list[str], terminal: Terminal) -> str:
+        if args:
+            raise CommandError("usage: stop")
+        app = self.context.require_app("stop")
+        ok, value = await self._run("stop", app.request_stop)
+        return "stop requested: the app is shutting down" if ok else str(value)
+
+    async def reload(self, args: list[str], terminal: Terminal) -> str:
+        if args:
+            raise CommandError("usage: reload")
+        app = self.context.require_app("reload")
+        ok, value = await self._run("reload", app.reload)
+        return "reload done" if ok else str(value)
+
+    async def dump(self, args: list[str], terminal: Terminal) -> str:
+        if len(args) != 1 or args[0] not in ("state", "runlog"):
+            raise CommandError("usage: dump state|runlog")
+        app = self.context.require_app("dump")
+        which = args[0]
+        ok, value = await self._run(f"dump {which}", lambda: app.dump(which), finish=30.0)
+        return f"{which} written to {value}" if ok else str(value)
+
+    async def py(self, args: list[str], terminal: Terminal) -> str:
+        """Evaluate one expression on the app loop's thread (``repl=True`` only)."""
+        source = args[0] if args else ""
+        if not source.strip():
+            raise CommandError("usage: py EXPRESSION")
+        try:
+            code = compile(source, "<console>", "eval")
+        except SyntaxError as exc:
+            raise CommandError(f"syntax error: {exc.msg}") from None
+        namespace = {
+            "manager": self.context.manager,
+            "app": self.context.app,
+            "asyncio": asyncio,
+        }
+        ok, value = await self._run("py", lambda: eval(code, namespace), finish=10.0)
+        return repr(value) if ok else str(value)
+
+
+def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
+    """The commands that change things, bound to ``context``.
+
+    Args:
+        context: What the commands work on.
+        timeout: Seconds to wait for the app loop to pick an action up before
+            answering that it is blocked and the action is queued.
+    """
+    actions = _Actions(context, timeout)
+    commands = [
+        Command(
+            "kill",
+            actions.kill,
+            "kill PID [PID...]",
+            "kill processes and wait for them to exit",
+            changes=True,
+        ),
+        Command(
+            "killall",
+            actions.killall,
+            "killall KIND",
+            "kill every running process of one kind",
+            changes=True,
+        ),
+        Command("stop", actions.stop, "stop", "stop the app gracefully", changes=True),
+        Command("reload", actions.reload, "reload", "reload the app (like SIGHUP)", changes=True),
+        Command(
+            "dump",
+            actions.dump,
+            "dump state|runlog",
+            "write the state or runlog dump (like SIGUSR2/SIGUSR1)",
+            changes=True,
+        ),
+    ]
+    if context.repl:
+        commands.append(
+            Command(
+                "py",
+                actions.py,
+                "py EXPRESSION",
+                "evaluate Python on the app loop's thread (enabled with repl=True)",
+                "Names: manager, app, asyncio. An awaitable result is awaited on the app\n"
+                "loop. Anyone who can reach this console can run any code in the process.",
+                changes=True,
+                raw=True,
+            )
+        )
+    return commands

@@ -1,0 +1,253 @@
+"""``archangel console ADDRESS``: a plain line client for the console.
+
+It needs no telnet client and works wherever Python does: a blocking
+socket, the socket's output copied to stdout on the calling thread, and
+stdin lines sent from a daemon thread. It politely refuses every telnet
+option the console offers (so the console treats it like ``nc``: whole
+lines, no server echo) and strips the negotiation bytes from the output.
+With a token, the token is sent as the first line. At the end of stdin it
+sends ``quit`` and prints what is left.
+
+This is the client side only: nothing here imports the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO
+
+from ..errors import ConsoleError
+
+__all__ = ["main", "parse_address", "run_client"]
+
+#: Environment variable read for the token when ``--token`` is not given.
+TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
+
+_IAC, _DONT, _DO, _WONT, _WILL, _SB, _SE = 255, 254, 253, 252, 251, 250, 240
+
+
+def parse_address(text: str) -> tuple[str, int] | str:
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``PORT`` (on 127.0.0.1) or ``unix:PATH``.
+
+    Anything with a ``/`` and no port is taken as a Unix socket path too.
+
+    Raises:
+        ConsoleError: The text is none of these.
+    """
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ConsoleError(f"console address {text!r} has no path")
+        return text[5:]
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if "/" in text:
+            return text
+        host, port = "127.0.0.1", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConsoleError(
+            f"console address {text!r} is not HOST:PORT or unix:PATH (bad port {port!r})"
+        ) from None
+    if not 0 < number < 65536 or not host:
+        raise ConsoleError(f"console address {text!r} is not HOST:PORT or unix:PATH")
+    return host, number
+
+
+def connect(address: tuple[str, int] | str, timeout: float = 10.0) -> socket.socket:
+    """A connected blocking socket (no timeout once connected).
+
+    Raises:
+        ConsoleError: The console cannot be reached; the message names the address.
+    """
+    try:
+        if isinstance(address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(address, timeout=timeout)
+    except OSError as exc:
+        where = f"unix:{address}" if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        raise ConsoleError(f"cannot connect to the console at {where}: {exc}") from exc
+    sock.settimeout(None)
+    return sock
+
+
+class TelnetFilter:
+    """Removes telnet commands from a byte stream and refuses every option.
+
+    :meth:`feed` returns (data for the screen, replies to send back).
+    """
+
+    def __init__(self) -> None:
+        self._state = "data"
+        self._command = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        """Filter one chunk received from the console."""
+        out = bytearray()
+        replies = bytearray()
+        i, n = 0, len(data)
+        while i < n:
+            if self._state == "data":
+                j = data.find(_IAC, i)
+                if j < 0:
+                    out += data[i:]
+                    break
+                out += data[i:j]
+                self._state = "iac"
+                i = j + 1
+                continue
+            byte = data[i]
+            i += 1
+            if self._state == "iac":
+                if byte == _IAC:
+                    out.append(_IAC)
+                    self._state = "data"
+                elif byte in (_DO, _DONT, _WILL, _WONT):
+                    self._command = byte
+                    self._state = "option"
+                elif byte == _SB:
+                    self._state = "sb"
+                else:
+                    self._state = "data"  # a two-byte command (GA, NOP...): ignored
+            elif self._state == "option":
+                if self._command == _DO:
+                    replies += bytes((_IAC, _WONT, byte))
+                elif self._command == _WILL:
+                    replies += bytes((_IAC, _DONT, byte))
+                self._state = "data"
+            elif self._state == "sb":
+                if byte == _IAC:
+                    self._state = "sb-iac"
+            else:  # "sb-iac"
+                self._state = "data" if byte == _SE else "sb"
+        return bytes(out), bytes(replies)
+
+
+def _tty_lines() -> Iterator[str]:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    while True:
+        try:
+            yield input() + "\n"
+        except EOFError:
+            return
+
+
+def _send_lines(
+    sock: socket.socket, stdin: TextIO, token: str | None, quitting: list[bool]
+) -> None:
+    lines: Iterable[str] = _tty_lines() if stdin is sys.stdin and stdin.isatty() else stdin
+    try:
+        if token is not None:
+            sock.sendall(token.encode() + b"\n")
+        for line in lines:
+            if line.strip() in ("quit", "exit"):
+                quitting.append(True)
+            sock.sendall(line.rstrip("\r\n").encode("utf-8", "replace") + b"\n")
+            if quitting:
+                return
+        quitting.append(True)
+        sock.sendall(b"quit\n")
+    except OSError:
+        pass  # the console closed the connection: the reading side reports it
+
+
+def run_client(
+    address: str | tuple[str, int],
+    token: str | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Talk to a console until it closes the connection.
+
+    Args:
+        address: ``"HOST:PORT"``, ``"unix:PATH"`` (see :func:`parse_address`)
+            or a ``(host, port)`` tuple.
+        token: Sent as the first line, when given.
+        stdin: Lines to send (default ``sys.stdin``); at its end ``quit`` is sent.
+        stdout: Where the console's output goes (default ``sys.stdout``).
+
+    Returns:
+        0 when the session ended with ``quit`` (the console answers ``bye``);
+        1 when the console closed it otherwise (a bad token, too many
+        sessions, the app going away).
+
+    Raises:
+        ConsoleError: The address is malformed or cannot be reached.
+    """
+    target = parse_address(address) if isinstance(address, str) else address
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    sock = connect(target)
+    quitting: list[bool] = []
+    sender = threading.Thread(
+        target=_send_lines, args=(sock, stdin, token, quitting), name="console-stdin", daemon=True
+    )
+    telnet = TelnetFilter()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail = ""  # the end of the output, to see how the session ended
+    try:
+        sender.start()
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            text, replies = telnet.feed(data)
+            if replies:
+                try:
+                    sock.sendall(replies)
+                except OSError:
+                    pass
+            shown = decoder.decode(text, final=not data).replace("\r\n", "\n")
+            if shown:
+                shown = shown.replace("\r", "")
+                stdout.write(shown)
+                stdout.flush()
+                tail = (tail + shown)[-64:]
+            if not data:
+                break
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sock.close()
+    return 0 if quitting and tail.rstrip().endswith("bye") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``archangel console ADDRESS [--token T]``: returns the exit status.
+
+    The token may also come from the ``ARCHANGEL_CONSOLE_TOKEN`` environment
+    variable, which keeps it out of the process list.
+    """
+    parser = argparse.ArgumentParser(
+        prog="archangel console",
+        description="Talk to an archangel management console.",
+    )
+    parser.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
+    parser.add_argument("--token", help=f"the console's token (default: ${TOKEN_ENV})")
+    args = parser.parse_args(argv)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    try:
+        return run_client(args.address, token)
+    except ConsoleError as exc:
+        print(f"archangel console: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,264 @@
+"""The console's command table: parsing a line, finding the command, running it.
+
+A :class:`CommandTable` is built per console from the command groups in
+:mod:`~archangel.console.listing`, :mod:`~archangel.console.runtime` and
+:mod:`~archangel.console.actions`; there is no global registry. A command is
+an async function of (arguments, terminal) returning the text to show.
+Bad input from the operator raises :class:`CommandError`, which the table
+turns into a one-line ``error: ...`` reply: a console line never takes the
+session, the console or the app down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..manager import ProcessManager
+from .apploop import AppLoop
+
+__all__ = ["Command", "CommandError", "CommandTable", "Context", "Terminal", "parse_options"]
+
+logger = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """Bad input for a command: shown to the operator as one line, never raised further."""
+
+
+class Terminal(Protocol):
+    """What a command sees of the session that runs it."""
+
+    #: Arguments that show the next page when the operator presses Enter.
+    more: list[str] | None
+
+    @property
+    def width(self) -> int:
+        """Columns of the client's screen (80 when unknown)."""
+        ...
+
+    async def show(self, text: str) -> None:
+        """Write ``text`` now (for refreshing views such as ``top``)."""
+        ...
+
+    async def key(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a key; True if one came (or the client left)."""
+        ...
+
+    def quit(self) -> None:
+        """End the session once the reply is written."""
+        ...
+
+
+Handler = Callable[[list[str], Terminal], Awaitable[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One console command.
+
+    Attributes:
+        name: What the operator types.
+        handler: ``async handler(args, terminal) -> text``.
+        usage: The synopsis shown by ``help`` (``"ps [KIND] [--json]"``).
+        summary: One line for the ``help`` list.
+        details: More text for ``help NAME``.
+        changes: Whether it changes the app (kill, stop...); such commands
+            are never repeated by an empty line.
+        raw: Pass the rest of the line as one argument, unsplit (``py``).
+    """
+
+    name: str
+    handler: Handler
+    usage: str
+    summary: str
+    details: str = ""
+    changes: bool = False
+    raw: bool = False
+
+
+@dataclasses.dataclass
+class Context:
+    """What commands work on; one per console.
+
+    Attributes:
+        manager: The manager whose processes are shown.
+        app: The App-like target, or None for a bare manager.
+        apploop: The bridge to the app's loop.
+        repl: Whether ``py`` is enabled.
+        sessions: Returns how many sessions are open.
+        started: ``time.monotonic()`` when the console started.
+    """
+
+    manager: ProcessManager
+    app: Any
+    apploop: AppLoop
+    repl: bool = False
+    sessions: Callable[[], int] = lambda: 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def require_app(self, what: str) -> Any:
+        """The App-like target, or :class:`CommandError` for a bare manager."""
+        if self.app is None:
+            raise CommandError(f"{what}: not available: console target is a bare ProcessManager")
+        return self.app
+
+
+def parse_options(
+    args: Sequence[str],
+    options: Mapping[str, type],
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Split ``args`` into options and positional arguments.
+
+    ``options`` maps ``--name`` to ``bool`` (a flag), ``int``, ``float`` or ``str``;
+    ``aliases`` maps short forms (``-k``) to long ones. ``--name=value`` and
+    ``--name value`` both work; ``--`` ends the options.
+
+    Raises:
+        CommandError: An unknown option, a missing or malformed value.
+    """
+    aliases = aliases or {}
+    found: dict[str, Any] = {}
+    positional: list[str] = []
+    items = iter(args)
+    for arg in items:
+        if arg == "--":
+            positional.extend(items)
+            break
+        if not arg.startswith("-") or arg == "-" or arg[1:].isdigit():
+            positional.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        name = aliases.get(name, name)
+        kind = options.get(name)
+        if kind is None:
+            raise CommandError(f"unknown option {name!r}")
+        if kind is bool:
+            if eq:
+                raise CommandError(f"option {name} takes no value")
+            found[name] = True
+            continue
+        if not eq:
+            value = next(items, "")
+            if not value:
+                raise CommandError(f"option {name} needs a value")
+        try:
+            found[name] = kind(value)
+        except ValueError:
+            raise CommandError(f"option {name} needs a number, not {value!r}") from None
+    return found, positional
+
+
+def parse_pid(text: str) -> int:
+    """A PID typed by the operator.
+
+    Raises:
+        CommandError: ``text`` is not a positive integer.
+    """
+    try:
+        pid = int(text)
+    except ValueError:
+        raise CommandError(f"not a pid: {text!r}") from None
+    if pid <= 0:
+        raise CommandError(f"not a pid: {text!r}")
+    return pid
+
+
+class CommandTable:
+    """The commands of one console, by name.
+
+    Args:
+        context: What the commands work on.
+        groups: Command lists to add (each a sequence of :class:`Command`).
+    """
+
+    def __init__(self, context: Context, groups: Iterable[Sequence[Command]] = ()) -> None:
+        self.context = context
+        self._commands: dict[str, Command] = {}
+        self.add(
+            Command("help", self._help, "help [COMMAND]", "list commands, or explain one"),
+            Command("quit", self._quit, "quit", "leave the console (also: exit, Ctrl-D)"),
+        )
+        self._aliases = {"exit": "quit", "?": "help"}
+        for group in groups:
+            self.add(*group)
+
+    def add(self, *commands: Command) -> None:
+        """Add commands (a name already taken is replaced)."""
+        for command in commands:
+            self._commands[command.name] = command
+
+    def __getitem__(self, name: str) -> Command:
+        return self._commands[self._aliases.get(name, name)]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._aliases.get(name, name) in self._commands
+
+    def names(self) -> list[str]:
+        """The command names, sorted."""
+        return sorted(self._commands)
+
+    def complete(self, prefix: str) -> list[str]:
+        """Command names starting with ``prefix`` (for Tab)."""
+        return [name for name in self._commands if name.startswith(prefix)]
+
+    async def run_line(self, line: str, terminal: Terminal) -> str:
+        """Run one line typed by the operator; always returns the text to show."""
+        words = line.split(None, 1)
+        if not words:
+            return ""
+        name = words[0]
+        rest = words[1] if len(words) > 1 else ""
+        if name in self and self[name].raw:
+            return await self.run([name, rest], terminal)
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            return f"error: cannot parse the line: {exc}"
+        return await self.run(argv, terminal)
+
+    async def run(self, argv: list[str], terminal: Terminal) -> str:
+        """Run one command (already split into words); always returns the text to show."""
+        name, args = argv[0], argv[1:]
+        if name not in self:
+            return f"error: unknown command {clip_word(name)!r}: type 'help' for the list"
+        command = self[name]
+        try:
+            return await command.handler(args, terminal)
+        except CommandError as exc:
+            return f"error: {exc}"
+        except Exception as exc:
+            logger.exception("console command %r failed", argv)
+            return f"error: {command.name} failed: {type(exc).__name__}: {exc}"
+
+    # -- built-in commands ------------------------------------------------------
+
+    async def _help(self, args: list[str], terminal: Terminal) -> str:
+        if args:
+            if args[0] not in self:
+                raise CommandError(f"no command {clip_word(args[0])!r}")
+            command = self[args[0]]
+            text = f"{command.usage}\n  {command.summary}"
+            return text + (f"\n\n{command.details}" if command.details else "")
+        width = max(len(name) for name in self._commands)
+        lines = [f"  {c.name.ljust(width)}  {c.summary}" for c in self._commands.values()]
+        return (
+            "commands:\n"
+            + "\n".join(lines)
+            + "\n'help COMMAND' shows its options. Enter on an empty line shows the next\n"
+            "page of the last listing; it never repeats a command that changes anything."
+        )
+
+    async def _quit(self, args: list[str], terminal: Terminal) -> str:
+        terminal.quit()
+        return "bye"
+
+
+def clip_word(word: str, width: int = 40) -> str:
+    """A word from the operator, cut for echoing back in an error."""
+    return word if len(word) <= width else word[: width - 3] + "..."

@@ -1,0 +1,390 @@
+"""``Console``: the management console's lifecycle, thread, loop and listening socket.
+
+A :class:`Console` owns one thread running its own event loop. ``start()``
+binds (TCP on 127.0.0.1 by default, or a Unix socket created 0600) and
+returns once it listens; ``close()`` stops the sessions and the thread.
+Sessions, commands and formatting live in their own modules; this one only
+wires them: it is not where commands are defined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConsoleError
+from ..manager import ProcessManager
+from .actions import action_commands
+from .apploop import AppLoop
+from .binding import bind_unix, is_loopback, remove_unix
+from .commands import CommandTable, Context
+from .listing import listing_commands
+from .runtime import runtime_commands
+from .session import ConsoleProtocol, Limits, Session, Settings
+
+__all__ = ["Console"]
+
+logger = logging.getLogger(__name__)
+
+#: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
+THREAD_TIMEOUT = 10.0
+_REFUSAL_LOG_EVERY = 10.0
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+def _unwrap(target: Any) -> tuple[ProcessManager, Any]:
+    if isinstance(target, ProcessManager):
+        return target, None
+    manager = getattr(target, "manager", None)
+    if isinstance(manager, ProcessManager):
+        return manager, target
+    raise ConsoleError(
+        f"console target {target!r} is neither a ProcessManager nor an App with a .manager"
+    )
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the session limit: told so, then closed."""
+
+    def __init__(self, message: bytes, made: Callable[[asyncio.BaseTransport], None]) -> None:
+        self._message = message
+        self._made = made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made(transport)
+        assert isinstance(transport, asyncio.WriteTransport)
+        if not self._message:
+            transport.abort()
+            return
+        transport.write(self._message)
+        transport.close()
+
+
+class Console:
+    """A telnet management console on its own thread and loop.
+
+    Args:
+        target: A :class:`~archangel.ProcessManager`, or an App-like object
+            with ``.manager`` (and ``.bus``, ``request_stop()``, ``reload()``,
+            ``async dump(which)`` for the commands that use them).
+        host: Address to bind; loopback by default. Any other address needs
+            a ``token``.
+        port: TCP port; 0 picks a free one (see :attr:`address`).
+        path: Listen on this Unix socket (created with mode 0600) instead of TCP.
+        token: A secret every session must send as its first line.
+        repl: Enable the ``py EXPRESSION`` command (runs any code: off by default).
+        max_sessions: Sessions open at once.
+        max_line: Longest accepted input line, in characters.
+        max_output: Longest reply of one command, in bytes.
+        action_timeout: Seconds an action waits for the app loop before
+            answering that the loop is blocked and the action is queued.
+        token_timeout: Seconds a session has to send its token.
+
+    Raises:
+        ConsoleError: A bad target or setting, or a non-loopback ``host``
+            without a ``token``.
+
+    Use it as a context manager (``with Console(manager) as console:`` from
+    the app's loop starts it and closes it), or call :meth:`start` and
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str | os.PathLike[str] | None = None,
+        token: str | None = None,
+        repl: bool = False,
+        *,
+        max_sessions: int = 16,
+        max_line: int = 4096,
+        max_output: int = 1 << 20,
+        action_timeout: float = 1.0,
+        token_timeout: float = 30.0,
+    ) -> None:
+        self.manager, self.app = _unwrap(target)
+        self.host = host
+        self.port = port
+        self.path = os.fspath(path) if path is not None else None
+        if token is not None and (not token or token != token.strip() or "\n" in token):
+            raise ConsoleError("console token must be a non-empty line without outer spaces")
+        if self.path is None and not is_loopback(host) and token is None:
+            raise ConsoleError(
+                f"console on {host}:{port} would be reachable from other hosts: "
+                "a token is required (or bind to 127.0.0.1 or a Unix socket)"
+            )
+        if not 0 <= port <= 65535:
+            raise ConsoleError(f"console port must be 0..65535, not {port}")
+        if min(max_sessions, max_line, max_output) < 1 or min(action_timeout, token_timeout) <= 0:
+            raise ConsoleError("console limits and timeouts must be positive")
+        self.token = token
+        self.repl = repl
+        self.limits = Limits(max_sessions, max_line, max_output, token_timeout)
+        self.action_timeout = action_timeout
+        self._state = _State.NEW
+        self._address: tuple[str, int] | str | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._apploop: AppLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._unix_inode: int | None = None
+        # Console-thread state:
+        self._sessions = 0
+        self._closing = False
+        self._created = self._made = 0  # protocols created, and given their transport
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._last_refusal_log = 0.0
+
+    def __repr__(self) -> str:
+        where = self._describe(self._address) if self._address else self._describe(None)
+        return f"<Console {where} [{self._state.value}]>"
+
+    def _describe(self, address: tuple[str, int] | str | None) -> str:
+        if address is None:
+            return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+        if isinstance(address, str):
+            return f"unix:{address}"
+        return f"{address[0]}:{address[1]}"
+
+    @property
+    def address(self) -> tuple[str, int] | str | None:
+        """The bound ``(host, port)``, or the Unix socket path; None until started."""
+        return self._address
+
+    # -- lifecycle (any thread) ------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start listening on the console's own thread; return once it listens.
+
+        Args:
+            loop: The app's loop, where actions run. Defaults to the running
+                loop (call ``start()`` from the app's loop, or pass it).
+
+        Raises:
+            ConsoleError: Already started, no loop, or the address cannot be
+                bound (in use, not permitted...); the message names the address.
+        """
+        if self._state is not _State.NEW:
+            raise ConsoleError(f"{self!r} has already been started")
+        in_loop_thread = False
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise ConsoleError(
+                    f"{self!r} needs the app's loop: call start() from it or pass loop="
+                ) from None
+            in_loop_thread = True
+        else:
+            try:
+                in_loop_thread = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                pass
+        self._apploop = AppLoop(
+            loop, self.manager, thread_id=threading.get_ident() if in_loop_thread else None
+        )
+        self._state = _State.RUNNING
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"archangel-console-{id(self):x}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(THREAD_TIMEOUT):
+            self.close()
+            raise ConsoleError(f"{self!r} did not start listening in {THREAD_TIMEOUT:g} s")
+        if self._error is not None:
+            self._thread.join(THREAD_TIMEOUT)
+            self._state = _State.CLOSED
+            error = self._error
+            self._error = None
+            raise ConsoleError(
+                f"console cannot listen on {self._describe(None)}: {error}"
+            ) from error
+        if self.repl:
+            logger.warning(
+                "console on %s has the Python REPL enabled: anyone who can connect "
+                "runs code in this process",
+                self._describe(self._address),
+            )
+
+    def close(self) -> None:
+        """Close every session, stop listening and join the thread. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        previous, self._state = self._state, _State.CLOSED
+        if previous is _State.NEW:
+            return
+        if self._apploop is not None:
+            self._apploop.close()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # its loop has already ended
+                pass
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(THREAD_TIMEOUT)
+            if thread.is_alive():
+                logger.error("%r: the console thread did not end in %g s", self, THREAD_TIMEOUT)
+
+    def __enter__(self) -> Console:
+        if self._state is _State.NEW:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the console thread -----------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # never leave start() waiting
+            logger.exception("%r: the console thread failed", self)
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            server = await self._listen()
+        except (OSError, ConsoleError) as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        assert self._apploop is not None
+        watch = asyncio.create_task(self._apploop.watch())
+        try:
+            await self._stop.wait()
+        finally:
+            watch.cancel()
+            # Stop accepting, but let accepts under way create their transports
+            # before server.close(): on 3.11 a transport created after it fails
+            # half-made and leaks its socket. Late arrivals are aborted at once.
+            loop = asyncio.get_running_loop()
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+            self._closing = True
+            await asyncio.gather(watch, return_exceptions=True)
+            for _ in range(100):
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                for transport in list(self._transports):
+                    transport.abort()
+                for _ in range(2):  # let aborted transports close their sockets
+                    await asyncio.sleep(0)
+                if self._made == self._created and not self._tasks:
+                    break
+            server.close()
+            await server.wait_closed()
+            if self.path is not None and self._unix_inode is not None:
+                remove_unix(self.path, self._unix_inode)
+
+    def _settings(self) -> Settings:
+        assert self._apploop is not None
+        context = Context(
+            self.manager, self.app, self._apploop, repl=self.repl, sessions=lambda: self._sessions
+        )
+        table = CommandTable(
+            context,
+            (
+                listing_commands(context),
+                runtime_commands(context),
+                action_commands(context, self.action_timeout),
+            ),
+        )
+        what = f"app {getattr(self.app, 'name', '')!s}".rstrip() if self.app else "manager"
+        banner = (
+            f"archangel console ({what}): {len(self.manager)} processes running; "
+            "type 'help' for commands"
+        )
+        if self.repl:
+            banner += "\nWARNING: 'py' is enabled: this console runs any Python code you type"
+        return Settings(table, self.limits, self.token, banner, "archangel> ")
+
+    async def _listen(self) -> asyncio.Server:
+        settings = self._settings()
+        refusal = f"too many sessions ({self.limits.max_sessions} open): try later\r\n".encode()
+
+        def factory() -> asyncio.Protocol:
+            self._created += 1
+            if self._closing:
+                return _Refused(b"", self._made_one)
+            if self._sessions >= self.limits.max_sessions:
+                self._log_refusal()
+                return _Refused(refusal, self._made_one)
+            self._sessions += 1
+            return ConsoleProtocol(settings, self._opened, self._closed, self._made_one)
+
+        loop = asyncio.get_running_loop()
+        if self.path is not None:
+            sock, inode = bind_unix(self.path)
+            try:
+                server = await loop.create_unix_server(factory, sock=sock)
+            except BaseException:
+                sock.close()
+                remove_unix(self.path, inode)
+                raise
+            self._unix_inode = inode
+            self._address = self.path
+        else:
+            server = await loop.create_server(factory, self.host, self.port)
+            host, port = server.sockets[0].getsockname()[:2]
+            self._address = (host, port)
+        return server
+
+    def _made_one(self, transport: asyncio.BaseTransport) -> None:
+        self._made += 1
+        self._transports.add(transport)
+
+    def _opened(self, session: Session) -> None:
+        task = asyncio.get_running_loop().create_task(session.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _closed(self, protocol: ConsoleProtocol) -> None:
+        self._sessions -= 1
+
+    def _log_refusal(self) -> None:
+        now = time.monotonic()
+        if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY:
+            self._last_refusal_log = now
+            logger.warning(
+                "console on %s refused a session: %d open is the limit",
+                self._describe(self._address),
+                self.limits.max_sessions,
+            )

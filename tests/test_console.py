@@ -1,0 +1,414 @@
+"""Console end to end: real sockets, the test's loop as the app's loop (asyncio and uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+
+from archangel import ExitReason, Process, ProcessManager, ProcessState, TaskProcess
+from archangel.console import Console
+from tests.console_helpers import PROMPT, BlockingClient, Light, RawClient
+from tests.helpers import serve, until
+
+
+class Echo(Process, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def sleeper() -> None:
+    await asyncio.sleep(3600)
+
+
+# -- listing ------------------------------------------------------------------------
+
+
+async def test_ps_lists_filters_sorts_and_pages() -> None:
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Echo))
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    await until(lambda: len(manager) == 1)
+    for _ in range(60):
+        manager.register(Light())
+    task = manager.spawn(sleeper(), name="the-sleeper")
+    try:
+        with Console(manager) as console:
+            async with await RawClient.open(console.address) as client:
+                everything = await client.ask("ps")
+                assert "showing 1-50 of 62 (Enter for more)" in everything
+                assert re.search(r"^\s*1\s+conn\s+running\s.*peer=127\.0\.0\.1:", everything, re.M)
+                nxt = await client.ask("")  # Enter: the next page
+                assert "showing 51-62 of 62" in nxt
+                assert "the-sleeper" in nxt
+                assert await client.ask("") == ""  # nothing more to show: Enter does nothing
+
+                conns = await client.ask("ps conn")
+                assert "showing 1-1 of 1" in conns
+                tasks = await client.ask("ps --kind task,conn --name 'the-*'")
+                assert "the-sleeper" in tasks and "showing 1-1 of 1" in tasks
+                running = await client.ask("ps -s running")
+                assert "showing 1-2 of 2" in running  # Light processes stay NEW
+                newest = await client.ask("ps --sort -pid -l 1")
+                assert "the-sleeper" in newest and "showing 1-1 of 62" in newest
+                page = await client.ask("ps -l 5 -o 10")
+                assert "showing 11-15 of 62" in page
+                assert "no processes match" in await client.ask("ps -n nothing-like-this")
+
+                # Bad input: one line of error, and the session goes on.
+                assert (await client.ask("ps --bogus")).startswith("error: unknown option")
+                assert "error:" in await client.ask("ps --limit many")
+                assert "error:" in await client.ask("ps --state sleeping")
+                assert "error:" in await client.ask("ps --sort colour")
+                assert "error:" in await client.ask("ps --limit 0")
+                assert "error: cannot parse" in await client.ask("ps 'unclosed")
+                assert "unknown command 'frobnicate'" in await client.ask("frobnicate 1 2")
+                assert "showing" in await client.ask("ps")
+    finally:
+        writer.close()
+        task.kill()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_ps_json_parses() -> None:
+    manager = ProcessManager()
+    for _ in range(3):
+        manager.register(Light())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            data = json.loads(await client.ask("ps --json --limit 2"))
+            assert data["total"] == 3
+            assert data["limit"] == 2
+            assert [p["pid"] for p in data["processes"]] == [1, 2]
+            assert data["processes"][0]["kind"] == "light"
+            assert data["processes"][0]["state"] == "new"
+            info = json.loads(await client.ask("info 3 --json"))
+            assert info["pid"] == 3
+            assert info["cls"].endswith("Light")
+            stats = json.loads(await client.ask("stats --json"))
+            assert stats["counters"]["running"] == 3
+            assert stats["console"]["sessions"] == 1
+            lag = json.loads(await client.ask("lag --json"))
+            assert lag["probe_interval"] == 0.5
+
+
+async def test_info_where_and_history() -> None:
+    manager = ProcessManager()
+    light = manager.register(Light())
+    task = manager.spawn(sleeper(), name="napper")
+    gone = manager.spawn(sleeper(), name="gone")
+    await asyncio.sleep(0)
+    gone.kill()
+    await gone.wait()
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            info = await client.ask(f"info {task.pid}")
+            assert re.search(r"^name\s+napper$", info, re.M)
+            assert re.search(r"^state\s+running$", info, re.M)
+            exited = await client.ask(f"info {gone.pid}")
+            assert re.search(r"^exit\s+killed$", exited, re.M)
+            assert "no process 999" in await client.ask("info 999")
+            assert "not a pid" in await client.ask("info x")
+
+            where = await client.ask(f"where {task.pid}")
+            assert "in sleeper" in where and "await asyncio.sleep(3600)" in where
+            assert "awaiting a future" in where
+            assert "not a task" in await client.ask(f"where {light.pid}")
+            assert "has exited" in await client.ask(f"where {gone.pid}")
+
+            history = await client.ask("history")
+            assert re.search(rf"^\s*{gone.pid}\s+task\s+killed\s", history, re.M)
+            assert "last 1 of 1 completed" in history
+            data = json.loads(await client.ask("history 5 --json --kind task"))
+            assert [p["pid"] for p in data["processes"]] == [gone.pid]
+            assert "error:" in await client.ask("history lots")
+    task.kill()
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+async def test_kill_runs_the_at_exit_hooks_before_answering() -> None:
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Echo))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await until(lambda: len(manager) == 1)
+    conn = manager[1]
+    task = manager.spawn(sleeper(), name="victim")
+    ran: list[tuple[str, int]] = []
+    conn.at_exit(lambda: ran.append(("conn", threading.get_ident())))
+    task.at_exit(lambda: ran.append(("task", threading.get_ident())))
+    try:
+        with Console(manager) as console:
+            async with await RawClient.open(console.address) as client:
+                reply = await client.ask(f"kill {conn.pid} {task.pid} 77")
+                assert sorted(name for name, _ in ran) == ["conn", "task"]  # already ran
+                assert all(ident == threading.get_ident() for _, ident in ran)  # app thread
+                assert f"pid {conn.pid}: killed (Echo, exit: killed)" in reply
+                assert f"pid {task.pid}: killed (victim, exit: killed)" in reply
+                assert "pid 77: no pid 77 was ever issued" in reply
+                assert await reader.read() == b""  # the peer saw its connection end
+                assert conn.exit_reason is ExitReason.KILLED
+                assert len(manager) == 0
+                assert await client.ask("") == ""  # Enter never repeats a kill
+                assert "usage: kill" in await client.ask("kill")
+                assert "not a pid" in await client.ask("kill -3")
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_killall_kills_one_kind() -> None:
+    manager = ProcessManager()
+    lights = [manager.register(Light()) for _ in range(5)]
+    task = manager.spawn(sleeper())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            reply = await client.ask("killall light")
+            assert reply == "killed 5 process(es) of kind 'light': 5 exited"
+            assert all(p.state is ProcessState.EXITED for p in lights)
+            assert task.state is ProcessState.RUNNING
+            assert "no running processes of kind 'light'" in await client.ask("killall light")
+            assert "usage: killall KIND" in await client.ask("killall")
+    task.kill()
+
+
+class FakeBus:
+    state = "RUN"
+
+    def subscribers_summary(self) -> dict[str, int]:
+        return {"start": 2, "stop": 1}
+
+
+class FakeApp:
+    """What the console needs of an App, recording which thread each call came on."""
+
+    name = "fake"
+
+    def __init__(self, manager: ProcessManager) -> None:
+        self.manager = manager
+        self.bus = FakeBus()
+        self.calls: list[tuple[str, int]] = []
+
+    def request_stop(self) -> None:
+        self.calls.append(("stop", threading.get_ident()))
+
+    def reload(self) -> None:
+        self.calls.append(("reload", threading.get_ident()))
+
+    async def dump(self, which: str) -> str:
+        await asyncio.sleep(0)
+        self.calls.append((f"dump {which}", threading.get_ident()))
+        if which == "runlog":
+            raise OSError("disk full")
+        return f"/tmp/{which}.json"
+
+
+async def test_app_actions_run_on_the_app_loop_thread() -> None:
+    app = FakeApp(ProcessManager())
+    with Console(app) as console:
+        async with await RawClient.open(console.address) as client:
+            assert await client.ask("stop") == "stop requested: the app is shutting down"
+            assert await client.ask("reload") == "reload done"
+            assert await client.ask("dump state") == "state written to /tmp/state.json"
+            assert "dump runlog failed: OSError: disk full" in await client.ask("dump runlog")
+            assert "usage: dump state|runlog" in await client.ask("dump everything")
+            bus = await client.ask("bus")
+            assert "state: RUN" in bus and "start: 2" in bus
+    me = threading.get_ident()
+    assert app.calls == [
+        ("stop", me),
+        ("reload", me),
+        ("dump state", me),
+        ("dump runlog", me),
+    ]
+
+
+async def test_app_commands_on_a_bare_manager() -> None:
+    with Console(ProcessManager()) as console:
+        async with await RawClient.open(console.address) as client:
+            for line in ("stop", "reload", "dump state", "bus"):
+                reply = await client.ask(line)
+                assert reply.endswith("not available: console target is a bare ProcessManager")
+            assert "no pipelines running" in await client.ask("pipes")
+
+
+class FakePipeline(TaskProcess):
+    kind = "pipeline"
+
+    def __init__(self) -> None:
+        super().__init__(sleeper(), name="lines")
+        self.counters = {"in": 10, "out": 8, "swallowed": 1, "failed": 1}
+        self.cog_counters = [{"in": 10, "out": 8, "seconds": 0.5}]
+
+
+async def test_pipes_shows_counters() -> None:
+    manager = ProcessManager()
+    pipe = manager.spawn(FakePipeline())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            text = await client.ask("pipes")
+            assert f"pid {pipe.pid}  lines  [running" in text
+            assert "in=10 out=8 swallowed=1 failed=1" in text
+            assert "cog 1: in=10 out=8 seconds=0.5" in text
+            data = json.loads(await client.ask("pipes --json"))
+            assert data["pipelines"][0]["counters"]["out"] == 8
+    pipe.kill()
+
+
+async def test_repl_is_off_by_default_and_runs_on_the_app_thread_when_on() -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            assert "unknown command 'py'" in await client.ask("py 1 + 1")
+    with Console(manager, repl=True) as console:
+        async with await RawClient.open(console.address, banner=False) as client:
+            assert "WARNING: 'py' is enabled" in await client.read_until(PROMPT)
+            assert await client.ask("py len(manager)") == "1"
+            ident = await client.ask("py __import__('threading').get_ident()")
+            assert int(ident) == threading.get_ident()
+            assert await client.ask('py "a  b".split()') == "['a', 'b']"
+            assert "py failed: ZeroDivisionError" in await client.ask("py 1 / 0")
+            assert "syntax error" in await client.ask("py 1 +")
+            assert await client.ask("py asyncio.sleep(0, 'awaited')") == "'awaited'"
+
+
+# -- the app loop blocked -------------------------------------------------------------------
+
+
+async def test_answers_while_the_app_loop_is_blocked() -> None:
+    manager = ProcessManager()
+    victim = manager.spawn(sleeper(), name="victim")
+    replies: dict[str, str] = {}
+    errors: list[BaseException] = []
+    with Console(manager, action_timeout=0.2) as console:
+
+        def talk() -> None:
+            try:
+                with BlockingClient(console.address) as client:
+                    replies["ps"] = client.ask("ps")
+                    deadline = time.monotonic() + 5
+                    while "BLOCKED" not in replies.get("lag", "") and time.monotonic() < deadline:
+                        replies["lag"] = client.ask("lag")
+                    replies["stack"] = client.ask("stack")
+                    replies["kill"] = client.ask(f"kill {victim.pid}")
+            except BaseException as exc:
+                errors.append(exc)
+
+        def block_the_loop() -> None:
+            talker = threading.Thread(target=talk)
+            talker.start()
+            while talker.is_alive():
+                time.sleep(0.005)  # the line 'stack' must show
+            talker.join()
+
+        loop = asyncio.get_running_loop()
+        unblocked = loop.create_future()
+        loop.call_soon(block_the_loop)
+        loop.call_soon(unblocked.set_result, None)
+        await unblocked
+        assert not errors, errors
+        assert "showing 1-1 of 1" in replies["ps"] and "victim" in replies["ps"]
+        assert "BLOCKED" in replies["stack"]
+        assert "in block_the_loop" in replies["stack"]
+        assert "time.sleep(0.005)" in replies["stack"].splitlines()[-1]
+        assert "the app loop is BLOCKED" in replies["lag"]
+        assert "the app loop is blocked" in replies["kill"]
+        assert "queued" in replies["kill"]
+        async with asyncio.timeout(5):  # the queued kill runs once the loop is free
+            await victim.wait()
+        assert victim.exit_reason is ExitReason.KILLED
+        async with await RawClient.open(console.address) as client:
+            await until(lambda: console._apploop is not None and not console._apploop.blocked_for)
+            assert "answering" in await client.ask("stack")
+            lag = await client.ask("lag")
+            assert "BLOCKED" not in lag and re.search(r"max \d+(\.\d+)? (ms|s)", lag)
+
+
+async def test_started_from_another_thread_with_loop_argument() -> None:
+    manager = ProcessManager()
+    console = Console(manager)
+    await asyncio.to_thread(console.start, asyncio.get_running_loop())
+    try:
+        async with await RawClient.open(console.address) as client:
+            assert console._apploop is not None
+            await until(lambda: console._apploop.thread_id is not None)  # learnt from the probe
+            assert "app loop thread" in await client.ask("stack")
+            assert await client.ask("stop") != ""  # a bare manager: answered, not hung
+    finally:
+        await asyncio.to_thread(console.close)
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+async def test_top_refreshes_until_a_key_and_stats_show_counts() -> None:
+    manager = ProcessManager()
+    for _ in range(3):
+        manager.register(Light())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            await client.send("top -i 0.2\n")
+            first = await client.read_until("(any key leaves)")
+            assert "\x1b[2J" in first
+            await client.read_until("(any key leaves)")  # refreshed
+            await client.send("\n")
+            await client.read_until(PROMPT)
+            stats = await client.ask("stats")
+            assert "processes: 3 running; 3 started, 0 exited" in stats
+            assert re.search(r"^light\s+3\s+3\s+0\s+0\s+0$", stats, re.M)
+            assert "top" in await client.ask("help")
+            assert "--interval" not in await client.ask("help")
+            assert "top [-i SECONDS]" in await client.ask("help top")
+
+
+async def test_big_replies_are_cut() -> None:
+    manager = ProcessManager()
+    for _ in range(200):
+        manager.register(Light())
+    with Console(manager, max_output=2000) as console:
+        async with await RawClient.open(console.address) as client:
+            reply = await client.ask("ps --limit 200")
+            assert "[reply cut at 2000 bytes" in reply
+            assert len(reply.encode()) < 2200
+            assert "showing" in await client.ask("ps --limit 2")
+
+
+async def test_quit_and_ctrl_d_end_the_session() -> None:
+    with Console(ProcessManager()) as console:
+        async with await RawClient.open(console.address) as client:
+            await client.send("quit\n")
+            assert "bye" in await client.read_all()
+        async with await RawClient.open(console.address) as client:
+            await client.send(b"\x04")
+            assert await client.read_all() == ""
+        async with await RawClient.open(console.address) as client:
+            await client.send("exit\n")
+            assert "bye" in await client.read_all()
+
+
+# -- scale ------------------------------------------------------------------------------------
+
+
+async def test_ps_pages_100_000_processes() -> None:
+    manager = ProcessManager()
+    register = manager.register
+    for _ in range(100_000):
+        register(Light())
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            started = time.perf_counter()
+            reply = await client.ask("ps")
+            elapsed = time.perf_counter() - started
+            assert "showing 1-50 of 100000" in reply
+            assert elapsed < 10  # generous; benchmarks/console_ps.py measures it properly
+            assert "showing 1-50 of 100000" in await client.ask("ps light --sort -started")
+            data = json.loads(await client.ask("ps --json -o 99990"))
+            assert data["total"] == 100_000
+            assert len(data["processes"]) == 10
+            assert "100000 running" in await client.ask("stats")

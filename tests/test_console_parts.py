@@ -1,0 +1,243 @@
+"""Console parts without sockets: line editor, options, telnet filter, rendering, hand-offs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from archangel import ProcessManager
+from archangel.console.apploop import AppLoop, Status
+from archangel.console.client import TelnetFilter, parse_address
+from archangel.console.commands import CommandError, parse_options
+from archangel.console.lineedit import Key, LineEditor
+from archangel.console.render import clip, format_age, format_details, format_ms, table
+from archangel.console.stacks import await_chain
+from archangel.errors import ConsoleError
+
+# -- line editor ---------------------------------------------------------------------
+
+
+def test_lines_in_every_telnet_ending() -> None:
+    editor = LineEditor()
+    assert editor.feed("ps\r\ninfo 1\r\0stats\nhelp\r") == ("", ["ps", "info 1", "stats", "help"])
+    assert editor.feed("\nx") == ("", [])  # LF after a CR split across chunks: one Enter
+    assert editor.text == "x"
+
+
+def test_editing_keys() -> None:
+    editor = LineEditor()
+    editor.echo = True
+    editor.prompt = "> "
+    echo, events = editor.feed("pz\x7fs")
+    assert events == [] and echo == "pz\b \bs"
+    assert editor.feed("\r")[1] == ["ps"]
+    assert editor.feed("kill 12\x15info 3\r")[1] == ["info 3"]  # Ctrl-U
+    assert editor.feed("ps --kind conn\x17\x17\x17history\r")[1] == ["history"]  # Ctrl-W
+    assert editor.feed("ab\x1b[D\x1b[DX\x05Y\r")[1] == ["XabY"]  # arrows, Ctrl-E
+    assert editor.feed("abc\x01\x1b[3~\x1b[C\x0b\r")[1] == ["b"]  # Home, Delete, Ctrl-K
+    assert editor.feed("a\x02b\x06c\x1bOH\x1b[1~d\r")[1] == ["dbac"]  # Ctrl-B/F, SS3 Home
+    assert editor.feed("\x1bxq\r")[1] == ["q"]  # Alt-x is ignored
+
+
+def test_history_walks_and_keeps_the_unfinished_line() -> None:
+    editor = LineEditor(history=2)
+    editor.echo = True
+    for line in ("one", "two", "two", "three"):
+        editor.feed(line + "\r")
+    assert editor.history == ["two", "three"]  # bounded, no repeats
+    editor.feed("dra")
+    editor.feed("\x1b[A\x1b[A")
+    assert editor.text == "two"
+    editor.feed("\x1b[A")  # the oldest: a bell, no change
+    assert editor.text == "two"
+    editor.feed("\x1b[B\x0e")  # Down, Ctrl-N: back to the draft
+    assert editor.text == "dra"
+    editor.feed("\x10")  # Ctrl-P
+    assert editor.feed("\r")[1] == ["three"]
+
+
+def test_keys_interrupt_eof_and_too_long() -> None:
+    editor = LineEditor(max_length=8)
+    assert editor.feed("kill 1\x03")[1] == [Key.INTERRUPT]
+    assert editor.text == ""
+    assert editor.feed("\x04")[1] == [Key.EOF]
+    assert editor.feed("abc\x01\x04\r")[1] == ["bc"]  # Ctrl-D inside a line deletes
+    assert editor.feed("123456789\r")[1] == [Key.TOO_LONG]  # no echo: refused whole
+    assert editor.feed("ok\r")[1] == ["ok"]
+    editor.echo = True
+    echo, events = editor.feed("123456789\r")
+    assert "\a" in echo and events == ["12345678"]  # with echo: stops growing
+
+
+def test_secret_lines_are_not_echoed_or_remembered() -> None:
+    editor = LineEditor()
+    editor.echo = True
+    editor.secret = True
+    echo, events = editor.feed("s3cret\x7f\r")
+    assert events == ["s3cre"]
+    assert "s3c" not in echo
+    assert editor.history == []
+
+
+def test_tab_completion() -> None:
+    editor = LineEditor(
+        complete=lambda word: [n for n in ("ps", "pipes", "help") if n.startswith(word)]
+    )
+    editor.echo = True
+    assert editor.feed("he\t")[0].endswith("lp ")
+    editor.clear()
+    echo, _ = editor.feed("p\t")
+    assert "pipes  ps" in echo  # two candidates: listed
+    editor.clear()
+    assert "\a" in editor.feed("zz\t")[0]
+
+
+def test_without_echo_nothing_is_written() -> None:
+    editor = LineEditor()
+    assert editor.feed("abc\x7f\x1b[D\x0c\x03") == ("", [Key.INTERRUPT])
+    assert editor.redraw() == ""
+
+
+# -- options, addresses, telnet bytes -------------------------------------------------------
+
+
+def test_parse_options() -> None:
+    spec = {"--kind": str, "--limit": int, "--json": bool, "--every": float}
+    opts, rest = parse_options(
+        ["conn", "-k", "task", "--limit=5", "--json", "--every", "0.5", "--", "--x"],
+        spec,
+        {"-k": "--kind"},
+    )
+    assert opts == {"--kind": "task", "--limit": 5, "--json": True, "--every": 0.5}
+    assert rest == ["conn", "--x"]
+    assert parse_options(["-3"], spec) == ({}, ["-3"])  # a negative number is positional
+    for bad, message in (
+        (["--nope"], "unknown option"),
+        (["--limit"], "needs a value"),
+        (["--limit", "x"], "needs a number"),
+        (["--json=yes"], "takes no value"),
+    ):
+        with pytest.raises(CommandError, match=message):
+            parse_options(bad, spec)
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:8023") == ("127.0.0.1", 8023)
+    assert parse_address("[::1]:8023") == ("::1", 8023)
+    assert parse_address("8023") == ("127.0.0.1", 8023)
+    assert parse_address("unix:/run/app.sock") == "/run/app.sock"
+    assert parse_address("/run/app.sock") == "/run/app.sock"
+    for bad in ("host:port", "unix:", ":80", "host:0", "host:99999", "localhost"):
+        with pytest.raises(ConsoleError):
+            parse_address(bad)
+
+
+def test_telnet_filter_strips_commands_and_refuses_options() -> None:
+    telnet = TelnetFilter()
+    data, replies = telnet.feed(b"\xff\xfd\x18hi\xff\xff\xff\xfb\x01!")
+    assert data == b"hi\xff!"
+    assert replies == b"\xff\xfc\x18\xff\xfe\x01"  # WONT TTYPE, DONT ECHO
+    # Split across chunks, with a subnegotiation and a two-byte command.
+    assert telnet.feed(b"a\xff") == (b"a", b"")
+    assert telnet.feed(b"\xfa\x18\x01\xff") == (b"", b"")
+    assert telnet.feed(b"\xf0b\xff\xf9c") == (b"bc", b"")
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def test_rendering_helpers() -> None:
+    assert [format_age(s) for s in (None, -1, 4.25, 63, 3725, 2 * 86400 + 3 * 3600)] == [
+        "-",
+        "0.0s",
+        "4.2s",
+        "1m03s",
+        "1h02m",
+        "2d03h",
+    ]
+    assert format_ms(0.0004) == "0.40 ms"
+    assert format_ms(0.25) == "250 ms"
+    assert format_ms(2.5) == "2.50 s"
+    assert clip("a\nb", 10) == "a b"
+    assert clip("x" * 20, 10) == "xxxxxxx..."
+    assert (
+        format_details({"peer": ("127.0.0.1", 80), "n": {"a": 1}}) == "peer=127.0.0.1:80 n={a=1}"
+    )
+    assert table(("PID", "NAME"), [("1", "a"), ("100", "bb")]) == "PID  NAME\n  1  a\n100  bb"
+
+
+async def test_await_chain_follows_coroutines() -> None:
+    async def inner() -> None:
+        await asyncio.sleep(3600)
+
+    async def outer() -> None:
+        await inner()
+
+    task = asyncio.get_running_loop().create_task(outer())
+    await asyncio.sleep(0)
+    frames, awaiting = await_chain(task.get_coro())
+    assert [f.f_code.co_name for f in frames] == ["outer", "inner", "sleep"]
+    assert awaiting is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- hand-offs to the app loop ----------------------------------------------------------------
+
+
+async def test_apploop_outcomes() -> None:
+    app_loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run_app() -> None:
+        asyncio.set_event_loop(app_loop)
+        app_loop.call_soon(ready.set)
+        app_loop.run_forever()
+
+    thread = threading.Thread(target=run_app)
+    thread.start()
+    ready.wait()
+    bridge = AppLoop(app_loop, ProcessManager())
+    try:
+        done = await bridge.run(lambda: threading.get_ident())
+        assert done.status is Status.DONE and done.value == thread.ident
+        failed = await bridge.run(lambda: 1 / 0)
+        assert failed.status is Status.FAILED
+        assert isinstance(failed.error, ZeroDivisionError)
+        slow = await bridge.run(lambda: asyncio.sleep(0.5), finish_timeout=0.01)
+        assert slow.status is Status.RUNNING
+        cancelled = await bridge.run(lambda: asyncio.sleep(3600), finish_timeout=0.01)
+        assert cancelled.status is Status.RUNNING
+        # Block the app loop: the next call is queued, and runs later.
+        release = threading.Event()
+        app_loop.call_soon_threadsafe(release.wait)
+        ran = threading.Event()
+        queued = await bridge.run(ran.set, start_timeout=0.05)
+        assert queued.status is Status.QUEUED
+        bridge.probe()
+        await asyncio.sleep(0.05)
+        assert bridge.blocked_for >= 0.04
+        release.set()
+        await asyncio.to_thread(ran.wait, 5)
+        assert ran.is_set()
+        await asyncio.sleep(0.05)
+        assert bridge.blocked_for == 0.0 and bridge.thread_id == thread.ident
+        assert bridge.lag_stats(60)[2] == 1
+    finally:
+
+        async def cancel_pending() -> None:
+            for task in list(bridge._pending):
+                task.cancel()
+            await asyncio.gather(*bridge._pending, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_pending(), app_loop).result(5)
+        app_loop.call_soon_threadsafe(app_loop.stop)
+        thread.join()
+        app_loop.close()
+    closed = await bridge.run(lambda: None)
+    assert closed.status is Status.CLOSED
+    bridge.probe()
+    assert bridge._closed

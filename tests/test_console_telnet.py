@@ -1,0 +1,162 @@
+"""The console with a real telnet client (telnetlib3), and the ``archangel console`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from pathlib import Path
+
+import pytest
+import telnetlib3
+
+from archangel import ProcessManager
+from archangel.console import Console
+from archangel.console.client import TOKEN_ENV, main, run_client
+from archangel.errors import ConsoleError
+from tests.console_helpers import PROMPT, Light, RawClient
+from tests.helpers import until
+
+
+async def read_until(reader: telnetlib3.TelnetReader, marker: str, timeout: float = 10) -> str:
+    text = ""
+    async with asyncio.timeout(timeout):
+        while marker not in text:
+            chunk = await reader.read(4096)
+            if not chunk:
+                break
+            text += chunk if isinstance(chunk, str) else chunk.decode()
+    return text
+
+
+class Screen:
+    """What a telnet client has received so far, consumed marker by marker."""
+
+    def __init__(self, reader: telnetlib3.TelnetReader) -> None:
+        self.reader = reader
+        self.text = ""
+
+    async def until(self, marker: str, timeout: float = 10) -> str:
+        async with asyncio.timeout(timeout):
+            while marker not in self.text:
+                chunk = await self.reader.read(4096)
+                assert chunk, f"closed before {marker!r}; got {self.text!r}"
+                self.text += chunk if isinstance(chunk, str) else chunk.decode()
+        end = self.text.index(marker) + len(marker)
+        seen, self.text = self.text[:end], self.text[end:]
+        return seen
+
+
+async def test_telnet_client_gets_echo_line_editing_and_history() -> None:
+    manager = ProcessManager()
+    for _ in range(3):
+        manager.register(Light())
+    with Console(manager) as console:
+        assert isinstance(console.address, tuple)
+        reader, writer = await telnetlib3.open_connection(
+            *console.address, connect_minwait=0.05, connect_maxwait=1.0
+        )
+        screen = Screen(reader)
+        try:
+            assert "type 'help'" in await screen.until(PROMPT)
+            await until(lambda: writer.will_echo)  # the console negotiated WILL ECHO
+            writer.write("ps -l 1\r\n")
+            out = await screen.until("showing 1-1 of 3")
+            assert out.startswith("ps -l 1")  # echoed by the console, as typed
+            await screen.until(PROMPT)
+            # Backspace, and words killed with Ctrl-W, before Enter.
+            writer.write("inf 2x\x7f\x17\x17info 2\r\n")
+            out = await screen.until("name      Light")
+            assert "\x08 \x08" in out  # the erased character, erased on screen
+            await screen.until(PROMPT)
+            # Up arrow twice: the first command again (the history).
+            writer.write("\x1b[A\x1b[A\r\n")
+            await screen.until("showing 1-1 of 3")
+            await screen.until(PROMPT)
+            # Left arrow and insert in the middle: "ps -l 2" from "ps - 2".
+            writer.write("ps - 2\x1b[D\x1b[Dl\r\n")
+            await screen.until("showing 1-2 of 3")
+            await screen.until(PROMPT)
+            # Tab completes a command name; Ctrl-C abandons the line.
+            writer.write("his\t")
+            await screen.until("tory ")
+            writer.write("\x03")
+            await screen.until("^C")
+            await screen.until(PROMPT)
+            writer.write("quit\r\n")
+            await screen.until("bye")
+        finally:
+            writer.close()
+
+
+async def test_telnet_client_with_a_token() -> None:
+    with Console(ProcessManager(), token="open-sesame") as console:
+        assert isinstance(console.address, tuple)
+        reader, writer = await telnetlib3.open_connection(
+            *console.address, connect_minwait=0.05, connect_maxwait=1.0
+        )
+        try:
+            assert "token: " in await read_until(reader, "token: ")
+            writer.write("open-sesame\r\n")
+            out = await read_until(reader, PROMPT)
+            assert "open-sesame" not in out  # a token is never echoed
+            assert "type 'help'" in out
+        finally:
+            writer.close()
+
+
+async def test_nc_gets_its_prompt_at_once() -> None:
+    with Console(ProcessManager()) as console:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with await RawClient.open(console.address, banner=False) as client:
+            await client.read_until(PROMPT)
+            assert loop.time() - started < 0.5  # no waiting for telnet negotiation
+            assert "no processes match" in await client.ask("ps")
+
+
+# -- the archangel console client ----------------------------------------------------------
+
+
+def _run(address: str, lines: str, token: str | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    status = run_client(address, token, stdin=io.StringIO(lines), stdout=out)
+    return status, out.getvalue()
+
+
+async def test_client_over_tcp_and_unix(tmp_path: Path) -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager) as console:
+        assert isinstance(console.address, tuple)
+        host, port = console.address
+        status, out = await asyncio.to_thread(_run, f"{host}:{port}", "ps\nstats\n")
+        assert status == 0
+        assert "showing 1-1 of 1" in out and "processes: 1 running" in out
+        assert "\xff" not in out and "\r" not in out  # telnet bytes and CRs stripped
+        assert out.rstrip().endswith("bye")  # the client sent quit at the end of stdin
+        status, out = await asyncio.to_thread(_run, str(port), "quit\n")  # PORT alone
+        assert status == 0 and "bye" in out
+    path = tmp_path / "c.sock"
+    with Console(manager, path=path) as console:
+        status, out = await asyncio.to_thread(_run, f"unix:{path}", "ps --json\n")
+        assert status == 0 and '"total":1' in out
+
+
+async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Console(ProcessManager(), token="tok") as console:
+        assert isinstance(console.address, tuple)
+        address = "{}:{}".format(*console.address)
+        status, out = await asyncio.to_thread(_run, address, "ps\n", "tok")
+        assert status == 0 and "no processes match" in out
+        status, out = await asyncio.to_thread(_run, address, "ps\n", "wrong")
+        assert status == 1 and "bad token: disconnected" in out
+        monkeypatch.setenv(TOKEN_ENV, "tok")
+        monkeypatch.setattr("sys.stdin", io.StringIO("ps\n"))
+        assert await asyncio.to_thread(main, [address]) == 0
+    with pytest.raises(ConsoleError, match="not HOST:PORT"):
+        run_client("localhost:http")
+    with pytest.raises(ConsoleError, match="cannot connect to the console at unix:/nonexistent"):
+        run_client("unix:/nonexistent/console.sock")
+    assert main(["127.0.0.1:notaport"]) == 2
+    assert not os.path.exists("/nonexistent")
