@@ -274,3 +274,52 @@ def test_process_info_as_dict_is_json_ready() -> None:
     assert json.loads(json.dumps(record))["exit_reason"] == "killed"
     assert record["pid"] == 1
     assert record["state"] == "exited"
+
+
+def test_class_creation_runs_no_user_code_and_slots_subclasses_work() -> None:
+    finalized: list[str] = []
+
+    class Finalized(Process, asyncio.Protocol):
+        def __init__(self) -> None:
+            finalized.append("init")
+
+        def __del__(self) -> None:
+            finalized.append("del")
+
+    assert finalized == []  # no throwaway instance for a class with a finalizer
+
+    class Slotted(Process, asyncio.Protocol):
+        __slots__ = ("extra",)
+
+    proc = ProcessManager().register(Slotted())
+    proc.extra = 1
+    assert proc.pid == 1
+    assert proc.state is ProcessState.NEW
+    proc.kill()
+    assert proc.exit_reason is ExitReason.KILLED
+
+
+async def test_normal_exits_record_the_same_with_and_without_hooks() -> None:
+    """The common end (no hooks) takes a shorter path; its record must not differ."""
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Echo))
+    for with_hook in (False, True):
+        pid = manager.counters["started"] + 1
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda pid=pid: pid in manager)
+        if with_hook:
+            manager[pid].at_exit(lambda: None)
+        writer.close()
+        await until(lambda pid=pid: pid not in manager)
+    plain, hooked = manager.history
+    for record in (plain, hooked):
+        assert record.state is ProcessState.EXITED
+        assert record.exit_reason is ExitReason.NORMAL
+        assert record.error is None
+        assert record.ended is not None
+        assert record.started is not None
+        assert record.ended >= record.started
+    assert plain.details == hooked.details == {}
+    assert manager.counters["exited"] == 2
+    server.close()
+    await server.wait_closed()

@@ -3,7 +3,7 @@
 ``ProcessManager.register`` wraps the product of a foreign factory (an
 aiohttp request handler, say) in a thin proxy that *is* a process. The proxy
 hands the transport's data callbacks straight to the adopted protocol: they
-are bound methods stored on the proxy's slots, so a ``data_received`` costs
+are bound methods stored on the proxy instance, so a ``data_received`` costs
 no extra call. Only ``connection_made`` and ``connection_lost`` pass through
 the proxy, for the bookkeeping.
 """
@@ -26,10 +26,9 @@ class AdoptedProtocol(Process, asyncio.Protocol):
         protocol: The adopted protocol; the transport talks to it directly.
     """
 
-    # The data callbacks are slots holding the adopted protocol's bound
-    # methods: they shadow asyncio.Protocol's no-op methods of the same name.
+    # The data callbacks are instance attributes holding the adopted protocol's
+    # bound methods: they shadow asyncio.Protocol's no-op methods of that name.
     _forwarded = ("data_received", "eof_received", "pause_writing", "resume_writing")
-    __slots__ = ("protocol", *_forwarded)
     protocol: Any
 
     def __init__(self, protocol: Any) -> None:
@@ -52,7 +51,6 @@ class AdoptedBufferedProtocol(Process, asyncio.BufferedProtocol):
         "pause_writing",
         "resume_writing",
     )
-    __slots__ = ("protocol", *_forwarded)
     protocol: Any
 
     def __init__(self, protocol: Any) -> None:

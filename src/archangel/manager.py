@@ -18,15 +18,15 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
 from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
-from .process import _EMPTY, ExitReason, Process, ProcessInfo
+from .process import _EMPTY, EXITED, ExitReason, Process, ProcessInfo
 from .task import TaskProcess
 
-__all__ = ["ProcessManager"]
+__all__ = ["History", "ProcessManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,49 @@ _P = TypeVar("_P", bound=Process)
 _T = TypeVar("_T", bound=TaskProcess)
 _time = time.time
 
+NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
+
 #: How long ``shutdown`` waits for killed processes to report their exit.
 KILL_GRACE = 5.0
+
+
+# pid, kind, name, started, ended, exit_reason, error, details
+_Record = tuple[
+    int | None, str, str, float | None, float | None, ExitReason, BaseException | None, Any
+]
+
+
+def _info(record: _Record) -> ProcessInfo:
+    pid, kind, name, started, ended, reason, error, details = record
+    return ProcessInfo(pid, kind, name, EXITED, started, ended, reason, error, details)
+
+
+class History(Sequence[ProcessInfo]):
+    """A read-only view of a manager's completed processes (see ``manager.history``)."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: collections.deque[_Record]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> ProcessInfo: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ProcessInfo]: ...
+
+    def __getitem__(self, index: int | slice) -> ProcessInfo | list[ProcessInfo]:
+        if isinstance(index, slice):
+            return [_info(r) for r in list(self._records)[index]]
+        return _info(self._records[index])
+
+    def __iter__(self) -> Iterator[ProcessInfo]:
+        return map(_info, list(self._records))  # list(deque) is one atomic copy
+
+    def __repr__(self) -> str:
+        return f"<History {len(self)} of at most {self._records.maxlen}>"
 
 
 class _KindCounts:
@@ -58,7 +99,9 @@ class ProcessManager:
         if history < 0:
             raise ValueError(f"history must be >= 0, got {history}")
         self.name = name or "manager"
-        self.history: collections.deque[ProcessInfo] = collections.deque(maxlen=history)
+        # Records are plain tuples (cheap to build on every exit, and small);
+        # the ``history`` property turns them into ProcessInfo when read.
+        self._history: collections.deque[_Record] = collections.deque(maxlen=history)
         self._procs: dict[int, Process] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
@@ -127,12 +170,25 @@ class ProcessManager:
         return process
 
     def _class_factory(self, cls: type[_P]) -> Callable[..., _P]:
-        register = self._register
+        # The accept path: _register inlined (a call less per connection).
+        procs = self._procs
+        kinds = self._kinds
 
         @functools.wraps(cls, updated=())
         def factory(*args: Any, **kwargs: Any) -> _P:
             process = cls(*args, **kwargs)
-            register(process)
+            if self._closing or process.pid is not None:
+                self._register(process)  # raises the right error
+                return process
+            pid = self._last_pid = self._last_pid + 1
+            process.pid = pid
+            process.manager = self
+            process.started = _time()
+            procs[pid] = process
+            counts = kinds.get(process.kind)
+            if counts is None:
+                counts = kinds[process.kind] = _KindCounts()
+            counts.started += 1
             return process
 
         factory.manager = self  # type: ignore[attr-defined]
@@ -193,31 +249,27 @@ class ProcessManager:
 
     # -- exits (called by Process._exit) --------------------------------------
 
-    def _exited(self, process: Process) -> None:
+    def _exited(self, process: Process, reason: ExitReason) -> None:
         procs = self._procs
-        procs.pop(process.pid, None)  # type: ignore[arg-type]
+        del procs[process.pid]  # type: ignore[arg-type]
         counts = self._kinds[process.kind]
         counts.exited += 1
-        reason = process.exit_reason
-        if reason is ExitReason.KILLED:
-            counts.killed += 1
-        elif reason is ExitReason.ERROR:
-            counts.failed += 1
-        if self.history.maxlen:
-            details = (
-                process.details() if reason is ExitReason.ERROR or process.keep_details else _EMPTY
-            )
-            self.history.append(
-                ProcessInfo(
+        if reason is not NORMAL:
+            if reason is KILLED:
+                counts.killed += 1
+            elif reason is ERROR:
+                counts.failed += 1
+        if self._history.maxlen:
+            self._history.append(
+                (
                     process.pid,
                     process.kind,
-                    process.name,
-                    process.state,
+                    process._name or type(process).__name__,
                     process.started,
                     process.ended,
                     reason,
                     process.error,
-                    details,
+                    process.details() if reason is ERROR or process.keep_details else _EMPTY,
                 )
             )
         if self._drained is not None and not procs and not self._drained.done():
@@ -236,6 +288,16 @@ class ProcessManager:
             )
 
     # -- looking up -----------------------------------------------------------
+
+    @property
+    def history(self) -> History:
+        """Completed processes, oldest first, newest last: ``ProcessInfo`` records.
+
+        A read-only sequence bounded by the ``history`` argument; it keeps
+        records, never the processes. Iterating takes a snapshot, so it is
+        safe from another thread.
+        """
+        return History(self._history)
 
     def __getitem__(self, pid: int) -> Process:
         try:

@@ -94,20 +94,6 @@ class Pipeline(TaskProcess):
             ``batch``/``buffer`` below 1.
     """
 
-    __slots__ = (
-        "_crash",
-        "_done",
-        "_feeder",
-        "_kill_pending",
-        "_phase",
-        "_reading",
-        "_stop_cancelled",
-        "_stopping",
-        "batch",
-        "supply",
-        "train",
-    )
-
     kind = "pipeline"
     keep_details = True
 

@@ -50,20 +50,11 @@ class TaskProcess(Process):
     in :attr:`result`.
     """
 
-    __slots__ = ("_coro", "result", "task")
-
     kind = "task"
 
-    task: asyncio.Task[Any] | None
-    result: Any
-    _coro: Coroutine[Any, Any, Any] | None
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        self = super().__new__(cls, *args, **kwargs)
-        self._coro = None
-        self.task = None
-        self.result = None
-        return self
+    task: asyncio.Task[Any] | None = None
+    result: Any = None
+    _coro: Coroutine[Any, Any, Any] | None = None
 
     def __init__(self, coro: Coroutine[Any, Any, Any] | None = None, *, name: str | None = None):
         self._coro = coro
