@@ -19,20 +19,24 @@ from .process import Process
 __all__ = ["AdoptedBufferedProtocol", "AdoptedProtocol", "adopt"]
 
 
-class AdoptedProtocol(Process, asyncio.Protocol):
-    """A process standing in front of a foreign ``asyncio.Protocol``.
+class _Adopted(Process):
+    """What both proxies share: the adopted protocol, its name, the forwarding.
 
     Attributes:
         protocol: The adopted protocol; the transport talks to it directly.
     """
 
-    # The data callbacks are instance attributes holding the adopted protocol's
-    # bound methods: they shadow asyncio.Protocol's no-op methods of that name.
-    _forwarded = ("data_received", "eof_received", "pause_writing", "resume_writing")
+    #: The transport's callbacks handed straight to the adopted protocol: the
+    #: proxy keeps its bound methods as instance attributes, which shadow the
+    #: no-op methods of the same names on asyncio's protocol classes.
+    _forwarded: tuple[str, ...] = ()
     protocol: Any
 
     def __init__(self, protocol: Any) -> None:
-        _forward(self, protocol)
+        self.protocol = protocol
+        self._name = type(protocol).__name__
+        for name in self._forwarded:
+            setattr(self, name, getattr(protocol, name))
 
     def connection_made(self, transport: Any) -> None:
         self.protocol.connection_made(transport)
@@ -41,7 +45,13 @@ class AdoptedProtocol(Process, asyncio.Protocol):
         self.protocol.connection_lost(exc)
 
 
-class AdoptedBufferedProtocol(Process, asyncio.BufferedProtocol):
+class AdoptedProtocol(_Adopted, asyncio.Protocol):
+    """A process standing in front of a foreign ``asyncio.Protocol``."""
+
+    _forwarded = ("data_received", "eof_received", "pause_writing", "resume_writing")
+
+
+class AdoptedBufferedProtocol(_Adopted, asyncio.BufferedProtocol):
     """A process standing in front of a foreign ``asyncio.BufferedProtocol``."""
 
     _forwarded = (
@@ -51,23 +61,6 @@ class AdoptedBufferedProtocol(Process, asyncio.BufferedProtocol):
         "pause_writing",
         "resume_writing",
     )
-    protocol: Any
-
-    def __init__(self, protocol: Any) -> None:
-        _forward(self, protocol)
-
-    def connection_made(self, transport: Any) -> None:
-        self.protocol.connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.protocol.connection_lost(exc)
-
-
-def _forward(proxy: AdoptedProtocol | AdoptedBufferedProtocol, protocol: Any) -> None:
-    proxy.protocol = protocol
-    proxy._name = type(protocol).__name__
-    for name in proxy._forwarded:
-        setattr(proxy, name, getattr(protocol, name))
 
 
 def adopt(protocol: Any) -> Process:
