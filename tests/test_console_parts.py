@@ -241,3 +241,23 @@ async def test_apploop_outcomes() -> None:
     assert closed.status is Status.CLOSED
     bridge.probe()
     assert bridge._closed
+
+
+def test_short_gil_slices_nest_and_restore_the_switch_interval() -> None:
+    import sys
+
+    from archangel.console.commands import GIL_SLICE, short_gil_slices
+
+    before = sys.getswitchinterval()
+    with short_gil_slices():
+        assert sys.getswitchinterval() == GIL_SLICE
+        with short_gil_slices():  # a second command, in another session
+            assert sys.getswitchinterval() == GIL_SLICE
+        assert sys.getswitchinterval() == GIL_SLICE  # still one running
+    assert sys.getswitchinterval() == before
+    try:
+        with short_gil_slices():
+            raise RuntimeError("a failing command")
+    except RuntimeError:
+        pass
+    assert sys.getswitchinterval() == before
