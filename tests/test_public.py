@@ -25,6 +25,7 @@ MODULES = [
     "archangel.pidfile",
     "archangel.pipeline",
     "archangel.process",
+    "archangel.records",
     "archangel.signals",
     "archangel.snapshots",
     "archangel.states",

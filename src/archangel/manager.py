@@ -18,12 +18,13 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
 from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
-from .process import _EMPTY, EXITED, ExitReason, Process, ProcessInfo
+from .process import _EMPTY, ExitReason, Process
+from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
 __all__ = ["History", "ProcessManager"]
@@ -38,45 +39,6 @@ NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
 #: How long ``shutdown`` waits for killed processes to report their exit.
 KILL_GRACE = 5.0
-
-
-# pid, kind, name, started, ended, exit_reason, error, details
-_Record = tuple[
-    int | None, str, str, float | None, float | None, ExitReason, BaseException | None, Any
-]
-
-
-def _info(record: _Record) -> ProcessInfo:
-    pid, kind, name, started, ended, reason, error, details = record
-    return ProcessInfo(pid, kind, name, EXITED, started, ended, reason, error, details)
-
-
-class History(Sequence[ProcessInfo]):
-    """A read-only view of a manager's completed processes (see ``manager.history``)."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, records: collections.deque[_Record]) -> None:
-        self._records = records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    @overload
-    def __getitem__(self, index: int) -> ProcessInfo: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[ProcessInfo]: ...
-
-    def __getitem__(self, index: int | slice) -> ProcessInfo | list[ProcessInfo]:
-        if isinstance(index, slice):
-            return [_info(r) for r in list(self._records)[index]]
-        return _info(self._records[index])
-
-    def __iter__(self) -> Iterator[ProcessInfo]:
-        return map(_info, list(self._records))  # list(deque) is one atomic copy
-
-    def __repr__(self) -> str:
-        return f"<History {len(self)} of at most {self._records.maxlen}>"
 
 
 class _KindCounts:

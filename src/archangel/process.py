@@ -22,15 +22,17 @@ live in :mod:`archangel.manager`.
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidArgument
+from .records import ExitReason as ExitReason
+from .records import ProcessInfo as ProcessInfo
+from .records import ProcessState as ProcessState
 
 if TYPE_CHECKING:
     from .manager import ProcessManager
@@ -47,74 +49,10 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _unmanaged_hooks: set[asyncio.Future[Any]] = set()
 
 
-class ProcessState(enum.Enum):
-    """Where a process is in its life: ``NEW → RUNNING → EXITED``."""
-
-    NEW = "new"
-    RUNNING = "running"
-    EXITED = "exited"
-
-
-class ExitReason(enum.Enum):
-    """Why a process exited."""
-
-    NORMAL = "normal"
-    """It ended on its own: the peer closed, the coroutine returned."""
-    ERROR = "error"
-    """It ended with an exception, kept in ``process.error``."""
-    KILLED = "killed"
-    """``kill()`` ended it (an operator, or a shutdown timeout)."""
-    SHUTDOWN = "shutdown"
-    """It ended after ``stop()`` asked it to, e.g. during a graceful shutdown."""
-
-
 _NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 NEW = ProcessState.NEW
 RUNNING = ProcessState.RUNNING
 EXITED = ProcessState.EXITED
-
-
-class ProcessInfo(NamedTuple):
-    """A snapshot of one process: what ``ps`` lists and ``history`` keeps.
-
-    A record, never the process itself, so keeping one does not keep the
-    protocol, its transport or its buffers alive. Times are wall-clock
-    seconds (``time.time()``); ``ended`` is None while the process runs.
-    """
-
-    pid: int | None
-    kind: str
-    name: str
-    state: ProcessState
-    started: float | None
-    ended: float | None
-    exit_reason: ExitReason | None
-    error: BaseException | None
-    details: Mapping[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (enums as their values, the error as its repr)."""
-        return {
-            "pid": self.pid,
-            "kind": self.kind,
-            "name": self.name,
-            "state": self.state.value,
-            "started": self.started,
-            "ended": self.ended,
-            "exit_reason": self.exit_reason.value if self.exit_reason else None,
-            "error": repr(self.error) if self.error is not None else None,
-            "details": {k: _jsonable(v) for k, v in self.details.items()},
-        }
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
 
 
 def _exit_reason(process: Process, reason: ExitReason | str) -> ExitReason:
