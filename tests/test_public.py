@@ -29,6 +29,7 @@ MODULES = [
     "archangel.signals",
     "archangel.snapshots",
     "archangel.states",
+    "archangel.supervisor",
     "archangel.supplies",
     "archangel.systemd",
     "archangel.task",

@@ -23,6 +23,7 @@ from .errors import NotAProcess as NotAProcess
 from .errors import NotRegistered as NotRegistered
 from .errors import PidFileError as PidFileError
 from .errors import ProcessStateError as ProcessStateError
+from .errors import RestartLimitExceeded as RestartLimitExceeded
 from .errors import WatcherClosed as WatcherClosed
 from .manager import ProcessManager as ProcessManager
 from .pipeline import Pipeline as Pipeline
@@ -31,6 +32,8 @@ from .process import Process as Process
 from .process import ProcessInfo as ProcessInfo
 from .process import ProcessState as ProcessState
 from .states import State as State
+from .supervisor import ChildSpec as ChildSpec
+from .supervisor import Supervisor as Supervisor
 from .task import TaskProcess as TaskProcess
 
 __version__ = _version("archangel")
@@ -42,6 +45,7 @@ __all__ = [
     "ArchangelError",
     "Bus",
     "ChannelFailures",
+    "ChildSpec",
     "Cog",
     "ConsoleError",
     "DaemonError",
@@ -58,7 +62,9 @@ __all__ = [
     "ProcessManager",
     "ProcessState",
     "ProcessStateError",
+    "RestartLimitExceeded",
     "State",
+    "Supervisor",
     "TaskProcess",
     "WatcherClosed",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "PidFileError",
     "PidFileUnusable",
     "ProcessStateError",
+    "RestartLimitExceeded",
     "WatcherClosed",
 ]
 
@@ -116,6 +117,10 @@ class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
     def derive(self, excs: Sequence[Exception]) -> ChannelFailures:  # type: ignore[override]
         """Keep the type and the channel when ``except*`` or ``split`` regroups."""
         return ChannelFailures(self.message, excs, self.channel)
+
+
+class RestartLimitExceeded(ArchangelError, RuntimeError):
+    """A supervisor's children needed more restarts than its limit allows in its window."""
 
 
 class WatcherClosed(ArchangelError, RuntimeError):

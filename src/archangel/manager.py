@@ -23,7 +23,7 @@ from typing import Any, TypeVar, overload
 
 from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
-from .process import _EMPTY, ExitReason, Process
+from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
@@ -338,7 +338,9 @@ class ProcessManager:
         """Stop every process gracefully, kill what is left, await the hooks.
 
         Registration is refused from the first call on. Each process gets
-        ``stop()``; those still running after ``timeout`` seconds are killed.
+        ``stop()``, except those with a live parent (a supervisor's
+        children), which their parent stops; those still running after
+        ``timeout`` seconds are killed.
         Returns once every process has exited and every async at-exit hook
         has finished. Safe to call twice (the second call waits for the
         first) and while processes exit on their own.
@@ -350,6 +352,9 @@ class ProcessManager:
 
     async def _shutdown(self, timeout: float) -> None:
         for process in self.processes():
+            parent = process.parent
+            if parent is not None and parent.manager is self and parent.state is not EXITED:
+                continue  # its parent (a supervisor) stops it, in its own order
             try:
                 process.stop()
             except Exception:

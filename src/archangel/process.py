@@ -152,6 +152,8 @@ class Process:
         ended: Wall-clock time the process began to exit, else None.
         transport: For protocols, the transport given to ``connection_made``.
         kind: A short class-level label (``"conn"``, ``"task"``, ...).
+        parent: The process that started this one and stops it (a
+            :class:`~archangel.Supervisor`), or None.
     """
 
     # No __slots__ and no __new__: every default below is a class attribute,
@@ -171,6 +173,7 @@ class Process:
     started: float | None = None
     ended: float | None = None
     transport: Any = None
+    parent: Process | None = None
     _hooks: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None = None
     _name: str | None = None
     _reason: ExitReason | None = None

@@ -1,0 +1,439 @@
+"""Supervisor: restart types, strategies, the restart limit, backoff, stop order."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from archangel import (
+    ChildSpec,
+    ExitReason,
+    InvalidArgument,
+    Pipeline,
+    ProcessManager,
+    ProcessState,
+    RestartLimitExceeded,
+    Supervisor,
+    TaskProcess,
+)
+from tests.helpers import until
+
+
+class Journal:
+    """What the children did, in order: ("start", name) and ("stop", name)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.crash: dict[str, asyncio.Future[None]] = {}
+
+    def child(self, name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        """A factory of a child that runs until told to crash (or return)."""
+
+        async def run() -> None:
+            self.events.append(("start", name))
+            self.crash[name] = asyncio.get_running_loop().create_future()
+            try:
+                await self.crash[name]
+            finally:
+                self.events.append(("stop", name))
+
+        run.__qualname__ = name
+        return run
+
+    def fail(self, name: str, exc: BaseException | None = None) -> None:
+        future = self.crash[name]
+        if exc is None:
+            future.set_result(None)  # the child returns normally
+        else:
+            future.set_exception(exc)
+
+    def starts(self, name: str) -> int:
+        return self.events.count(("start", name))
+
+
+def pids(supervisor: Supervisor) -> list[int | None]:
+    return [c.pid for c in supervisor.children]
+
+
+async def started(manager: ProcessManager, supervisor: Supervisor, n: int) -> Supervisor:
+    manager.spawn(supervisor)
+    await until(lambda: len(supervisor.children) == n)
+    return supervisor
+
+
+async def test_one_for_one_restarts_only_the_child_that_failed() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager, Supervisor(journal.child("a"), journal.child("b"), journal.child("c")), 3
+    )
+    assert journal.events == [("start", "a"), ("start", "b"), ("start", "c")]
+    a, b, c = sup.children
+    assert {a.parent, b.parent, c.parent} == {sup}
+    assert [a.name, b.name, c.name] == ["a", "b", "c"]
+
+    journal.fail("b", RuntimeError("boom"))
+    await until(lambda: journal.starts("b") == 2)
+    await until(lambda: len(sup.children) == 3)
+    a2, b2, c2 = sup.children
+    assert a2 is a and c2 is c
+    assert b.exit_reason is ExitReason.ERROR and b2.pid is not None and b2.pid > c.pid  # type: ignore[operator]
+    assert sup.restarts == 1
+    assert sup.info().details == {"strategy": "one_for_one", "children": 3, "restarts": 1}
+    await manager.shutdown(5)
+
+
+async def test_one_for_all_stops_the_others_last_first_then_starts_all_in_order() -> None:
+    journal, manager = Journal(), ProcessManager()
+    names = ["a", "b", "c", "d"]
+    sup = await started(
+        manager,
+        Supervisor(*(journal.child(n) for n in names), strategy="one_for_all"),
+        4,
+    )
+    journal.events.clear()
+    journal.fail("b", RuntimeError("boom"))
+    await until(lambda: journal.starts("d") == 1)
+    assert journal.events == [
+        ("stop", "b"),
+        ("stop", "d"),
+        ("stop", "c"),
+        ("stop", "a"),
+        ("start", "a"),
+        ("start", "b"),
+        ("start", "c"),
+        ("start", "d"),
+    ]
+    await until(lambda: len(sup.children) == 4)
+    await manager.shutdown(5)
+
+
+async def test_rest_for_one_restarts_the_child_and_those_started_after_it() -> None:
+    journal, manager = Journal(), ProcessManager()
+    names = ["a", "b", "c", "d"]
+    sup = await started(
+        manager,
+        Supervisor(*(journal.child(n) for n in names), strategy="rest_for_one"),
+        4,
+    )
+    first_a = sup.children[0]
+    journal.events.clear()
+    journal.fail("b", RuntimeError("boom"))
+    await until(lambda: journal.starts("d") == 1)
+    assert journal.events == [
+        ("stop", "b"),
+        ("stop", "d"),
+        ("stop", "c"),
+        ("start", "b"),
+        ("start", "c"),
+        ("start", "d"),
+    ]
+    await until(lambda: len(sup.children) == 4)
+    assert sup.children[0] is first_a
+    await manager.shutdown(5)
+
+
+async def test_restart_types() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager,
+        Supervisor(
+            ChildSpec(journal.child("perm")),
+            ChildSpec(journal.child("trans"), restart="transient"),
+            ChildSpec(journal.child("temp"), restart="temporary"),
+        ),
+        3,
+    )
+    journal.fail("perm")  # permanent: restarted even after a normal return
+    await until(lambda: journal.starts("perm") == 2)
+
+    journal.fail("trans")  # transient, normal return: not restarted
+    await until(lambda: len(sup.children) == 2)
+    journal.fail("temp", RuntimeError("boom"))  # temporary: never restarted
+    await until(lambda: len(sup.children) == 1)
+    await asyncio.sleep(0.05)
+    assert journal.starts("trans") == 1 and journal.starts("temp") == 1
+    assert [c.name for c in sup.children] == ["perm"]
+    assert sup.restarts == 1
+    await manager.shutdown(5)
+
+
+async def test_a_transient_child_is_restarted_after_an_error_or_a_kill() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(manager, Supervisor(ChildSpec(journal.child("t"), restart="transient")), 1)
+    journal.fail("t", OSError("lost the feed"))
+    await until(lambda: journal.starts("t") == 2)
+    await until(lambda: len(sup.children) == 1)
+    assert manager.kill(sup.children[0].pid)  # type: ignore[arg-type]
+    await until(lambda: journal.starts("t") == 3)
+    assert sup.restarts == 2
+    await manager.shutdown(5)
+
+
+async def test_temporary_children_are_not_restarted_with_their_siblings() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager,
+        Supervisor(
+            ChildSpec(journal.child("temp"), restart="temporary"),
+            journal.child("perm"),
+            strategy="one_for_all",
+        ),
+        2,
+    )
+    journal.fail("perm", RuntimeError("boom"))
+    await until(lambda: journal.starts("perm") == 2)
+    await asyncio.sleep(0.05)
+    assert ("stop", "temp") in journal.events and journal.starts("temp") == 1
+    assert [c.name for c in sup.children] == ["perm"]
+    await manager.shutdown(5)
+
+
+async def test_more_restarts_than_the_limit_escalates_and_stops_the_children() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager,
+        Supervisor(
+            journal.child("flaky"), journal.child("steady"), max_restarts=2, max_seconds=60
+        ),
+        2,
+    )
+    for attempt in range(1, 4):
+        await until(lambda n=attempt: journal.starts("flaky") == n)
+        await until(lambda: len(sup.children) == 2)
+        journal.fail("flaky", RuntimeError(f"failure {attempt}"))
+    await sup.wait()
+    assert sup.exit_reason is ExitReason.ERROR
+    assert isinstance(sup.error, RestartLimitExceeded)
+    message = str(sup.error)
+    assert "more than 2 restarts in 60 s" in message and "Supervisor" in message
+    assert "flaky" in message and "error" in message
+    assert journal.starts("flaky") == 3 and sup.restarts == 2
+    assert ("stop", "steady") in journal.events  # stopped, not left behind
+    assert len(manager) == 0
+    assert manager.counters["kinds"]["supervisor"]["failed"] == 1
+
+
+async def test_the_limit_is_a_sliding_window() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager, Supervisor(journal.child("x"), max_restarts=1, max_seconds=0.2), 1
+    )
+    for attempt in range(1, 5):  # one failure per window: never more than 1 in 0.2 s
+        await until(lambda n=attempt: journal.starts("x") == n)
+        await asyncio.sleep(0.25)
+        journal.fail("x", RuntimeError("slow failure"))
+    await until(lambda: journal.starts("x") == 5)
+    assert sup.state is ProcessState.RUNNING and sup.restarts == 4
+    await until(lambda: len(sup.children) == 1)
+    await asyncio.sleep(0.25)
+    journal.fail("x", RuntimeError("fast failure 1"))  # then two within 0.2 s: over the limit
+    await until(lambda: journal.starts("x") == 6)
+    await until(lambda: len(sup.children) == 1)
+    journal.fail("x", RuntimeError("fast failure 2"))
+    await sup.wait()
+    assert isinstance(sup.error, RestartLimitExceeded)
+
+
+async def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
+    journal, manager = Journal(), ProcessManager()
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+    inner = journal.child("b")
+
+    def factory() -> Coroutine[Any, Any, None]:
+        starts.append(loop.time())
+        return inner()
+
+    sup = await started(
+        manager,
+        Supervisor(factory, max_restarts=10, max_seconds=60, backoff=0.04, max_backoff=0.1),
+        1,
+    )
+    for attempt in range(1, 5):
+        await until(lambda n=attempt: journal.starts("b") == n)
+        await until(lambda: len(sup.children) == 1)
+        journal.fail("b", RuntimeError("boom"))
+    await until(lambda: len(starts) == 5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # Delays 0.04, 0.08, then capped at 0.1: each between half of it and all of it
+    # (the gap also holds the time the test took to fail the child).
+    for gap, delay in zip(gaps, [0.04, 0.08, 0.1, 0.1], strict=True):
+        assert delay / 2 - 0.005 <= gap <= delay + 0.5, (gaps, delay)
+    await manager.shutdown(5)
+
+
+async def test_stop_stops_children_last_first_and_kills_one_past_its_shutdown_time() -> None:
+    journal, manager = Journal(), ProcessManager()
+    stopped: list[str] = []
+
+    class Stubborn(TaskProcess):
+        """Ignores stop(); only kill() ends it."""
+
+        async def main(self) -> None:
+            await asyncio.Event().wait()
+
+        def on_stop(self) -> None:
+            stopped.append("asked")
+
+    sup = await started(
+        manager,
+        Supervisor(
+            journal.child("a"),
+            ChildSpec(lambda: Stubborn(name="stubborn"), shutdown=0.05),
+            journal.child("c"),
+        ),
+        3,
+    )
+    stubborn = sup.children[1]
+    await sup.stop()
+    assert sup.exit_reason is ExitReason.SHUTDOWN
+    assert [e for e in journal.events if e[0] == "stop"] == [("stop", "c"), ("stop", "a")]
+    assert stopped == ["asked"] and stubborn.exit_reason is ExitReason.KILLED
+    assert sup.restarts == 0 and len(manager) == 0
+
+
+async def test_killing_the_supervisor_kills_its_children() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(manager, Supervisor(journal.child("a"), journal.child("b")), 2)
+    children = sup.children
+    sup.kill()
+    await sup.wait()
+    assert sup.exit_reason is ExitReason.KILLED
+    assert [c.exit_reason for c in children] == [ExitReason.KILLED, ExitReason.KILLED]
+    assert len(manager) == 0 and sup.restarts == 0
+
+
+async def test_manager_shutdown_leaves_children_to_their_supervisor() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(
+        manager, Supervisor(journal.child("a"), journal.child("b"), journal.child("c")), 3
+    )
+    await manager.shutdown(5)
+    assert [e for e in journal.events if e[0] == "stop"] == [
+        ("stop", "c"),
+        ("stop", "b"),
+        ("stop", "a"),
+    ]
+    assert sup.exit_reason is ExitReason.SHUTDOWN and sup.restarts == 0
+    assert len(manager) == 0
+
+
+async def test_a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() -> None:
+    journal, manager = Journal(), ProcessManager()
+    inner_made: list[Supervisor] = []
+
+    def inner() -> Supervisor:
+        sup = Supervisor(journal.child("leaf"), max_restarts=0, name="inner")
+        inner_made.append(sup)
+        return sup
+
+    outer = await started(manager, Supervisor(inner, name="outer"), 1)
+    await until(lambda: journal.starts("leaf") == 1)
+    journal.fail("leaf", RuntimeError("boom"))  # the inner gives up at once
+    await until(lambda: journal.starts("leaf") == 2)
+    assert isinstance(inner_made[0].error, RestartLimitExceeded)
+    assert outer.restarts == 1 and inner_made[1].parent is outer
+    await manager.shutdown(5)
+    assert outer.exit_reason is ExitReason.SHUTDOWN
+
+
+async def test_a_pipeline_child_is_restarted_after_a_kill() -> None:
+    manager = ProcessManager()
+    seen: list[int] = []
+
+    async def forever() -> Any:
+        n = 0
+        while True:
+            n += 1
+            yield n
+            await asyncio.sleep(0.01)
+
+    sup = await started(
+        manager, Supervisor(lambda: Pipeline(forever(), seen.append, name="ticks")), 1
+    )
+    first = sup.children[0]
+    assert first.kind == "pipeline" and first.name == "ticks"
+    first.kill()
+    await until(lambda: len(sup.children) == 1 and sup.children[0] is not first)
+    await until(lambda: len(seen) >= 2)
+    await manager.shutdown(5)
+    assert sup.restarts == 1
+
+
+async def test_a_factory_that_fails_on_restart_counts_against_the_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal, manager = Journal(), ProcessManager()
+    calls = 0
+    inner = journal.child("x")
+
+    def factory() -> Coroutine[Any, Any, None]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError("config file missing")
+        return inner()
+
+    sup = await started(manager, Supervisor(factory, max_restarts=3, max_seconds=60), 1)
+    with caplog.at_level(logging.ERROR, logger="archangel.supervisor"):
+        journal.fail("x", RuntimeError("boom"))
+        await sup.wait()
+    assert isinstance(sup.error, RestartLimitExceeded)
+    assert "could not be restarted" in str(sup.error)
+    assert calls == 4  # the first start, then three failed restarts
+    assert "config file missing" in caplog.text
+
+
+async def test_a_factory_that_fails_at_start_fails_the_supervisor_and_stops_the_rest() -> None:
+    journal, manager = Journal(), ProcessManager()
+
+    def broken() -> Any:
+        raise OSError("no such pipeline")
+
+    sup = manager.spawn(Supervisor(journal.child("a"), broken, journal.child("c")))
+    await sup.wait()
+    assert sup.exit_reason is ExitReason.ERROR and isinstance(sup.error, OSError)
+    # "a" was started (and cancelled before its first step); "c" never was.
+    assert [(r.name, r.exit_reason) for r in manager.history] == [
+        ("a", ExitReason.SHUTDOWN),
+        ("Supervisor", ExitReason.ERROR),
+    ]
+    assert len(manager) == 0
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    async def child() -> None:
+        pass
+
+    with pytest.raises(InvalidArgument, match="strategy must be one of 'one_for_one'"):
+        Supervisor(child, strategy="one_for_some")
+    with pytest.raises(InvalidArgument, match="restart must be one of 'permanent'"):
+        ChildSpec(child, restart="forever")
+    with pytest.raises(InvalidArgument, match="is not callable"):
+        ChildSpec(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="is not callable"):
+        Supervisor(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="shutdown must be >= 0"):
+        ChildSpec(child, shutdown=-1)
+    with pytest.raises(InvalidArgument, match="max_seconds must be > 0"):
+        Supervisor(child, max_seconds=0)
+    with pytest.raises(InvalidArgument, match="max_restarts must be >= 0"):
+        Supervisor(child, max_restarts=-1)
+    with pytest.raises(InvalidArgument, match="backoff must be between 0 and max_backoff"):
+        Supervisor(child, backoff=60, max_backoff=30)
+    assert issubclass(RestartLimitExceeded, RuntimeError)
+
+
+async def test_ps_lists_the_supervisor_and_its_children() -> None:
+    journal, manager = Journal(), ProcessManager()
+    sup = await started(manager, Supervisor(journal.child("a"), name="web"), 1)
+    rows = {info.pid: info for info in manager.ps()}
+    assert rows[sup.pid].kind == "supervisor" and rows[sup.pid].name == "web"  # type: ignore[index]
+    child = sup.children[0]
+    assert rows[child.pid].kind == "task" and rows[child.pid].name == "a"  # type: ignore[index]
+    await manager.shutdown(5)
