@@ -436,4 +436,6 @@ async def test_ps_lists_the_supervisor_and_its_children() -> None:
     assert rows[sup.pid].kind == "supervisor" and rows[sup.pid].name == "web"  # type: ignore[index]
     child = sup.children[0]
     assert rows[child.pid].kind == "task" and rows[child.pid].name == "a"  # type: ignore[index]
+    assert rows[child.pid].details["parent"] == sup.pid  # type: ignore[index]
+    assert "parent" not in rows[sup.pid].details  # type: ignore[index]
     await manager.shutdown(5)

@@ -222,7 +222,10 @@ class Process:
         return {"peer": peer} if peer else _EMPTY
 
     def info(self) -> ProcessInfo:
-        """A :class:`ProcessInfo` snapshot of this process."""
+        """A :class:`ProcessInfo` snapshot; ``details`` names the parent's PID, if any."""
+        details = self.details()
+        if self.parent is not None:
+            details = {**details, "parent": self.parent.pid}
         return ProcessInfo(
             self.pid,
             self.kind,
@@ -232,7 +235,7 @@ class Process:
             self.ended,
             self.exit_reason,
             self.error,
-            self.details(),
+            details,
         )
 
     # -- at-exit hooks ------------------------------------------------------
