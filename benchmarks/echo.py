@@ -12,12 +12,22 @@ Measures, in one run, with the two variants interleaved round by round:
 Each server runs in its own subprocess (``echo.py --serve raw|managed``, on
 uvloop) and is loaded by a separate client process: ``echo_client.c``, a
 small epoll load generator compiled with ``cc -O2`` at start (a multi-process
-Python client if there is no C compiler). On two or more cores the server is
-pinned to one core and the client to the others (``taskset``); both
-processes' CPU use over the measured window is reported, so a reader can see
-which side was the bottleneck. Every round pair alternates which variant runs
-first; medians, spreads (min-max) and ratios are printed, per round pair and
-of the medians. Figures swing by tens of percent between runs on a noisy
+Python client if there is no C compiler). The C client spins (its
+``epoll_wait`` never sleeps): waking a sleeping client costs the server's
+core an inter-processor interrupt in the kernel, more often the more the
+client sleeps, so with a sleeping client a slower server pays more per
+connection and the difference between the variants is exaggerated
+(``--block-client`` shows it; ``docs/benchmarks.rst`` has the profile). The
+spinning client reports the share of time its polls found nothing, so
+"client busy" still says which side waited for which.
+
+On two or more cores the server is pinned to one core and the client to the
+others (``taskset``); both processes' CPU use over the measured window is
+reported, so a reader can see which side was the bottleneck. Every round
+pair alternates which variant runs first (``--floor`` adds a third variant:
+the least tracking any Python code can do, a PID and a table entry);
+medians, spreads (min-max) and ratios are printed, per round pair and of the
+medians. Figures swing by tens of percent between runs on a noisy
 machine: quote the ratios, not the absolute rates. Pairs in which other
 processes took part of a core are marked, and the server's CPU time per
 operation, which such disturbance hardly moves, is printed with the rate
@@ -41,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 import math
 import os
@@ -56,7 +67,7 @@ import tracemalloc
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import uvloop
 
@@ -98,11 +109,41 @@ class EchoProcess(archangel.Process, asyncio.Protocol):
         self.transport.write(data)
 
 
+class FloorEcho(RawEcho):
+    """The ``--floor`` reference: the least tracking any Python code can do.
+
+    A PID and a table entry, made by a Python factory and dropped by a Python
+    ``connection_lost`` (which replaces the baseline's no-op one): no state,
+    no timestamps, no hooks, no history, no counters. What this costs per
+    connection, no pure-Python process manager can avoid.
+    """
+
+    pid = 0
+    table: ClassVar[dict[int, FloorEcho]] = {}
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        del self.table[self.pid]
+
+
+_floor_pids = itertools.count(1)
+
+
+def floor_factory() -> FloorEcho:
+    protocol = FloorEcho()
+    protocol.pid = pid = next(_floor_pids)
+    FloorEcho.table[pid] = protocol
+    return protocol
+
+
 async def serve(variant: str, host: str) -> None:
     """Serve until SIGINT/SIGTERM or EOF on stdin; print the port, then the counters."""
     loop = asyncio.get_running_loop()
     manager = archangel.ProcessManager() if variant == "managed" else None
-    factory = manager.register(EchoProcess) if manager is not None else RawEcho
+    factory: Callable[[], asyncio.Protocol]
+    if manager is not None:
+        factory = manager.register(EchoProcess)
+    else:
+        factory = floor_factory if variant == "floor" else RawEcho
     server = await loop.create_server(factory, host, 0, backlog=1024)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -208,6 +249,7 @@ class Config:
     threads: int
     host: str
     client: str | None  # the compiled C client, or None for the Python one
+    spin: bool  # the C client spins instead of sleeping in epoll_wait
     server_cpus: list[int] | None  # None: not pinned
     client_cpus: list[int] | None
 
@@ -220,12 +262,20 @@ class Sample:
     ops: int
     server_cpu: float  # % of one core
     client_cpu: float
+    client_idle: float  # share of the window a spinning client found nothing to do; nan if unknown
     others: float  # % of the server's core used by other processes (or stolen)
     client_others: float  # the same on the client's cores (this script included)
     server_us: float  # server CPU time per op, microseconds
     total: int  # connections that completed cleanly, warm-up and drain included
     errors: int
     unfinished: int
+
+    @property
+    def client_busy(self) -> float:
+        """The client's CPU use less the polls that found nothing (% of one core)."""
+        if math.isnan(self.client_idle):
+            return self.client_cpu
+        return self.client_cpu * (1 - self.client_idle)
 
     @property
     def disturbed(self) -> bool:
@@ -309,7 +359,8 @@ def client_commands(config: Config, mode: str, port: int) -> list[list[str]]:
     timing = [str(config.seconds), str(config.warmup)]
     if config.client is not None:
         args = [mode, config.host, str(port), str(count), *timing]
-        return [[config.client, *args, str(config.threads), str(config.size)]]
+        wait = "spin" if config.spin else "block"
+        return [[config.client, *args, str(config.threads), str(config.size), wait]]
     # Python fallback: one process per client core, the connections shared out.
     procs = max(1, len(config.client_cpus or [0]))
     shares = [count // procs + (i < count % procs) for i in range(procs)]
@@ -375,11 +426,13 @@ def run_clients(
     used = [(b - a) / CLK_TCK / (t1 - t0) * 100 for a, b in zip(ticks0, ticks1, strict=True)]
     server_core, client_cores, server, *client = used
     ops = sum(int(r["ops"]) for r in results)
+    idles = [float(r.get("idle", "-1")) for r in results]
     return Sample(
         rate=sum(int(r["ops"]) / float(r["seconds"]) for r in results),
         ops=ops,
         server_cpu=server,
         client_cpu=sum(client),
+        client_idle=statistics.mean(idles) if min(idles) >= 0 else float("nan"),
         others=max(0.0, server_core - server) if server_cpus else float("nan"),
         client_others=max(0.0, client_cores - sum(client)) if client_cpus else float("nan"),
         server_us=server / 100 * (t1 - t0) / max(ops, 1) * 1e6,
@@ -422,7 +475,7 @@ def share(server: float, client: float) -> str:
 def describe_round(variant: str, samples: dict[str, Sample], counters: Any) -> str:
     def cpu(sample: Sample) -> str:
         return (
-            f"server {sample.server_cpu:3.0f}% client {sample.client_cpu:3.0f}% "
+            f"server {sample.server_cpu:3.0f}% client {sample.client_busy:3.0f}% "
             f"others {share(sample.others, sample.client_others)}"
         )
 
@@ -488,16 +541,23 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
         where = f"server on cpu{config.server_cpus[0]}, client on cpu{clients}"
     print(f"\n{title}, {config.rounds} rounds x {config.seconds:g} s, {where}")
     medians: dict[str, dict[str, float]] = {}
-    for variant in ("raw", "managed"):
+    for variant in results:
         samples = results[variant]
         rates = [s.rate for s in samples]
         m = medians[variant] = {
             key: statistics.median(getattr(s, key) for s in samples)
-            for key in ("rate", "server_cpu", "client_cpu", "others", "client_others", "server_us")
+            for key in (
+                "rate",
+                "server_cpu",
+                "client_busy",
+                "others",
+                "client_others",
+                "server_us",
+            )
         }
         print(
             f"  {variant:8}: median {m['rate']:9,.0f} {unit}/s  ({spread(rates)})  "
-            f"server cpu {m['server_cpu']:3.0f}%  client cpu {m['client_cpu']:3.0f}%  "
+            f"server cpu {m['server_cpu']:3.0f}%  client busy {m['client_busy']:3.0f}%  "
             f"others {share(m['others'], m['client_others'])}  "
             f"server {m['server_us']:.1f} us/{unit}"
         )
@@ -540,10 +600,22 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
     if config.client is not None:  # the C client's threads: one core each at most
         cores = min(cores, config.threads)
     server = min(raw["server_cpu"], managed["server_cpu"])
-    client = max(raw["client_cpu"], managed["client_cpu"])
+    client = max(raw["client_busy"], managed["client_busy"])
     others = max(raw["others"], managed["others"])
     client_others = max(raw["client_others"], managed["client_others"])
     print(f"  bottleneck: {bottleneck(server, client, others, client_others, cores)}")
+    if "floor" in medians:
+        floor = medians["floor"]
+        floor_pairs = [
+            f.rate / r.rate for f, r in zip(results["floor"], results["raw"], strict=True)
+        ]
+        print(
+            f"  floor (a PID and a table entry in Python, nothing else) / raw: "
+            f"{floor['rate'] / raw['rate']:.3f} of the medians "
+            f"(per round pair {spread(floor_pairs, '.3f')}); server CPU per {unit} "
+            f"{floor['server_us'] - raw['server_us']:+.1f} us, managed "
+            f"{managed['server_us'] - raw['server_us']:+.1f} us"
+        )
 
 
 # -- memory ----------------------------------------------------------------------
@@ -696,10 +768,22 @@ def parse_args() -> argparse.Namespace:
         "--quick", action="store_true", help="a ~10 s smoke run: 2 rounds x 0.75 s"
     )
     parser.add_argument("--python-client", action="store_true", help="skip the C client")
+    parser.add_argument(
+        "--block-client",
+        action="store_true",
+        help="let the C client sleep in epoll_wait instead of spinning: the server "
+        "then also pays for waking it, more the slower it is",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--host", default="127.0.0.1")
     # Internal: the server and Python client subprocesses.
-    parser.add_argument("--serve", choices=["raw", "managed"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also serve a third variant, the least tracking Python code can do "
+        "(a PID and a table entry), to show what no pure-Python manager can avoid",
+    )
+    parser.add_argument("--serve", choices=["raw", "managed", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["pingpong", "churn"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -743,23 +827,27 @@ def main() -> None:
             threads=args.threads,
             host=args.host,
             client=None if args.python_client else build_client(build),
+            spin=not args.block_client,
             server_cpus=server_cpus,
             client_cpus=client_cpus,
         )
         if client_cpus is not None:
             os.sched_setaffinity(0, client_cpus)  # keep this process off the server's core
-        client = "C epoll client" if config.client else "Python client"
+        client = "Python client"
+        if config.client:
+            client = f"C epoll client ({'spinning' if config.spin else 'sleeping'})"
         print(
             f"echo: {config.rounds} rounds x (ping-pong + churn) x {config.seconds:g} s "
             f"per variant, {client}, uvloop {version('uvloop')}, archangel "
             f"{archangel.__version__}"
         )
+        variants = ["raw", "managed", "floor"] if args.floor else ["raw", "managed"]
         results: dict[str, dict[str, list[Sample]]] = {
-            mode: {"raw": [], "managed": []} for mode in ("pingpong", "churn")
+            mode: {v: [] for v in variants} for mode in ("pingpong", "churn")
         }
         for i in range(config.rounds):
-            # Alternate which variant goes first, so a drift favours neither.
-            order = ("raw", "managed") if i % 2 == 0 else ("managed", "raw")
+            # Rotate which variant goes first, so a drift favours none.
+            order = variants[i % len(variants) :] + variants[: i % len(variants)]
             for variant in order:
                 samples, counters = run_round(config, variant)
                 for mode, sample in samples.items():

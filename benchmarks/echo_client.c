@@ -1,8 +1,8 @@
 /*
  * echo_client.c: the load generator of benchmarks/echo.py (epoll, no Python).
  *
- *   echo_client pingpong HOST PORT CONNS SECONDS WARMUP [THREADS [SIZE]]
- *   echo_client churn    HOST PORT SLOTS SECONDS WARMUP [THREADS [SIZE]]
+ *   echo_client pingpong HOST PORT CONNS SECONDS WARMUP [THREADS [SIZE [WAIT]]]
+ *   echo_client churn    HOST PORT SLOTS SECONDS WARMUP [THREADS [SIZE [WAIT]]]
  *
  * pingpong: CONNS connections, each sends SIZE bytes and waits for the whole
  *   echo before sending again. ops = round trips completed in the window.
@@ -10,7 +10,17 @@
  *   bytes, close, repeat. ops = connections completed in the window.
  *
  * Sockets are non-blocking with TCP_NODELAY; each thread runs its own epoll
- * loop over its share of the connections or slots. The main thread only
+ * loop over its share of the connections or slots. WAIT is how a thread
+ * waits for events: "block" (epoll_wait sleeps, the default) or "spin"
+ * (epoll_wait never sleeps). On one machine a sleeping client is woken by
+ * the server's sends, and that wake-up (an inter-processor interrupt, dear
+ * in a virtual machine) is paid on the server's core, in the kernel, the
+ * more often the more the client sleeps: a slower server makes the client
+ * sleep more and so pays more per connection, which exaggerates any
+ * difference between two servers. A spinning client is never asleep, so
+ * the server pays the same kernel cost whatever its speed; its idle share
+ * (the time spent in polls that found nothing) still shows which side waits
+ * for which. The main thread only
  * keeps time: it prints "start" after WARMUP seconds and "end" SECONDS later
  * (so the caller can sample CPU use over the same window), then stops the
  * workers. Stopping is clean: no new message or connection is started, the
@@ -23,11 +33,13 @@
  * spends its time searching for a free port and the client, not the server,
  * becomes the bottleneck. Last line:
  *
- *   result mode=M ops=N seconds=S total=T errors=E unfinished=U
+ *   result mode=M ops=N seconds=S total=T errors=E unfinished=U idle=I
  *
  * total counts every connection that completed cleanly over the whole run
  * (warm-up and drain included): the number a server that tracks connections
  * must have seen open and close, plus errors that happened after accept.
+ * idle is the share of the measured window the threads spent in polls that
+ * found nothing (spin only; -1 with block, where the CPU use tells).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -63,6 +75,7 @@ struct worker {
     int count; /* connections (pingpong) or slots (churn) */
     struct conn *conns;
     unsigned long ops;   /* read by the main thread: atomic accesses */
+    unsigned long idle_ns; /* the same; time in empty polls (spin only) */
     unsigned long total; /* written before join: plain */
     unsigned long errors;
     unsigned long unfinished;
@@ -74,6 +87,7 @@ static struct sockaddr_in addr;
 static size_t size = 100;
 static int stopping; /* set by the main thread: atomic accesses */
 static int ready;    /* pingpong workers that have connected */
+static int poll_ms = 50; /* epoll_wait timeout: 0 when spinning */
 
 static double now(void) {
     struct timespec ts;
@@ -122,6 +136,23 @@ static int read_echo(struct conn *c, char *buf) {
     }
 }
 
+/* epoll_wait with the chosen timeout; when spinning, a run of empty polls is
+ * timed (two clock reads per run, none per poll) and added to idle_ns. */
+static int wait_events(struct worker *w, int ep, struct epoll_event *events, double *empty_since) {
+    int n = epoll_wait(ep, events, MAX_EVENTS, poll_ms);
+    if (n < 0 && errno != EINTR) die("epoll_wait");
+    if (poll_ms == 0) {
+        if (n <= 0 && *empty_since == 0) {
+            *empty_since = now();
+        } else if (n > 0 && *empty_since != 0) {
+            unsigned long ns = (unsigned long)((now() - *empty_since) * 1e9);
+            __atomic_store_n(&w->idle_ns, w->idle_ns + ns, __ATOMIC_RELAXED);
+            *empty_since = 0;
+        }
+    }
+    return n;
+}
+
 static void *pingpong(void *arg) {
     struct worker *w = arg;
     char msg[MAX_SIZE], buf[MAX_SIZE];
@@ -151,13 +182,12 @@ static void *pingpong(void *arg) {
     for (int i = 0; i < w->count; i++) {
         if (send_msg(w->conns[i].fd, msg) < 0) die("send");
     }
-    double deadline = 0;
+    double deadline = 0, empty_since = 0;
     while (open > 0) {
         int stop = __atomic_load_n(&stopping, __ATOMIC_ACQUIRE);
         if (stop && deadline == 0) deadline = now() + DRAIN_SECONDS;
         if (stop && now() > deadline) break;
-        int n = epoll_wait(ep, events, MAX_EVENTS, 50);
-        if (n < 0 && errno != EINTR) die("epoll_wait");
+        int n = wait_events(w, ep, events, &empty_since);
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
             int r = read_echo(c, buf);
@@ -221,13 +251,12 @@ static void *churn(void *arg) {
         if (churn_start(w, ep, &w->conns[i]) == 0) active++;
         else w->errors++;
     }
-    double deadline = 0;
+    double deadline = 0, empty_since = 0;
     while (active > 0) {
         int stop = __atomic_load_n(&stopping, __ATOMIC_ACQUIRE);
         if (stop && deadline == 0) deadline = now() + DRAIN_SECONDS;
         if (stop && now() > deadline) break;
-        int n = epoll_wait(ep, events, MAX_EVENTS, 50);
-        if (n < 0 && errno != EINTR) die("epoll_wait");
+        int n = wait_events(w, ep, events, &empty_since);
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
             int failed = 0;
@@ -279,10 +308,18 @@ static unsigned long sum_ops(struct worker *workers, int threads) {
     return ops;
 }
 
+static unsigned long sum_idle(struct worker *workers, int threads) {
+    unsigned long idle = 0;
+    for (int t = 0; t < threads; t++)
+        idle += __atomic_load_n(&workers[t].idle_ns, __ATOMIC_RELAXED);
+    return idle;
+}
+
 int main(int argc, char **argv) {
     if (argc < 7) {
         fprintf(stderr,
-                "usage: %s pingpong|churn HOST PORT CONNS SECONDS WARMUP [THREADS [SIZE]]\n",
+                "usage: %s pingpong|churn HOST PORT CONNS SECONDS WARMUP "
+                "[THREADS [SIZE [block|spin]]]\n",
                 argv[0]);
         return 2;
     }
@@ -296,6 +333,14 @@ int main(int argc, char **argv) {
     double seconds = atof(argv[5]), warmup = atof(argv[6]);
     int threads = argc > 7 ? atoi(argv[7]) : 1;
     if (argc > 8) size = (size_t)atol(argv[8]);
+    if (argc > 9) {
+        if (strcmp(argv[9], "spin") == 0) {
+            poll_ms = 0;
+        } else if (strcmp(argv[9], "block") != 0) {
+            fprintf(stderr, "WAIT must be block or spin, not %s\n", argv[9]);
+            return 2;
+        }
+    }
     if (conns < 1 || threads < 1 || threads > conns || size < 1 || size > MAX_SIZE) {
         fprintf(stderr, "need 1 <= THREADS <= CONNS and 1 <= SIZE <= %d\n", MAX_SIZE);
         return 2;
@@ -322,12 +367,12 @@ int main(int argc, char **argv) {
     }
 
     sleep_until(now() + warmup);
-    unsigned long ops0 = sum_ops(workers, threads);
+    unsigned long ops0 = sum_ops(workers, threads), idle0 = sum_idle(workers, threads);
     double t0 = now();
     printf("start\n");
     fflush(stdout);
     sleep_until(t0 + seconds);
-    unsigned long ops1 = sum_ops(workers, threads);
+    unsigned long ops1 = sum_ops(workers, threads), idle1 = sum_idle(workers, threads);
     double t1 = now();
     printf("end\n");
     fflush(stdout);
@@ -342,7 +387,8 @@ int main(int argc, char **argv) {
         unfinished += workers[t].unfinished;
         failed |= workers[t].failed;
     }
-    printf("result mode=%s ops=%lu seconds=%.6f total=%lu errors=%lu unfinished=%lu\n", mode,
-           ops1 - ops0, t1 - t0, total, errors, unfinished);
+    double idle = poll_ms ? -1 : (double)(idle1 - idle0) / 1e9 / (t1 - t0) / threads;
+    printf("result mode=%s ops=%lu seconds=%.6f total=%lu errors=%lu unfinished=%lu idle=%.4f\n",
+           mode, ops1 - ops0, t1 - t0, total, errors, unfinished, idle);
     return failed ? 1 : 0;
 }
