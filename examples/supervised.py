@@ -1,12 +1,14 @@
 """A supervisor keeping a flaky feed and its consumer running.
 
-Run: ``python examples/supervised.py [--seconds N]``
+Run: ``python examples/supervised.py [--seconds N] [--failure-rate P]``
 
-The feed fails now and then; the supervisor restarts it (and, with
+The feed fails now and then (with probability P, 0.01 by default, at each
+item); the supervisor restarts it (and, with
 ``rest_for_one``, the consumer started after it), with a short backoff, and
-gives up if it fails more than 5 times in 2 seconds. Every second the
-example prints the supervisor's view; at the end it stops the supervisor,
-which stops the consumer and then the feed.
+gives up if it has to restart it more than 5 times in 2 seconds (try
+``--failure-rate 0.5``). Every second the example prints the supervisor's
+view; at the end it stops the supervisor, which stops the consumer and then
+the feed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import random
 from archangel import ChildSpec, ProcessManager, ProcessState, Supervisor
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, failure_rate: float) -> None:
     manager = ProcessManager()
     queue: asyncio.Queue[int] = asyncio.Queue(maxsize=100)
     totals = {"consumed": 0}
@@ -28,7 +30,7 @@ async def main(seconds: float) -> None:
         n = 0
         while True:
             await asyncio.sleep(0.01)
-            if random.random() < 0.01:
+            if random.random() < failure_rate:
                 raise ConnectionError(f"feed lost after {n} items")
             n += 1
             await queue.put(n)
@@ -70,5 +72,9 @@ async def main(seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to run")
+    parser.add_argument(
+        "--failure-rate", type=float, default=0.01, help="chance the feed fails at each item"
+    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(main(parser.parse_args().seconds))
+    options = parser.parse_args()
+    asyncio.run(main(options.seconds, options.failure_rate))

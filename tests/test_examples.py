@@ -27,7 +27,8 @@ def run_example(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[
 
 
 def test_supervised_example_keeps_its_children_running_and_stops_them_last_first() -> None:
-    done = run_example("examples/supervised.py", "--seconds", "1.5")
+    # No random failures here: one near the end would change the last records.
+    done = run_example("examples/supervised.py", "--seconds", "1.5", "--failure-rate", "0")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     # Mid-restart (a backoff, rest_for_one stopping the consumer) a line may
@@ -41,6 +42,15 @@ def test_supervised_example_keeps_its_children_running_and_stops_them_last_first
         ["feed:", "shutdown"],
         ["ingest:", "shutdown"],
     ]
+
+
+def test_supervised_example_gives_up_when_the_feed_keeps_failing() -> None:
+    done = run_example("examples/supervised.py", "--seconds", "10", "--failure-rate", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert "stopped: <ingest pid=1 supervisor [exited error]>" in done.stdout
+    assert "RestartLimitExceeded" in done.stderr
+    assert "more than 5 restarts in 2 s" in done.stderr
+    assert done.stderr.count("ConnectionError: feed lost") >= 6  # 5 restarts, then no more
 
 
 def test_tail_pipeline_example_counts_its_own_log() -> None:

@@ -60,16 +60,30 @@ def pids(supervisor: Supervisor) -> list[int | None]:
     return [c.pid for c in supervisor.children]
 
 
-async def started(manager: ProcessManager, supervisor: Supervisor, n: int) -> Supervisor:
+async def started(
+    manager: ProcessManager,
+    supervisor: Supervisor,
+    n: int,
+    journal: Journal | None = None,
+    starts: int | None = None,
+) -> Supervisor:
+    """Spawn ``supervisor``; return once it has ``n`` children and (with a
+    journal) ``starts`` of them, ``n`` by default, have begun to run."""
     manager.spawn(supervisor)
     await until(lambda: len(supervisor.children) == n)
+    if journal is not None:
+        want = n if starts is None else starts
+        await until(lambda: sum(e[0] == "start" for e in journal.events) >= want)
     return supervisor
 
 
 async def test_one_for_one_restarts_only_the_child_that_failed() -> None:
     journal, manager = Journal(), ProcessManager()
     sup = await started(
-        manager, Supervisor(journal.child("a"), journal.child("b"), journal.child("c")), 3
+        manager,
+        Supervisor(journal.child("a"), journal.child("b"), journal.child("c")),
+        3,
+        journal=journal,
     )
     assert journal.events == [("start", "a"), ("start", "b"), ("start", "c")]
     a, b, c = sup.children
@@ -94,6 +108,7 @@ async def test_one_for_all_stops_the_others_last_first_then_starts_all_in_order(
         manager,
         Supervisor(*(journal.child(n) for n in names), strategy="one_for_all"),
         4,
+        journal=journal,
     )
     journal.events.clear()
     journal.fail("b", RuntimeError("boom"))
@@ -119,6 +134,7 @@ async def test_rest_for_one_restarts_the_child_and_those_started_after_it() -> N
         manager,
         Supervisor(*(journal.child(n) for n in names), strategy="rest_for_one"),
         4,
+        journal=journal,
     )
     first_a = sup.children[0]
     journal.events.clear()
@@ -147,6 +163,7 @@ async def test_restart_types() -> None:
             ChildSpec(journal.child("temp"), restart="temporary"),
         ),
         3,
+        journal=journal,
     )
     journal.fail("perm")  # permanent: restarted even after a normal return
     await until(lambda: journal.starts("perm") == 2)
@@ -164,7 +181,9 @@ async def test_restart_types() -> None:
 
 async def test_a_transient_child_is_restarted_after_an_error_or_a_kill() -> None:
     journal, manager = Journal(), ProcessManager()
-    sup = await started(manager, Supervisor(ChildSpec(journal.child("t"), restart="transient")), 1)
+    sup = await started(
+        manager, Supervisor(ChildSpec(journal.child("t"), restart="transient")), 1, journal=journal
+    )
     journal.fail("t", OSError("lost the feed"))
     await until(lambda: journal.starts("t") == 2)
     await until(lambda: len(sup.children) == 1)
@@ -184,6 +203,7 @@ async def test_temporary_children_are_not_restarted_with_their_siblings() -> Non
             strategy="one_for_all",
         ),
         2,
+        journal=journal,
     )
     journal.fail("perm", RuntimeError("boom"))
     await until(lambda: journal.starts("perm") == 2)
@@ -201,6 +221,7 @@ async def test_more_restarts_than_the_limit_escalates_and_stops_the_children() -
             journal.child("flaky"), journal.child("steady"), max_restarts=2, max_seconds=60
         ),
         2,
+        journal=journal,
     )
     for attempt in range(1, 4):
         await until(lambda n=attempt: journal.starts("flaky") == n)
@@ -221,7 +242,10 @@ async def test_more_restarts_than_the_limit_escalates_and_stops_the_children() -
 async def test_the_limit_is_a_sliding_window() -> None:
     journal, manager = Journal(), ProcessManager()
     sup = await started(
-        manager, Supervisor(journal.child("x"), max_restarts=1, max_seconds=0.2), 1
+        manager,
+        Supervisor(journal.child("x"), max_restarts=1, max_seconds=0.2),
+        1,
+        journal=journal,
     )
     for attempt in range(1, 5):  # one failure per window: never more than 1 in 0.2 s
         await until(lambda n=attempt: journal.starts("x") == n)
@@ -253,6 +277,7 @@ async def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
         manager,
         Supervisor(factory, max_restarts=10, max_seconds=60, backoff=0.04, max_backoff=0.1),
         1,
+        journal=journal,
     )
     for attempt in range(1, 5):
         await until(lambda n=attempt: journal.starts("b") == n)
@@ -288,6 +313,8 @@ async def test_stop_stops_children_last_first_and_kills_one_past_its_shutdown_ti
             journal.child("c"),
         ),
         3,
+        journal=journal,
+        starts=2,
     )
     stubborn = sup.children[1]
     await sup.stop()
@@ -299,7 +326,9 @@ async def test_stop_stops_children_last_first_and_kills_one_past_its_shutdown_ti
 
 async def test_killing_the_supervisor_kills_its_children() -> None:
     journal, manager = Journal(), ProcessManager()
-    sup = await started(manager, Supervisor(journal.child("a"), journal.child("b")), 2)
+    sup = await started(
+        manager, Supervisor(journal.child("a"), journal.child("b")), 2, journal=journal
+    )
     children = sup.children
     sup.kill()
     await sup.wait()
@@ -311,7 +340,10 @@ async def test_killing_the_supervisor_kills_its_children() -> None:
 async def test_manager_shutdown_leaves_children_to_their_supervisor() -> None:
     journal, manager = Journal(), ProcessManager()
     sup = await started(
-        manager, Supervisor(journal.child("a"), journal.child("b"), journal.child("c")), 3
+        manager,
+        Supervisor(journal.child("a"), journal.child("b"), journal.child("c")),
+        3,
+        journal=journal,
     )
     await manager.shutdown(5)
     assert [e for e in journal.events if e[0] == "stop"] == [
@@ -332,7 +364,7 @@ async def test_a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() ->
         inner_made.append(sup)
         return sup
 
-    outer = await started(manager, Supervisor(inner, name="outer"), 1)
+    outer = await started(manager, Supervisor(inner, name="outer"), 1, journal=journal)
     await until(lambda: journal.starts("leaf") == 1)
     journal.fail("leaf", RuntimeError("boom"))  # the inner gives up at once
     await until(lambda: journal.starts("leaf") == 2)
@@ -379,7 +411,9 @@ async def test_a_factory_that_fails_on_restart_counts_against_the_limit(
             raise OSError("config file missing")
         return inner()
 
-    sup = await started(manager, Supervisor(factory, max_restarts=3, max_seconds=60), 1)
+    sup = await started(
+        manager, Supervisor(factory, max_restarts=3, max_seconds=60), 1, journal=journal
+    )
     with caplog.at_level(logging.ERROR, logger="archangel.supervisor"):
         journal.fail("x", RuntimeError("boom"))
         await sup.wait()
@@ -431,7 +465,7 @@ def test_bad_arguments_are_clear_errors() -> None:
 
 async def test_ps_lists_the_supervisor_and_its_children() -> None:
     journal, manager = Journal(), ProcessManager()
-    sup = await started(manager, Supervisor(journal.child("a"), name="web"), 1)
+    sup = await started(manager, Supervisor(journal.child("a"), name="web"), 1, journal=journal)
     rows = {info.pid: info for info in manager.ps()}
     assert rows[sup.pid].kind == "supervisor" and rows[sup.pid].name == "web"  # type: ignore[index]
     child = sup.children[0]
