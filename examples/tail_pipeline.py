@@ -90,13 +90,13 @@ def append_made_up_lines(path: str) -> None:
 
 
 async def make_up_lines(path: str) -> None:
-    """Append a few made-up lines every 50 ms; rotate the file once after 3 s."""
+    """Append a few made-up lines every 50 ms; rotate the file once after 1.5 s."""
     loop = asyncio.get_running_loop()
-    rotate_at = loop.time() + 3
+    rotate_at = loop.time() + 1.5
     while True:
         append_made_up_lines(path)
         if rotate_at and loop.time() >= rotate_at:
-            os.replace(path, path + ".1")  # the tail reads the old file to its end, then follows
+            os.replace(path, path + ".1")  # the tail follows the new file, reads the old to its end
             rotate_at = 0
         await asyncio.sleep(0.05)
 
@@ -117,9 +117,8 @@ async def main(
         else:
             print(f"following {path}")
         counter = CountPerKey()
-        pipeline = Pipeline(
-            tail(path, from_start), parse, keep(important), counter, name="log-counter"
-        )
+        supply = tail(path, from_start)
+        pipeline = Pipeline(supply, parse, keep(important), counter, name="log-counter")
         manager.spawn(pipeline)
         manager.spawn(report(counter, pipeline, every_seconds), name="report")
         try:
@@ -128,6 +127,7 @@ async def main(
             pass
         print("stopping...")
         await manager.shutdown(timeout=5)
+        print(f"tail: {supply.rotations} rotations, {supply.truncations} truncations")
         print(f"pipeline counters: {dict(pipeline.counters)}")
         for cog in pipeline.cog_counters:
             print(f"  {cog.name:<15} {dict(cog)}")

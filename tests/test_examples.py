@@ -53,10 +53,11 @@ def test_supervised_example_gives_up_when_the_feed_keeps_failing() -> None:
     assert done.stderr.count("ConnectionError: feed lost") >= 6  # 5 restarts, then no more
 
 
-def test_tail_pipeline_example_counts_its_own_log() -> None:
+def test_tail_pipeline_example_counts_its_own_log_through_a_rotation() -> None:
     done = run_example("examples/tail_pipeline.py", "--seconds", "2.5", "--every", "1")
     assert done.returncode == 0, done.stderr
     assert "following " in done.stdout and "final counts: " in done.stdout
+    assert "tail: 1 rotations, 0 truncations" in done.stdout  # it rotates after 1.5 s
     counters = re.search(r"pipeline counters: (\{.*\})", done.stdout)
     assert counters is not None, done.stdout
     values = dict(re.findall(r"'(\w+)': (\d+)", counters.group(1)))

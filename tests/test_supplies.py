@@ -107,7 +107,7 @@ async def test_tail_survives_rename_rotation_without_losing_lines(
 ) -> None:
     log = tmp_path / "app.log"
     log.write_text("")
-    follow = Follow(tail(log, watcher=watcher))
+    follow = Follow(tail(log, watcher=watcher, rotated_grace=0.2))
     async with follow:
         await follow.settled()
         with log.open("a", buffering=1) as old:
@@ -118,13 +118,36 @@ async def test_tail_survives_rename_rotation_without_losing_lines(
             await asyncio.sleep(0.01)  # whether or not the tail saw the rename by now
             old.write("late 2\nunterminated")
         log.write_text("fresh 1\nfresh 2\n")
-        await follow.expect("late 1", "late 2", "unterminated", "fresh 1", "fresh 2")
+        # The old file's unterminated line comes once it has been quiet 0.2 s.
+        await follow.expect("late 1", "late 2", "fresh 1", "fresh 2", "unterminated")
         assert follow.supply.rotations == 1
         # and a second rotation, this time renaming a new file over the old name
         (tmp_path / "next").write_text("next 1\n")
         os.rename(tmp_path / "next", log)
         await follow.expect("next 1")
         assert follow.supply.rotations == 2
+
+
+async def test_tail_reads_a_rotated_file_until_its_writer_reopens(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    # logrotate's "create": rename, create the new file at once, and the daemon
+    # writes to the old one until it is told (SIGHUP) to reopen its log.
+    log = tmp_path / "app.log"
+    log.write_text("")
+    follow = Follow(tail(log, watcher=watcher, rotated_grace=0.3))
+    async with follow:
+        await follow.settled()
+        with log.open("a", buffering=1) as old:
+            old.write("before\n")
+            await follow.expect("before")
+            os.rename(log, tmp_path / "app.log.1")
+            log.write_text("")
+            await until(lambda: follow.supply.rotations == 1)  # following the new file
+            old.write("late, before the daemon reopens\n")
+            await follow.expect("late, before the daemon reopens")
+        append(log, "fresh\n")
+        await follow.expect("fresh")
 
 
 async def test_tail_survives_copy_truncate(watcher: Watcher, tmp_path: Path) -> None:
@@ -143,6 +166,25 @@ async def test_tail_survives_copy_truncate(watcher: Watcher, tmp_path: Path) -> 
             writer.write("and more\n")
             await follow.expect("and more")
         assert follow.supply.truncations == 1 and follow.supply.rotations == 0
+
+
+async def test_tail_notices_a_truncation_the_file_outgrew_and_drops_a_partial_line(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+    follow = Follow(tail(log, watcher=watcher))
+    async with follow:
+        await follow.settled()
+        with log.open("a", buffering=1) as writer:
+            writer.write("x1\npart")
+            await follow.expect("x1")
+            await follow.settled()
+            # Truncated, then written past the old position before the tail looks.
+            os.truncate(log, 0)
+            writer.write("new line 1\nnew line 2\n")
+            await follow.expect("new line 1", "new line 2")
+        assert follow.supply.truncations == 1
 
 
 async def test_tail_closes_its_own_watcher_and_file(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -52,6 +53,11 @@ logger = logging.getLogger(__name__)
 CHUNK = 1 << 16
 #: Bytes :func:`tail` reads before handing lines over and reading on.
 READ_AHEAD = 1 << 20
+#: Seconds a rotated file is still read after its last append, by default
+#: (its writer may append until it reopens its log).
+ROTATED_GRACE = 5.0
+#: How often a rotated file still read is looked at (its writes wake nobody).
+ROTATED_POLL = 0.1
 _RELEVANT = Change.OVERFLOW | Change.SELF_DELETED | Change.SELF_MOVED
 
 
@@ -66,6 +72,7 @@ def tail(
     encoding: str | None = "utf-8",
     errors: str = "replace",
     max_line: int = MAX_LINE,
+    rotated_grace: float = ROTATED_GRACE,
 ) -> Tail:
     """Follow the lines appended to a file, like ``tail -F``.
 
@@ -78,11 +85,21 @@ def tail(
         encoding: How to decode lines; None yields bytes.
         errors: The decoding error handler.
         max_line: The longest partial line held, in bytes.
+        rotated_grace: Seconds a rotated file is still read after its
+            writer last appended to it.
 
     Returns:
         A :class:`Tail`: iterate it (or give it to a pipeline) to follow.
     """
-    return Tail(path, from_start, watcher, encoding=encoding, errors=errors, max_line=max_line)
+    return Tail(
+        path,
+        from_start,
+        watcher,
+        encoding=encoding,
+        errors=errors,
+        max_line=max_line,
+        rotated_grace=rotated_grace,
+    )
 
 
 class Tail(LineSupply):
@@ -92,12 +109,17 @@ class Tail(LineSupply):
     until completed. It survives:
 
     * **truncation** (copy-truncate rotation): when the file becomes shorter
-      than the position read, reading restarts at its start. Lines written
-      between the copy and the truncation are lost, as with any reader.
-    * **rotation** (rename, then a new file): the old file is read to its end
-      (including lines its writer added after the rename) before the new one
-      is read from its start; an unterminated last line of the old file is
-      passed on as a line. While no new file exists the old one stays open.
+      than the position read, or the byte before that position changes (it
+      was truncated and written past it again before the tail looked),
+      reading restarts at its start and a partial line held from before is
+      dropped. Lines written between the copy and the truncation are lost,
+      as with any reader.
+    * **rotation** (rename, then a new file): the new file is read from its
+      start, and the old one is still read, for the lines its writer appends
+      until it reopens its log, until it has been quiet for
+      ``rotated_grace`` seconds (5 by default); then its unterminated last
+      line, if any, is passed on as a line. While no new file exists the old one
+      stays the file followed.
     * **a missing file**: it is waited for, then read from its start.
 
     Each iteration (``async for``, or a pipeline reading :meth:`batches`)
@@ -119,13 +141,17 @@ class Tail(LineSupply):
         encoding: str | None = "utf-8",
         errors: str = "replace",
         max_line: int = MAX_LINE,
+        rotated_grace: float = ROTATED_GRACE,
     ) -> None:
+        if rotated_grace < 0:
+            raise ValueError(f"rotated_grace must be >= 0, got {rotated_grace}")
         self.path = os.path.abspath(os.fspath(path))
         self.from_start = from_start
         self.watcher = watcher
         self.encoding = encoding
         self.errors = errors
         self.max_line = max_line
+        self.rotated_grace = rotated_grace
         self.rotations = 0
         self.truncations = 0
         self._watches: set[Watch] = set()
@@ -154,6 +180,8 @@ class Tail(LineSupply):
             follower.start(at_end=not self.from_start)
             while True:
                 lines, more = follower.poll()
+                if watch.closed:
+                    lines.extend(follower.flush_rotated())
                 if lines:
                     yield lines
                 if watch.closed:
@@ -163,7 +191,15 @@ class Tail(LineSupply):
                     continue
                 while True:
                     try:
-                        events = await watch.wait()
+                        if follower.draining:
+                            # A rotated file's writer wakes nobody: look again soon.
+                            try:
+                                async with asyncio.timeout(ROTATED_POLL):
+                                    events = await watch.wait()
+                            except TimeoutError:
+                                break
+                        else:
+                            events = await watch.wait()
                     except WatcherClosed:
                         if follower.directory_exists():
                             return  # closed (the tail, or a shared watcher): stop following
@@ -181,10 +217,21 @@ class Tail(LineSupply):
                 watcher.close()
 
 
+class _Rotated:
+    """A file rotated away that its writer may still append to, for a while."""
+
+    __slots__ = ("buffer", "fd", "quiet_since")
+
+    def __init__(self, fd: int, buffer: LineBuffer, now: float) -> None:
+        self.fd = fd
+        self.buffer = buffer
+        self.quiet_since = now
+
+
 class _Follower:
     """The file-following state machine of a :class:`Tail`: no asyncio, no waiting."""
 
-    __slots__ = ("_buffer", "_fd", "_id", "_pos", "_tail")
+    __slots__ = ("_buffer", "_fd", "_id", "_last", "_pos", "_rotated", "_tail")
 
     def __init__(self, tail: Tail, buffer: LineBuffer) -> None:
         self._tail = tail
@@ -192,6 +239,8 @@ class _Follower:
         self._fd: int | None = None
         self._id: tuple[int, int] = (0, 0)
         self._pos = 0
+        self._last = b""  # the byte before _pos, to notice a truncation the file outgrew
+        self._rotated: list[_Rotated] = []
 
     def start(self, *, at_end: bool) -> None:
         """Open the file if it exists; at its end, or at its start."""
@@ -207,6 +256,7 @@ class _Follower:
         elif window < size:
             self._pos = size
         os.lseek(self._fd, self._pos, os.SEEK_SET)
+        self._last = os.pread(self._fd, 1, self._pos - 1) if self._pos else b""
 
     def _open(self) -> bool:
         try:
@@ -214,33 +264,50 @@ class _Follower:
         except FileNotFoundError:
             return False
         st = os.fstat(fd)
-        self._fd, self._id, self._pos = fd, (st.st_ino, st.st_dev), 0
+        self._fd, self._id, self._pos, self._last = fd, (st.st_ino, st.st_dev), 0, b""
         return True
+
+    @property
+    def draining(self) -> bool:
+        """Whether rotated files are still read (their writers may not have reopened yet)."""
+        return bool(self._rotated)
 
     def directory_exists(self) -> bool:
         """Whether the file's directory still exists."""
         return os.path.isdir(os.path.dirname(self._tail.path))
 
     def close(self) -> None:
-        """Close the file followed."""
+        """Close the file followed and the rotated ones still read."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        for rotated in self._rotated:
+            os.close(rotated.fd)
+        self._rotated.clear()
 
     def poll(self) -> tuple[list[Any], bool]:
         """The lines ready now, and whether more data is waiting to be read."""
         lines: list[Any] = []
+        budget = [READ_AHEAD]
+        if self._rotated and not self._drain(lines, budget):
+            return lines, True
         if self._fd is None and not self._open():
             return lines, False
-        budget = [READ_AHEAD]
         while True:
             fd = self._fd
             assert fd is not None
-            if os.fstat(fd).st_size < self._pos:
+            if self._truncated(fd):
                 self._tail.truncations += 1
-                logger.info("%s: truncated; reading from its start", self._tail.path)
+                held = len(self._buffer.partial)
+                logger.info(
+                    "%s: truncated; reading from its start%s",
+                    self._tail.path,
+                    f" (dropping a partial line of {held} bytes)" if held else "",
+                )
+                self._buffer.clear()
                 self._pos = os.lseek(fd, 0, os.SEEK_SET)
-            if not self._read(lines, budget):
+                self._last = b""
+            if not self._read(fd, self._buffer, lines, budget):
                 return lines, True
             try:
                 st = os.stat(self._tail.path)
@@ -248,25 +315,66 @@ class _Follower:
                 return lines, False  # renamed or deleted: keep reading it until a new file
             if (st.st_ino, st.st_dev) == self._id:
                 return lines, False
-            # Rotated: read the old file to its end, then follow the new one.
-            if not self._read(lines, budget):
-                return lines, True
-            lines.extend(self._buffer.flush())
-            self.close()
+            # Rotated: follow the new file, and keep reading the old one while
+            # its writer may still append to it (until it has been quiet for
+            # rotated_grace seconds): a daemon reopens its log only when told.
+            old = self._buffer
+            self._rotated.append(_Rotated(fd, old, time.monotonic()))
+            self._buffer = LineBuffer(old.encoding, old.errors, old.max_line)
+            self._fd = None
             self._tail.rotations += 1
             logger.info("%s: rotated; following the new file", self._tail.path)
             if not self._open():
                 return lines, False
 
-    def _read(self, lines: list[Any], budget: list[int]) -> bool:
-        """Read to the end of the file, within the budget; True if the end was reached."""
-        fd, feed = self._fd, self._buffer.feed
-        assert fd is not None
+    def flush_rotated(self) -> list[Any]:
+        """The unterminated last lines of the rotated files still read (the tail stops)."""
+        lines: list[Any] = []
+        for rotated in self._rotated:
+            lines.extend(rotated.buffer.flush())
+        return lines
+
+    def _truncated(self, fd: int) -> bool:
+        """Whether the file is now shorter than what was read, or was rewritten over it."""
+        if os.fstat(fd).st_size < self._pos:
+            return True
+        # Truncated and written past the old position before this read: the
+        # byte before the position changed (a cheap check that may miss it).
+        return self._pos > 0 and os.pread(fd, 1, self._pos - 1) != self._last
+
+    def _drain(self, lines: list[Any], budget: list[int]) -> bool:
+        """Read what the rotated files' writers appended; close those quiet long enough."""
+        now = time.monotonic()
+        for rotated in list(self._rotated):
+            before = budget[0]
+            if not self._read(rotated.fd, rotated.buffer, lines, budget, track=False):
+                return False
+            if budget[0] < before:  # its writer appended
+                rotated.quiet_since = now
+            if now - rotated.quiet_since >= self._tail.rotated_grace:
+                lines.extend(rotated.buffer.flush())
+                os.close(rotated.fd)
+                self._rotated.remove(rotated)
+        return True
+
+    def _read(
+        self,
+        fd: int,
+        buffer: LineBuffer,
+        lines: list[Any],
+        budget: list[int],
+        *,
+        track: bool = True,
+    ) -> bool:
+        """Read ``fd`` to its end, within the budget; True if the end was reached."""
+        feed = buffer.feed
         while budget[0] > 0:
             data = os.read(fd, CHUNK)
             if not data:
                 return True
-            self._pos += len(data)
+            if track:
+                self._pos += len(data)
+                self._last = data[-1:]
             budget[0] -= len(data)
             lines.extend(feed(data))
         return False
