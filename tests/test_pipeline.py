@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -79,10 +79,14 @@ async def forever(values: Iterable[Any], closed: list[str] | None = None) -> Asy
 
 
 def identity(counters: Any) -> bool:
-    return bool(
-        counters["in"] + counters["flushed"]
-        == counters["out"] + counters["swallowed"] + counters["failed"] + counters["in_flight"]
-    )
+    """The accounting identity of a train (or a cog) whose cogs output at most one item."""
+    ended = ("out", "swallowed", "failed", "dropped", "in_flight")
+    return bool(counters["in"] + counters["flushed"] == sum(counters[key] for key in ended))
+
+
+def all_identities(pipeline: Pipeline) -> bool:
+    """The identity holds for the train and for every cog."""
+    return identity(pipeline.counters) and all(identity(c) for c in pipeline.cog_counters)
 
 
 # -- running --------------------------------------------------------------------------
@@ -99,6 +103,7 @@ async def test_sync_train_runs_to_the_end_of_its_supply() -> None:
         "swallowed": 1000,
         "failed": 0,
         "flushed": 0,
+        "dropped": 0,
         "in_flight": 0,
     }
     first, second = pipeline.cog_counters
@@ -110,6 +115,8 @@ async def test_sync_train_runs_to_the_end_of_its_supply() -> None:
         "swallowed",
         "failed",
         "flushed",
+        "dropped",
+        "in_flight",
         "seconds",
     }
     assert pipeline.exit_reason is ExitReason.NORMAL
@@ -125,6 +132,77 @@ async def test_fan_out_generators_and_helpers_are_counted_exactly() -> None:
     assert out == [1, 1, 2, 1, 1, 2, 1, 1, 2]
     gen = pipeline.cog_counters[0]
     assert (gen["in"], gen["out"], gen["swallowed"]) == (9, 9, 3)
+
+
+def lazy_empty(x: int) -> Iterable[int]:
+    """A plain function returning a lazy iterator: empty for multiples of 3."""
+    return map(int, [] if x % 3 == 0 else [x])
+
+
+async def async_lazy_empty(x: int) -> Iterable[int]:
+    await asyncio.sleep(0)
+    return lazy_empty(x)
+
+
+@pytest.mark.parametrize("cog", [lazy_empty, async_lazy_empty])
+async def test_a_lazy_empty_output_counts_as_swallowed(cog: Any) -> None:
+    out: list[int] = []
+    pipeline = Pipeline(range(9), cog, sink=out.append)
+    counters = await pipeline.run()
+    assert out == [1, 2, 4, 5, 7, 8]
+    (stats,) = pipeline.cog_counters
+    assert (stats["in"], stats["out"], stats["swallowed"]) == (9, 6, 3)
+    assert counters["swallowed"] == 3 and all_identities(pipeline)
+
+
+def gen_fails_on_odd(x: int) -> Iterator[int]:
+    yield x
+    if x % 2:
+        raise ValueError(f"odd {x}")
+
+
+def lazy_fails_on_odd(x: int) -> Iterable[int]:
+    return map(int, [str(x), "odd"] if x % 2 else [str(x)])  # int("odd") raises
+
+
+async def agen_fails_on_odd(x: int) -> AsyncIterator[int]:
+    yield x
+    await asyncio.sleep(0)
+    if x % 2:
+        raise ValueError(f"odd {x}")
+
+
+async def async_fails_on_odd(x: int) -> tuple[int]:
+    await asyncio.sleep(0)
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return (x,)
+
+
+@pytest.mark.parametrize(
+    "cog", [gen_fails_on_odd, lazy_fails_on_odd, agen_fails_on_odd, async_fails_on_odd]
+)
+async def test_a_failed_item_outputs_nothing_even_what_it_yielded_before_raising(
+    cog: Any,
+) -> None:
+    out: list[int] = []
+    failed: list[tuple[Any, Any]] = []
+    pipeline = Pipeline(
+        range(10),
+        cog,
+        double,
+        sink=out.append,
+        errors=lambda item, exc, by: failed.append((item, by)),
+        log_rate=0,
+    )
+    counters = await pipeline.run()
+    assert out == [0, 4, 8, 12, 16]
+    assert failed == [(x, cog) for x in (1, 3, 5, 7, 9)]
+    first, second = pipeline.cog_counters
+    assert (first["in"], first["out"], first["failed"]) == (10, 5, 5)
+    assert second["in"] == 5
+    assert (counters["in"], counters["out"], counters["failed"]) == (10, 5, 5)
+    assert all_identities(pipeline) and counters["in_flight"] == 0
 
 
 async def test_async_and_async_generator_cogs_keep_order() -> None:
@@ -150,7 +228,8 @@ async def forever_values(values: Iterable[Any]) -> AsyncIterator[Any]:
         yield value
 
 
-async def test_concurrency_limit_is_reached_and_respected() -> None:
+@pytest.mark.parametrize("how", ["concurrent()", "Cog.concurrency"])
+async def test_concurrency_limit_is_reached_and_respected(how: str) -> None:
     running = 0
     most = 0
     gate = asyncio.Event()
@@ -165,9 +244,17 @@ async def test_concurrency_limit_is_reached_and_respected() -> None:
         running -= 1
         return (x,)
 
+    class Work(Cog):
+        concurrency = 3
+
+        async def __call__(self, item: int) -> tuple[int]:
+            return await work(item)
+
+    cog = concurrent(work, limit=3) if how == "concurrent()" else Work()
     out: list[int] = []
-    pipeline = Pipeline(range(20), concurrent(work, limit=3), sink=out.append)
-    await pipeline.run()
+    pipeline = Pipeline(range(20), cog, sink=out.append)
+    async with asyncio.timeout(10):  # with a limit below 3 the gate never opens
+        await pipeline.run()
     assert most == 3
     assert sorted(out) == list(range(20))
 
@@ -296,6 +383,68 @@ async def test_killed_before_its_first_step_still_calls_done() -> None:
     assert pipeline.exit_reason is ExitReason.KILLED
 
 
+async def test_killed_while_finishing_still_calls_done_on_every_cog() -> None:
+    log: list[str] = []
+    finishing = asyncio.Event()
+
+    class SlowFinish(Recorder):
+        async def finish(self) -> list[Any]:  # type: ignore[override]
+            held = super().finish()
+            finishing.set()
+            await asyncio.Event().wait()  # until killed
+            return held
+
+    manager = ProcessManager()
+    cogs = [Recorder("a", log), SlowFinish("b", log), Recorder("c", log)]
+    pipeline = manager.spawn(Pipeline(range(5), *cogs))
+    await finishing.wait()
+    assert pipeline.phase == "finishing"
+    assert manager.kill(pipeline.pid)  # type: ignore[arg-type]
+    await pipeline.wait()
+    assert log == ["finish a", "finish b", "done a", "done b", "done c"]
+    assert pipeline.exit_reason is ExitReason.KILLED
+    assert pipeline.counters["out"] == 5 and all_identities(pipeline)
+
+
+@pytest.mark.parametrize("where", ["async cog", "async sink"])
+async def test_a_kill_counts_the_items_in_flight_as_dropped(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="archangel.pipeline")
+    reached = asyncio.Event()
+
+    async def stuck(x: int) -> tuple[int]:
+        reached.set()
+        await asyncio.Event().wait()  # until killed
+        return (x,)
+
+    async def stuck_sink(x: int) -> None:
+        await stuck(x)
+
+    if where == "async cog":
+        pipeline = Pipeline(range(1000), double, stuck, batch=512, buffer=4)
+    else:
+        pipeline = Pipeline(range(1000), double, sink=stuck_sink, batch=512, buffer=4)
+    manager = ProcessManager()
+    manager.spawn(pipeline)
+    await reached.wait()
+    # one batch is in: an item in the stuck cog (or sink), a full inbox, the rest waiting
+    running = pipeline.counters
+    assert (running["in"], running["in_flight"], running["dropped"]) == (512, 512, 0)
+    assert all_identities(pipeline)
+    assert manager.kill(pipeline.pid)  # type: ignore[arg-type]
+    await pipeline.wait()
+    counters = pipeline.counters
+    assert (counters["in"], counters["in_flight"], counters["dropped"]) == (512, 0, 512)
+    assert all_identities(pipeline)
+    dropped_by_cog = [c["dropped"] for c in pipeline.cog_counters]
+    assert dropped_by_cog == ([0, 1] if where == "async cog" else [0])
+    details = manager.history[-1].details
+    assert details["dropped"] == 512 and details["in_flight"] == 0
+    assert [c["dropped"] for c in details["cogs"]] == dropped_by_cog
+    assert "512 items in flight dropped" in caplog.text
+
+
 async def test_a_failing_supply_ends_the_pipeline_with_its_error_after_finish_and_done() -> None:
     async def broken() -> AsyncIterator[int]:
         yield 1
@@ -374,6 +523,69 @@ async def test_the_suppressed_summary_comes_when_the_window_ends_not_only_at_the
     assert len(caplog.records) == 3
 
 
+async def test_error_sink_failures_are_rate_limited_and_name_the_item(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FailureLog, "period", 3600.0)  # one window for the whole run
+    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+
+    def bad(item: dict[str, str]) -> None:
+        raise ValueError(item["key"])
+
+    def errors(item: Any, exc: BaseException, cog: Any) -> None:
+        raise RuntimeError("error sink down")
+
+    pipeline = Pipeline(
+        ({"key": f"k{i}"} for i in range(50)),
+        bad,
+        errors=errors,
+        id_getter=lambda item: f"<{item['key']}>",
+        log_rate=3,
+    )
+    counters = await pipeline.run()
+    assert counters["failed"] == 50
+    lines = [r.getMessage() for r in caplog.records]
+    cog_lines = [line for line in lines if "cog bad of pipeline" in line]
+    sink_lines = [line for line in lines if "error sink errors of pipeline" in line]
+    assert len(lines) == len(cog_lines) + len(sink_lines) == 8
+    assert [line.split(":")[0] for line in cog_lines[:3]] == ["<k0>", "<k1>", "<k2>"]
+    assert cog_lines[-1].endswith("suppressed 47 more failure lines")
+    assert sink_lines[0].startswith("<k0>: error sink errors of pipeline Pipeline")
+    assert sink_lines[0].endswith("raised RuntimeError('error sink down')")
+    assert sink_lines[-1].endswith("suppressed 47 more failure lines")
+
+
+async def test_a_failing_finish_or_done_is_logged_and_the_pipeline_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BadFinish(Recorder):
+        def finish(self) -> list[Any]:
+            super().finish()
+            raise RuntimeError("finish broke")
+
+    class BadDone(Recorder):
+        def done(self) -> None:
+            super().done()
+            raise RuntimeError("done broke")
+
+    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    log: list[str] = []
+    out: list[int] = []
+    cogs = [BadFinish("a", log, hold=2), BadDone("b", log), Recorder("c", log, hold=3)]
+    pipeline = Pipeline(range(1, 7), *cogs, sink=out.append)
+    await pipeline.run()
+    finished = ["finish a", "finish b", "finish c"]
+    assert log == [*finished, "done a", "done b", "done c"]
+    assert out == [1, 5, 3]  # a lost 2, 4 and 6 with its finish; c flushed 3
+    assert pipeline.exit_reason is ExitReason.NORMAL
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].endswith("finish() of cog BadFinish raised; the items it held are lost")
+    assert messages[1].endswith("done() of cog BadDone raised")
+    errors = [r.exc_info[1] for r in caplog.records if r.exc_info is not None]
+    assert [str(exc) for exc in errors] == ["finish broke", "done broke"]
+
+
 async def test_a_failing_sink_counts_as_failed() -> None:
     def sink(x: int) -> None:
         if x == 2:
@@ -427,19 +639,74 @@ async def test_accounting_holds_whenever_it_is_read() -> None:
     assert counters["in"] == 3000 and counters["failed"] > 0 and counters["swallowed"] > 0
 
 
+@pytest.mark.parametrize("sink_kind", ["sync", "async"])
+async def test_accounting_holds_when_read_from_inside_cogs_and_sinks(sink_kind: str) -> None:
+    pipeline: Pipeline
+    readings: list[bool] = []
+
+    def check() -> None:
+        readings.append(all_identities(pipeline))
+
+    def spy(x: int) -> tuple[int]:
+        check()
+        return (x,)
+
+    def fragile(x: int) -> tuple[int] | None:
+        check()
+        if x % 5 == 0:
+            raise ValueError(x)
+        return None if x % 7 == 0 else (x,)
+
+    async def async_spy(x: int) -> tuple[int]:
+        check()
+        await asyncio.sleep(0)
+        check()
+        return (x,)
+
+    def sync_sink(x: int) -> None:
+        check()
+        if x % 11 == 0:
+            raise ValueError(x)
+
+    async def async_sink(x: int) -> None:
+        await asyncio.sleep(0)
+        sync_sink(x)
+
+    def errors(item: Any, exc: BaseException, cog: Any) -> None:
+        check()
+
+    pipeline = Pipeline(
+        range(300),
+        spy,
+        fragile,
+        Recorder("holds", [], hold=3),
+        async_spy,
+        spy,
+        sink=sync_sink if sink_kind == "sync" else async_sink,
+        errors=errors,
+        batch=50,
+        buffer=8,
+        log_rate=0,
+    )
+    counters = await pipeline.run()
+    assert len(readings) > 1000 and all(readings)
+    assert counters["in_flight"] == 0 and all_identities(pipeline)
+    assert counters["failed"] > 0 and counters["swallowed"] > 0 and counters["flushed"] > 0
+
+
 async def test_slow_sink_keeps_buffers_within_their_bound() -> None:
     bound, batch = 8, 32
     worst: list[int] = []
+    ahead: list[int] = []
     pipeline: Pipeline
 
     async def slow_sink(item: int) -> None:
+        # Only records: an assert here would count as a sink failure, not fail the test.
         for _ in range(100):  # a hundred loop turns per item: far slower than the supply
             await asyncio.sleep(0)
         occupancy = [used for used, _ in pipeline.buffers]
         worst.append(max(occupancy))
-        ahead = pipeline.counters["in"] - pipeline.counters["out"]
-        # read-ahead is bounded: one batch in hand plus one inbox per stage
-        assert ahead <= batch + bound * len(pipeline.buffers) + 2
+        ahead.append(pipeline.counters["in"] - pipeline.counters["out"])
 
     async def passthrough(x: int) -> tuple[int]:
         return (x,)
@@ -455,6 +722,9 @@ async def test_slow_sink_keeps_buffers_within_their_bound() -> None:
     while len(worst) < 60:
         await asyncio.sleep(0)
     await pipeline.stop()
+    assert pipeline.counters["failed"] == 0
     assert max(worst) <= bound
+    # read-ahead is bounded: one batch in hand, one inbox per stage, one item per worker
+    assert len(ahead) >= 60 and max(ahead) <= batch + bound * len(pipeline.buffers) + 2
     assert all(bound_ == bound for _, bound_ in pipeline.buffers)
     assert pipeline.counters["in"] < 60 + batch + 2 * bound + 2

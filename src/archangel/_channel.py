@@ -31,7 +31,8 @@ class Channel:
 
     ``put_many`` appends what fits and waits for room for the rest (that is
     the back-pressure); items it still holds are counted in :attr:`waiting`,
-    so ``len(channel) + channel.waiting`` is everything on its way through.
+    so ``len(channel) + channel.waiting`` is everything on its way through
+    (until :meth:`drop` empties the channel).
     ``len(channel)`` never exceeds :attr:`bound`. Producers are woken once the
     channel is half empty, so a slow consumer does not ping-pong with them.
     """
@@ -54,31 +55,33 @@ class Channel:
         return f"<Channel {len(self._items)}/{self.bound} waiting={self.waiting} [{state}]>"
 
     async def put_many(self, items: list[Any]) -> None:
-        """Append ``items`` in order, waiting for room as needed."""
+        """Append ``items`` in order, waiting for room as needed.
+
+        If cancelled while waiting, the items not appended yet stay counted
+        in :attr:`waiting`: they are not lost silently, :meth:`drop` counts
+        them.
+        """
         total = len(items)
         moved = 0
         self.waiting += total
-        try:
-            while True:
-                room = self.bound - len(self._items)
-                if room > 0:
-                    chunk = items if moved == 0 and total <= room else items[moved : moved + room]
-                    self._items.extend(chunk)
-                    moved += len(chunk)
-                    self.waiting -= len(chunk)
-                    if self._getters:
-                        _wake(self._getters)
-                    if moved == total:
-                        return
-                future = asyncio.get_running_loop().create_future()
-                self._putters.append(future)
-                try:
-                    await future
-                finally:
-                    if not future.done():
-                        future.cancel()
-        finally:
-            self.waiting -= total - moved  # only when cancelled: the rest is dropped
+        while True:
+            room = self.bound - len(self._items)
+            if room > 0:
+                chunk = items if moved == 0 and total <= room else items[moved : moved + room]
+                self._items.extend(chunk)
+                moved += len(chunk)
+                self.waiting -= len(chunk)
+                if self._getters:
+                    _wake(self._getters)
+                if moved == total:
+                    return
+            future = asyncio.get_running_loop().create_future()
+            self._putters.append(future)
+            try:
+                await future
+            finally:
+                if not future.done():
+                    future.cancel()
 
     async def get(self) -> Any:
         """The next item; :data:`END` once the channel is closed and empty."""
@@ -102,6 +105,17 @@ class Channel:
         """No more items will come: getters drain what is left, then get :data:`END`."""
         self.closed = True
         _wake(self._getters)
+
+    def drop(self) -> int:
+        """Empty the channel; return how many items it held or was waiting to take.
+
+        For its owner, once no producer or consumer uses it any more (the
+        pipeline was killed): what is returned is what the kill abandoned.
+        """
+        dropped = len(self._items) + self.waiting
+        self._items.clear()
+        self.waiting = 0
+        return dropped
 
 
 class FailureLog:

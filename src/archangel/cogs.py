@@ -100,15 +100,18 @@ class Cog:
 
         Called once, in train order, after every item upstream has reached
         this cog; the items returned go through the rest of the train. After
-        ``finish`` the cog receives no more items. May be ``async def``.
+        ``finish`` the cog receives no more items. May be ``async def``; if it
+        raises, that is logged, the items it held are lost and the pipeline
+        goes on.
         """
         return None
 
     def done(self) -> Awaitable[None] | None:
         """Release resources; called once on every cog after all have finished.
 
-        Also called when the pipeline is killed (then without ``finish``).
-        May be ``async def``.
+        Also called when the pipeline is killed, even if ``finish`` was not
+        called (or was interrupted). May be ``async def``; if it raises, that
+        is logged and the other cogs still get theirs.
         """
         return None
 
@@ -141,13 +144,6 @@ def _is_async(cog: object) -> bool:
 def _is_async_gen(cog: object) -> bool:
     """True if ``cog`` is an async generator function (or its ``__call__`` is one)."""
     return inspect.isasyncgenfunction(cog) or inspect.isasyncgenfunction(
-        getattr(cog, "__call__", None)  # noqa: B004
-    )
-
-
-def _is_gen(cog: object) -> bool:
-    """True if ``cog`` is a generator function (or its ``__call__`` is one)."""
-    return inspect.isgeneratorfunction(cog) or inspect.isgeneratorfunction(
         getattr(cog, "__call__", None)  # noqa: B004
     )
 

@@ -11,7 +11,8 @@ A pipeline reads its supply (a batch at a time) into its
 stopped; then it drains the items in flight stage by stage, calling each
 cog's ``finish`` once everything upstream of it has gone through (so the
 items a cog flushes pass through the cogs after it), and finally ``done`` on
-every cog. Killed, it cancels everything at once and still calls ``done``.
+every cog. Killed, it cancels everything at once, counts the items it held
+as ``dropped`` and still calls ``done``.
 
 What this module is not: it does not read files or sockets (see
 :mod:`archangel.supplies`), defines no cogs (see :mod:`archangel.cogs`) and
@@ -82,12 +83,14 @@ class Pipeline(TaskProcess):
             for a sink that waits: it then gets its own bounded inbox). None
             discards them (they are still counted as ``out``).
         errors: Called as ``errors(item, exception, cog)`` for every failed
-            item; must not block. Its own failures are logged and ignored.
+            item; must not block. Its own failures are logged (with the
+            item's id, rate-limited like a cog's) and ignored.
         id_getter: Names an item in log lines (default :func:`~archangel.cogs.default_id`).
         batch: How many items of a sync iterable to take at a time.
         buffer: The bound of each inbox (before every async cog and an async sink).
-        log_rate: At most this many failure log lines per second per cog; the
-            rest are counted and summarised ("suppressed K").
+        log_rate: At most this many failure log lines per second per cog (and
+            for the error sink); the rest are counted and summarised
+            ("suppressed K").
 
     Raises:
         InvalidArgument: A cog, sink or error sink that is not callable, or a
@@ -282,7 +285,10 @@ class Pipeline(TaskProcess):
     # -- stopping ---------------------------------------------------------------
 
     def on_kill(self, reason: ExitReason) -> None:
-        """Cancel the pipeline; every cog still gets ``done`` (but not ``finish``)."""
+        """Cancel the pipeline; every cog still gets ``done`` (but not ``finish``).
+
+        The items in flight are abandoned and counted as ``dropped``.
+        """
         if self.task is not None and self._phase is _Phase.NEW:
             # Cancelling now would drop main() before its first step, and with
             # it the done() calls: let main() see the kill and clean up instead.
@@ -315,7 +321,7 @@ class Pipeline(TaskProcess):
             feeder.cancel()
 
     async def _cleanup(self) -> None:
-        """Cancel what still runs, flush the log summaries, call ``done`` on every cog."""
+        """Cancel what still runs, count what was in flight as dropped, call ``done``."""
         interrupted = False
         tasks = self.train.tasks()
         if self._feeder is not None:
@@ -332,6 +338,11 @@ class Pipeline(TaskProcess):
         for task in tasks:
             if not task.cancelled():
                 task.exception()  # retrieved: the failure is reported once, by main
+        dropped = self.train.drop()
+        if dropped:
+            logger.warning(
+                "pipeline %s (pid %s): %d items in flight dropped", self.name, self.pid, dropped
+            )
         self.train.flush_logs()
         cogs = self.train.cogs
         while self._done < len(cogs):

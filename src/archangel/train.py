@@ -28,7 +28,6 @@ from .cogs import (
     IdGetter,
     _is_async,
     _is_async_gen,
-    _is_gen,
     _unwrap,
     cog_name,
     default_id,
@@ -38,8 +37,8 @@ __all__ = ["CogCounters", "Train", "TrainCounters"]
 
 logger = logging.getLogger("archangel.pipeline")
 
-_COG_KEYS = ("in", "out", "swallowed", "failed", "flushed", "seconds")
-_TRAIN_KEYS = ("in", "out", "swallowed", "failed", "flushed", "in_flight")
+_COG_KEYS = ("in", "out", "swallowed", "failed", "flushed", "dropped", "in_flight", "seconds")
+_TRAIN_KEYS = ("in", "out", "swallowed", "failed", "flushed", "dropped", "in_flight")
 
 
 class CogCounters(Mapping[str, float]):
@@ -47,16 +46,32 @@ class CogCounters(Mapping[str, float]):
 
     Keys: ``in`` (items received), ``out`` (items output, including those
     flushed by ``finish``), ``swallowed`` (inputs that produced nothing),
-    ``failed`` (inputs that raised), ``flushed`` (items ``finish`` returned)
-    and ``seconds`` (time spent in the cog, on the loop's clock; for an async
-    cog, from the call until its result). The cog's label is :attr:`name`.
+    ``failed`` (inputs that raised: what they had output is dropped),
+    ``flushed`` (items ``finish`` returned), ``dropped`` (inputs the cog was
+    working on when the pipeline was killed), ``in_flight`` (inputs it is
+    working on now) and ``seconds`` (time spent in the cog, on the loop's
+    clock; for an async cog, from the call until its result). The cog's
+    label is :attr:`name`. For a cog that outputs at most one item per
+    input, ``in + flushed == out + swallowed + failed + dropped + in_flight``
+    whenever it is read.
     """
 
-    __slots__ = ("failed", "flushed", "n_in", "n_out", "name", "seconds", "swallowed")
+    __slots__ = (
+        "dropped",
+        "failed",
+        "flushed",
+        "in_flight",
+        "n_in",
+        "n_out",
+        "name",
+        "seconds",
+        "swallowed",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.n_in = self.n_out = self.swallowed = self.failed = self.flushed = 0
+        self.dropped = self.in_flight = 0
         self.seconds = 0.0
 
     def __getitem__(self, key: str) -> float:
@@ -85,10 +100,12 @@ class TrainCounters(Mapping[str, int]):
     Keys: ``in`` (items taken from the supply), ``out`` (items the last cog
     output and the sink accepted), ``swallowed`` and ``failed`` (summed over
     the cogs; ``failed`` also counts items the sink raised on), ``flushed``
-    (items the cogs' ``finish`` returned) and ``in_flight`` (items inside the
-    train now). For a train of cogs that output at most one item per input,
-    ``in + flushed == out + swallowed + failed + in_flight`` whenever it is
-    read.
+    (items the cogs' ``finish`` returned), ``dropped`` (items abandoned when
+    the pipeline was killed: in an inbox, or being worked on) and
+    ``in_flight`` (items inside the train now, 0 once the pipeline has
+    ended). For a train of cogs that output at most one item per input,
+    ``in + flushed == out + swallowed + failed + dropped + in_flight``
+    whenever it is read, even from inside a cog or the error sink.
     """
 
     __slots__ = ("_train",)
@@ -108,8 +125,10 @@ class TrainCounters(Mapping[str, int]):
             return sum(c.failed for c in train.stats) + train.sink_failed
         if key == "flushed":
             return sum(c.flushed for c in train.stats)
+        if key == "dropped":
+            return train.n_dropped
         if key == "in_flight":
-            return sum(len(s.inbox) + s.inbox.waiting + s.active for s in train.stages[1:])
+            return train.in_flight()
         raise KeyError(key)
 
     def __iter__(self) -> Any:
@@ -125,18 +144,7 @@ class TrainCounters(Mapping[str, int]):
 class Stage:
     """A run of the train: an async cog (or the supply, or the sink) then sync cogs."""
 
-    __slots__ = (
-        "active",
-        "agen",
-        "first",
-        "fn",
-        "inbox",
-        "index",
-        "limit",
-        "next",
-        "stop",
-        "workers",
-    )
+    __slots__ = ("agen", "first", "fn", "inbox", "index", "limit", "next", "stop", "workers")
 
     def __init__(self, index: int | None, fn: Any, limit: int, first: int, stop: int, bound: int):
         self.index = index  # the async cog's index; None: the supply; len(cogs): the sink
@@ -146,13 +154,19 @@ class Stage:
         self.first = first  # the sync cogs run after it: cogs[first:stop]
         self.stop = stop
         self.inbox = Channel(bound)
-        self.active = 0  # items taken from the inbox and not yet passed on
         self.next: Stage | None = None
         self.workers: list[asyncio.Task[None]] = []
 
 
 class Train:
     """The cogs of one pipeline, compiled into stages, with their counters.
+
+    Every item inside the train is counted in exactly one place: in a cog's
+    ``in_flight`` (handed to the cog, not yet output, swallowed or failed),
+    in an inbox (or waiting to get into one), or at the sink (handed to it,
+    not yet accepted or failed). Sync cogs take a whole batch at once: the
+    batch is in the cog's ``in_flight`` until the cog is through with it, so
+    the counters add up even when read from inside a cog.
 
     Args:
         cogs: The cogs in train order.
@@ -161,7 +175,7 @@ class Train:
         errors: Called as ``errors(item, exception, cog)`` per failed item.
         id_getter: Names an item in log lines.
         buffer: The bound of each inbox.
-        log_rate: Failure log lines per second per cog.
+        log_rate: Failure log lines per second per cog (and for the error sink).
         on_crash: Called with an unexpected exception of a worker (a bug).
     """
 
@@ -183,13 +197,14 @@ class Train:
         self.errors = errors
         self.id_getter = id_getter
         self.on_crash = on_crash
-        self.n_in = self.n_out = self.sink_failed = 0
+        self.n_in = self.n_out = self.sink_failed = self.n_dropped = 0
+        self.n_sunk = 0  # items handed to the sink (accepted, failed, or still there)
         self.stats = [CogCounters(cog_name(cog)) for cog in cogs]
         self.logs = [FailureLog(f"cog {c.name}", log_rate) for c in self.stats]
         self.logs.append(FailureLog(f"sink {cog_name(sink)}", log_rate))
+        self.errors_log = FailureLog(f"error sink {cog_name(errors)}", log_rate)
         self.clock: Callable[[], float] = _no_clock
         self._fns: list[Any] = []
-        self._gens: list[bool] = []
         self.stages = self._compile(buffer)
         self.first = self.stages[0]
 
@@ -199,7 +214,6 @@ class Train:
         for index, cog in enumerate(self.cogs):
             fn, limit = _unwrap(cog)
             self._fns.append(fn)
-            self._gens.append(_is_gen(fn))
             if _is_async(fn) or _is_async_gen(fn):
                 stages[-1].stop = index
                 stages.append(Stage(index, fn, limit, index + 1, n, bound))
@@ -216,17 +230,43 @@ class Train:
         """Live counters of the whole train."""
         return TrainCounters(self)
 
+    def in_flight(self) -> int:
+        """How many items are inside the train now."""
+        in_cogs = sum(c.in_flight for c in self.stats)
+        in_inboxes = sum(len(s.inbox) + s.inbox.waiting for s in self.stages[1:])
+        return in_cogs + in_inboxes + self.n_sunk - self.n_out - self.sink_failed
+
     def start(self, loop: asyncio.AbstractEventLoop, label: str) -> None:
         """Start the worker tasks of the async stages on ``loop``."""
         self.clock = loop.time
         for stage in self.stages[1:]:
             name = f"{label}:{cog_name(stage.fn)}"
-            work = self._work
+            work = self._work if stage.index != len(self.cogs) else self._sink_work
             stage.workers = [loop.create_task(work(stage), name=name) for _ in range(stage.limit)]
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every worker task."""
         return [task for stage in self.stages[1:] for task in stage.workers]
+
+    def drop(self) -> int:
+        """Count every item still in flight as dropped; return how many there were.
+
+        For the end of a killed pipeline, once no worker runs any more: the
+        items in inboxes, or being worked on by a cog or the sink, are
+        abandoned, and counted as ``dropped`` (per cog too) so that none is
+        lost silently.
+        """
+        dropped = 0
+        for counters in self.stats:
+            counters.dropped += counters.in_flight
+            dropped += counters.in_flight
+            counters.in_flight = 0
+        for stage in self.stages[1:]:
+            dropped += stage.inbox.drop()
+        dropped += self.n_sunk - self.n_out - self.sink_failed
+        self.n_sunk = self.n_out + self.sink_failed
+        self.n_dropped += dropped
+        return dropped
 
     # -- moving items -------------------------------------------------------------
 
@@ -246,49 +286,60 @@ class Train:
             await stage.next.inbox.put_many(items)
 
     def through(self, start: int, stop: int, items: list[Any]) -> list[Any]:
-        """Run ``items`` through the sync cogs ``start..stop-1``, a cog at a time."""
-        fns, gens, stats, clock, fail = self._fns, self._gens, self.stats, self.clock, self.fail
+        """Run ``items`` through the sync cogs ``start..stop-1``, a cog at a time.
+
+        An input counts as swallowed when its output turned out empty (a lazy
+        iterator or a generator is counted by what it produced); an input
+        whose output raised part-way failed, and what it had output is dropped.
+        """
+        fns, stats, clock, fail = self._fns, self.stats, self.clock, self.fail
         for k in range(start, stop):
             if not items:
                 break
             fn = fns[k]
+            counters = stats[k]
+            n = len(items)
+            counters.n_in += n
+            counters.in_flight += n  # the batch is the cog's until it is through
             out: list[Any] = []
             extend = out.extend
-            swallowed = 0
+            swallowed = failures = 0
             began = clock()
-            if gens[k]:  # a generator is always true: count empty outputs by length
-                before = 0
-                for item in items:
-                    try:
-                        extend(fn(item))
-                    except Exception as exc:
-                        fail(k, item, exc)
-                        before = len(out)
-                        continue
-                    now = len(out)
-                    if now == before:
+            for item in items:
+                try:
+                    result = fn(item)
+                except Exception as exc:
+                    failures += 1
+                    fail(k, item, exc)
+                    continue
+                if result.__class__ is tuple or result.__class__ is list:  # the fast path
+                    if result:
+                        extend(result)
+                    else:
                         swallowed += 1
-                    before = now
-            else:
-                for item in items:
+                elif result is None:
+                    swallowed += 1
+                else:  # any other iterable, lazy maybe: count what it produces
+                    before = len(out)
                     try:
-                        result = fn(item)
-                        if result:
-                            extend(result)
-                        else:
-                            swallowed += 1
+                        extend(result)
                     except Exception as exc:
+                        del out[before:]  # a failed input outputs nothing
+                        failures += 1
                         fail(k, item, exc)
-            counters = stats[k]
+                        continue
+                    if len(out) == before:
+                        swallowed += 1
             counters.seconds += clock() - began
-            counters.n_in += len(items)
             counters.n_out += len(out)
             counters.swallowed += swallowed
+            counters.in_flight -= n - failures  # fail() took the failed ones out already
             items = out
         return items
 
     def deliver(self, items: list[Any]) -> None:
         """Give what the last cog output to a sync sink (or just count it)."""
+        self.n_sunk += len(items)
         sink = self.sink
         if sink is None:
             self.n_out += len(items)
@@ -302,57 +353,84 @@ class Train:
                 self.n_out += 1
 
     async def _work(self, stage: Stage) -> None:
-        """One worker of an async stage: take an item, await the cog, pass it on."""
-        inbox, fn, clock = stage.inbox, stage.fn, self.clock
+        """One worker of an async cog's stage: take an item, await the cog, pass it on."""
+        inbox, fn, agen, clock = stage.inbox, stage.fn, stage.agen, self.clock
         index = stage.index
         assert index is not None
-        counters = self.stats[index] if index < len(self.cogs) else None  # None: the sink
+        counters = self.stats[index]
         try:
             while True:
                 item = await inbox.get()
                 if item is END:
                     return
-                stage.active += 1
+                counters.n_in += 1
+                counters.in_flight += 1
                 began = clock()
                 try:
-                    if stage.agen:
+                    if agen:
                         outs = [x async for x in fn(item)]
                     else:
                         result = await fn(item)
-                        outs = [] if counters is None or not result else list(result)
+                        outs = list(result) if result else []
                 except Exception as exc:
-                    if counters is not None:
-                        counters.seconds += clock() - began
-                        counters.n_in += 1
-                    stage.active -= 1
+                    counters.seconds += clock() - began
                     self.fail(index, item, exc)
                     continue
-                if counters is None:  # the sink accepted it
-                    self.n_out += 1
-                    stage.active -= 1
-                    continue
                 counters.seconds += clock() - began
-                counters.n_in += 1
+                counters.in_flight -= 1
                 if not outs:
                     counters.swallowed += 1
-                    stage.active -= 1
                     continue
                 counters.n_out += len(outs)
                 outs = self.through(stage.first, stage.stop, outs)
-                stage.active -= 1  # before the await: the items are in the next inbox now
                 if outs:
                     await self.emit(stage, outs)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug, not a cog failure: end the pipeline with it
-            if self.on_crash is not None:
-                self.on_crash(exc)
+            self._crashed(exc)
             raise
 
+    async def _sink_work(self, stage: Stage) -> None:
+        """One worker of an async sink: take an item, await the sink."""
+        inbox, fn, index = stage.inbox, stage.fn, len(self.cogs)
+        try:
+            while True:
+                item = await inbox.get()
+                if item is END:
+                    return
+                self.n_sunk += 1
+                try:
+                    if stage.agen:
+                        async for _ in fn(item):
+                            pass
+                    else:
+                        await fn(item)
+                except Exception as exc:
+                    self.fail(index, item, exc)
+                else:
+                    self.n_out += 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug, not a sink failure: end the pipeline with it
+            self._crashed(exc)
+            raise
+
+    def _crashed(self, exc: BaseException) -> None:
+        if self.on_crash is not None:
+            self.on_crash(exc)
+
     def fail(self, index: int, item: Any, exc: BaseException) -> None:
-        """Count a failed item, log it (rate-limited) and give it to the error sink."""
+        """Count a failed item, log it (rate-limited) and give it to the error sink.
+
+        The item was in flight at cog ``index`` (or at the sink, for
+        ``len(cogs)``); it no longer is. Failures of the error sink are logged
+        with the item's id, rate-limited too.
+        """
         if index < len(self.stats):
-            self.stats[index].failed += 1
+            counters = self.stats[index]
+            counters.failed += 1
+            counters.in_flight -= 1
             cog: Any = self.cogs[index]
         else:
             self.sink_failed += 1
@@ -365,8 +443,8 @@ class Train:
         if self.errors is not None:
             try:
                 self.errors(item, exc, cog)
-            except Exception:
-                logger.exception("%s: error sink %r raised", self._label(), self.errors)
+            except Exception as error:
+                self.errors_log.failed(self.owner, item_id, error)
 
     def _label(self) -> str:
         return f"pipeline {self.owner.name} (pid {self.owner.pid})"
@@ -406,7 +484,7 @@ class Train:
 
     def flush_logs(self) -> None:
         """Log the summaries of suppressed failure lines."""
-        for log in self.logs:
+        for log in (*self.logs, self.errors_log):
             log.flush(self.owner)
 
 
