@@ -8,11 +8,20 @@ import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from archangel import App, ExitReason, InvalidArgument, Process, ProcessStateError, State
+from archangel import (
+    App,
+    ExitReason,
+    InvalidArgument,
+    Process,
+    ProcessStateError,
+    State,
+    snapshots,
+)
 from tests.helpers import until
 
 
@@ -237,3 +246,165 @@ def test_run_picks_the_loop_and_returns_the_status(tmp_path: Path) -> None:
 
         assert app.run(loop=name) == 0
     assert loops == ["uvloop", "asyncio"]
+
+
+def test_relative_paths_are_made_absolute_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = App("rel", state_file="s.json", runlog_file=Path("logs/r.json"), pidfile="rel.pid")
+    monkeypatch.chdir("/")  # as a daemon does
+    assert app.state_file == str(tmp_path / "s.json")
+    assert app.runlog_file == str(tmp_path / "logs" / "r.json")
+    assert app.pidfile is not None
+    assert app.pidfile.path == str(tmp_path / "rel.pid")
+
+
+async def test_dumps_at_once_never_show_a_reader_half_a_file(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    task = await start(app)
+    for _ in range(2000):  # a state file of some size, so that writes take a while
+        app.manager.register(Process)()
+    target = Path(app.state_file)
+    invalid: list[str] = []
+    most_temporaries = 0
+    reads = 0
+    done = threading.Event()
+
+    def read_while_dumping() -> None:
+        nonlocal most_temporaries, reads
+        while not done.is_set():
+            temporaries = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+            most_temporaries = max(most_temporaries, len(temporaries))
+            try:
+                text = target.read_text()
+            except FileNotFoundError:
+                continue
+            reads += 1
+            try:
+                json.loads(text)
+            except ValueError:
+                invalid.append(text[-40:])
+
+    reader = threading.Thread(target=read_while_dumping)
+    reader.start()
+    try:
+        for _ in range(5):
+            for _ in range(10):
+                signal.raise_signal(signal.SIGUSR2)
+            paths = await asyncio.gather(*(app.dump("state") for _ in range(10)))
+            assert set(paths) == {str(target)}
+    finally:
+        done.set()
+        await asyncio.to_thread(reader.join)
+    assert invalid == []
+    assert reads > 0
+    assert most_temporaries <= 1  # one write of a file at a time
+    assert json.loads(target.read_text())["processes_total"] == 2000
+    app.request_stop(quick=True)
+    assert await task == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+async def test_write_json_from_many_writers_at_once(tmp_path: Path) -> None:
+    """Each write has a temporary file of its own: none fails, none is seen half-written."""
+    target = tmp_path / "shared.json"
+    invalid: list[int] = []
+    done = threading.Event()
+
+    def read_while_writing() -> None:
+        while not done.is_set():
+            try:
+                text = target.read_text()
+            except FileNotFoundError:
+                continue
+            try:
+                json.loads(text)
+            except ValueError:
+                invalid.append(len(text))
+
+    reader = threading.Thread(target=read_while_writing)
+    reader.start()
+    try:
+        for _ in range(10):
+            writes = [
+                snapshots.write_json(target, {"n": n, "pad": "x" * 100_000 * n}) for n in range(4)
+            ]
+            assert await asyncio.gather(*writes) == [str(target)] * 4
+    finally:
+        done.set()
+        await asyncio.to_thread(reader.join)
+    assert invalid == []
+    assert json.loads(target.read_text())["n"] in range(4)
+    assert os.listdir(tmp_path) == ["shared.json"]
+
+
+async def test_a_dump_asked_for_during_a_write_is_written_again_after_it(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    task = await start(app)
+    taken: list[float] = []
+    runlog = app.runlog
+
+    def counted() -> dict[str, object]:
+        data = runlog()
+        taken.append(data["time"])
+        return data
+
+    app.runlog = counted  # type: ignore[assignment]
+    first = asyncio.ensure_future(app.dump("runlog"))
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(app.dump("runlog")) for _ in range(5)]
+    await asyncio.gather(first, *later)
+    # The first write, then at most one more for the five asked for meanwhile,
+    # taken after the first was written: the file holds the newest.
+    assert 1 <= len(taken) <= 2
+    assert json.loads(Path(app.runlog_file).read_text())["time"] == taken[-1]
+    app.request_stop()
+    assert await task == 0
+
+
+async def test_a_stop_during_start_cancels_the_start_and_walks_down(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    seen: list[State] = []
+    for state in State:
+        app.bus.subscribe(state, lambda *_, s=state: seen.append(s))
+    cancelled = asyncio.Event()
+
+    @app.bus.on(State.START)
+    async def stuck() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(app.main())
+    await app.bus.wait(State.START)
+    await asyncio.sleep(0)
+    app.request_stop()
+    assert await task == 0
+    assert cancelled.is_set()
+    up = [State.ENTER, State.IDLE, State.START]
+    assert seen == [*up, State.STOP, State.IDLE, State.EXIT, State.EXITED]  # no RUN
+    assert app.bus.error is None
+
+
+async def test_at_exit_a_hung_reload_is_cancelled_and_a_dump_is_finished(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    hung = asyncio.Event()
+
+    @app.bus.on("reload")
+    async def wait_forever() -> None:
+        hung.set()
+        await asyncio.Event().wait()
+
+    task = await start(app)
+    reload = app.reload()
+    await hung.wait()
+    dump = asyncio.ensure_future(app.dump("state"))
+    await asyncio.sleep(0)  # the dump was asked for
+    app.request_stop()
+    assert await task == 0
+    assert reload.cancelled()
+    assert json.loads(Path(app.state_file).read_text())["name"] == "test-app"  # written
+    assert await dump == app.state_file

@@ -7,11 +7,13 @@ passes it), and notifies a datagram socket that the test binds.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,4 +97,101 @@ def test_app_notifies_and_serves_an_inherited_socket(tmp_path: Path, loop: str) 
         if child.poll() is None:
             child.kill()
         child.communicate()
+        notify.close()
+
+
+HUP_SERVICE = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    from archangel import App, State
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+    app = App("hup")
+
+    async def hold(where):
+        print(where, flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # until the test lets it go on
+
+    @app.bus.on(State.START)
+    async def start():
+        await hold("starting")
+
+    @app.bus.on(State.RUN)
+    def running():
+        print("running", flush=True)
+
+    @app.bus.on(State.STOP)
+    async def stop():
+        await hold("stopping")
+
+    @app.bus.on("reload")
+    def reload():
+        print("reloaded", flush=True)
+
+    sys.exit(app.run(loop=sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_sighup_reloads_only_in_run(tmp_path: Path, loop: str) -> None:
+    """SIGHUP while starting or stopping is ignored: no RELOADING=1, no stray READY=1."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(10)
+    service = tmp_path / "service.py"
+    service.write_text(HUP_SERVICE)
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), PYTHONPATH=str(ROOT / "src"))
+    child = subprocess.Popen(
+        [sys.executable, str(service), loop],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    stdin, stdout, lines = child.stdin, child.stdout, queue.SimpleQueue[str]()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in stdout])
+    reader.start()
+
+    def expect(line: str) -> None:
+        seen = []
+        while (got := lines.get(timeout=10)) != line + "\n":
+            seen.append(got)
+
+    def go_on() -> None:
+        stdin.write("\n")
+        stdin.flush()
+
+    try:
+        expect("starting")
+        child.send_signal(signal.SIGHUP)
+        expect("hup: reload ignored in START")
+        go_on()
+        expect("running")
+        assert receive(notify).startswith("READY=1\nSTATUS=hup: running")
+
+        child.send_signal(signal.SIGHUP)  # in RUN: a real reload
+        expect("reloaded")
+        assert receive(notify).startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert receive(notify) == "READY=1"
+
+        child.send_signal(signal.SIGTERM)
+        expect("stopping")
+        assert receive(notify) == "STOPPING=1"
+        child.send_signal(signal.SIGHUP)
+        expect("hup: reload ignored in STOP")
+        go_on()
+        assert child.wait(timeout=10) == 0
+        notify.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            notify.recv(4096)  # nothing more was sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        reader.join()
+        stdin.close()
+        stdout.close()
         notify.close()

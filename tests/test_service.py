@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -284,47 +285,315 @@ def test_unreadable_pidfile_is_permission_denied(tmp_path: Path) -> None:
     assert "ermission denied" in message
 
 
-def test_third_sigint_exits_at_once(tmp_path: Path) -> None:
-    """1st SIGINT: graceful (stuck in a STOP hook), 2nd: quick (still stuck), 3rd: exit now."""
-    script = tmp_path / "stuck.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, sys
-            from archangel import App, State
-            app = App("stuck")
+ECHO_SCRIPT = """
+import asyncio, logging, os, sys
+from archangel import App, Process, State
 
-            @app.bus.on(State.RUN)
-            def ready():
-                print("running", flush=True)
+HOOKS = os.environ["HOOK_LOG"]
 
-            @app.bus.on(State.STOP)
-            async def never_done():
-                print("stopping", flush=True)
-                await asyncio.Event().wait()
 
-            sys.exit(app.run())
-            """
-        )
-    )
-    child = subprocess.Popen(
-        [sys.executable, str(script)],
+class Echo(Process, asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.at_exit(record, self)
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def record(process):
+    with open(HOOKS, "a") as out:
+        out.write(f"{process.pid} {process.exit_reason.value}\\n")
+"""
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text(ECHO_SCRIPT + textwrap.dedent(body))
+    return path
+
+
+def popen(script: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")},
     )
+
+
+def connect(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` connections, each echoing once: each is a process of the service."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    for conn in conns:
+        conn.sendall(b"ping")
+        assert conn.recv(4) == b"ping"
+    return conns
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    """Wait until the service closes (or resets) ``conn``; True once it has."""
+    try:
+        return conn.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        conn.close()
+
+
+def hook_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+    """Wait until the at-exit hooks wrote ``count`` lines; return the lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def test_third_sigint_exits_at_once(tmp_path: Path) -> None:
+    """1st SIGINT: graceful (stuck in a STOP hook), 2nd: quick (kills), 3rd: exit now."""
+    script = write_script(
+        tmp_path / "stuck.py",
+        """
+        app = App("stuck", shutdown_timeout=60)
+
+        @app.bus.on(State.START)
+        async def start():
+            await app.serve(Echo, "127.0.0.1", 0)
+
+        @app.bus.on(State.RUN)
+        def ready():
+            print("running", app.addresses[0][1], flush=True)
+
+        @app.bus.on(State.STOP)
+        async def never_done():
+            print("stopping", flush=True)
+            await asyncio.Event().wait()
+
+        sys.exit(app.run())
+        """,
+    )
+    child = popen(script, tmp_path)
     try:
         assert child.stdout is not None
-        assert child.stdout.readline() == "running\n"
+        word, port = child.stdout.readline().split()
+        assert word == "running"
+        conns = connect(int(port), 5)
         child.send_signal(signal.SIGINT)
         assert child.stdout.readline() == "stopping\n"
-        child.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        assert child.poll() is None  # the quick stop is stuck in the same hook
+        for conn in conns:  # graceful, and stuck before the drain: connections are up
+            conn.sendall(b"still")
+            assert conn.recv(5) == b"still"
+        assert not (tmp_path / "hooks").exists()
+
+        child.send_signal(signal.SIGINT)  # quick: kills every connection, runs the hooks
+        assert all(closed_by_peer(conn) for conn in conns)
+        lines = hook_lines(tmp_path / "hooks", 5)
+        assert sorted(lines) == [f"{pid} killed" for pid in range(1, 6)]
+        assert child.poll() is None  # the quick stop is stuck in the same STOP hook
+
         child.send_signal(signal.SIGINT)
         assert child.wait(timeout=10) == 128 + signal.SIGINT
     finally:
         if child.poll() is None:
             child.kill()
         child.communicate()
+
+
+SLOW_START = """
+app = App("slow-start", shutdown_timeout=5)
+
+
+@app.bus.on(State.START)
+async def start():
+    await app.serve(Echo, "127.0.0.1", 0)
+    print("port", app.addresses[0][1], flush=True)
+    try:
+        await asyncio.Event().wait()  # a backend that never answers
+    except asyncio.CancelledError:
+        print("start cancelled", flush=True)
+        raise
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    sys.exit(app.run(loop=sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize(("sig", "reason"), [("SIGTERM", "shutdown"), ("SIGQUIT", "killed")])
+def test_a_stop_signal_during_start_stops_the_service(
+    tmp_path: Path, loop: str, sig: str, reason: str
+) -> None:
+    child = popen(write_script(tmp_path / "slow.py", SLOW_START), tmp_path, loop)
+    try:
+        assert child.stdout is not None
+        lines = [child.stdout.readline()]
+        while not lines[-1].startswith("port "):
+            assert lines[-1], f"the service ended before it listened: {lines}"
+            lines.append(child.stdout.readline())
+        [conn] = connect(int(lines[-1].split()[1]), 1)  # accepted while still in START
+        child.send_signal(signal.Signals[sig])
+        assert closed_by_peer(conn)
+        rest, err = child.communicate(timeout=10)
+        out = "".join(lines) + rest
+        assert child.returncode == 0, out + err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert "start cancelled" in out
+    assert "slow-start: stop requested during START: start cancelled" in out
+    states = [line.split("State.")[1].rstrip(">") for line in out.splitlines() if "State." in line]
+    assert states == ["ENTER", "IDLE", "START", "STOP", "IDLE", "EXIT", "EXITED"]
+    assert (tmp_path / "hooks").read_text() == f"1 {reason}\n"
+
+
+def test_a_daemon_stopped_while_starting_tells_its_launcher(tmp_path: Path) -> None:
+    write_script(tmp_path / "slow.py", SLOW_START)
+    pidfile, log = tmp_path / "slow.pid", tmp_path / "slow.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")}
+    cli = [sys.executable, "-m", "archangel"]
+    launcher = subprocess.Popen(
+        [*cli, "run", "slow:app", "--daemon", f"--pidfile={pidfile}", f"--log-file={log}"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid = None
+    try:
+        deadline = time.monotonic() + 10
+        while "port " not in (log.read_text() if log.exists() else ""):
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        pid = int(pidfile.read_text())
+        stop = subprocess.run(
+            [*cli, "signal", f"--pidfile={pidfile}", "term"], env=env, capture_output=True
+        )
+        assert stop.returncode == 0, stop.stderr
+        _, err = launcher.communicate(timeout=10)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        if pid is not None and not gone(pid, timeout=10):
+            os.kill(pid, signal.SIGKILL)
+    assert launcher.returncode == 1
+    assert f"daemon (pid {pid}) could not start: stopped during START, before it was ready" in err
+    assert "start cancelled" in log.read_text()
+    assert not pidfile.exists()
+
+
+def test_run_replaces_an_unlocked_malformed_pidfile(tmp_path: Path) -> None:
+    svc = Service(tmp_path, "asyncio")
+    try:
+        for contents, problem in ((b"", "is empty"), (b"garbage\n", "does not hold a PID")):
+            svc.pidfile.write_bytes(contents)
+            pid = svc.start()
+            assert f"replacing stale pidfile: pidfile {svc.pidfile} {problem}" in svc.log_text()
+            assert svc.cli("status", f"--pidfile={svc.pidfile}").returncode == 0
+            assert svc.signal("term").returncode == 0
+            assert gone(pid)
+            assert not svc.pidfile.exists()
+
+        # A malformed file that a live process holds locked is still refused.
+        holder = subprocess.Popen(
+            [sys.executable, "-c", LOCKED_GARBAGE, str(svc.pidfile)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "locked\n"
+            done = svc.cli("run", "examples.service:app", "--daemon", f"--pidfile={svc.pidfile}")
+            assert done.returncode == 1
+            assert f"pidfile {svc.pidfile} is held by another process" in done.stderr
+            assert svc.pidfile.read_text() == "garbage\n"
+        finally:
+            holder.kill()
+            holder.communicate()
+    finally:
+        svc.stop_all()
+
+
+LOCKED_GARBAGE = """
+import fcntl, sys
+with open(sys.argv[1], "w") as file:
+    file.write("garbage\\n")
+    file.flush()
+    fcntl.flock(file, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_relative_paths_stay_where_the_command_was_run(tmp_path: Path) -> None:
+    launch, work = tmp_path / "launch", tmp_path / "work"
+    launch.mkdir()
+    work.mkdir()
+    svc = Service(tmp_path, "asyncio")
+    svc.env.update(SERVICE_STATE_FILE="state.json", SERVICE_RUNLOG_FILE="runlog.json")
+    run = ["run", "examples.service:app", "--daemon", "--pidfile=svc.pid", "--log-file=svc.log"]
+    done = subprocess.run(
+        [sys.executable, "-m", "archangel", *run, f"--workdir={work}"],
+        cwd=launch,
+        env=svc.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    svc.pidfile, svc.log = launch / "svc.pid", launch / "svc.log"
+    pid = int(svc.pidfile.read_text())
+    svc.started.append(pid)
+    try:
+        assert svc.dump("usr2", launch / "state.json")["pid"] == pid
+        assert svc.dump("usr1", launch / "runlog.json")["name"] == "echo-service"
+        assert os.readlink(f"/proc/{pid}/cwd") == str(work)  # it did move
+        assert os.listdir(work) == []
+        assert svc.signal("term").returncode == 0
+        assert gone(pid)
+    finally:
+        svc.stop_all()
+
+
+def test_sigquit_kills_open_connections_and_runs_their_hooks(service: Service) -> None:
+    pid = service.start()
+    conns = connect(service.port(), 10)
+    assert service.signal("quit").returncode == 0
+    assert all(closed_by_peer(conn) for conn in conns)
+    assert gone(pid), service.log_text()
+    lines = hook_lines(service.hooks, 10)
+    assert sorted(lines, key=lambda line: int(line.split()[0])) == [
+        f"{n} killed" for n in range(1, 11)
+    ]
+    assert not service.pidfile.exists()
+    assert "SIGQUIT received (#1): quick" in service.log_text()
+
+
+@pytest.mark.parametrize(
+    ("command", "described"),
+    [
+        ([], "An asyncio process manager"),
+        (["demo"], "The demo service: an echo server"),
+        (["run"], "Run the App named MODULE:APP"),
+        (["signal"], "Send a signal to the running service"),
+        (["status"], "Say whether the service a pidfile names runs"),
+        (["console"], "Talk to an archangel console"),
+    ],
+)
+def test_help_of_every_command(
+    command: list[str], described: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from archangel.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(" ".join(["usage: archangel", *command]))
+    assert described in " ".join(out.split())

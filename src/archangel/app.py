@@ -3,7 +3,8 @@
 The App owns no logic of its own beyond the wiring: each part (manager, bus,
 signal policy, pidfile, systemd notifier, dumps, console) stands alone. Its
 lifecycle is the bus's: ``run()`` walks ENTER → IDLE → START → RUN, waits for
-a stop, then STOP → IDLE → EXIT → EXITED. What the App itself does in each
+a stop, then STOP → IDLE → EXIT → EXITED; a stop on the way up cancels the
+start hooks still running and walks down from there. What the App itself does in each
 state is a bus subscriber, at a priority chosen around the users' default 50:
 
 =========  ====  ===========================================================
@@ -14,7 +15,8 @@ START        90  drop privileges (after user hooks bound their ports), console
 RUN          10  systemd READY=1 and watchdog; tell a daemon launcher it runs
 STOP         10  systemd STOPPING=1; stop accepting (close every server)
 STOP         60  drain: ``manager.shutdown(shutdown_timeout)``
-EXIT         90  close the console, release the pidfile, remove the handlers
+EXIT         90  close the console, release the pidfile, remove the handlers;
+                 finish the dumps and cancel the reloads still running
 =========  ====  ===========================================================
 """
 
@@ -53,12 +55,15 @@ class App:
         name: The service name (logs, dumps, default dump paths).
         shutdown_timeout: Seconds a graceful stop waits before killing.
         state_file: Where SIGUSR2 writes the state JSON; default
-            ``<tmpdir>/<name>.state.json``.
+            ``<tmpdir>/<name>.state.json``. A relative path is made absolute
+            here, against the current directory, so a daemon's change of
+            directory does not move it.
         runlog_file: Where SIGUSR1 writes the runlog JSON; default
-            ``<tmpdir>/<name>.runlog.json``.
+            ``<tmpdir>/<name>.runlog.json``; relative paths as ``state_file``.
         signals: A :class:`SignalPolicy`, a mapping of overrides for one, or
             None for the defaults.
-        pidfile: Path of a pidfile to hold while running.
+        pidfile: Path of a pidfile to hold while running; relative paths as
+            ``state_file``.
         user: Drop to this user after START (names or ids).
         group: Drop to this group after START.
         console: Start a management console at START: True for the defaults,
@@ -86,11 +91,14 @@ class App:
         self.shutdown_timeout = shutdown_timeout
         self.manager = ProcessManager(history, name=name)
         self.bus: Bus[State] = Bus()
+        # Absolute now: a daemon changes directory before it writes any of these.
         temp = tempfile.gettempdir()
-        self.state_file = os.fspath(state_file or os.path.join(temp, f"{name}.state.json"))
-        self.runlog_file = os.fspath(runlog_file or os.path.join(temp, f"{name}.runlog.json"))
+        self.state_file = os.path.abspath(state_file or os.path.join(temp, f"{name}.state.json"))
+        self.runlog_file = os.path.abspath(
+            runlog_file or os.path.join(temp, f"{name}.runlog.json")
+        )
         self.signals = signals if isinstance(signals, SignalPolicy) else SignalPolicy(signals)
-        self.pidfile = PidFile(pidfile) if pidfile is not None else None
+        self.pidfile = PidFile(os.path.abspath(pidfile)) if pidfile is not None else None
         self.user, self.group = user, group
         self.console_options: Mapping[str, Any] | None = (
             {} if console is True else (console or None)
@@ -105,6 +113,9 @@ class App:
         self._inherited: dict[str, list[Any]] | None = None
         self._watchdog = systemd.Watchdog()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reloads: set[asyncio.Task[Any]] = set()
+        self._dump_locks = {"state": asyncio.Lock(), "runlog": asyncio.Lock()}
+        self._queued_dumps: dict[str, asyncio.Task[str]] = {}
         self._subscribe()
 
     def __repr__(self) -> str:
@@ -141,17 +152,32 @@ class App:
             return runner.run(self.main())
 
     async def main(self) -> int:
-        """Walk the lifecycle on the running loop: up to RUN, wait for a stop, down to EXITED."""
+        """Walk the lifecycle on the running loop: up to RUN, wait for a stop, down to EXITED.
+
+        A stop requested on the way up (a START hook still waiting, say)
+        cancels the hooks still running and walks down from where the start
+        was: STOP, IDLE, EXIT, EXITED. The status is then 0 (the stop was
+        asked for), and a daemon's launcher is told the daemon stopped before
+        it was ready.
+        """
         if self.bus.state is not State.INITIAL:
             raise ProcessStateError(f"{self!r} has already run")
         self._stop = asyncio.Event()
         try:
-            await self.bus.transition(State.RUN)
+            started = await self._start_unless_stopped(self._stop)
         except ChannelFailures as exc:
             logger.error("%s could not start: %s", self.name, exc)
             if self.daemon is not None:
                 self.daemon.fail(_first_cause(exc))
             return 1
+        if not started:
+            logger.warning(
+                "%s: stop requested during %s: start cancelled",
+                self.name,
+                self.bus.state.name,
+            )
+            if self.daemon is not None:
+                self.daemon.fail(f"stopped during {self.bus.state.name}, before it was ready")
         await self._stop.wait()
         try:
             await self.bus.transition(State.EXITED)
@@ -159,6 +185,27 @@ class App:
             logger.error("%s did not stop cleanly: %s", self.name, exc)
             return 1
         return 0
+
+    async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
+        """Walk up to RUN unless ``stop`` is set first; whether RUN was reached.
+
+        Raises:
+            ChannelFailures: A start hook failed; the bus took the error path.
+        """
+        starting = asyncio.ensure_future(self.bus.transition(State.RUN))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()  # the bus stays in the state it had entered
+                await asyncio.wait((starting,))
+        finally:
+            stopped.cancel()
+            starting.cancel()  # only if main() itself is cancelled
+        if starting.cancelled():
+            return False
+        starting.result()  # raise what the start raised
+        return True
 
     def request_stop(self, *, quick: bool = False) -> None:
         """Ask the service to stop: gracefully, or ``quick`` (kill every process now).
@@ -177,27 +224,55 @@ class App:
     def reload(self) -> asyncio.Task[Any]:
         """Publish ``reload`` on the bus (SIGHUP); connections stay up.
 
-        systemd is told RELOADING=1 before and READY=1 after. Failures of
-        ``reload`` subscribers are logged; the service keeps running.
+        Only in RUN: systemd is told RELOADING=1 before and READY=1 after
+        (unless a stop began meanwhile). In any other state (starting,
+        stopping) the reload is ignored, with a warning in the log, and
+        systemd is told nothing. Failures of ``reload`` subscribers are
+        logged; the service keeps running.
         """
-        return self._background(self._reload(), "reload")
+        task = self._background(self._reload(), "reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        return task
 
     async def _reload(self) -> None:
+        if self.bus.state is not State.RUN:
+            logger.warning("%s: reload ignored in %s", self.name, self.bus.state.name)
+            return
         systemd.reloading()
         try:
             await self.bus.publish("reload")
         except ChannelFailures:
             logger.exception("%s: reload failed; running on with the old settings", self.name)
         finally:
-            systemd.ready()
+            if self.bus.state is State.RUN:
+                systemd.ready()
 
     async def dump(self, which: str) -> str:
         """Write the ``"state"`` or ``"runlog"`` JSON; returns the path written.
+
+        One write of a file at a time: a dump asked for while one of the same
+        file is being written is written once more after it, from the state
+        of that moment, and every request made meanwhile shares that write.
 
         Raises:
             InvalidArgument: ``which`` is neither.
             OSError: The file could not be written.
         """
+        if which not in self._dump_locks:
+            raise InvalidArgument(f"{self!r}: can dump 'state' or 'runlog', not {which!r}")
+        queued = self._queued_dumps.get(which)
+        if queued is None or queued.done():
+            queued = self._background(self._dump_next(which), f"dump {which}")
+            self._queued_dumps[which] = queued
+        return await asyncio.shield(queued)
+
+    async def _dump_next(self, which: str) -> str:
+        async with self._dump_locks[which]:
+            self._queued_dumps.pop(which, None)  # requests from now on queue the next write
+            return await self._write_dump(which)
+
+    async def _write_dump(self, which: str) -> str:
         if which == "state":
             data = snapshots.state(
                 self.manager,
@@ -206,9 +281,7 @@ class App:
                 addresses=self.addresses,
             )
             return await snapshots.write_json(self.state_file, data)
-        if which == "runlog":
-            return await snapshots.write_json(self.runlog_file, self.runlog())
-        raise InvalidArgument(f"{self!r}: can dump 'state' or 'runlog', not {which!r}")
+        return await snapshots.write_json(self.runlog_file, self.runlog())
 
     # -- servers ------------------------------------------------------------------------
 
@@ -296,13 +369,18 @@ class App:
         for server in self.servers:
             await server.wait_closed()
 
-    def _exit(self) -> None:
+    async def _exit(self) -> None:
         self._watchdog.stop()
         if self.console is not None:
             self.console.close()
         if self.pidfile is not None:
             self.pidfile.release()
         self.signals.uninstall()
+        # Nothing the App started outlives it. A reload hook may wait on anything:
+        # cancel it. A dump is a file write: let it finish.
+        for task in self._reloads:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- signals ------------------------------------------------------------------------
 
@@ -319,7 +397,7 @@ class App:
         elif action is Action.RELOAD:
             self.reload()
         elif action in (Action.RUNLOG, Action.STATE):
-            self._background(self._dump_logged(action.value), f"dump {action.value}")
+            self._background(self._dump_logged(action.value), f"{action.value} signal")
 
     async def _dump_logged(self, which: str) -> None:
         try:

@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", required=True)
     p.add_argument("signal", choices=tuple(SIGNALS))
 
-    p = sub.add_parser("status", help="say whether the service a pidfile names runs")
+    p = sub.add_parser(
+        "status",
+        help="say whether the service a pidfile names runs",
+        description="Say whether the service a pidfile names runs (exit status 0), or why "
+        "not: 1 stale, 3 no pidfile, 4 malformed, 5 permission denied.",
+    )
     p.add_argument("--pidfile", required=True)
 
     p = sub.add_parser(
@@ -141,7 +146,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             pid = daemon.check(pidfile)
         except PidFileUnusable as exc:
-            if exc.reason not in ("missing", "stale"):
+            # Acquiring replaces a stale or malformed file with a warning in the
+            # log, unless a live process holds its lock: that is refused there.
+            if exc.reason not in ("missing", "stale", "malformed"):
                 raise
         else:
             print(f"archangel: {app.name} already runs as pid {pid} ({pidfile})", file=sys.stderr)

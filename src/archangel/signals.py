@@ -45,7 +45,7 @@ class Action(enum.Enum):
     IMMEDIATE = "immediate"
     """Exit the OS process at once (``os._exit``); nothing more runs."""
     RELOAD = "reload"
-    """Publish ``reload`` on the bus; connections stay up."""
+    """Publish ``reload`` on the bus; connections stay up. Ignored unless in RUN."""
     RUNLOG = "runlog"
     """Write the runlog (counters and rates) as JSON."""
     STATE = "state"

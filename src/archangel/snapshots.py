@@ -5,17 +5,19 @@
 * The **state** (SIGUSR2): every live process, the pipelines, the bus state,
   the listening addresses and the stack of every asyncio task.
 
-:func:`write_json` writes with aiofiles to a temporary file in the same
-directory, then renames it over the target: a reader never sees half a file.
-This module only builds dicts and writes files; when to dump is the App's
-business.
+:func:`write_json` writes with aiofiles to a temporary file of its own in the
+same directory, then renames it over the target: a reader never sees half a
+file, even while several writes of it run at once. This module only builds
+dicts and writes files; when to dump is the App's business.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -118,23 +120,37 @@ def state(
 async def write_json(path: str | os.PathLike[str], data: Any) -> str:
     """Write ``data`` as JSON to ``path`` atomically; returns the path written.
 
-    The JSON goes to ``<path>.<pid>.tmp`` beside the target, is flushed and
-    fsynced, then renamed over ``path``. On failure the temporary file is
-    removed and the ``OSError`` raised.
+    The JSON is written with aiofiles to a temporary file of its own beside
+    the target (``.<name>.<random>.tmp``, created exclusively, so writes that
+    run at the same time never share one), flushed, fsynced and renamed over
+    ``path``: a reader sees the old file or the new one, never part of one.
+    On failure the temporary file is removed and the ``OSError`` raised.
+    Cancelling the caller does not cut a write short: one that has begun is
+    finished (or cleaned up), so no file is left open or half written.
     """
     target = os.fspath(path)
-    temp = f"{target}.{os.getpid()}.tmp"
     text = json.dumps(data, indent=1, default=str)
+    write = asyncio.ensure_future(_write_atomically(target, text))
+    _writes.add(write)
+    write.add_done_callback(_writes.discard)
+    await asyncio.shield(write)
+    return target
+
+
+# Writes whose caller was cancelled: a strong reference until they finish.
+_writes: set[asyncio.Future[None]] = set()
+
+
+async def _write_atomically(target: str, text: str) -> None:
+    directory, name = os.path.split(target)
+    temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
     try:
-        async with aiofiles.open(temp, "w", encoding="utf-8") as out:
+        async with aiofiles.open(temp, "x", encoding="utf-8") as out:  # this write's own file
             await out.write(text)
             await out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         os.replace(temp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
-    return target
