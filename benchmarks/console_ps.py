@@ -1,25 +1,40 @@
-"""Benchmark: console ``ps`` with 100,000 live processes, and what it costs the app loop.
+"""Benchmark: the console with 100,000 live processes, and what it costs the app loop.
 
-Registers N light processes (no transport), starts a console, then from a
-client thread times ``ps`` (first page, a filtered and sorted page, and
-``--json``) while a ticker on the app loop records how late its 1 ms timer
-fires. The console reads snapshots on its own thread, so the app loop's
-worst stall should stay near the interpreter's switch interval (5 ms).
+Registers N processes of five kinds with random names (so sorting by name
+or kind is real work, not one long run of equal keys), starts a console,
+and runs commands from a client process while a task on the app loop spins
+on ``await asyncio.sleep(0)`` and records the longest gap between two of
+its turns: the app loop's worst stall while each command runs. The console
+answers from its own thread, so that stall comes from the GIL: the console
+keeps the interpreter's switch interval at 1 ms while it works, and does no
+single long call into C (sorts in chunks, JSON one record at a time,
+``killall`` in slices of the app loop's time).
 
     python benchmarks/console_ps.py [N] [--rounds R] [--uvloop]
 
+Each round runs every command once, then registers again the processes
+``killall`` killed and runs a full garbage collection (neither measured),
+so what is measured is the console's cost, not the collector's debt for
+50,000 new objects. One ``ps`` before the first round warms up.
+
 Targets (design): ``ps`` answers in under 300 ms at 100,000 processes, and
-the app loop is never stalled by more than about 5 ms at a time.
+the app loop is never stalled by more than 5 ms, in particular during
+``ps --sort name``, ``ps --json`` and ``killall KIND``. The gaps include
+the operating system's scheduling: on a busy machine, compare with the idle
+line (the same measurement with the console idle).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import json
+import random
 import socket
 import statistics
+import string
 import sys
-import threading
 import time
 
 from archangel import Process, ProcessManager
@@ -27,100 +42,164 @@ from archangel.console import Console
 from archangel.console.client import TelnetFilter
 
 PROMPT = b"archangel> "
+KINDS = ("light", "conn", "task", "pipeline", "worker")
+#: Half the processes are of the kind ``killall`` kills, the rest share four others.
+VICTIMS = "light"
+CLASSES = {
+    kind: type(f"{kind.title()}Process", (Process,), {"kind": kind, "__module__": __name__})
+    for kind in KINDS
+}
+COMMANDS = (
+    ("ps", "showing"),
+    ("ps --sort name", "showing"),
+    ("ps --sort -name -o 50000", "showing"),
+    ("ps --sort kind", "showing"),
+    ("ps -n 'a*'", "showing"),
+    ("ps --json --limit 10000", "]}"),
+    ("stats", "session(s)"),
+    (f"killall {VICTIMS}", "killed"),
+)
+#: The commands the 5 ms verdict is about.
+WATCHED = ("ps --sort name", "ps --json --limit 10000", f"killall {VICTIMS}")
 
 
-class Light(Process):
-    __slots__ = ()
-    kind = "light"
-
-
-def ask(sock: socket.socket, telnet: TelnetFilter, line: str) -> tuple[float, str]:
-    started = time.perf_counter()
-    sock.sendall(line.encode() + b"\n")
-    buffer = b""
-    while not buffer.endswith(PROMPT):
-        data = sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError("console closed the connection")
-        text, _ = telnet.feed(data)
-        buffer += text
-    return time.perf_counter() - started, buffer.decode()
-
-
-def client(address: tuple[str, int], rounds: int, results: dict[str, list[float]]) -> None:
-    telnet = TelnetFilter()
-    with socket.create_connection(address) as sock:
-        buffer = b""
-        while not buffer.endswith(PROMPT):
-            buffer += telnet.feed(sock.recv(65536))[0]
-        for _ in range(rounds):
-            for name, line in (
-                ("ps", "ps"),
-                ("ps light --sort -name -o 50000", "ps light --sort -name -o 50000"),
-                ("ps --json", "ps --json"),
-                ("stats", "stats"),
-            ):
-                elapsed, text = ask(sock, telnet, line)
-                assert "showing" in text or "processes" in text or '"total"' in text, text
-                results.setdefault(name, []).append(elapsed)
-
-
-async def main(count: int, rounds: int) -> None:
-    manager = ProcessManager()
-    started = time.perf_counter()
+def register(manager: ProcessManager, count: int, rng: random.Random, kind: str = "") -> None:
     for _ in range(count):
-        manager.register(Light())
-    print(f"registered {count} processes in {time.perf_counter() - started:.2f} s")
-    loop = asyncio.get_running_loop()
-    lateness: list[float] = []
-    stop = False
+        chosen = kind or (VICTIMS if rng.random() < 0.5 else rng.choice(KINDS[1:]))
+        process = CLASSES[chosen]()
+        process.name = "".join(rng.choices(string.ascii_letters, k=12))
+        manager.register(process)
 
-    def tick(expected: float) -> None:
-        lateness.append(loop.time() - expected)
-        if not stop:
-            loop.call_at(loop.time() + 0.001, tick, loop.time() + 0.001)
 
-    results: dict[str, list[float]] = {}
+def client(address: str) -> None:
+    """The client, in its own process: a line from stdin goes to the console, and
+    ``[seconds, the reply's last characters]`` comes back on stdout, as JSON.
+
+    A separate process, so that only the app's thread and the console's compete
+    for the GIL in the process measured.
+    """
+    host, port = address.rsplit(":", 1)
+    telnet = TelnetFilter()
+    with socket.create_connection((host, int(port))) as sock:
+
+        def read() -> bytes:
+            chunks: list[bytes] = []
+            tail = b""
+            while not tail.endswith(PROMPT):
+                data = sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("console closed the connection")
+                text, _ = telnet.feed(data)
+                chunks.append(text)
+                tail = (tail + text)[-len(PROMPT) :]
+            return b"".join(chunks)
+
+        read()
+        for line in sys.stdin:
+            started = time.perf_counter()
+            sock.sendall(line.encode())
+            reply = read()
+            elapsed = time.perf_counter() - started
+            print(json.dumps([elapsed, reply[-300:].decode("utf-8", "replace")]), flush=True)
+
+
+async def worst_gap_while(work: asyncio.Future[object]) -> float:
+    """The longest the app loop went without running this task, until ``work`` is done."""
+    worst = 0.0
+    last = time.perf_counter()
+    while not work.done():
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        worst = max(worst, now - last)
+        last = now
+    return worst
+
+
+async def main(count: int, rounds: int) -> int:
+    manager = ProcessManager()
+    rng = random.Random(1)
+    started = time.perf_counter()
+    register(manager, count, rng)
+    gc.collect()
+    victims = sum(1 for p in manager.processes() if p.kind == VICTIMS)
+    print(
+        f"registered {count} processes ({len(KINDS)} kinds, random names; "
+        f"{victims} of kind {VICTIMS!r}) in {time.perf_counter() - started:.2f} s"
+    )
+    answers: dict[str, list[float]] = {}
+    stalls: dict[str, list[float]] = {}
     with Console(manager) as console:
         assert isinstance(console.address, tuple)
-        loop.call_soon(tick, loop.time())
-        await asyncio.sleep(0.5)  # the probe's own lateness with an idle console
-        idle = statistics.median(lateness)
-        del lateness[:]
-        thread = threading.Thread(target=client, args=(console.address, rounds, results))
-        thread.start()
-        while thread.is_alive():
-            await asyncio.sleep(0.01)
-        stop = True
-    print(f"{'command':34} {'median':>9} {'max':>9}")
-    for name, times in results.items():
-        print(f"{name:34} {statistics.median(times) * 1000:7.1f}ms {max(times) * 1000:7.1f}ms")
-    late = sorted(lateness)
+        command = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--client",
+            "{}:{}".format(*console.address),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert command.stdin is not None and command.stdout is not None
+        stdin, stdout = command.stdin, command.stdout
+
+        async def ask(line: str) -> tuple[float, str]:
+            stdin.write(line.encode() + b"\n")
+            await stdin.drain()
+            elapsed, text = json.loads(await stdout.readline())
+            return elapsed, text
+
+        await ask("ps")  # warm up (the first command of a process pays for first-time paths)
+        idle = await worst_gap_while(asyncio.ensure_future(asyncio.sleep(0.5)))
+        for _ in range(rounds):
+            for line, expected in COMMANDS:
+                work = asyncio.ensure_future(ask(line))
+                stall = await worst_gap_while(work)
+                elapsed, text = work.result()
+                assert expected in text, text
+                answers.setdefault(line, []).append(elapsed)
+                stalls.setdefault(line, []).append(stall)
+            # Bring the killed kind back (not measured), and pay the collector's
+            # debt for it now: what is measured is the console's, not the registering.
+            await asyncio.sleep(0.1)
+            register(manager, count - len(manager), rng, VICTIMS)
+            gc.collect()
+        stdin.close()
+        await command.wait()
+
+    def ms(values: list[float]) -> str:
+        return f"{statistics.median(values) * 1000:7.1f} {max(values) * 1000:7.1f}"
+
+    print(f"{'':28} {'answer (ms)':>15}   {'app-loop stall (ms)':>19}")
+    print(f"{'command':28} {'median':>7} {'max':>7}   {'median':>9} {'max':>9}")
+    for line, _ in COMMANDS:
+        print(f"{line:28} {ms(answers[line])}   {ms(stalls[line])}")
+    print(f"{'(console idle, 0.5 s)':28} {'':15}   {'':9} {idle * 1000:9.1f}")
+    worst_line = max(WATCHED, key=lambda line: max(stalls[line]))
+    worst = max(stalls[worst_line])
+    typical = max(statistics.median(stalls[line]) for line in WATCHED)
+    verdict = "met" if worst <= 0.005 else "NOT met"
     print(
-        f"app loop timer lateness over {len(late)} ticks: "
-        f"median {statistics.median(late) * 1000:.2f} ms, "
-        f"p99 {late[int(len(late) * 0.99)] * 1000:.2f} ms, max {late[-1] * 1000:.2f} ms"
+        f"worst app-loop stall during {', '.join(WATCHED)}: {worst * 1000:.1f} ms "
+        f"(in {worst_line!r}; the worst median over {rounds} rounds is {typical * 1000:.1f} ms); "
+        f"target <= 5 ms: {verdict}"
     )
-    stall = late[-1] - idle
-    print(
-        f"worst stall of the app loop: {stall * 1000:.2f} ms "
-        f"(max lateness minus the idle lateness {idle * 1000:.2f} ms, which is the timer's "
-        f"own granularity); target <= 5 ms: {'met' if stall <= 0.005 else 'NOT met'}"
-    )
-    worst_ps = max(results["ps"])
-    print("ps target (< 300 ms):", "met" if worst_ps < 0.3 else "MISSED")
+    worst_ps = max(answers["ps"])
+    print(f"ps answers in {worst_ps * 1000:.1f} ms at most; target < 300 ms:", end=" ")
+    print("met" if worst_ps < 0.3 else "NOT met")
+    return 0 if worst <= 0.005 and worst_ps < 0.3 else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("count", nargs="?", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--uvloop", action="store_true", help="run the app loop on uvloop")
+    parser.add_argument("--client", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.uvloop:
+    if args.client:
+        client(args.client)
+    elif args.uvloop:
         import uvloop
 
-        uvloop.run(main(args.count, args.rounds))
+        sys.exit(uvloop.run(main(args.count, args.rounds)))
     else:
-        asyncio.run(main(args.count, args.rounds))
-    sys.exit(0)
+        sys.exit(asyncio.run(main(args.count, args.rounds)))

@@ -9,7 +9,10 @@ import time
 from types import TracebackType
 from typing import Any
 
+import telnetlib3
+
 from archangel import Process
+from archangel.console import Console
 from archangel.console.client import TelnetFilter
 
 PROMPT = "archangel> "
@@ -21,6 +24,19 @@ class Light(Process):
 
     __slots__ = ()
     kind = "light"
+
+
+async def write_buffers(console: Console) -> list[int]:
+    """Bytes waiting in the write buffer of each of the console's connections.
+
+    Read on the console's own loop (its transports belong to that thread).
+    """
+
+    async def read() -> list[int]:
+        return [t.get_write_buffer_size() for t in list(console._transports)]
+
+    assert console._loop is not None
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(read(), console._loop))
 
 
 def clean(data: bytes, telnet: TelnetFilter) -> str:
@@ -133,3 +149,39 @@ class BlockingClient:
     def ask(self, line: str) -> str:
         self.sock.sendall(line.encode() + b"\n")
         return self.read_until(PROMPT).removesuffix(PROMPT).strip("\n")
+
+
+class Screen:
+    """What a telnet client has received so far, consumed marker by marker."""
+
+    def __init__(self, reader: telnetlib3.TelnetReader) -> None:
+        self.reader = reader
+        self.text = ""
+
+    async def until(self, marker: str, timeout: float = TIMEOUT) -> str:
+        async with asyncio.timeout(timeout):
+            while marker not in self.text:
+                chunk = await self.reader.read(4096)
+                assert chunk, f"closed before {marker!r}; got {self.text!r}"
+                self.text += chunk if isinstance(chunk, str) else chunk.decode()
+        end = self.text.index(marker) + len(marker)
+        seen, self.text = self.text[:end], self.text[end:]
+        return seen
+
+
+async def open_telnet(console: Console) -> tuple[Screen, telnetlib3.TelnetWriter]:
+    """A telnetlib3 client at its first prompt, once the console echoes for it."""
+    assert isinstance(console.address, tuple)
+    reader, writer = await telnetlib3.open_connection(
+        *console.address, connect_minwait=0.05, connect_maxwait=1.0
+    )
+    screen = Screen(reader)
+    try:
+        await screen.until(PROMPT)
+        async with asyncio.timeout(TIMEOUT):  # the console negotiated WILL ECHO
+            while not writer.will_echo:
+                await asyncio.sleep(0.001)
+    except BaseException:
+        writer.close()
+        raise
+    return screen, writer

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
-from archangel import ExitReason, Process, ProcessManager, ProcessState, TaskProcess
+from archangel import App, ExitReason, Process, ProcessManager, ProcessState, State, TaskProcess
 from archangel.console import Console
+from archangel.console.commands import GIL_SLICE
 from tests.console_helpers import PROMPT, BlockingClient, Light, RawClient
 from tests.helpers import serve, until
 
@@ -166,66 +171,74 @@ async def test_killall_kills_one_kind() -> None:
     manager = ProcessManager()
     lights = [manager.register(Light()) for _ in range(5)]
     task = manager.spawn(sleeper())
-    with Console(manager) as console:
-        async with await RawClient.open(console.address) as client:
-            reply = await client.ask("killall light")
-            assert reply == "killed 5 process(es) of kind 'light': 5 exited"
-            assert all(p.state is ProcessState.EXITED for p in lights)
-            assert task.state is ProcessState.RUNNING
-            assert "no running processes of kind 'light'" in await client.ask("killall light")
-            assert "usage: killall KIND" in await client.ask("killall")
-    task.kill()
+    server, port = await serve(manager.register(Echo))
+    peers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    await until(lambda: len(manager) == 9)
+    try:
+        with Console(manager) as console:
+            async with await RawClient.open(console.address) as client:
+                reply = await client.ask("killall light")
+                assert reply == "killed 5 process(es) of kind 'light': 5 exited"
+                assert all(p.state is ProcessState.EXITED for p in lights)
+                assert task.state is ProcessState.RUNNING
+                # Connections exit once their transport has closed: the reply waits for it.
+                reply = await client.ask("killall conn")
+                assert reply == "killed 3 process(es) of kind 'conn': 3 exited"
+                for reader, _ in peers:
+                    assert await reader.read() == b""
+                assert "no running processes of kind 'light'" in await client.ask("killall light")
+                assert "usage: killall KIND" in await client.ask("killall")
+                assert len(manager) == 1
+    finally:
+        task.kill()
+        for _, writer in peers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
-class FakeBus:
-    state = "RUN"
+async def test_app_commands_against_a_real_app(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = App(
+        "console-app",
+        state_file=tmp_path / "state.json",
+        runlog_file=logs / "runlog.json",
+        console={"action_timeout": 5.0},
+    )
+    reloads: list[int] = []
 
-    def subscribers_summary(self) -> dict[str, int]:
-        return {"start": 2, "stop": 1}
+    @app.bus.on("reload")
+    def on_reload() -> None:
+        reloads.append(threading.get_ident())
 
+    task = asyncio.ensure_future(app.main())
+    await app.bus.wait(State.RUN, State.EXITED)
+    assert app.console is not None
+    async with await RawClient.open(app.console.address) as client:
+        bus = await client.ask("bus")
+        assert bus.startswith("state: RUN\n")
+        assert re.search(r"^START\s+1\s+App\._start$", bus, re.M)
+        assert re.search(r"^STOP\s+2\s+App\._stop_accepting, App\._drain$", bus, re.M)
+        assert re.search(r"^reload\s+1\s+.*on_reload$", bus, re.M)
 
-class FakeApp:
-    """What the console needs of an App, recording which thread each call came on."""
+        assert await client.ask("reload") == "reload done"
+        assert reloads == [threading.get_ident()]  # on the app's loop thread
 
-    name = "fake"
+        assert await client.ask("dump state") == f"state written to {tmp_path / 'state.json'}"
+        state = json.loads((tmp_path / "state.json").read_text())
+        assert state["name"] == "console-app"
+        assert await client.ask("dump runlog") == f"runlog written to {logs / 'runlog.json'}"
+        assert json.loads((logs / "runlog.json").read_text())
+        shutil.rmtree(logs)
+        failed = await client.ask("dump runlog")
+        assert failed.startswith("dump runlog failed: FileNotFoundError")
+        assert "usage: dump state|runlog" in await client.ask("dump everything")
 
-    def __init__(self, manager: ProcessManager) -> None:
-        self.manager = manager
-        self.bus = FakeBus()
-        self.calls: list[tuple[str, int]] = []
-
-    def request_stop(self) -> None:
-        self.calls.append(("stop", threading.get_ident()))
-
-    def reload(self) -> None:
-        self.calls.append(("reload", threading.get_ident()))
-
-    async def dump(self, which: str) -> str:
-        await asyncio.sleep(0)
-        self.calls.append((f"dump {which}", threading.get_ident()))
-        if which == "runlog":
-            raise OSError("disk full")
-        return f"/tmp/{which}.json"
-
-
-async def test_app_actions_run_on_the_app_loop_thread() -> None:
-    app = FakeApp(ProcessManager())
-    with Console(app) as console:
-        async with await RawClient.open(console.address) as client:
-            assert await client.ask("stop") == "stop requested: the app is shutting down"
-            assert await client.ask("reload") == "reload done"
-            assert await client.ask("dump state") == "state written to /tmp/state.json"
-            assert "dump runlog failed: OSError: disk full" in await client.ask("dump runlog")
-            assert "usage: dump state|runlog" in await client.ask("dump everything")
-            bus = await client.ask("bus")
-            assert "state: RUN" in bus and "start: 2" in bus
-    me = threading.get_ident()
-    assert app.calls == [
-        ("stop", me),
-        ("reload", me),
-        ("dump state", me),
-        ("dump runlog", me),
-    ]
+        assert await client.ask("stop") == "stop requested: the app is shutting down"
+        assert await client.read_all() == ""  # the app stopped and closed the console
+    assert await task == 0
+    assert app.bus.state is State.EXITED
 
 
 async def test_app_commands_on_a_bare_manager() -> None:
@@ -379,11 +392,62 @@ async def test_big_replies_are_cut() -> None:
             assert "showing" in await client.ask("ps --limit 2")
 
 
+class Chatty(Process):
+    kind = "chatty"
+
+    def details(self) -> dict[str, Any]:
+        return {"notes": "n" * 5000}
+
+
+async def test_json_replies_stay_valid_at_the_output_limit() -> None:
+    manager = ProcessManager()
+    for _ in range(200):
+        manager.register(Light())
+    for n in range(30):
+        light = manager.register(Light())
+        light.name = f"gone-{n}-" + "g" * 100
+        light.kill()
+    with Console(manager, max_output=2000) as console:
+        async with await RawClient.open(console.address) as client:
+            # ps --json pages itself to fit: every page parses, and next_offset goes on.
+            seen: list[int] = []
+            offset: int | None = 0
+            while offset is not None:
+                reply = await client.ask(f"ps light --json --limit 200 --offset {offset}")
+                assert len(reply.encode()) < 2000
+                page = json.loads(reply)
+                assert page["total"] == 200 and page["offset"] == offset
+                assert 0 < page["count"] == len(page["processes"])
+                seen += [p["pid"] for p in page["processes"]]
+                offset = page["next_offset"]
+                assert page["truncated"] is (offset is not None)  # cut short, not the end
+                assert offset is None or offset == len(seen)
+            assert seen == list(range(1, 201))
+            assert page["offset"] > 0  # it took more than one page
+            last = json.loads(await client.ask("ps --json --limit 2 --offset 198"))
+            assert last["count"] == 2 and last["next_offset"] is None and not last["truncated"]
+            # history --json keeps the newest records that fit.
+            history = json.loads(await client.ask("history 30 --json"))
+            assert history["total"] == 30 and history["truncated"]
+            pids = [r["pid"] for r in history["processes"]]
+            assert 0 < len(pids) == history["count"] < 30
+            assert pids == list(range(231 - len(pids), 231))
+            # Whatever else is too long for one reply answers a JSON error, not cut JSON.
+            chatty = manager.register(Chatty())
+            error = json.loads(await client.ask(f"info {chatty.pid} --json"))
+            assert "over the 2000 byte limit" in error["error"]
+            too_big = await client.ask("ps chatty --json")
+            assert too_big.startswith(f"error: the record of pid {chatty.pid} alone is over")
+
+
 async def test_quit_and_ctrl_d_end_the_session() -> None:
+    before = sys.getswitchinterval()
     with Console(ProcessManager()) as console:
         async with await RawClient.open(console.address) as client:
+            assert sys.getswitchinterval() == GIL_SLICE  # short GIL slices while a session is open
             await client.send("quit\n")
             assert "bye" in await client.read_all()
+        await until(lambda: sys.getswitchinterval() == before)
         async with await RawClient.open(console.address) as client:
             await client.send(b"\x04")
             assert await client.read_all() == ""
@@ -410,5 +474,12 @@ async def test_ps_pages_100_000_processes() -> None:
             assert "showing 1-50 of 100000" in await client.ask("ps light --sort -started")
             data = json.loads(await client.ask("ps --json -o 99990"))
             assert data["total"] == 100_000
-            assert len(data["processes"]) == 10
+            assert len(data["processes"]) == 10 and data["next_offset"] is None
             assert "100000 running" in await client.ask("stats")
+            by_name = await client.ask("ps --sort name -l 2 -o 60000")  # sorted in chunks
+            assert re.search(r"^\s*60001\s.*\n\s*60002\s", by_name, re.M)  # and stable
+            newest = await client.ask("ps --sort -pid -l 1")
+            assert re.search(r"^100000\s", newest, re.M)
+            killed = await client.ask("killall light")  # in slices of the app loop's time
+            assert killed == "killed 100000 process(es) of kind 'light': 100000 exited"
+            assert len(manager) == 0

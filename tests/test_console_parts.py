@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import operator
+import random
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -11,8 +14,10 @@ from archangel import ProcessManager
 from archangel.console.apploop import AppLoop, Status
 from archangel.console.client import TelnetFilter, parse_address
 from archangel.console.commands import CommandError, parse_options
-from archangel.console.lineedit import Key, LineEditor
+from archangel.console.lineedit import STEP, STEP_ECHO, Key, LineEditor
+from archangel.console.listing import SORT_CHUNK, sorted_head
 from archangel.console.render import clip, format_age, format_details, format_ms, table
+from archangel.console.session import Pacer
 from archangel.console.stacks import await_chain
 from archangel.errors import ConsoleError
 
@@ -68,7 +73,44 @@ def test_keys_interrupt_eof_and_too_long() -> None:
     assert editor.feed("ok\r")[1] == ["ok"]
     editor.echo = True
     echo, events = editor.feed("123456789\r")
-    assert "\a" in echo and events == ["12345678"]  # with echo: stops growing
+    assert echo == "\a12345678\r\n"  # with echo: it stops growing, with a bell...
+    assert events == [Key.TOO_LONG]  # ...and is refused whole, never cut short and run
+    assert editor.feed("kill 1 2 3\x7f\x7f\x7f\x7f\r")[1] == [Key.TOO_LONG]  # even once shorter
+    assert editor.feed("kill 1 2 3\x15ps\r")[1] == ["ps"]  # Ctrl-U: the whole line is gone
+    assert editor.history == ["bc", "ok", "ps"]  # refused lines are not remembered
+
+
+def test_redraws_are_coalesced_and_never_built_without_echo() -> None:
+    editor = LineEditor(max_length=5000)
+    editor.prompt = "> "
+    editor.feed("x" * 4000)
+    assert editor.feed("\x0c" * 10_000 + "\x1b[D" * 100) == ("", [])  # no echo: nothing
+    editor.echo = True
+    echo, _ = editor.feed("\x0c" * 10_000)  # a flood of Ctrl-L: one clear, one redraw
+    assert echo == "\x1b[H\x1b[2J\r> " + "x" * 4000 + "\x1b[K\x1b[100D"
+    echo, _ = editor.feed("\x1b[D" * 10 + "\x0c" + "\x1b[D" * 10 + "y\x7f" * 100)
+    assert echo.startswith("\x1b[1D" * 10 + "\x1b[H\x1b[2J\r> xxx")  # moves shown, then...
+    assert len(echo) < 4100 and echo.endswith("\x1b[120D")  # ...one redraw, cursor put back
+    editor.feed("\r")
+    echo, events = editor.feed("\x1b[A" + "\x1b[B\x1b[A" * 1000 + "\r")  # one redraw
+    assert events == ["x" * 4000] and len(echo) < 2 * 4100
+
+
+def test_step_feeds_a_bounded_piece() -> None:
+    editor = LineEditor(complete=lambda word: ["alpha", "beta"])
+    assert editor.step("ps\r\ninfo 1\r\n") == ("", ["ps"], 3)
+    assert editor.step("ps\r\ninfo 1\r\n", 3) == ("", ["info 1"], 11)
+    assert editor.step("ps\r\ninfo 1\r\n", 11) == ("", [], 12)  # the LF of CR LF
+    assert editor.step("x" * 5000)[2] == STEP
+    editor.clear()
+    editor.echo = True
+    editor.feed("x" * 4000 + "\x01")
+    echo, events, end = editor.step("\x0c\x03" * 1000)  # each ^C shows the line it drops
+    assert events == [Key.INTERRUPT] and end == 2 and len(echo) < 4100
+    editor.feed("x" * 4000 + "\x01")
+    echo, _, end = editor.step("\t" * 5000)  # each Tab lists, then redraws 4000 characters
+    assert "alpha  beta" in echo
+    assert end < 10 and len(echo) <= STEP_ECHO + 2 * 4100  # bounded per step
 
 
 def test_secret_lines_are_not_echoed_or_remembered() -> None:
@@ -98,6 +140,20 @@ def test_without_echo_nothing_is_written() -> None:
     editor = LineEditor()
     assert editor.feed("abc\x7f\x1b[D\x0c\x03") == ("", [Key.INTERRUPT])
     assert editor.redraw() == ""
+
+
+# -- sorting in chunks ------------------------------------------------------------------------
+
+
+def test_sorted_head_is_one_stable_sort_done_in_chunks() -> None:
+    rng = random.Random(7)
+    items = [(rng.choice("abcde") + str(rng.randrange(50)), n) for n in range(3 * SORT_CHUNK + 5)]
+    key: Callable[[tuple[str, int]], str] = operator.itemgetter(0)
+    for reverse in (False, True):
+        expected = sorted(items, key=key, reverse=reverse)
+        for count in (0, 1, 50, SORT_CHUNK + 1, len(items), len(items) + 10):
+            assert sorted_head(items, key, reverse, count) == expected[:count]
+    assert sorted_head(items[:10], key, False, 3) == sorted(items[:10], key=key)[:3]
 
 
 # -- options, addresses, telnet bytes -------------------------------------------------------
@@ -241,6 +297,18 @@ async def test_apploop_outcomes() -> None:
     assert closed.status is Status.CLOSED
     bridge.probe()
     assert bridge._closed
+
+
+async def test_pacer_rests_after_a_stretch_of_work() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(work=0.0, rest=0.05)
+    started = loop.time()
+    await asyncio.gather(pacer.pace(), pacer.pace())  # two sessions share one rest
+    assert loop.time() - started >= 0.04
+    relaxed = Pacer(work=3600.0, rest=3600.0)
+    async with asyncio.timeout(10):  # no rest before it has worked an hour
+        for _ in range(100):
+            await relaxed.pace()
 
 
 def test_short_gil_slices_nest_and_restore_the_switch_interval() -> None:

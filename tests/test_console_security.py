@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from archangel import ArchangelError, ProcessManager
+from archangel import ArchangelError, Process, ProcessManager
 from archangel.console import Console
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, Light, RawClient
-from tests.helpers import until
+from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, write_buffers
+from tests.helpers import serve, until
 
 # -- lifecycle ------------------------------------------------------------------------------
 
@@ -148,37 +148,103 @@ async def test_unix_socket_path_checks(tmp_path: Path) -> None:
 # -- limits and garbage -------------------------------------------------------------------
 
 
+class Echo(Process, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def echoes(port: int) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"still serving\n")
+        return await asyncio.wait_for(reader.readline(), TIMEOUT) == b"still serving\n"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_too_many_sessions_are_refused_and_slots_come_back() -> None:
     manager = ProcessManager()
-    with Console(manager, max_sessions=16) as console:
-        assert isinstance(console.address, tuple)
+    server, port = await serve(manager.register(Echo))
+    try:
+        with Console(manager, max_sessions=16) as console:
+            assert isinstance(console.address, tuple)
 
-        async def one() -> tuple[RawClient, str]:
-            client = await RawClient.open(console.address, banner=False)
-            text = await client.read_until(PROMPT)  # a prompt, or everything up to EOF
-            return client, text
+            async def one() -> tuple[RawClient, str]:
+                client = await RawClient.open(console.address, banner=False)
+                text = await client.read_until(PROMPT)  # a prompt, or everything up to EOF
+                return client, text
 
-        results = await asyncio.gather(*(one() for _ in range(200)))
-        accepted = [c for c, text in results if text.endswith(PROMPT)]
-        refused = [text for _, text in results if "too many sessions (16 open)" in text]
-        assert len(accepted) == 16
-        assert len(refused) == 184
-        assert "no processes match" in await accepted[0].ask("ps")
-        await asyncio.gather(*(c.close() for c, _ in results))
+            results, served = await asyncio.gather(
+                asyncio.gather(*(one() for _ in range(200))),
+                echoes(port),  # the app serves while the console turns sessions away
+            )
+            assert served
+            accepted = [c for c, text in results if text.endswith(PROMPT)]
+            refused = [text for _, text in results if "too many sessions (16 open)" in text]
+            assert len(accepted) == 16
+            assert len(refused) == 184
+            assert "16 session(s)" in await accepted[0].ask("stats")
+            await asyncio.gather(*(c.close() for c, _ in results))
 
-        async def admitted() -> bool:
-            client = await RawClient.open(console.address, banner=False)
-            try:
-                return (await client.read_until(PROMPT)).endswith(PROMPT)
-            finally:
-                await client.close()
+            async def admitted() -> bool:
+                client = await RawClient.open(console.address, banner=False)
+                try:
+                    return (await client.read_until(PROMPT)).endswith(PROMPT)
+                finally:
+                    await client.close()
 
-        for _ in range(100):  # closed sessions give their slots back
-            if await admitted():
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("no session admitted after the others closed")
+            for _ in range(100):  # closed sessions give their slots back
+                if await admitted():
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("no session admitted after the others closed")
+        assert await echoes(port)  # and the app serves on
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_flood_of_keys_does_not_starve_other_sessions() -> None:
+    with Console(ProcessManager()) as console:
+        flooder = await RawClient.open(console.address)
+        try:
+            # Like nc: a 4000-character line, then 1 MB of Ctrl-L (redraw the line), all
+            # at once and never read. The console feeds them a piece at a time, yielding
+            # between pieces, and builds no redraw for a client it does not echo to.
+            flooder.writer.write(b"x" * 4000 + b"\x0c" * (1 << 20))
+            await asyncio.sleep(0.1)  # it is chewing on them
+            async with asyncio.timeout(5):
+                async with await RawClient.open(console.address) as other:
+                    assert "no processes match" in await other.ask("ps")
+            assert max(await write_buffers(console)) < 64 * 1024
+        finally:
+            flooder.writer.transport.abort()
+
+
+async def test_a_client_that_does_not_read_cannot_grow_the_consoles_buffers() -> None:
+    with Console(ProcessManager()) as console:
+        screen, writer = await open_telnet(console)  # a telnet client: the console echoes
+        try:
+            writer.write("x" * 4000 + "\r\n")
+            assert "unknown command" in await screen.until(PROMPT)
+            # From now on it never reads. Each Up, Ctrl-C shows the 4000-character line
+            # again: 200 MB of echo, if the console wrote on regardless.
+            writer.write("\x1b[A\x03\x0c" * 50_000)
+            high = 0
+            async with asyncio.timeout(TIMEOUT):
+                while high < 32 * 1024:  # until the unread output holds the console back
+                    high = max([high, *await write_buffers(console)])
+                    await asyncio.sleep(0.005)
+            for _ in range(20):  # and while it does
+                high = max([high, *await write_buffers(console)])
+                await asyncio.sleep(0.005)
+            assert high < 512 * 1024
+            async with await RawClient.open(console.address) as other:
+                assert "no processes match" in await other.ask("ps", timeout=5)
+        finally:
+            writer.close()
 
 
 async def test_garbage_input_leaves_console_and_app_serving(
@@ -189,10 +255,25 @@ async def test_garbage_input_leaves_console_and_app_serving(
     light = manager.register(Light())
     rng = random.Random(1234)
     with Console(manager, max_line=4096) as console:
-        # Random bytes (avoid a first 0x16, which reads as a TLS hello and is closed).
+        # Random bytes, telnet commands and all (avoid a first 0x16, which reads as a TLS
+        # hello and is closed). A random Ctrl-D or telnet DO LOGOUT may end the session:
+        # either way, what it got is what a console writes, and the console answers on.
         async with await RawClient.open(console.address) as client:
-            with contextlib.suppress(ConnectionError):  # a random Ctrl-D may end the session
-                await client.send(b"x" + rng.randbytes(256 * 1024))
+            with contextlib.suppress(ConnectionError):
+                await client.send(b"x" + rng.randbytes(256 * 1024) + b"\x03\r\nps\r\n")
+            async with await RawClient.open(console.address) as other:
+                assert "showing 1-1 of 1" in await other.ask("ps")
+            with contextlib.suppress(ConnectionError):
+                text = await client.read_all()
+            assert "Traceback" not in text and "failed:" not in text
+        # Random data (no Ctrl-D, no telnet IAC): thousands of garbage lines, each answered,
+        # and the same session still answers.
+        async with await RawClient.open(console.address) as client:
+            junk = rng.randbytes(64 * 1024).replace(b"\x04", b"").replace(b"\xff", b"")
+            client.writer.write(junk + b"\x03\r\nps\r\n")  # read while it is sent
+            text = await client.read_until("showing 1-1 of 1")
+            assert text.count("error: unknown command") > 100
+            assert "Traceback" not in text and "failed:" not in text
         # A 1 MB line: refused whole, the session goes on.
         async with await RawClient.open(console.address) as client:
             reply = await client.ask("ps " + "A" * (1 << 20))
@@ -229,6 +310,7 @@ async def test_garbage_input_leaves_console_and_app_serving(
             assert f"pid {light.pid}: killed" in await client.ask(f"kill {light.pid}")
         await until(lambda: len(manager) == 0)
         assert manager.counters["killed"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no command crashed
     telnet_records = [r for r in caplog.records if r.name == "archangel.console.session.telnet"]
     assert telnet_records  # the client's bad telnet was logged...
     assert {r.levelno for r in telnet_records} == {logging.DEBUG}  # ...at DEBUG only

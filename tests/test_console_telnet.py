@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import telnetlib3
 
-from archangel import ProcessManager
+from archangel import ProcessManager, ProcessState
 from archangel.console import Console
 from archangel.console.client import TOKEN_ENV, main, run_client
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, Light, RawClient
-from tests.helpers import until
+from tests.console_helpers import PROMPT, Light, RawClient, open_telnet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def read_until(reader: telnetlib3.TelnetReader, marker: str, timeout: float = 10) -> str:
@@ -29,37 +32,13 @@ async def read_until(reader: telnetlib3.TelnetReader, marker: str, timeout: floa
     return text
 
 
-class Screen:
-    """What a telnet client has received so far, consumed marker by marker."""
-
-    def __init__(self, reader: telnetlib3.TelnetReader) -> None:
-        self.reader = reader
-        self.text = ""
-
-    async def until(self, marker: str, timeout: float = 10) -> str:
-        async with asyncio.timeout(timeout):
-            while marker not in self.text:
-                chunk = await self.reader.read(4096)
-                assert chunk, f"closed before {marker!r}; got {self.text!r}"
-                self.text += chunk if isinstance(chunk, str) else chunk.decode()
-        end = self.text.index(marker) + len(marker)
-        seen, self.text = self.text[:end], self.text[end:]
-        return seen
-
-
 async def test_telnet_client_gets_echo_line_editing_and_history() -> None:
     manager = ProcessManager()
     for _ in range(3):
         manager.register(Light())
     with Console(manager) as console:
-        assert isinstance(console.address, tuple)
-        reader, writer = await telnetlib3.open_connection(
-            *console.address, connect_minwait=0.05, connect_maxwait=1.0
-        )
-        screen = Screen(reader)
+        screen, writer = await open_telnet(console)
         try:
-            assert "type 'help'" in await screen.until(PROMPT)
-            await until(lambda: writer.will_echo)  # the console negotiated WILL ECHO
             writer.write("ps -l 1\r\n")
             out = await screen.until("showing 1-1 of 3")
             assert out.startswith("ps -l 1")  # echoed by the console, as typed
@@ -87,6 +66,29 @@ async def test_telnet_client_gets_echo_line_editing_and_history() -> None:
             await screen.until("bye")
         finally:
             writer.close()
+
+
+async def test_a_line_over_max_line_is_refused_whole_never_cut_short_and_run() -> None:
+    manager = ProcessManager()
+    lights = [manager.register(Light()) for _ in range(20)]
+    with Console(manager, max_line=12) as console:
+        screen, writer = await open_telnet(console)
+        try:
+            # With server echo the line stops growing at 12 characters ("kill 1 2 3 4")...
+            writer.write("kill 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15\r\n")
+            out = await screen.until(PROMPT)
+            assert "\akill 1 2 3 4\r\n" in out
+            # ...and is refused whole: it never runs as "kill 1 2 3 4".
+            assert "error: line too long (more than 12 characters): ignored" in out
+            writer.write("kill 16\r\n")
+            assert "pid 16: killed" in await screen.until(PROMPT)
+        finally:
+            writer.close()
+        async with await RawClient.open(console.address) as client:  # nc: the same
+            reply = await client.ask("kill 1 2 3 4 5 6 7 8 9")
+            assert reply == "error: line too long (more than 12 characters): ignored"
+            assert "pid 17: killed" in await client.ask("kill 17")
+    assert [p.pid for p in lights if p.state is ProcessState.EXITED] == [16, 17]
 
 
 async def test_telnet_client_with_a_token() -> None:
@@ -141,6 +143,34 @@ async def test_client_over_tcp_and_unix(tmp_path: Path) -> None:
     with Console(manager, path=path) as console:
         status, out = await asyncio.to_thread(_run, f"unix:{path}", "ps --json\n")
         assert status == 0 and '"total":1' in out
+
+
+async def test_archangel_console_command_in_a_subprocess() -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager) as console:
+        assert isinstance(console.address, tuple)
+        host, port = console.address
+        command = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "archangel",
+            "console",
+            f"{host}:{port}",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        async with asyncio.timeout(30):
+            out, err = await command.communicate(b"ps\nquit\n")
+    assert command.returncode == 0, err.decode()
+    text = out.decode()
+    assert "archangel console (manager): 1 processes running" in text
+    assert re.search(r"^\s*1\s+light\s+new\s", text, re.M)
+    assert "showing 1-1 of 1" in text
+    assert text.rstrip().endswith("bye")
+    assert "\xff" not in text and "\r" not in text
 
 
 async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:

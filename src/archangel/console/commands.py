@@ -29,11 +29,11 @@ __all__ = ["Command", "CommandError", "CommandTable", "Context", "Terminal", "pa
 logger = logging.getLogger(__name__)
 
 
-#: While a command runs, the console thread gives the GIL up at least this often.
+#: While a session is open, the console thread gives the GIL up at least this often.
 GIL_SLICE = 0.001
 
 # The switch interval is one setting for the whole interpreter, so the count
-# of commands running (in any console of the process) is process-wide too.
+# of sessions open (in any console of the process) is process-wide too.
 _slices_lock = threading.Lock()
 _slices_depth = 0
 _slices_saved = 0.0
@@ -43,11 +43,15 @@ _slices_saved = 0.0
 def short_gil_slices() -> Iterator[None]:
     """Lower the interpreter's GIL switch interval to :data:`GIL_SLICE` while in the block.
 
-    A console command runs Python code on the console's thread (sorting
+    A console session runs Python code on the console's thread (sorting
     100,000 processes, say); with the default 5 ms switch interval the app's
     loop could wait that long for the GIL. A 1 ms interval keeps each wait
-    under about a millisecond; the previous value is restored when the last
-    command running in the process ends.
+    under about a millisecond. It is held for a whole session, not one
+    command: a thread already waiting for the GIL waits out the interval it
+    began with, so lowering it only once the work has begun would be too
+    late. The previous value is restored when the last session in the
+    process ends. (The setting only matters while threads compete for the
+    GIL: an idle session costs nothing.)
     """
     global _slices_depth, _slices_saved
     with _slices_lock:
@@ -130,6 +134,7 @@ class Context:
         apploop: The bridge to the app's loop.
         repl: Whether ``py`` is enabled.
         sessions: Returns how many sessions are open.
+        max_output: Longest reply, in bytes (JSON listings page themselves to fit).
         started: ``time.monotonic()`` when the console started.
     """
 
@@ -138,6 +143,7 @@ class Context:
     apploop: AppLoop
     repl: bool = False
     sessions: Callable[[], int] = lambda: 0
+    max_output: int = 1 << 20
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def require_app(self, what: str) -> Any:
@@ -268,8 +274,7 @@ class CommandTable:
             return f"error: unknown command {clip_word(name)!r}: type 'help' for the list"
         command = self[name]
         try:
-            with short_gil_slices():
-                return await command.handler(args, terminal)
+            return await command.handler(args, terminal)
         except CommandError as exc:
             return f"error: {exc}"
         except Exception as exc:

@@ -12,7 +12,14 @@ and End (ANSI/VT100 escape sequences); Up/Down and Ctrl-P/Ctrl-N walk the
 history; Ctrl-A/E home/end, Ctrl-B/F left/right, Ctrl-K/U/W kill to end, to
 start, a word back; Ctrl-L redraws; Tab completes a word with the
 ``complete`` callback; Ctrl-C abandons the line; Ctrl-D on an empty line
-ends the session. Lines longer than ``max_length`` are refused whole.
+ends the session. A line that grew past ``max_length`` is refused whole
+when it is entered (it stops growing at the limit, with a bell).
+
+Echo costs at most a few times what was typed: an edit that needs the line
+redrawn only marks it, and the line is redrawn once, when something has to
+be shown after it (an Enter, the end of the text fed). Nothing is built when
+echo is off. :meth:`LineEditor.step` feeds text a bounded piece at a time,
+so a session can write and drain the echo of one piece before the next.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ _CSI_MAX = 16
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _BELL = "\a"
 _ERASE_TO_END = "\x1b[K"
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+#: Characters :meth:`LineEditor.step` takes at most.
+STEP = 1024
+#: Echo after which :meth:`LineEditor.step` stops early (one redraw may follow).
+STEP_ECHO = 16 * 1024
 
 
 class Key(enum.Enum):
@@ -84,6 +96,10 @@ class LineEditor:
         self._csi = ""
         self._hist_pos = 0
         self._stash = ""
+        self._out: list[str] = []
+        self._out_size = 0
+        self._stale = False  # the line on screen is out of date: redraw before more echo
+        self._clear = False  # clear the screen before that redraw (Ctrl-L)
 
     @property
     def text(self) -> str:
@@ -99,52 +115,123 @@ class LineEditor:
 
     def feed(self, text: str) -> tuple[str, list[Event]]:
         """Process typed ``text``; return (what to echo, lines and keys completed)."""
-        out: list[str] = []
         events: list[Event] = []
-        pos, end = 0, len(text)
+        self._run(text, 0, len(text), events, stop=False)
+        return self._take(), events
+
+    def step(self, text: str, start: int = 0) -> tuple[str, list[Event], int]:
+        """Process a bounded piece of ``text`` from ``start``.
+
+        It stops after the first line or key completed, after :data:`STEP`
+        characters, or once about :data:`STEP_ECHO` characters are to be
+        echoed, whichever comes first.
+
+        Returns:
+            What to echo, the events completed (at most one), and where to
+            go on from.
+        """
+        events: list[Event] = []
+        end = self._run(text, start, min(len(text), start + STEP), events, stop=True)
+        return self._take(), events, end
+
+    def redraw(self) -> str:
+        """What to write to show the prompt and the partly typed line again."""
+        self._redraw()
+        return self._take()
+
+    # -- output ---------------------------------------------------------------
+
+    def _take(self) -> str:
+        self._flush()
+        out = "".join(self._out) if self.echo else ""
+        self._out.clear()
+        self._out_size = 0
+        return out
+
+    def _show(self, text: str) -> None:
+        """Echo ``text`` at the cursor (not needed while a redraw is due)."""
+        if self.echo and not self.secret and not self._stale:
+            self._out.append(text)
+            self._out_size += len(text)
+
+    def _say(self, text: str) -> None:
+        """Write ``text`` after the line, brought up to date first (Enter, ^C, a list)."""
+        if self.echo:
+            self._flush()
+            self._out.append(text)
+            self._out_size += len(text)
+
+    def _bell(self) -> None:
+        if self.echo:
+            self._out.append(_BELL)
+            self._out_size += 1
+
+    def _redraw(self, clear_screen: bool = False) -> None:
+        """Mark the prompt and line to be rewritten (once, when next shown)."""
+        if self.echo and not self.secret:
+            self._stale = True
+            self._clear = self._clear or clear_screen
+
+    def _flush(self) -> None:
+        if not self._stale:
+            return
+        self._stale = False
+        if self._clear:
+            self._clear = False
+            self._out.append(_CLEAR_SCREEN)
+        line = "\r" + self.prompt + self.text + _ERASE_TO_END
+        back = len(self._buf) - self._cursor
+        if back:
+            line += f"\x1b[{back}D"
+        self._out.append(line)
+        self._out_size += len(line)
+
+    # -- input ----------------------------------------------------------------
+
+    def _run(self, text: str, pos: int, end: int, events: list[Event], stop: bool) -> int:
         while pos < end:
             if self._esc is _Esc.NONE:
-                run = _PRINTABLE.match(text, pos)
+                run = _PRINTABLE.match(text, pos, end)
                 if run is not None:  # fast path: a run of plain text
-                    self._insert(run.group(), out)
+                    self._insert(run.group())
                     pos = run.end()
                     self._last = text[pos - 1]
                     continue
-            self._feed_char(text[pos], out, events)
+            self._feed_char(text[pos], events)
             pos += 1
-        return "".join(out) if self.echo else "", events
+            if stop and (events or self._out_size >= STEP_ECHO):
+                break
+        return pos
 
-    # -- one character --------------------------------------------------------
-
-    def _feed_char(self, char: str, out: list[str], events: list[Event]) -> None:
+    def _feed_char(self, char: str, events: list[Event]) -> None:
         last, self._last = self._last, char
         if self._esc is not _Esc.NONE:
-            self._escape(char, out)
+            self._escape(char)
             return
         if char in "\n\0" and last == "\r":
             return  # CR LF and CR NUL are one Enter
         if char in "\r\n":
-            self._enter(out, events)
+            self._enter(events)
         elif char in "\x7f\b":
-            self._backspace(out)
+            self._backspace()
         elif char == "\x1b":
             self._esc = _Esc.ESC
         elif char == "\x03":
-            out.append("^C\r\n")
+            self._say("^C\r\n")
             self.clear()
             events.append(Key.INTERRUPT)
         elif char == "\x04":
             if not self._buf:
                 events.append(Key.EOF)
             else:
-                self._delete(out)
+                self._delete()
         elif char < " ":
-            self._control(char, out)
+            self._control(char)
         else:
-            self._insert(char, out)
+            self._insert(char)
 
-    def _enter(self, out: list[str], events: list[Event]) -> None:
-        out.append("\r\n")
+    def _enter(self, events: list[Event]) -> None:
+        self._say("\r\n")
         line = self.text
         overflow = self._overflow
         self.clear()
@@ -157,36 +244,37 @@ class LineEditor:
         self._hist_pos = len(self.history)
         events.append(line)
 
-    def _control(self, char: str, out: list[str]) -> None:
+    def _control(self, char: str) -> None:
         if char == "\x01":
-            self._move(0, out)
+            self._move(0)
         elif char == "\x05":
-            self._move(len(self._buf), out)
+            self._move(len(self._buf))
         elif char == "\x02":
-            self._move(self._cursor - 1, out)
+            self._move(self._cursor - 1)
         elif char == "\x06":
-            self._move(self._cursor + 1, out)
+            self._move(self._cursor + 1)
         elif char == "\x0b":
             del self._buf[self._cursor :]
-            self._redraw(out)
+            self._redraw()
         elif char == "\x15":
             del self._buf[: self._cursor]
             self._cursor = 0
-            self._redraw(out)
+            if not self._buf:
+                self._overflow = False  # the whole line is gone
+            self._redraw()
         elif char == "\x17":
-            self._kill_word(out)
+            self._kill_word()
         elif char == "\x0c":
-            out.append("\x1b[H\x1b[2J")
-            self._redraw(out)
+            self._redraw(clear_screen=True)
         elif char == "\x10":
-            self._walk_history(-1, out)
+            self._walk_history(-1)
         elif char == "\x0e":
-            self._walk_history(1, out)
+            self._walk_history(1)
         elif char == "\t":
-            self._complete(out)
+            self._complete()
         # other control characters are ignored
 
-    def _escape(self, char: str, out: list[str]) -> None:
+    def _escape(self, char: str) -> None:
         if self._esc is _Esc.ESC:
             if char == "[":
                 self._esc, self._csi = _Esc.CSI, ""
@@ -197,76 +285,70 @@ class LineEditor:
             return
         if self._esc is _Esc.SS3:
             self._esc = _Esc.NONE
-            self._cursor_key(char, "", out)
+            self._cursor_key(char, "")
             return
         # CSI: parameters, then a final byte in @..~
         if "@" <= char <= "~":
             self._esc = _Esc.NONE
-            self._cursor_key(char, self._csi, out)
+            self._cursor_key(char, self._csi)
         elif len(self._csi) < _CSI_MAX:
             self._csi += char
         else:
             self._esc = _Esc.NONE
 
-    def _cursor_key(self, final: str, params: str, out: list[str]) -> None:
+    def _cursor_key(self, final: str, params: str) -> None:
         if final == "A":
-            self._walk_history(-1, out)
+            self._walk_history(-1)
         elif final == "B":
-            self._walk_history(1, out)
+            self._walk_history(1)
         elif final == "C":
-            self._move(self._cursor + 1, out)
+            self._move(self._cursor + 1)
         elif final == "D":
-            self._move(self._cursor - 1, out)
+            self._move(self._cursor - 1)
         elif final == "H" or (final == "~" and params in ("1", "7")):
-            self._move(0, out)
+            self._move(0)
         elif final == "F" or (final == "~" and params in ("4", "8")):
-            self._move(len(self._buf), out)
+            self._move(len(self._buf))
         elif final == "~" and params == "3":
-            self._delete(out)
+            self._delete()
 
     # -- edits --------------------------------------------------------------------
 
-    def _insert(self, text: str, out: list[str]) -> None:
+    def _insert(self, text: str) -> None:
         room = self.max_length - len(self._buf)
-        if self._overflow or len(text) > room:
-            # With echo the user sees the line stop growing (and a bell); without
-            # it, the whole line is refused when it is entered.
+        if len(text) > room:
+            # The line stops growing at the limit (with a bell) and is refused
+            # whole when it is entered: never cut short and run.
             if not self._overflow:
-                out.append(_BELL)
-            if not self.echo:
-                self._overflow = True
-                return
+                self._bell()
+            self._overflow = True
             text = text[:room]
             if not text:
                 return
         at_end = self._cursor == len(self._buf)
         self._buf[self._cursor : self._cursor] = text
         self._cursor += len(text)
-        if self.secret:
-            return
         if at_end:
-            out.append(text)
+            self._show(text)
         else:
-            self._redraw(out)
+            self._redraw()
 
-    def _backspace(self, out: list[str]) -> None:
+    def _backspace(self) -> None:
         if self._cursor == 0:
             return
         self._cursor -= 1
         del self._buf[self._cursor]
-        if self.secret:
-            return
         if self._cursor == len(self._buf):
-            out.append("\b \b")
+            self._show("\b \b")
         else:
-            self._redraw(out)
+            self._redraw()
 
-    def _delete(self, out: list[str]) -> None:
+    def _delete(self) -> None:
         if self._cursor < len(self._buf):
             del self._buf[self._cursor]
-            self._redraw(out)
+            self._redraw()
 
-    def _kill_word(self, out: list[str]) -> None:
+    def _kill_word(self) -> None:
         start = self._cursor
         while start and self._buf[start - 1] == " ":
             start -= 1
@@ -274,25 +356,22 @@ class LineEditor:
             start -= 1
         del self._buf[start : self._cursor]
         self._cursor = start
-        self._redraw(out)
+        self._redraw()
 
-    def _move(self, cursor: int, out: list[str]) -> None:
+    def _move(self, cursor: int) -> None:
         cursor = max(0, min(cursor, len(self._buf)))
-        if cursor == self._cursor or self.secret:
-            self._cursor = cursor
-            return
         if cursor < self._cursor:
-            out.append(f"\x1b[{self._cursor - cursor}D")
-        else:
-            out.append(f"\x1b[{cursor - self._cursor}C")
+            self._show(f"\x1b[{self._cursor - cursor}D")
+        elif cursor > self._cursor:
+            self._show(f"\x1b[{cursor - self._cursor}C")
         self._cursor = cursor
 
-    def _walk_history(self, step: int, out: list[str]) -> None:
+    def _walk_history(self, step: int) -> None:
         if self.secret:
             return
         pos = self._hist_pos + step
         if pos < 0 or pos > len(self.history):
-            out.append(_BELL)
+            self._bell()
             return
         if self._hist_pos == len(self.history):
             self._stash = self.text
@@ -301,9 +380,9 @@ class LineEditor:
         self._buf = list(text[: self.max_length])
         self._cursor = len(self._buf)
         self._overflow = False
-        self._redraw(out)
+        self._redraw()
 
-    def _complete(self, out: list[str]) -> None:
+    def _complete(self) -> None:
         if self.complete is None or self.secret:
             return
         word = self.text[: self._cursor]
@@ -311,31 +390,16 @@ class LineEditor:
             return
         candidates = sorted(self.complete(word))
         if len(candidates) == 1:
-            self._insert(candidates[0][len(word) :] + " ", out)
+            self._insert(candidates[0][len(word) :] + " ")
         elif candidates:
             common = _common_prefix(candidates)
             if len(common) > len(word):
-                self._insert(common[len(word) :], out)
+                self._insert(common[len(word) :])
             else:
-                out.append("\r\n" + "  ".join(candidates) + "\r\n")
-                self._redraw(out)
+                self._say("\r\n" + "  ".join(candidates) + "\r\n")
+                self._redraw()
         else:
-            out.append(_BELL)
-
-    def _redraw(self, out: list[str]) -> None:
-        """Rewrite the prompt and line, and put the cursor back."""
-        if self.secret:
-            return
-        out.append("\r" + self.prompt + self.text + _ERASE_TO_END)
-        back = len(self._buf) - self._cursor
-        if back:
-            out.append(f"\x1b[{back}D")
-
-    def redraw(self) -> str:
-        """What to write to show the prompt and the partly typed line again."""
-        out: list[str] = []
-        self._redraw(out)
-        return "".join(out) if self.echo else ""
+            self._bell()
 
 
 def _common_prefix(words: Sequence[str]) -> str:

@@ -7,6 +7,7 @@ is the point: they work while it is blocked, and ``stack`` shows where.
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Any
 
@@ -225,20 +226,32 @@ class _Runtime:
         bus = getattr(app, "bus", None)
         if bus is None:
             return "the app has no bus"
-        state = getattr(bus, "state", None)
+        # Read from this thread: ``channels`` copies the bus's table in one C
+        # call, ``subscribers()`` is a dict lookup; a race shows a moment-old view.
+        state = bus.state
         lines = [f"state: {getattr(state, 'name', state)}"]
-        summary = getattr(bus, "subscribers_summary", None)
-        if callable(summary):
-            try:
-                found = summary()
-            except Exception as exc:  # it reads the bus from another thread
-                found = f"(unavailable: {exc!r})"
-            if isinstance(found, dict):
-                lines.append("subscribers:")
-                lines += [f"  {k}: {v}" for k, v in found.items()]
-            else:
-                lines.append(f"subscribers: {found}")
+        if bus.error is not None:
+            lines.append(f"last failed transition: {clip(str(bus.error), 200)}")
+        rows = []
+        for channel in bus.channels:
+            callbacks = bus.subscribers(channel)
+            names = ", ".join(_callable_name(callback) for callback in callbacks)
+            rows.append((_channel_name(channel), str(len(callbacks)), clip(names, 120)))
+        if not rows:
+            lines.append("no subscribers")
+        else:
+            headers = ("CHANNEL", "COUNT", "SUBSCRIBERS (in the order they run)")
+            lines.append(table(headers, rows, right=0))
         return "\n".join(lines)
+
+
+def _channel_name(channel: Any) -> str:
+    return channel.name if isinstance(channel, enum.Enum) else clip(str(channel), 40)
+
+
+def _callable_name(callback: Any) -> str:
+    name = getattr(callback, "__qualname__", None)
+    return name if isinstance(name, str) else repr(callback)
 
 
 def runtime_commands(context: Context) -> list[Command]:
@@ -255,5 +268,5 @@ def runtime_commands(context: Context) -> list[Command]:
             "where the app loop's thread is right now (works while it is blocked)",
         ),
         Command("where", runtime.where, "where PID", "the await stack of a task process"),
-        Command("bus", runtime.bus, "bus", "the app bus's state and subscribers"),
+        Command("bus", runtime.bus, "bus", "the app bus's state, channels and subscribers"),
     ]

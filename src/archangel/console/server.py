@@ -317,7 +317,12 @@ class Console:
     def _settings(self) -> Settings:
         assert self._apploop is not None
         context = Context(
-            self.manager, self.app, self._apploop, repl=self.repl, sessions=lambda: self._sessions
+            self.manager,
+            self.app,
+            self._apploop,
+            repl=self.repl,
+            sessions=lambda: self._sessions,
+            max_output=self.limits.max_output,
         )
         table = CommandTable(
             context,

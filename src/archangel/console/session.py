@@ -8,9 +8,19 @@ in the background and then gets server-side line editing and history
 (:mod:`~archangel.console.lineedit`). The session decodes UTF-8 itself, so
 whatever bytes arrive, it never fails on them.
 
-Limits: lines longer than ``max_line`` are refused, replies longer than
-``max_output`` bytes are cut, and a token (when set) must be the first line,
-sent within ``token_timeout`` seconds.
+Limits: lines longer than ``max_line`` are refused whole, replies longer
+than ``max_output`` bytes are cut (a JSON reply is replaced by a JSON error,
+so it always parses), and a token (when set) must be the first line, sent
+within ``token_timeout`` seconds.
+
+Fairness and memory: input is fed to the line editor a bounded piece at a
+time (:meth:`~archangel.console.lineedit.LineEditor.step`); after each piece
+the session writes its echo, waits while the transport's write buffer is
+above its high-water mark (a client that does not read is not read either,
+so what it makes the console buffer stays bounded) and yields to the loop, so
+a flood of keys in one session never starves the others; after a stretch of
+such work the sessions rest together (:class:`Pacer`), so it never starves
+the app's loop of the GIL either.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import collections
 import dataclasses
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -29,10 +40,11 @@ from telnetlib3.stream_reader import TelnetReader
 from telnetlib3.stream_writer import TelnetWriter
 from telnetlib3.telopt import IP
 
-from .commands import CommandTable
+from .commands import CommandTable, short_gil_slices
 from .lineedit import Event, Key, LineEditor
+from .render import to_json
 
-__all__ = ["ConsoleProtocol", "Limits", "Session"]
+__all__ = ["ConsoleProtocol", "Limits", "Pacer", "Session"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +57,9 @@ class Limits:
 
     Attributes:
         max_sessions: Sessions open at once; one more is told so and closed.
-        max_line: Longest accepted line, in characters.
-        max_output: Longest reply, in bytes; longer ones are cut.
+        max_line: Longest accepted line, in characters; a longer one is refused whole.
+        max_output: Longest reply, in bytes; longer ones are cut (JSON ones
+            are replaced by a JSON error, so they still parse).
         token_timeout: Seconds a session has to send its token.
         history: Lines of line-editing history kept per session.
     """
@@ -58,6 +71,46 @@ class Limits:
     history: int = 100
 
 
+class Pacer:
+    """Rests the console's thread now and then while its sessions have work queued.
+
+    The GIL hands over badly between a thread that works in short bursts
+    between brief releases (a loop going round, each turn a short ``epoll``)
+    and a thread that waits for it: the waiter is woken at each release, the
+    releasing thread takes the GIL straight back, and the waiter's switch
+    interval starts again, so it may wait for hundreds of milliseconds. A
+    session chewing through a flood of keys does exactly that. So the
+    sessions of a console share one pacer: once they have worked ``work``
+    seconds in a row, each of them sleeps until ``rest`` seconds have passed,
+    and the console's loop waits in ``epoll`` with the GIL released, long
+    enough for the app's loop to take it. A session with nothing queued never
+    calls it.
+    """
+
+    def __init__(self, work: float = 0.001, rest: float = 0.001) -> None:
+        self.work = work
+        self.rest = rest
+        self._since = 0.0  # when the current stretch of work began
+        self._last = 0.0  # the last call
+        self._resume = 0.0  # the end of the rest under way
+
+    async def pace(self) -> None:
+        """Yield to the loop, resting first if the console has worked long enough."""
+        now = time.perf_counter()
+        if now - self._last > self.rest:  # the console was idle since: a new stretch
+            self._since = now
+        self._last = now
+        if now < self._resume:
+            await asyncio.sleep(self._resume - now)
+        elif now - self._since >= self.work:
+            self._resume = now + self.rest
+            await asyncio.sleep(self.rest)
+        else:
+            await asyncio.sleep(0)
+            return
+        self._since = self._last = time.perf_counter()
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What every session of one console shares."""
@@ -67,6 +120,7 @@ class Settings:
     token: str | None
     banner: str
     prompt: str
+    pacer: Pacer = dataclasses.field(default_factory=Pacer)
 
 
 class Session:
@@ -86,6 +140,8 @@ class Session:
         self.more: list[str] | None = None
         self._events: collections.deque[Event] = collections.deque()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._typed = ""  # decoded input not fed to the editor yet, from ``_fed`` on
+        self._fed = 0
         self._quit = False
         self._eof = False
 
@@ -109,8 +165,9 @@ class Session:
 
     async def key(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for input; True if some came or the client left."""
-        if self._events or self._eof:
+        if self._events or self._fed < len(self._typed) or self._eof:
             self._events.clear()
+            self._typed, self._fed = "", 0
             return True
         try:
             data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
@@ -140,32 +197,53 @@ class Session:
         limit = self.settings.limits.max_output
         data = text.encode("utf-8", "replace")
         if len(data) > limit:
-            text = data[:limit].decode("utf-8", "ignore")
-            text += f"\n[reply cut at {limit} bytes: narrow it with filters or --limit]\n"
+            advice = "narrow it with filters or --limit"
+            if text.startswith("{"):  # JSON: cutting it would not parse
+                error = f"reply of {len(data)} bytes is over the {limit} byte limit: {advice}"
+                text = to_json({"error": error}) + "\n"
+            else:
+                text = data[:limit].decode("utf-8", "ignore")
+                text += f"\n[reply cut at {limit} bytes: {advice}]\n"
         await self._send(text)
+
+    async def _feed_typed(self) -> None:
+        """Feed what was typed ahead to the editor until an event completes or all is fed."""
+        while not self._events and self._fed < len(self._typed):
+            self.editor.echo = self.writer.will_echo
+            echo, events, self._fed = self.editor.step(self._typed, self._fed)
+            self._events.extend(events)
+            if echo:
+                self.writer.write(echo.encode("utf-8", "replace"))
+                await self.writer.drain()  # not read while the client does not read
+            await self.settings.pacer.pace()  # one piece at a time: others get their turn
 
     async def _next_event(self) -> Event | None:
         """The next line or key typed, or None once the client has gone."""
-        while not self._events:
+        while True:
+            await self._feed_typed()
+            if self._events:
+                return self._events.popleft()
             if self._eof:
                 return None
             data = await self.reader.read(_READ_SIZE)
             if not data:
                 self._eof = True
-                text = self._decoder.decode(b"", final=True)
-            else:
-                text = self._decoder.decode(data)
-            self.editor.echo = self.writer.will_echo
-            echo, events = self.editor.feed(text)
-            if echo:
-                self.writer.write(echo.encode("utf-8", "replace"))
-            self._events.extend(events)
-        return self._events.popleft()
+            self._typed = self._decoder.decode(data, final=not data)
+            self._fed = 0
 
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Check the token, then read and run commands until the client leaves."""
+        """Check the token, then read and run commands until the client leaves.
+
+        While the session is open the interpreter's switch interval is kept
+        short (:func:`~archangel.console.commands.short_gil_slices`), so the
+        app's loop never waits long for the GIL while this session works.
+        """
+        with short_gil_slices():
+            await self._run()
+
+    async def _run(self) -> None:
         try:
             if self.settings.token is not None and not await self._authenticate():
                 return
@@ -182,6 +260,7 @@ class Session:
             self.writer.close()
 
     async def _prompt(self) -> None:
+        await self._feed_typed()
         if self._events:
             return  # typed ahead: the next line is already here
         self.editor.echo = self.writer.will_echo
