@@ -5,9 +5,9 @@ Run: ``python examples/supervised.py [--seconds N] [--failure-rate P]``
 The feed fails now and then (with probability P at each item, 0.01 by
 default); the supervisor restarts it (and, with ``rest_for_one``, the
 consumer started after it) after a short backoff, and gives up if it has to
-restart it more than 5 times in 2 seconds (try ``--failure-rate 0.5``). Every second the example prints the supervisor's
-view; at the end it stops the supervisor, which stops the consumer and then
-the feed.
+restart it more than 5 times in 2 seconds (try ``--failure-rate 0.5``).
+Every second the example prints the supervisor's view; at the end it stops
+the supervisor, which stops the consumer and then the feed.
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ async def make_up_lines(path: str) -> None:
     while True:
         append_made_up_lines(path)
         if rotate_at and loop.time() >= rotate_at:
-            os.replace(path, path + ".1")  # the tail follows the new file, reads the old to its end
+            # The tail follows the new file and reads the old one to its end.
+            os.replace(path, path + ".1")
             rotate_at = 0
         await asyncio.sleep(0.05)
 
