@@ -13,7 +13,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +122,12 @@ async def test_results_come_back_in_run_order_sync_and_async(bus: Bus[State]) ->
 @pytest.mark.parametrize(
     ("args", "kwargs"), [((), {}), ((1,), {}), ((1, 2), {}), ((), {"k": 1}), ((1,), {"k": 1})]
 )
-@pytest.mark.parametrize("proven", [False, True], ids=["careful path", "hot path"])
+@pytest.mark.parametrize("warm", [False, True], ids=["first publish", "later publish"])
 async def test_every_subscriber_runs_despite_failures(
-    bus: Bus[State], args: tuple[Any, ...], kwargs: dict[str, Any], proven: bool
+    bus: Bus[State], args: tuple[Any, ...], kwargs: dict[str, Any], warm: bool
 ) -> None:
     calls: list[str] = []
-    armed = not proven  # a clean first publish proves the channel plain
+    armed = not warm  # a clean first publish, then one where two subscribers fail
 
     def ok(name: str) -> Any:
         return lambda *a, **kw: calls.append(name)
@@ -141,7 +142,7 @@ async def test_every_subscriber_runs_despite_failures(
 
     for callback in (ok("a"), bad("b"), ok("c"), bad("d"), ok("e")):
         bus.subscribe("c", callback)
-    if proven:
+    if warm:
         await bus.publish("c", *args, **kwargs)
         calls.clear()
         armed = True
@@ -184,22 +185,40 @@ async def test_async_callables_are_recognised(bus: Bus[State]) -> None:
 
 async def test_plain_functions_returning_awaitables_are_awaited(bus: Bus[State]) -> None:
     bus.subscribe("c", lambda x: x)
-    assert await bus.publish("c", 1) == [1]  # proven plain: the hot path from now on
+    assert await bus.publish("c", 1) == [1]
     assert await bus.publish("c", 2) == [2]
-    bus.subscribe("c", lambda x: asyncio.sleep(0, x * 10))  # the channel learns again
+    bus.subscribe("c", lambda x: asyncio.sleep(0, x * 10))
     for _ in range(2):
         assert await bus.publish("c", 3) == [3, 30]
     bus.subscribe("c", lambda x: asyncio.sleep(0, x * 100))
     assert await bus.publish("c", 4, *()) == [4, 40, 400]
 
 
+async def test_a_generator_based_coroutine_is_awaited_and_a_generator_is_not(
+    bus: Bus[State],
+) -> None:
+    def numbers(x: int) -> Generator[int, None, None]:
+        yield x
+
+    @types.coroutine
+    def legacy(x: int) -> Generator[None, None, int]:
+        yield  # a bare yield: once round the loop, as asyncio allows
+        return x * 2
+
+    bus.subscribe("c", numbers)
+    [generator] = await bus.publish("c", 1)
+    assert list(generator) == [1]  # a plain generator is a plain result
+    bus.subscribe("c", legacy)  # the subscribers changed: results are checked again
+    assert (await bus.publish("c", 2))[1] == 4  # a generator-based coroutine is awaited
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, asyncio.CancelledError])
-@pytest.mark.parametrize("kind", ["sync", "async", "proven sync"])
+@pytest.mark.parametrize("kind", ["sync", "async", "warm sync"])
 async def test_fatal_exceptions_propagate_at_once(
     bus: Bus[State], error: type[BaseException], kind: str
 ) -> None:
     later: list[int] = []
-    armed = kind != "proven sync"
+    armed = kind != "warm sync"
 
     def fatal() -> None:
         if armed:
@@ -211,7 +230,7 @@ async def test_fatal_exceptions_propagate_at_once(
     bus.subscribe("c", fatal_async if kind == "async" else fatal)
     bus.subscribe("c", lambda: later.append(1))
     if not armed:
-        await bus.publish("c")  # proves the channel plain: the next one takes the hot path
+        await bus.publish("c")  # a clean publish first: its result types are known
         later.clear()
         armed = True
     with pytest.raises(error):
@@ -221,7 +240,7 @@ async def test_fatal_exceptions_propagate_at_once(
 
 async def test_a_sync_publish_never_suspends(bus: Bus[State]) -> None:
     bus.subscribe("c", lambda x: x * 2)
-    for channel, expected in (("c", [6]), ("c", [6]), ("nobody", [])):  # careful, then hot
+    for channel, expected in (("c", [6]), ("c", [6]), ("nobody", [])):
         coroutine = bus.publish(channel, 3)
         with pytest.raises(StopIteration) as done:
             coroutine.send(None)  # runs to the end without yielding to a loop
@@ -829,6 +848,58 @@ async def test_one_publish_at_a_time_and_failures_do_not_stop_the_queue(
     assert "scheduled message to 'e' failed" in caplog.text
 
 
+async def cancelled_inside() -> None:
+    """Await an operation that was cancelled: a CancelledError, though nobody cancelled us."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+async def test_a_subscriber_cancelled_from_inside_does_not_stop_the_queue(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+
+    async def deliver(name: str) -> None:
+        if name == "a":
+            await cancelled_inside()
+        log.append(name)
+
+    bus.subscribe("e", deliver)
+    for name in ("a", "b", "c"):
+        bus.schedule("e", name)
+    async with asyncio.timeout(5):
+        while len(log) < 2:
+            await asyncio.sleep(0)
+    assert log == ["b", "c"]
+    assert "scheduled message to 'e' was cancelled" in caplog.text
+
+
+async def test_close_still_stops_a_message_in_progress(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    entered = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def hang(name: str) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    bus.subscribe("e", hang)
+    bus.schedule("e", "a")
+    async with asyncio.timeout(5):
+        await entered.wait()
+        bus.close()
+        await cancelled.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert "was cancelled" not in caplog.text  # a stop, not a failure to log
+
+
 async def test_schedule_refuses_contradictory_arguments(bus: Bus[State]) -> None:
     with pytest.raises(InvalidArgument, match="delay or at"):
         bus.schedule("e", delay=1, at=2)
@@ -921,6 +992,49 @@ async def test_a_failing_tick_is_logged_and_the_timer_goes_on(
     assert "OSError: disk full" in caplog.text
 
 
+@pytest.mark.parametrize("error", [OSError, asyncio.CancelledError])
+async def test_a_failing_sync_tick_is_logged_and_the_timer_goes_on(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture, error: type[BaseException]
+) -> None:
+    calls = 0
+
+    def tick() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise error("disk full")
+        return calls < 3
+
+    timer = bus.every(0.005, tick)
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.005)
+    assert calls == 3
+    assert "tick 1 failed; the timer goes on" in caplog.text
+    assert f"{error.__name__}: disk full" in caplog.text
+
+
+async def test_an_async_tick_cancelled_from_inside_goes_on(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def tick() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await cancelled_inside()
+        return calls < 3
+
+    timer = bus.every(0.005, tick)
+    async with asyncio.timeout(5):
+        while timer.active:
+            await asyncio.sleep(0.005)
+    assert calls == 3
+    assert not timer.cancelled
+    assert "tick 1 was cancelled; the timer goes on" in caplog.text
+
+
 async def test_cancel_stops_the_timer(bus: Bus[State]) -> None:
     calls = 0
 
@@ -942,7 +1056,9 @@ async def test_cancel_stops_the_timer(bus: Bus[State]) -> None:
     assert "[cancelled]" in repr(timer)
 
 
-async def test_cancel_cancels_an_async_call_in_progress(bus: Bus[State]) -> None:
+async def test_cancel_cancels_an_async_call_in_progress(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture
+) -> None:
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -960,7 +1076,10 @@ async def test_cancel_cancels_an_async_call_in_progress(bus: Bus[State]) -> None
         await started.wait()
         timer.cancel()
         await cancelled.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)
     assert not timer.active
+    assert "was cancelled" not in caplog.text  # a stop, not a failure to log
 
 
 async def test_deadlines_do_not_drift(bus: Bus[State]) -> None:

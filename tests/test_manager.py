@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import traceback
 import weakref
 from collections import Counter
 from typing import Any
@@ -188,6 +189,108 @@ async def test_history_is_bounded_and_keeps_records_not_protocols() -> None:
     await server.wait_closed()
 
 
+class BadRequest(Process, asyncio.Protocol):
+    """Fails on its first data, holding a buffer (what a leak would keep)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = bytearray(1 << 20)
+
+    def data_received(self, data: bytes) -> None:
+        raise ValueError("bad request")
+
+
+async def test_history_keeps_no_failed_protocol_or_task_alive() -> None:
+    """A failure's traceback holds the frames of data_received or the task: not kept."""
+    manager = ProcessManager()
+    server, port = await serve(manager.register(BadRequest))
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await until(lambda: 1 in manager and manager[1].state is ProcessState.RUNNING)
+        protocol = weakref.ref(manager[1])
+        writer.write(b"x")
+        await until(lambda: 1 not in manager)
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    async def failing() -> None:
+        raise KeyError("lost")
+
+    task = manager.spawn(failing)
+    task_ref = weakref.ref(task)
+    await task.wait()
+    del task
+    await asyncio.sleep(0)
+    gc.collect()
+    assert protocol() is None
+    assert task_ref() is None
+    failed_protocol, failed_task = manager.history
+    assert failed_protocol.exit_reason is failed_task.exit_reason is ExitReason.ERROR
+    assert isinstance(failed_protocol.error, ValueError)
+    assert isinstance(failed_task.error, KeyError)
+    # The traceback still formats, with the file and line of the failure.
+    formatted = "".join(traceback.format_exception(failed_task.error))
+    assert "in failing" in formatted and 'raise KeyError("lost")' in formatted
+
+
+async def test_history_leaves_another_task_sharing_the_error_running() -> None:
+    """The same exception, raised again in a task that caught it and went on: left alone."""
+    manager = ProcessManager()
+    shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def dies() -> None:
+        await shared
+
+    async def survives() -> str:
+        try:
+            await shared
+        except ValueError:
+            pass
+        # Suspended here, with this frame in the shared error's traceback, while
+        # the failed process is recorded.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return "survived"
+
+    failed = manager.spawn(dies)
+    survivor = asyncio.ensure_future(survives())
+    await asyncio.sleep(0)
+    shared.set_exception(ValueError("shared"))
+    await failed.wait()
+    async with asyncio.timeout(5):
+        assert await survivor == "survived"
+    assert manager.history[-1].exit_reason is ExitReason.ERROR
+
+
+def test_a_kind_changed_after_registering_still_exits() -> None:
+    manager = ProcessManager()
+    moved = manager.register(Idle())
+    moved.kind = "custom"  # after registering: counted as its class's kind
+    hooks: list[str] = []
+    moved.at_exit(hooks.append, "moved")
+    moved.kill()
+    assert hooks == ["moved"]
+    assert moved.state is ProcessState.EXITED and 1 not in manager
+    assert manager.history[-1].kind == "custom"
+    assert manager.counters["kinds"] == {
+        "conn": {"started": 1, "exited": 1, "killed": 1, "failed": 0, "running": 0}
+    }
+
+    class Labelled(Process):
+        def __init__(self) -> None:
+            self.kind = "labelled"
+
+    other = ProcessManager()
+    relabelled = other.register(Labelled())
+    relabelled.kind = "relabelled"  # neither its class's kind nor its own is counted
+    relabelled.kill()
+    assert relabelled.state is ProcessState.EXITED and len(other) == 0
+    totals = other.counters
+    assert (totals["started"], totals["exited"], totals["running"]) == (1, 1, 0)
+
+
 def test_history_zero_keeps_nothing() -> None:
     manager = ProcessManager(history=0)
     manager.register(Idle()).kill()
@@ -233,6 +336,32 @@ async def test_spawn_coroutines_functions_and_task_processes() -> None:
         manager.spawn(7)  # type: ignore[arg-type]
     with pytest.raises(ArchangelError, match="has already been started"):
         worker.start()
+
+
+def test_spawn_without_a_running_loop_registers_nothing() -> None:
+    manager = ProcessManager()
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append("job")
+
+    with pytest.raises(
+        RuntimeError, match=r"cannot spawn <\S*job pid=None task \[new\]>: no running"
+    ):
+        manager.spawn(job)
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        manager.spawn(job())  # the coroutine is closed: no "never awaited" warning
+    worker = TaskProcess(job())
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        manager.spawn(worker)
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        worker.start()
+    assert worker.state is ProcessState.NEW and worker.pid is None and worker.task is None
+    worker.kill()  # never started: exits at once, closing its coroutine
+    gc.collect()
+    assert len(manager) == 0 and manager.ps() == []
+    assert manager.counters["started"] == 0
+    assert ran == []
 
 
 async def test_killing_a_task_cancels_it() -> None:
@@ -331,17 +460,70 @@ async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
 
 
 async def test_shutdown_while_processes_exit_on_their_own() -> None:
+    """Processes that end by themselves while the shutdown runs: each hook once, counts add up."""
     manager = ProcessManager()
+    hooks: Counter[int] = Counter()
+
+    class Finisher(TaskProcess):
+        """Asked to stop, it finishes its work and returns (it is not cancelled)."""
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+            self.stopping = asyncio.Event()
+
+        def on_stop(self) -> None:
+            self.stopping.set()
+
+        async def main(self) -> int:
+            await self.stopping.wait()
+            for _ in range(self.n % 5):
+                await asyncio.sleep(0)
+            return self.n
+
+    class Polite(Process, asyncio.Protocol):
+        """Asked to stop, it says bye and waits for the client to close."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.at_exit(hooks.update, [self.pid])
+
+        def on_stop(self) -> None:
+            self.transport.write(b"bye\n")
+
+    async def client(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        line = await reader.readline()
+        writer.close()  # during the graceful period: the server side ends on its own
+        await writer.wait_closed()
+        return line
 
     async def short(n: int) -> int:
-        await asyncio.sleep(0.001 * (n % 5))
+        for _ in range(n % 3):
+            await asyncio.sleep(0)
         return n
 
-    for n in range(200):
-        manager.spawn(short(n))
-    await manager.shutdown(timeout=1)
+    server, port = await serve(manager.register(Polite))
+    clients = [asyncio.ensure_future(client(port)) for _ in range(50)]
+    await until(lambda: len(manager) == 50)
+    await until(lambda: all(p.state is ProcessState.RUNNING for p in manager))
+    finishers = [manager.spawn(Finisher(n)) for n in range(50)]
+    shorts = [manager.spawn(short(n)) for n in range(50)]  # some end before they are stopped
+    for proc in [*finishers, *shorts]:
+        proc.at_exit(hooks.update, [proc.pid])
+
+    await manager.shutdown(timeout=10)
     assert len(manager) == 0
-    assert manager.counters["exited"] == 200
+    assert sorted(hooks) == list(range(1, 151))
+    assert set(hooks.values()) == {1}
+    assert [f.result for f in finishers] == list(range(50))  # returned, not cancelled
+    assert {f.exit_reason for f in finishers} == {ExitReason.SHUTDOWN}
+    assert await asyncio.gather(*clients) == [b"bye\n"] * 50
+    counters = manager.counters
+    assert (counters["started"], counters["exited"], counters["running"]) == (150, 150, 0)
+    assert counters["killed"] == counters["failed"] == 0  # nobody had to be killed
+    assert sum(k["exited"] for k in counters["kinds"].values()) == 150
+    server.close()
+    await server.wait_closed()
 
 
 # -- adoption of foreign protocols -------------------------------------------------
@@ -414,6 +596,40 @@ async def test_adopted_protocol_can_be_killed() -> None:
     writer.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_adopts_a_duck_typed_protocol() -> None:
+    """An object with only connection_made and data_received, over a real socket."""
+
+    class Duck:
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data.upper())
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    manager = ProcessManager()
+    server, port = await serve(manager.register(Duck))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(5):
+            writer.write(b"quack")
+            assert await reader.readexactly(5) == b"QUACK"
+            [proc] = manager
+            assert isinstance(proc, AdoptedProtocol) and proc.name == "Duck"
+            writer.write_eof()  # no eof_received: asyncio.Protocol's default closes
+            assert await reader.read() == b""
+            await proc.wait()  # no connection_lost either
+        assert proc.exit_reason is ExitReason.NORMAL
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 async def test_adopted_buffered_protocol() -> None:

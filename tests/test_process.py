@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import pytest
@@ -161,6 +162,58 @@ async def test_raising_hook_is_logged_with_pid_and_others_still_run(
     assert record.exc_info is not None and "hook failed" in str(record.exc_info[1])
 
 
+@pytest.mark.parametrize(
+    "error", [asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit]
+)
+async def test_a_hook_raising_a_base_exception_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture, error: type[BaseException]
+) -> None:
+    """Every hook runs and is logged; an interrupt is raised again once all have run."""
+    proc = ProcessManager().register(Echo())
+    calls: list[str] = []
+    proc.at_exit(calls.append, "a")
+
+    @proc.at_exit
+    def broken() -> None:
+        raise error("from the hook")
+
+    proc.at_exit(calls.append, "c")
+    waiter = asyncio.ensure_future(proc.wait())
+    await asyncio.sleep(0)
+    interrupt = error in (KeyboardInterrupt, SystemExit)
+    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+        if interrupt:
+            with pytest.raises(error, match="from the hook"):
+                proc.kill()
+        else:
+            proc.kill()  # logged and dropped
+    assert calls == ["c", "a"]
+    assert proc.state is ProcessState.EXITED and proc.exit_reason is ExitReason.KILLED
+    [record] = [r for r in caplog.records if r.name == "archangel.process"]
+    assert "at-exit hook" in record.getMessage() and "pid 1" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], error)
+    async with asyncio.timeout(5):
+        await waiter  # waiters are woken before the interrupt is raised again
+    if interrupt:
+        with pytest.raises(error):
+            proc.at_exit(broken)  # on an exited process: runs at once, raises again
+
+
+async def test_the_first_of_two_interrupts_is_raised_again() -> None:
+    proc = ProcessManager().register(Echo())
+
+    def exit_hook() -> None:
+        raise SystemExit(3)
+
+    def interrupt_hook() -> None:
+        raise KeyboardInterrupt
+
+    proc.at_exit(exit_hook)
+    proc.at_exit(interrupt_hook)  # runs first: last registered, first run
+    with pytest.raises(KeyboardInterrupt):
+        proc.kill()
+
+
 async def test_async_hook_is_awaited_and_shutdown_waits_for_it() -> None:
     manager = ProcessManager()
     proc = manager.register(Echo())
@@ -189,6 +242,49 @@ async def test_failing_async_hook_is_logged(caplog: pytest.LogCaptureFixture) ->
         proc.kill()
         await manager.shutdown(timeout=1)
     assert any("pid 1" in r.getMessage() for r in caplog.records)
+
+
+async def test_failing_async_hook_without_a_manager_is_logged_with_the_pid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proc = Echo()
+    proc.pid = 7  # as a caller that numbers its own processes might
+
+    async def broken() -> None:
+        raise ValueError("unmanaged hook failed")
+
+    proc.at_exit(broken)
+
+    def ours() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "archangel.process"]
+
+    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+        proc.kill()
+        await until(lambda: bool(ours()))
+    [record] = ours()
+    assert "pid 7" in record.getMessage()
+    assert record.exc_info is not None and "unmanaged hook failed" in str(record.exc_info[1])
+
+
+@pytest.mark.parametrize("managed", [False, True], ids=["unmanaged", "managed"])
+def test_async_hook_with_no_running_loop_is_logged_and_closed(
+    caplog: pytest.LogCaptureFixture, managed: bool
+) -> None:
+    proc = ProcessManager().register(Echo()) if managed else Echo()
+    calls: list[str] = []
+    proc.at_exit(calls.append, "sync")
+
+    async def release() -> None:
+        calls.append("async")
+
+    proc.at_exit(release)
+    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+        proc.kill()
+    gc.collect()  # a coroutine left unclosed would warn "never awaited" here
+    assert calls == ["sync"]
+    [record] = [r for r in caplog.records if r.name == "archangel.process"]
+    assert "no event loop is running" in record.getMessage()
+    assert f"pid {proc.pid}" in record.getMessage()
 
 
 async def test_exit_reasons_over_real_connections() -> None:

@@ -28,7 +28,9 @@ class _Adopted(Process):
 
     #: The transport's callbacks handed straight to the adopted protocol: the
     #: proxy keeps its bound methods as instance attributes, which shadow the
-    #: no-op methods of the same names on asyncio's protocol classes.
+    #: no-op methods of the same names on asyncio's protocol classes. One the
+    #: protocol lacks (a duck-typed protocol need not have ``eof_received``,
+    #: say) is left to those no-ops, as ``asyncio.Protocol`` would.
     _forwarded: tuple[str, ...] = ()
     protocol: Any
 
@@ -36,13 +38,17 @@ class _Adopted(Process):
         self.protocol = protocol
         self._name = type(protocol).__name__
         for name in self._forwarded:
-            setattr(self, name, getattr(protocol, name))
+            method = getattr(protocol, name, None)
+            if method is not None:
+                setattr(self, name, method)
 
     def connection_made(self, transport: Any) -> None:
         self.protocol.connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.protocol.connection_lost(exc)
+        lost = getattr(self.protocol, "connection_lost", None)
+        if lost is not None:
+            lost(exc)
 
 
 class AdoptedProtocol(_Adopted, asyncio.Protocol):
@@ -65,6 +71,12 @@ class AdoptedBufferedProtocol(_Adopted, asyncio.BufferedProtocol):
 
 def adopt(protocol: Any) -> Process:
     """Wrap a foreign protocol object in a process proxy.
+
+    ``protocol`` is an ``asyncio.BufferedProtocol``, or any object with
+    ``connection_made`` and ``data_received``; the other callbacks
+    (``connection_lost``, ``eof_received``, ``pause_writing``,
+    ``resume_writing``) are optional, and do what ``asyncio.Protocol``'s do
+    when missing.
 
     Raises:
         NotAProcess: ``protocol`` is not a protocol (no ``connection_made``).

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -46,6 +48,39 @@ class _KindCounts:
 
     def __init__(self) -> None:
         self.started = self.exited = self.killed = self.failed = 0
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``error``'s tracebacks.
+
+    The history keeps a failed process's error, and the frames of its
+    traceback would keep their variables alive: ``self`` (the protocol, the
+    task process) and whatever they hold. File names and line numbers stay,
+    so the traceback still formats. The causes, contexts and members of an
+    exception group are cleared too.
+
+    Only frames that have finished are cleared: CPython tracks a frame object
+    in the garbage collector once the frame has ended and the object owns its
+    variables. A frame still running, or a suspended coroutine's (one that
+    caught the same exception, raised again from a shared future), is left
+    alone: before Python 3.13, clearing a suspended frame closes its coroutine.
+    """
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            if gc.is_tracked(tb.tb_frame):
+                with contextlib.suppress(RuntimeError):  # running after all
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
 
 
 class ProcessManager:
@@ -187,6 +222,8 @@ class ProcessManager:
         Raises:
             NotAProcess: ``target`` is none of these.
             ManagerClosed: The manager is shutting down.
+            RuntimeError: No event loop is running; nothing is registered
+                (and a coroutine given is closed).
         """
         if isinstance(target, TaskProcess):
             process = target
@@ -201,6 +238,7 @@ class ProcessManager:
                 )
             process = TaskProcess(coro, name=name)
         try:
+            self._require_loop(process)  # before registering: no entry for a task never run
             self._register(process)
         except BaseException:
             if process is not target and process._coro is not None:
@@ -209,18 +247,30 @@ class ProcessManager:
         process.start()
         return process
 
+    def _require_loop(self, process: TaskProcess) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            message = f"{self!r} cannot spawn {process!r}: no running event loop"
+            raise RuntimeError(message) from None
+
     # -- exits (called by Process._exit) --------------------------------------
 
     def _exited(self, process: Process, reason: ExitReason) -> None:
         procs = self._procs
         del procs[process.pid]  # type: ignore[arg-type]
-        counts = self._kinds[process.kind]
+        try:  # free until it raises
+            counts = self._kinds[process.kind]
+        except KeyError:
+            counts = self._moved_kind(process)
         counts.exited += 1
         if reason is not NORMAL:
             if reason is KILLED:
                 counts.killed += 1
             elif reason is ERROR:
                 counts.failed += 1
+                if process.error is not None and self._history.maxlen:
+                    _clear_frames(process.error)  # the record must not keep the process
         if self._history.maxlen:
             self._history.append(
                 (
@@ -236,6 +286,18 @@ class ProcessManager:
             )
         if self._drained is not None and not procs and not self._drained.done():
             self._drained.set_result(None)
+
+    def _moved_kind(self, process: Process) -> _KindCounts:
+        """The counts for a process whose ``kind`` changed after it was registered.
+
+        Its start was counted under the kind it had then, most likely its
+        class's kind (an instance that sets ``self.kind`` later, in
+        ``connection_made``, say); failing that, under the kind it has now.
+        """
+        counts = self._kinds.get(type(process).kind)
+        if counts is None:
+            counts = self._kinds[process.kind] = _KindCounts()
+        return counts
 
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -53,6 +54,13 @@ _NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERRO
 NEW = ProcessState.NEW
 RUNNING = ProcessState.RUNNING
 EXITED = ProcessState.EXITED
+
+
+def _unmanaged_hook_done(pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
+    """Forget a finished async hook of a process without a manager; log its failure."""
+    _unmanaged_hooks.discard(future)
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        logger.error("at-exit hook %r of pid %s raised", hook, pid, exc_info=exc)
 
 
 def _exit_reason(process: Process, reason: ExitReason | str) -> ExitReason:
@@ -147,11 +155,16 @@ class Process:
         manager: The manager that registered the process, or None.
         state: A :class:`ProcessState`.
         exit_reason: An :class:`ExitReason` once exited, else None.
-        error: The exception that ended the process, if any.
+        error: The exception that ended the process, if any. Once the
+            manager's history records it, the variables of its traceback's
+            finished frames are cleared (so the record keeps no protocol
+            alive); files and lines remain.
         started: Wall-clock time of registration (``time.time()``).
         ended: Wall-clock time the process began to exit, else None.
         transport: For protocols, the transport given to ``connection_made``.
-        kind: A short class-level label (``"conn"``, ``"task"``, ...).
+        kind: A short class-level label (``"conn"``, ``"task"``, ...). Set it
+            before registering: the counters count a process under the kind
+            it was registered with.
         parent: The process that started this one and stops it (a
             :class:`~archangel.Supervisor`), or None.
     """
@@ -244,13 +257,20 @@ class Process:
         """Register ``fn(*args, **kwargs)`` to run once after the process exits.
 
         Hooks run last registered first. A hook that raises is logged with
-        the PID and the others still run; a hook that returns an awaitable is
-        awaited by the manager (and :meth:`ProcessManager.shutdown` waits for
-        it). Returns ``fn``, so it works as a decorator. Registering on an
+        the PID and the others still run, whatever it raised: an
+        ``asyncio.CancelledError`` (or any other exception) is logged and
+        dropped, while a ``KeyboardInterrupt`` or ``SystemExit`` is raised
+        again once every hook has run (the first of them, if several).
+        A hook that returns an awaitable is awaited by the manager (and
+        :meth:`ProcessManager.shutdown` waits for it), or, for a process
+        without a manager, run as a task; its failure is logged with the PID
+        too. Returns ``fn``, so it works as a decorator. Registering on an
         exited process runs the hook at once.
         """
         if self.state is EXITED:
-            self._run_hook(fn, args, kwargs)
+            interrupt = self._run_hook(fn, args, kwargs)
+            if interrupt is not None:
+                raise interrupt
             return fn
         if self._hooks is None:
             self._hooks = []
@@ -264,19 +284,33 @@ class Process:
 
     def _run_hook(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    ) -> BaseException | None:
+        """Run one hook, logging what it raises; return an interrupt to raise again."""
         try:
             result = fn(*args, **kwargs)
-        except Exception:
+        except BaseException as exc:
             logger.exception("at-exit hook %r of pid %s raised", fn, self.pid)
-            return
+            return exc if isinstance(exc, KeyboardInterrupt | SystemExit) else None
         if result is not None and isinstance(result, Awaitable):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                logger.error(
+                    "at-exit hook %r of pid %s returned an awaitable, but no event loop "
+                    "is running to await it",
+                    fn,
+                    self.pid,
+                )
+                if inspect.iscoroutine(result):
+                    result.close()  # no "never awaited" warning
+                return None
             if self.manager is not None:
                 self.manager._await_hook(self, fn, result)
             else:
                 future = asyncio.ensure_future(result)
                 _unmanaged_hooks.add(future)
-                future.add_done_callback(_unmanaged_hooks.discard)
+                future.add_done_callback(functools.partial(_unmanaged_hook_done, self.pid, fn))
+        return None
 
     # -- ending ---------------------------------------------------------------
 
@@ -355,15 +389,20 @@ class Process:
         self.exit_reason = reason
         if self.manager is not None:
             self.manager._exited(self, reason)
+        interrupt = None
         if self._hooks is not None:
             hooks, self._hooks = self._hooks, None
             for fn, args, kwargs in reversed(hooks):
-                self._run_hook(fn, args, kwargs)
+                raised = self._run_hook(fn, args, kwargs)
+                if raised is not None and interrupt is None:
+                    interrupt = raised
         if self._waiters is not None:
             waiters, self._waiters = self._waiters, None
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+        if interrupt is not None:  # a hook's KeyboardInterrupt or SystemExit, once all ran
+            raise interrupt
 
     # -- protocol hooks (instrumented: bookkeeping needs no super() call) -----
 

@@ -74,8 +74,9 @@ class TaskProcess(Process):
         """Start :meth:`main` as a task on the running loop (``spawn`` calls this)."""
         if self.task is not None:
             raise ProcessStateError(f"{self!r} has already been started")
+        loop = asyncio.get_running_loop()  # raises before anything changes
         self.state = RUNNING
-        self.task = asyncio.get_running_loop().create_task(self.main(), name=self.name)
+        self.task = loop.create_task(self.main(), name=self.name)
         self.task.add_done_callback(self._task_done)
         return self.task
 

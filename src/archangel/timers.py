@@ -105,7 +105,9 @@ class Scheduler:
     One task drains the queue; it starts when a message is added and ends
     when the queue is empty. It sends one message at a time, waiting for each
     to be handled, and yields to the loop between messages so a busy queue
-    cannot starve I/O. A message that fails is logged and the queue goes on.
+    cannot starve I/O. A message that fails is logged and the queue goes on,
+    also when a subscriber raises ``CancelledError`` itself; only :meth:`close`
+    (or the loop's shutdown cancelling the task) stops the draining.
 
     Args:
         send: The coroutine function that delivers a message (``bus.publish``).
@@ -174,6 +176,12 @@ class Scheduler:
                 await self._send(channel, *args, **kwargs)
             except Exception:
                 logger.exception("%r: scheduled message to %r failed", self._owner, channel)
+            except asyncio.CancelledError:
+                if _cancel_requested():  # close(), or the loop shutting down
+                    raise
+                # A subscriber's own CancelledError (a cancelled operation it
+                # awaited): a failure of that message, not a stop of the queue.
+                logger.exception("%r: scheduled message to %r was cancelled", self._owner, channel)
             await asyncio.sleep(0)
 
     def close(self) -> int:
@@ -188,6 +196,16 @@ class Scheduler:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to stop (``task.cancel()``).
+
+    Tells that apart from a ``CancelledError`` that the awaited code raised on
+    its own (an operation it awaited was cancelled), which the task survives.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Timer:
@@ -205,7 +223,10 @@ class Timer:
       the timer re-arms, so calls never overlap.
     * A falsy return value ends the timer. An exception is logged and the timer
       goes on: a background timer has no caller to raise to, and one bad tick
-      (a full disk, say) should not silence it for good. Return False or call
+      (a full disk, say) should not silence it for good. So is a
+      ``CancelledError`` the callback raises itself (an operation it awaited
+      was cancelled); only :meth:`cancel` (or the loop's shutdown cancelling
+      the call in progress) stops the timer. Return False or call
       :meth:`cancel` to stop it.
     """
 
@@ -282,7 +303,7 @@ class Timer:
         self.ticks += 1
         try:
             result = self._callback(*self._args)
-        except Exception:
+        except (Exception, asyncio.CancelledError):  # nothing cancels a plain call
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
             result = True
         if inspect.isawaitable(result):
@@ -295,6 +316,11 @@ class Timer:
             result = await awaitable
         except Exception:
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
+            result = True
+        except asyncio.CancelledError:
+            if _cancel_requested():  # cancel(), or the loop shutting down
+                raise
+            logger.exception("%r: tick %d was cancelled; the timer goes on", self, self.ticks)
             result = True
         self._task = None
         self._rearm(result)
