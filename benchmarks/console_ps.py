@@ -60,7 +60,6 @@ COMMANDS = (
     (f"killall {VICTIMS}", "killed"),
 )
 #: The commands the 5 ms verdict is about.
-WATCHED = ("ps --sort name", "ps --json --limit 10000", f"killall {VICTIMS}")
 
 
 def register(manager: ProcessManager, count: int, rng: random.Random, kind: str = "") -> None:
@@ -173,12 +172,13 @@ async def main(count: int, rounds: int) -> int:
     for line, _ in COMMANDS:
         print(f"{line:28} {ms(answers[line])}   {ms(stalls[line])}")
     print(f"{'(console idle, 0.5 s)':28} {'':15}   {'':9} {idle * 1000:9.1f}")
-    worst_line = max(WATCHED, key=lambda line: max(stalls[line]))
+    measured = [line for line, _ in COMMANDS]
+    worst_line = max(measured, key=lambda line: max(stalls[line]))
     worst = max(stalls[worst_line])
-    typical = max(statistics.median(stalls[line]) for line in WATCHED)
+    typical = max(statistics.median(stalls[line]) for line in measured)
     verdict = "met" if worst <= 0.005 else "NOT met"
     print(
-        f"worst app-loop stall during {', '.join(WATCHED)}: {worst * 1000:.1f} ms "
+        f"worst app-loop stall during any command above: {worst * 1000:.1f} ms "
         f"(in {worst_line!r}; the worst median over {rounds} rounds is {typical * 1000:.1f} ms); "
         f"target <= 5 ms: {verdict}"
     )
