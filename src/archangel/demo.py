@@ -89,12 +89,14 @@ def make_app(
 
     @app.bus.on(State.START, priority=40)
     def open_log() -> None:
-        DemoEcho.log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed at EXIT
+        # A fresh log, tailed from its start: a line echoed before the pipeline's
+        # first step is counted too.
+        DemoEcho.log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed at EXIT
 
     @app.bus.on(State.START)
     async def start() -> None:
         await app.serve(DemoEcho, "127.0.0.1", port)
-        app.manager.spawn(Pipeline(tail(log_path), counter, name="echo-log"))
+        app.manager.spawn(Pipeline(tail(log_path, from_start=True), counter, name="echo-log"))
         app.manager.spawn(report, name="ps-printer")
         if seconds is not None:
             asyncio.get_running_loop().call_later(seconds, app.request_stop)
