@@ -39,7 +39,7 @@ _time = time.time
 
 NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
-#: How long ``shutdown`` waits for killed processes to report their exit.
+#: How long killed processes get to report their exit (``shutdown``, a supervisor).
 KILL_GRACE = 5.0
 
 

@@ -40,15 +40,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidArgument, ProcessStateError, RestartLimitExceeded
+from .manager import KILL_GRACE
 from .process import EXITED, ExitReason, Process
 from .task import TaskProcess
 
 __all__ = ["ChildSpec", "Restart", "RestartLimitExceeded", "Strategy", "Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-#: How long a child that ignored its stop and was killed may take to go.
-KILL_GRACE = 5.0
 
 
 class Restart(enum.StrEnum):
