@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
@@ -28,9 +32,34 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict")
 
 
+#: Tools the tests drive for real, as operators use them: command -> Debian package.
+DEBIAN_TOOLS = {
+    "logrotate": "logrotate",
+    "nc": "netcat-openbsd",
+    "socat": "socat",
+    "telnet": "telnet",
+}
+
+
+def _debian_tools(session: nox.Session) -> None:
+    """Install the Debian packages of the tools the tests run, if any is missing."""
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = sorted(
+        {pkg for tool, pkg in DEBIAN_TOOLS.items() if not shutil.which(tool, path=path)}
+    )
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    session.log(f"installing the Debian packages the tests drive: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite, every async test on the default loop and on uvloop."""
+    _debian_tools(session)
     session.install("-e", ".[test]")
     # A test that fails on uvloop while leaking a transport can deadlock the
     # interpreter's teardown (a ResourceWarning raised as an error inside
