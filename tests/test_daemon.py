@@ -215,6 +215,42 @@ def test_daemonize_double_forks_into_a_new_session(
     assert len(others) <= 2
 
 
+ACTIVATED = """
+import json, os, socket, sys
+from archangel.daemon import daemonize
+listener = socket.create_server(("127.0.0.1", 0))
+fd = listener.detach()
+if fd != 3:
+    os.dup2(fd, 3)  # where socket activation puts the first socket
+    os.close(fd)
+launcher = os.getpid()
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(launcher) if sys.argv[2] == "self" else "1")
+handle = daemonize(stdout=os.path.join(sys.argv[1], "out.log"))
+fd3 = os.readlink("/proc/self/fd/3") if os.path.exists("/proc/self/fd/3") else None
+print(json.dumps(dict(
+    launcher=launcher, pid=os.getpid(), listen_pid=os.environ["LISTEN_PID"],
+    fd3=fd3 and fd3.startswith("socket:"),
+)), flush=True)
+handle.ready()
+"""
+
+
+@pytest.mark.parametrize(
+    ("listen_pid", "kept"), [("self", True), ("other", False)], ids=["ours", "not-ours"]
+)
+def test_daemonize_keeps_socket_activated_descriptors_for_the_daemon(
+    run: Run, tmp_path: Path, listen_pid: str, kept: bool
+) -> None:
+    result = run(ACTIVATED, listen_pid)
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "out.log").read_text())
+    assert info["pid"] != info["launcher"]
+    if kept:  # the socket is open in the daemon, and $LISTEN_PID names it
+        assert (info["fd3"], info["listen_pid"]) == (True, str(info["pid"]))
+    else:  # passed to another process: closed like any other, $LISTEN_PID untouched
+        assert (info["fd3"], info["listen_pid"]) == (None, "1")
+
+
 @pytest.mark.parametrize("variable", ["NOTIFY_SOCKET", "INVOCATION_ID"])
 def test_daemonize_under_systemd_stays_in_the_foreground(
     run: Run, tmp_path: Path, variable: str
