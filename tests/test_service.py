@@ -166,7 +166,10 @@ def test_daemon_lifecycle_signals_dumps_and_graceful_stop_under_load(service: Se
     # A second instance is refused, naming the first.
     second = service.cli("run", "examples.service:app", "--daemon", f"--pidfile={service.pidfile}")
     assert second.returncode == 1
-    assert f"already runs as pid {pid}" in second.stderr
+    assert second.stderr == (
+        f"archangel run: echo-service could not start: "
+        f"pidfile {service.pidfile} is held by running process {pid}\n"
+    )
 
     port = service.port()
     state = service.dump("usr2", service.state)
@@ -597,3 +600,81 @@ def test_help_of_every_command(
     out = capsys.readouterr().out
     assert out.startswith(" ".join(["usage: archangel", *command]))
     assert described in " ".join(out.split())
+
+
+# --- readers never make a start fail ----------------------------------------------
+
+STATUS_READER = """
+import sys
+from archangel.errors import PidFileUnusable
+from archangel.pidfile import check, send_signal
+path, first = sys.argv[1], True
+while True:
+    for read in (check, lambda path: send_signal(path, 0)):  # `status`, `signal check`
+        try:
+            read(path)
+        except PidFileUnusable:
+            pass
+    if first:
+        print("reading", flush=True)
+        first = False
+"""
+
+STARTER = """
+import logging, sys
+from archangel import App, State
+from archangel.cli import main
+
+def make():
+    app = App("racer", shutdown_timeout=5)
+    app.bus.subscribe(State.RUN, app.request_stop)  # up, then down again
+    return app
+
+if __name__ == "__main__":
+    path, stale, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    logging.basicConfig(level=logging.CRITICAL)
+    statuses = []
+    for _ in range(count):
+        with open(path, "w") as file:  # a stale pidfile whose PID runs again
+            file.write(stale + "\\n")
+        run = ["run", "starter:make", f"--pidfile={path}", "--loop=asyncio"]
+        statuses.append(main([*run, "--log-level=CRITICAL"]))
+    print(" ".join(map(str, statuses)))
+"""
+
+
+def test_status_readers_never_make_a_start_over_a_stale_pidfile_fail(tmp_path: Path) -> None:
+    """Many readers of a stale pidfile (its PID reused by a live process) while it is replaced."""
+    pidfile = tmp_path / "race.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    (tmp_path / "starter.py").write_text(STARTER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", STATUS_READER, str(pidfile)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for reader in readers:
+            assert reader.stdout is not None
+            assert reader.stdout.readline() == "reading\n"
+        starts = 200
+        starter = subprocess.run(
+            [sys.executable, "starter.py", str(pidfile), str(os.getpid()), str(starts)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert starter.returncode == 0, starter.stderr
+        assert starter.stdout.split() == ["0"] * starts, starter.stderr
+        assert all(reader.poll() is None for reader in readers)  # still reading
+    finally:
+        for reader in readers:
+            reader.kill()
+            reader.communicate()
