@@ -6,8 +6,10 @@ passes it), and notifies a datagram socket that the test binds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_service import gone
 from tests.test_systemd import ENV_VARS, SPAWNER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +198,94 @@ def test_sighup_reloads_only_in_run(tmp_path: Path, loop: str) -> None:
         stdin.close()
         stdout.close()
         notify.close()
+
+
+ACTIVATED_DAEMON = textwrap.dedent(
+    """
+    import asyncio, os
+    from archangel import App, Process, State
+
+    class Echo(Process, asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(f"{os.getpid()} {listen_pid} ".encode() + data)
+
+    app = App("activated-daemon", shutdown_timeout=5)
+    listen_pid = None
+
+    @app.bus.on(State.START)
+    async def start():
+        global listen_pid
+        listen_pid = os.environ.get("LISTEN_PID")  # what the daemon was given
+        await app.serve(Echo, "127.0.0.1", 0, fd_name="web")
+    """
+)
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def connect_when_listening(port: int, launcher: subprocess.Popen[str]) -> socket.socket:
+    """Connect once systemd-socket-activate listens (it runs the command on that connection)."""
+    for _ in range(1000):
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=20)
+        except ConnectionRefusedError:
+            assert launcher.poll() is None, launcher.communicate()
+            threading.Event().wait(0.01)
+    raise AssertionError(f"systemd-socket-activate never listened on port {port}")
+
+
+def test_a_socket_activated_daemon_keeps_its_inherited_socket(tmp_path: Path) -> None:
+    """``archangel run --daemon`` under systemd-socket-activate serves the socket it was given."""
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.fail("systemd-socket-activate is not installed (Debian package: systemd)")
+    (tmp_path / "activated.py").write_text(ACTIVATED_DAEMON)
+    pidfile, log = tmp_path / "activated.pid", tmp_path / "activated.log"
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["PYTHONPATH"] = f"{ROOT / 'src'}:{tmp_path}"
+    port = free_port()
+    run = ["run", "activated:app", "--daemon", f"--pidfile={pidfile}", f"--log-file={log}"]
+    launcher = subprocess.Popen(
+        [
+            activate,
+            f"--listen=127.0.0.1:{port}",
+            "--fdname=web",
+            sys.executable,
+            "-m",
+            "archangel",
+            *run,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid = None
+    try:
+        with connect_when_listening(port, launcher) as first:  # queued while the daemon starts
+            first.sendall(b"first")
+            _, err = launcher.communicate(timeout=30)
+            logged = log.read_text() if log.exists() else ""
+            assert launcher.returncode == 0, err + logged
+            pid = int(pidfile.read_text())
+            assert pid != launcher.pid  # it did fork
+            assert f"serving on [('127.0.0.1', {port})]" in logged
+            assert first.recv(100) == f"{pid} {pid} first".encode()  # LISTEN_PID: the daemon's
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as second:
+            second.sendall(b"second")
+            assert second.recv(100) == f"{pid} {pid} second".encode()
+        os.kill(pid, signal.SIGTERM)
+        assert gone(pid)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import pwd
+import queue
 import re
 import shutil
 import signal
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -213,6 +216,42 @@ def test_daemonize_double_forks_into_a_new_session(
     assert info["closed"] not in info["fds"]
     others = set(info["fds"]) - {0, 1, 2, info["kept"]}
     assert len(others) <= 2
+
+
+ACTIVATED = """
+import json, os, socket, sys
+from archangel.daemon import daemonize
+listener = socket.create_server(("127.0.0.1", 0))
+fd = listener.detach()
+if fd != 3:
+    os.dup2(fd, 3)  # where socket activation puts the first socket
+    os.close(fd)
+launcher = os.getpid()
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(launcher) if sys.argv[2] == "self" else "1")
+handle = daemonize(stdout=os.path.join(sys.argv[1], "out.log"))
+fd3 = os.readlink("/proc/self/fd/3") if os.path.exists("/proc/self/fd/3") else None
+print(json.dumps(dict(
+    launcher=launcher, pid=os.getpid(), listen_pid=os.environ["LISTEN_PID"],
+    fd3=fd3 and fd3.startswith("socket:"),
+)), flush=True)
+handle.ready()
+"""
+
+
+@pytest.mark.parametrize(
+    ("listen_pid", "kept"), [("self", True), ("other", False)], ids=["ours", "not-ours"]
+)
+def test_daemonize_keeps_socket_activated_descriptors_for_the_daemon(
+    run: Run, tmp_path: Path, listen_pid: str, kept: bool
+) -> None:
+    result = run(ACTIVATED, listen_pid)
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "out.log").read_text())
+    assert info["pid"] != info["launcher"]
+    if kept:  # the socket is open in the daemon, and $LISTEN_PID names it
+        assert (info["fd3"], info["listen_pid"]) == (True, str(info["pid"]))
+    else:  # passed to another process: closed like any other, $LISTEN_PID untouched
+        assert (info["fd3"], info["listen_pid"]) == (None, "1")
 
 
 @pytest.mark.parametrize("variable", ["NOTIFY_SOCKET", "INVOCATION_ID"])
@@ -555,8 +594,72 @@ def test_acquire_in_a_missing_directory(tmp_path: Path) -> None:
     path = tmp_path / "no-such-dir" / "app.pid"
     with pytest.raises(PidFileUnusable) as info:
         PidFile(path).acquire()
-    assert str(info.value) == f"cannot create pidfile {path}: No such file or directory"
+    assert str(info.value) == (
+        f"cannot create pidfile {path}: directory {path.parent} does not exist"
+    )
     assert info.value.reason == "io"
+
+
+def test_acquire_waits_out_a_readers_shared_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shared flock (a reader of another program) on a stale pidfile is not a holder."""
+    path = tmp_path / "app.pid"
+    path.write_text(f"{os.getpid()}\n")  # a live PID, unlocked: stale
+    caplog.set_level(logging.DEBUG, logger="archangel.pidfile")
+    pidfile, outcome = PidFile(path), queue.SimpleQueue[object]()
+    with open(path) as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        starter = threading.Thread(target=lambda: outcome.put(_try(pidfile.acquire)))
+        starter.start()
+        wait_for(lambda: "waiting for its readers' shared locks" in caplog.text)
+    starter.join(timeout=10)
+    assert outcome.get(timeout=0) is None  # acquired once the reader let go
+    try:
+        assert pidfile.held
+        assert read_pid(path) == os.getpid()
+    finally:
+        pidfile.release()
+
+
+def test_acquire_gives_up_on_a_shared_lock_held_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "app.pid"
+    path.write_text("garbage\n")
+    monkeypatch.setattr("archangel.pidfile._READERS_PATIENCE", 0.05)
+    with open(path) as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        with pytest.raises(PidFileUnusable) as info:
+            PidFile(path).acquire()
+    assert str(info.value) == (
+        f"pidfile {path} is locked by another process that does not run it "
+        "(a shared lock, held for over 0.05 s)"
+    )
+    assert info.value.reason == "held"
+    assert path.read_text() == "garbage\n"
+
+
+def test_acquire_never_replaces_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "app.pid"
+    os.mkfifo(fifo)
+    with pytest.raises(PidFileUnusable) as info:
+        PidFile(fifo).acquire()
+    assert str(info.value) == f"pidfile {fifo} is not a regular file"
+    assert info.value.reason == "io"
+    assert fifo.is_fifo()
+    with pytest.raises(PidFileUnusable) as info:
+        PidFile(tmp_path).acquire()
+    assert str(info.value) == f"pidfile {tmp_path} is a directory"
+    assert os.listdir(tmp_path) == ["app.pid"]  # no temporary file left behind
+
+
+def _try(call: Callable[[], object]) -> object:
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None
 
 
 # --- read_pid, check, send_signal --------------------------------------------
@@ -611,10 +714,15 @@ def test_read_pid_missing_file(tmp_path: Path) -> None:
     assert (info.value.reason, info.value.pid) == ("missing", None)
 
 
-def test_read_pid_of_a_directory(tmp_path: Path) -> None:
+def test_read_pid_of_a_directory_or_a_fifo(tmp_path: Path) -> None:
     with pytest.raises(PidFileUnusable) as info:
         read_pid(tmp_path)
-    assert str(info.value) == f"cannot read pidfile {tmp_path}: Is a directory"
+    assert str(info.value) == f"pidfile {tmp_path} is a directory"
+    assert info.value.reason == "io"
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(PidFileUnusable) as info:
+        check(tmp_path / "fifo")  # not "is empty", as reading it without a writer says
+    assert str(info.value) == f"pidfile {tmp_path / 'fifo'} is not a regular file"
     assert info.value.reason == "io"
 
 
@@ -649,6 +757,40 @@ def test_check_live_process_without_the_lock_is_stale(tmp_path: Path) -> None:
     )
     assert info.value.reason == "stale"
     assert check(path, require_lock=False) == os.getpid()
+
+
+@pytest.mark.parametrize("procfs", [True, False], ids=["proc-locks", "shared-lock-probe"])
+def test_check_tells_the_lock_with_or_without_proc_locks(
+    tmp_path: Path, holder: Callable, monkeypatch: pytest.MonkeyPatch, procfs: bool
+) -> None:
+    if not procfs:  # as on a system without /proc/locks
+        monkeypatch.setattr("archangel._flocks._PROC_LOCKS", str(tmp_path / "no-proc-locks"))
+    held, unlocked = tmp_path / "held.pid", tmp_path / "unlocked.pid"
+    proc = holder(held)
+    unlocked.write_text(f"{proc.pid}\n")  # a live PID that holds no lock on this file
+    assert check(held) == proc.pid
+    with pytest.raises(PidFileUnusable, match="runs but does not hold its lock"):
+        check(unlocked)
+    with open(unlocked) as reader:  # a reader's shared lock is not a holder's
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        with pytest.raises(PidFileUnusable, match="runs but does not hold its lock"):
+            check(unlocked)
+
+
+def test_proc_locks_lines_are_read_as_the_kernel_writes_them() -> None:
+    from archangel._flocks import _flock_listed
+
+    device = os.makedev(0xFE, 1)
+    table = (
+        "1: POSIX  ADVISORY  WRITE 10 fe:01:77 0 EOF\n"  # not an flock
+        "2: FLOCK  ADVISORY  READ 11 fe:01:77 0 EOF\n"  # a reader's shared lock
+        "3: -> FLOCK  ADVISORY  WRITE 12 fe:01:77 0 EOF\n"  # waiting, not holding
+        "4: FLOCK  ADVISORY  WRITE 13 fe:01:770 0 EOF\n"  # another inode
+        "5: FLOCK  ADVISORY  WRITE 14 00:2f:77 0 EOF\n"  # another device (or btrfs)
+    )
+    assert not _flock_listed(table, device, 77, 99)
+    assert _flock_listed(table + "6: FLOCK  ADVISORY  WRITE 15 fe:01:77 0 EOF\n", device, 77, 99)
+    assert _flock_listed(table, device, 77, 14)  # the holder is the PID in the file
 
 
 @pytest.fixture
@@ -694,6 +836,28 @@ def test_permission_denied_reading_or_signalling(
             "it runs as another user",
         ],
     ]
+
+
+@needs_root
+@needs_nobody
+def test_status_of_a_service_run_by_another_user(
+    run: Run, shared_dir: Path, holder: Callable
+) -> None:
+    """``status`` says it runs (0); ``signal`` says it may not signal it (5)."""
+    public = shared_dir / "public.pid"
+    proc = holder(public)  # a root process, holding the lock
+    command = """
+        import sys
+        from archangel.cli import main
+        from archangel.daemon import drop_privileges
+        drop_privileges("nobody")
+        sys.exit(main(sys.argv[2:]))
+        """
+    status = run(command, "status", f"--pidfile={public}")
+    assert (status.returncode, status.stdout) == (0, f"running: pid {proc.pid} ({public})\n")
+    signalled = run(command, "signal", f"--pidfile={public}", "hup")
+    assert signalled.returncode == 5
+    assert "it runs as another user" in signalled.stderr
 
 
 # --- drop_privileges ---------------------------------------------------------

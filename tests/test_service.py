@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,10 @@ def test_daemon_lifecycle_signals_dumps_and_graceful_stop_under_load(service: Se
     # A second instance is refused, naming the first.
     second = service.cli("run", "examples.service:app", "--daemon", f"--pidfile={service.pidfile}")
     assert second.returncode == 1
-    assert f"already runs as pid {pid}" in second.stderr
+    assert second.stderr == (
+        f"archangel run: echo-service could not start: "
+        f"pidfile {service.pidfile} is held by running process {pid}\n"
+    )
 
     port = service.port()
     state = service.dump("usr2", service.state)
@@ -597,3 +601,169 @@ def test_help_of_every_command(
     out = capsys.readouterr().out
     assert out.startswith(" ".join(["usage: archangel", *command]))
     assert described in " ".join(out.split())
+
+
+# --- a refused start says why in its last line ---------------------------------
+
+HOLD_PIDFILE = """
+import fcntl, os, sys
+path, contents = sys.argv[1], sys.argv[2]
+with open(path, "w") as file:
+    file.write(contents.replace("PID", str(os.getpid())) + "\\n")
+    file.flush()
+    fcntl.flock(file, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+APP_RUN = """
+import logging, sys
+from archangel import App
+logging.basicConfig(level=logging.INFO)
+sys.exit(App("one", pidfile=sys.argv[1]).run(loop="asyncio"))
+"""
+
+
+@pytest.fixture
+def hold(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """Lock ``tmp_path/held.pid`` in another process, holding its PID (``"PID"``) or garbage."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def start(contents: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_PIDFILE, str(tmp_path / "held.pid"), contents],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "locked\n"
+        return proc
+
+    yield start
+    for proc in holders:
+        proc.kill()
+        proc.communicate()
+
+
+def last_line(text: str) -> str:
+    lines = text.rstrip("\n").splitlines()
+    return lines[-1] if lines else ""
+
+
+def test_a_start_refused_by_a_held_pidfile_says_so_in_its_last_line(
+    tmp_path: Path, hold: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    svc = Service(tmp_path, "asyncio")
+    pidfile = tmp_path / "held.pid"
+    run = ["run", "examples.service:app", f"--pidfile={pidfile}", "--loop=asyncio"]
+    script = tmp_path / "one.py"
+    script.write_text(APP_RUN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    holder = hold("PID")
+    by_pid = f"could not start: pidfile {pidfile} is held by running process {holder.pid}"
+
+    foreground = svc.cli(*run)
+    assert foreground.returncode == 1
+    assert last_line(foreground.stderr).endswith(f"echo-service {by_pid}"), foreground.stderr
+    daemon = svc.cli(*run, "--daemon")
+    assert daemon.returncode == 1
+    assert last_line(daemon.stderr).endswith(f"echo-service {by_pid}"), daemon.stderr
+    api = subprocess.run(
+        [sys.executable, str(script), str(pidfile)], capture_output=True, text=True, env=env
+    )
+    assert api.returncode == 1
+    assert last_line(api.stderr).endswith(f"one {by_pid}"), api.stderr
+
+    # A held file that names no PID passes the command's own check, so the App's
+    # start is what refuses it: in the foreground and in the daemon alike.
+    holder.kill()
+    holder.wait()
+    hold("garbage")
+    by_other = f"could not start: pidfile {pidfile} is held by another process"
+    foreground = svc.cli(*run)
+    assert foreground.returncode == 1
+    assert last_line(foreground.stderr).endswith(f"echo-service {by_other}"), foreground.stderr
+    daemon = svc.cli(*run, "--daemon")
+    assert daemon.returncode == 1
+    assert re.fullmatch(rf"daemon \(pid \d+\) {re.escape(by_other)}", last_line(daemon.stderr))
+    assert pidfile.read_text() == "garbage\n"
+
+
+# --- readers never make a start fail ----------------------------------------------
+
+STATUS_READER = """
+import sys
+from archangel.errors import PidFileUnusable
+from archangel.pidfile import check, send_signal
+path, first = sys.argv[1], True
+while True:
+    for read in (check, lambda path: send_signal(path, 0)):  # `status`, `signal check`
+        try:
+            read(path)
+        except PidFileUnusable:
+            pass
+    if first:
+        print("reading", flush=True)
+        first = False
+"""
+
+STARTER = """
+import logging, sys
+from archangel import App, State
+from archangel.cli import main
+
+def make():
+    app = App("racer", shutdown_timeout=5)
+    app.bus.subscribe(State.RUN, app.request_stop)  # up, then down again
+    return app
+
+if __name__ == "__main__":
+    path, stale, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    logging.basicConfig(level=logging.CRITICAL)
+    statuses = []
+    for _ in range(count):
+        with open(path, "w") as file:  # a stale pidfile whose PID runs again
+            file.write(stale + "\\n")
+        run = ["run", "starter:make", f"--pidfile={path}", "--loop=asyncio"]
+        statuses.append(main([*run, "--log-level=CRITICAL"]))
+    print(" ".join(map(str, statuses)))
+"""
+
+
+def test_status_readers_never_make_a_start_over_a_stale_pidfile_fail(tmp_path: Path) -> None:
+    """Many readers of a stale pidfile (its PID reused by a live process) while it is replaced."""
+    pidfile = tmp_path / "race.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    (tmp_path / "starter.py").write_text(STARTER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", STATUS_READER, str(pidfile)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for reader in readers:
+            assert reader.stdout is not None
+            assert reader.stdout.readline() == "reading\n"
+        starts = 200
+        starter = subprocess.run(
+            [sys.executable, "starter.py", str(pidfile), str(os.getpid()), str(starts)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert starter.returncode == 0, starter.stderr
+        assert starter.stdout.split() == ["0"] * starts, starter.stderr
+        assert all(reader.poll() is None for reader in readers)  # still reading
+    finally:
+        for reader in readers:
+            reader.kill()
+            reader.communicate()

@@ -166,7 +166,7 @@ class App:
         try:
             started = await self._start_unless_stopped(self._stop)
         except ChannelFailures as exc:
-            logger.error("%s could not start: %s", self.name, exc)
+            logger.error("%s could not start: %s", self.name, _causes(exc))
             if self.daemon is not None:
                 self.daemon.fail(_first_cause(exc))
             return 1
@@ -425,3 +425,10 @@ def _first_cause(exc: BaseException) -> str:
     with contextlib.suppress(Exception):
         return str(exc) or type(exc).__name__
     return type(exc).__name__
+
+
+def _causes(exc: BaseException) -> str:
+    """Every innermost message of a (nested) exception group, for a start failure's last line."""
+    if not isinstance(exc, BaseExceptionGroup) or not exc.exceptions:
+        return _first_cause(exc)
+    return "; ".join(dict.fromkeys(_causes(inner) for inner in exc.exceptions))

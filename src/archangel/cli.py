@@ -6,13 +6,13 @@ beyond turning errors into one-line messages and exit statuses:
 ======  ==============================================================
 status  meaning
 ======  ==============================================================
-0       done / the service runs
+0       done / the service runs (``status``: even as another user)
 1       the service failed, or a pidfile names a process that is gone (stale)
 2       bad usage (argparse), or ``MODULE:APP`` cannot be loaded
 3       the pidfile does not exist (not running)
 4       the pidfile is malformed
-5       permission denied (reading the pidfile or signalling its process)
-6       another operating-system error
+5       permission denied (reading the pidfile, or ``signal`` to another user's process)
+6       another operating-system error (the pidfile is not a regular file, say)
 ======  ==============================================================
 """
 
@@ -144,14 +144,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.pidfile:
         pidfile = os.path.abspath(args.pidfile)
         try:
-            pid = daemon.check(pidfile)
+            pid = daemon.check(pidfile, signalable=False)
         except PidFileUnusable as exc:
             # Acquiring replaces a stale or malformed file with a warning in the
             # log, unless a live process holds its lock: that is refused there.
             if exc.reason not in ("missing", "stale", "malformed"):
                 raise
         else:
-            print(f"archangel: {app.name} already runs as pid {pid} ({pidfile})", file=sys.stderr)
+            held = f"pidfile {pidfile} is held by running process {pid}"
+            print(f"archangel run: {app.name} could not start: {held}", file=sys.stderr)
             return 1
         app.pidfile = daemon.PidFile(pidfile)
     if args.user is not None:
@@ -190,7 +191,7 @@ def _signal(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    pid = daemon.check(args.pidfile)
+    pid = daemon.check(args.pidfile, signalable=False)
     print(f"running: pid {pid} ({args.pidfile})")
     return 0
 

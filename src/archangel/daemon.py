@@ -28,7 +28,7 @@ from .pidfile import PidFile as PidFile
 from .pidfile import check as check
 from .pidfile import read_pid as read_pid
 from .pidfile import send_signal as send_signal
-from .systemd import under_systemd
+from .systemd import claim_listen_fds, under_systemd
 
 __all__ = [
     "DaemonHandle",
@@ -152,7 +152,10 @@ def daemonize(
     In order: open the stdio files, chroot, chdir to ``workdir``, set the
     umask, then fork, ``setsid`` and fork again so the daemon is an orphan in
     a session of its own that can never reacquire a terminal; then point its
-    stdio at the files and close every other descriptor. Errors up to the
+    stdio at the files and close every other descriptor but the ``keep_fds``
+    and the sockets passed by socket activation (``$LISTEN_FDS`` when
+    ``$LISTEN_PID`` is the calling process), whose ``$LISTEN_PID`` becomes
+    the daemon's PID, so the daemon serves them. Errors up to the
     fork raise :class:`~archangel.errors.DaemonError` in the caller. Past it,
     the caller's process has become the launcher: it waits for the daemon's
     word through a pipe (see :class:`DaemonHandle`) and exits, so this call
@@ -172,8 +175,9 @@ def daemonize(
         stdout: File to append stdout to; ``/dev/null`` when None and detaching.
         stderr: File to append stderr to; ``/dev/null`` when None and detaching.
             The launcher names it when the daemon dies before it is ready.
-        close_fds: Close every descriptor above 2 but the ``keep_fds``. Open
-            log handlers and files are closed too: configure logging after.
+        close_fds: Close every descriptor above 2 but the ``keep_fds`` and
+            socket-activated sockets. Open log handlers and files are closed
+            too: configure logging after.
         keep_fds: Descriptors (or objects with ``fileno()``) to keep open, a
             listening socket say.
         detach: Fork (True) or stay in the foreground (False); None forks
@@ -203,13 +207,17 @@ def daemonize(
             os.close(fd)
         raise
     os.umask(umask)
+    launcher = os.getpid()
     pipe = _detach(stderr) if detach else None
+    # Sockets passed by socket activation (systemd-socket-activate, an inetd of
+    # its own) are the daemon's now: keep them, and name it in $LISTEN_PID.
+    activated = claim_listen_fds(launcher) if detach else []
     for target, fd in stdio:
         os.dup2(fd, target)
         os.close(fd)
     if detach and close_fds:
         keep = {fd if isinstance(fd, int) else fd.fileno() for fd in keep_fds}
-        _close_fds(keep | ({pipe} if pipe is not None else set()))
+        _close_fds(keep | set(activated) | ({pipe} if pipe is not None else set()))
     return DaemonHandle(detached=detach, fd=pipe)
 
 

@@ -5,6 +5,8 @@ for the daemon's whole life; the lock, not the PID in it, says whether the
 daemon runs. :func:`read_pid`, :func:`check` and :func:`send_signal` serve the
 command line, which talks to a running daemon from outside; each failure is a
 :class:`~archangel.errors.PidFileUnusable` whose ``reason`` says what is wrong.
+Readers take no lock (on Linux they look the lock up in ``/proc/locks``), so
+reading a pidfile never makes a concurrent start fail.
 Plain operating-system calls, no asyncio. It is not daemon mode (forking,
 stdio, privileges): that is :mod:`archangel.daemon`, which re-exports these
 names.
@@ -17,8 +19,11 @@ import logging
 import os
 import re
 import secrets
+import stat
+import time
 from types import TracebackType
 
+from ._flocks import exclusively_locked, share_locked_only
 from .errors import PidFileUnusable
 
 __all__ = ["PidFile", "check", "read_pid", "send_signal"]
@@ -26,6 +31,10 @@ __all__ = ["PidFile", "check", "read_pid", "send_signal"]
 logger = logging.getLogger(__name__)
 
 StrPath = str | os.PathLike[str]
+
+# How long acquire() waits for shared locks on a stale pidfile to go: readers
+# of another program (or of an older archangel) may take one for a moment.
+_READERS_PATIENCE = 1.0
 
 
 class PidFile:
@@ -35,7 +44,10 @@ class PidFile:
     locks it and moves it into place (``link`` when the path is free,
     ``rename`` over a stale file), so a reader sees either no file or a whole
     one. A file nobody holds the lock on is stale, whatever PID it names: it
-    is replaced, with a warning. Acquire after
+    is replaced, with a warning; a shared ``flock`` on it (a reader's) is
+    waited out for up to a second, never taken for a running instance. A path
+    that is not a regular file (a directory, a device) is refused, never
+    replaced. Acquire after
     :func:`~archangel.daemon.daemonize` (the PID changes there); a pidfile in
     a directory the daemon can no longer write after
     :func:`~archangel.daemon.drop_privileges` stays behind at exit, which is
@@ -68,7 +80,8 @@ class PidFile:
         Raises:
             PidFileUnusable: With ``reason`` ``"held"`` when a live process
                 holds it (the message names the path and that PID), else
-                ``"permission"`` or ``"io"`` when it cannot be written.
+                ``"permission"`` or ``"io"`` when it cannot be written (its
+                directory does not exist, say) or is not a regular file.
         """
         if self._fd is not None:
             raise PidFileUnusable(
@@ -79,6 +92,13 @@ class PidFile:
         temp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}")
         try:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            raise PidFileUnusable(
+                f"cannot create pidfile {self.path}: "
+                f"directory {os.path.abspath(directory or '.')} does not exist",
+                reason="io",
+                path=self.path,
+            ) from None
         except OSError as exc:
             raise _os_error(exc, f"cannot create pidfile {self.path}", self.path) from exc
         try:
@@ -94,7 +114,8 @@ class PidFile:
         logger.debug("pidfile %s acquired for pid %d", self.path, pid)
 
     def _install(self, temp: str) -> None:
-        for _ in range(16):
+        changes, patience = 16, time.monotonic() + _READERS_PATIENCE
+        while changes:
             try:
                 os.link(temp, self.path)
                 return
@@ -105,16 +126,32 @@ class PidFile:
             try:
                 other = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except FileNotFoundError:
+                changes -= 1
                 continue  # removed meanwhile: try to link again
             except OSError as exc:
                 raise _os_error(exc, f"cannot open pidfile {self.path}", self.path) from exc
             try:
-                contents = os.pread(other, 64, 0)
+                contents = _read(self.path, other)
                 try:
                     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise self._held(contents) from None
+                    if not _same_file(other, self.path):
+                        changes -= 1
+                        continue  # replaced meanwhile, by a start that won: look again
+                    if not share_locked_only(other):
+                        raise self._held(contents) from None
+                    if time.monotonic() > patience:
+                        raise PidFileUnusable(
+                            f"pidfile {self.path} is locked by another process that does not "
+                            f"run it (a shared lock, held for over {_READERS_PATIENCE:g} s)",
+                            reason="held",
+                            path=self.path,
+                        ) from None
+                    logger.debug("pidfile %s: waiting for its readers' shared locks", self.path)
+                    time.sleep(0.005)
+                    continue
                 if not _same_file(other, self.path):
+                    changes -= 1
                     continue  # replaced between our open and our lock
                 _warn_stale(self.path, contents)
                 try:
@@ -239,24 +276,38 @@ def read_pid(path: StrPath) -> int:
             ``"permission"`` (not allowed to read it), ``"malformed"`` (empty,
             not a decimal integer, not positive, beyond the system's largest
             PID, too large a file; each with its own message) or ``"io"``
-            (another operating-system error, such as a directory).
+            (not a regular file, or another operating-system error).
     """
     path = os.fspath(path)
+    fd = _open(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return _parse_pid(path, _read(path, fd))
+    finally:
+        os.close(fd)
+
+
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise PidFileUnusable(
             f"pidfile {path} does not exist", reason="missing", path=path
         ) from None
     except OSError as exc:
         raise _os_error(exc, f"cannot read pidfile {path}", path) from exc
+
+
+def _read(path: str, fd: int) -> bytes:
+    """What the pidfile open at ``fd`` holds; anything but a regular file is refused."""
     try:
-        data = os.read(fd, _MAX_PIDFILE + 1)
+        mode = os.fstat(fd).st_mode
+        data = os.pread(fd, _MAX_PIDFILE + 1, 0) if stat.S_ISREG(mode) else b""
     except OSError as exc:
         raise _os_error(exc, f"cannot read pidfile {path}", path) from exc
-    finally:
-        os.close(fd)
-    return _parse_pid(path, data)
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise PidFileUnusable(f"pidfile {path} is {kind}", reason="io", path=path)
+    return data
 
 
 def _parse_pid(path: str, data: bytes) -> int:
@@ -286,34 +337,49 @@ def _pid_max() -> int:
         return 4_194_304  # PID_MAX_LIMIT on 64-bit Linux
 
 
-def check(path: StrPath, *, require_lock: bool = True) -> int:
+def check(path: StrPath, *, require_lock: bool = True, signalable: bool = True) -> int:
     """Return the PID of the live process a pidfile names, or say why there is none.
+
+    It takes no lock: on Linux the lock is looked up in ``/proc/locks``;
+    elsewhere a shared lock is taken for a moment, which
+    :meth:`PidFile.acquire` waits out. Reading never makes a start fail.
 
     Args:
         path: The pidfile.
         require_lock: Also require the pidfile to be locked, as
             :class:`PidFile` keeps it; a running process that does not hold
             the lock got the PID of a dead daemon.
+        signalable: Also require that we may signal the process. False
+            answers only whether it runs, even as another user (what
+            ``archangel status`` asks).
 
     Returns:
         The PID of the running process.
 
     Raises:
         PidFileUnusable: The reasons of :func:`read_pid`, plus ``"stale"``
-            (no such process, or it does not hold the lock) and
-            ``"permission"`` (the process runs as another user, so we may
-            not signal it).
+            (no such process, or it does not hold the lock) and, when
+            ``signalable``, ``"permission"`` (the process runs as another
+            user, so we may not signal it).
     """
     path = os.fspath(path)
-    pid = read_pid(path)
-    _kill(path, pid, 0)
-    if require_lock and not _locked(path):
-        raise PidFileUnusable(
-            f"pidfile {path} is stale: process {pid} runs but does not hold its lock",
-            reason="stale",
-            path=path,
-            pid=pid,
-        )
+    fd = _open(path)
+    try:
+        pid = _parse_pid(path, _read(path, fd))
+        try:
+            _kill(path, pid, 0)
+        except PidFileUnusable as exc:
+            if signalable or exc.reason != "permission":
+                raise
+        if require_lock and not exclusively_locked(fd, pid):
+            raise PidFileUnusable(
+                f"pidfile {path} is stale: process {pid} runs but does not hold its lock",
+                reason="stale",
+                path=path,
+                pid=pid,
+            )
+    finally:
+        os.close(fd)
     return pid
 
 
@@ -355,19 +421,3 @@ def _kill(path: str, pid: int, signum: int) -> None:
             path=path,
             pid=pid,
         ) from None
-
-
-def _locked(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell; do not call a live daemon stale
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the shared lock we may have taken
-    return False

@@ -3,7 +3,8 @@
 Speaks systemd's plain protocols directly: ``sd_notify`` datagrams to
 ``$NOTIFY_SOCKET`` (:func:`notify` and its shorthands), watchdog pings driven
 by the event loop's clock (:class:`Watchdog`), and listening sockets inherited
-through ``$LISTEN_FDS`` (:func:`listen_sockets`). It links no C library, talks
+through ``$LISTEN_FDS`` (:func:`listen_sockets`; :func:`claim_listen_fds` hands
+them to a forked daemon). It links no C library, talks
 no D-Bus and starts no units. Outside systemd every call is a harmless no-op
 that says so in its return value, so an application calls them
 unconditionally.
@@ -23,6 +24,7 @@ from .errors import InvalidArgument
 __all__ = [
     "SD_LISTEN_FDS_START",
     "Watchdog",
+    "claim_listen_fds",
     "listen_fds",
     "listen_sockets",
     "notify",
@@ -341,3 +343,26 @@ def listen_sockets(*, unset_environment: bool = True) -> dict[str, list[socket.s
     for name, sock in _adopt(_inherited(unset_environment)):
         grouped.setdefault(name, []).append(sock)
     return grouped
+
+
+def claim_listen_fds(passed_to: int) -> list[int]:
+    """Make the sockets systemd passed to process ``passed_to`` this process's own.
+
+    For a process forked after socket activation, a daemon say: when
+    ``$LISTEN_PID`` names ``passed_to`` (the process systemd started), it is
+    rewritten to this process's PID, as systemd would have set it had it
+    started this process, so that :func:`listen_sockets` here takes them.
+    ``$LISTEN_FDS`` and ``$LISTEN_FDNAMES`` stay as they are.
+
+    Args:
+        passed_to: The PID the sockets were passed to.
+
+    Returns:
+        The descriptors claimed (3, 4, ...); empty when ``$LISTEN_PID`` names
+        another process or the variables are missing or invalid.
+    """
+    count = os.environ.get("LISTEN_FDS", "")
+    if os.environ.get("LISTEN_PID") != str(passed_to) or not (count.isascii() and count.isdigit()):
+        return []
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
