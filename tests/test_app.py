@@ -22,6 +22,7 @@ from archangel import (
     State,
     snapshots,
 )
+from archangel.app import EXIT_FORCED, EXIT_OK
 from tests.helpers import until
 
 
@@ -408,3 +409,194 @@ async def test_at_exit_a_hung_reload_is_cancelled_and_a_dump_is_finished(tmp_pat
     assert reload.cancelled()
     assert json.loads(Path(app.state_file).read_text())["name"] == "test-app"  # written
     assert await dump == app.state_file
+
+
+# -- a stop always ends: shutdown_timeout bounds the whole of it ---------------------------
+
+
+async def cancel_leftovers() -> None:
+    """Cancel what a forced stop left running on the test's loop, and let it end.
+
+    A forced stop may leave work behind by design (a subscriber that ignores
+    its cancellation; the manager's shutdown, while it still waits for a hook).
+    ``app.run()`` ends it with its loop; a test on a shared loop does it here.
+    """
+    leftovers = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=10)
+
+
+@pytest.mark.parametrize("hook", ["slow", "never returns"])
+async def test_an_async_at_exit_hook_cannot_outlast_the_shutdown_timeout(
+    tmp_path: Path, hook: str
+) -> None:
+    """Today a 20 s hook makes the stop take 20 s, and one that never returns, forever."""
+    app = make_app(tmp_path, shutdown_timeout=0.5, pidfile=tmp_path / "app.pid")
+    exited: list[State] = []
+    app.bus.subscribe(State.EXIT, lambda: exited.append(State.EXIT))
+
+    async def at_exit() -> None:
+        if hook == "slow":
+            await asyncio.sleep(20)
+        else:
+            await asyncio.Event().wait()
+
+    @app.bus.on(State.START)
+    def spawn() -> None:
+        process = app.manager.spawn(asyncio.Event().wait, name="worker")
+        process.at_exit(at_exit)
+
+    task = await start(app)
+    app.request_stop()
+    try:
+        async with asyncio.timeout(15):  # the hook alone would take 20 s, or forever
+            assert await task == EXIT_FORCED
+    finally:
+        await cancel_leftovers()
+    assert exited == [State.EXIT]  # EXIT subscribers still ran
+    assert app.bus.state is State.EXITED
+    assert not (tmp_path / "app.pid").exists()  # and the App's own EXIT work
+
+
+async def test_a_stop_subscriber_past_the_deadline_is_cancelled_and_the_drain_gets_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(tmp_path, shutdown_timeout=0.2)
+    budgets: list[float] = []
+    shutdown = app.manager.shutdown
+
+    async def recorded(timeout: float = 30.0) -> object:
+        budgets.append(timeout)
+        return await shutdown(timeout)
+
+    app.manager.shutdown = recorded  # type: ignore[method-assign]
+    later: list[str] = []
+
+    @app.bus.on(State.STOP)
+    async def flush_to_a_dead_backend() -> None:
+        await asyncio.Event().wait()
+
+    app.bus.subscribe(State.STOP, lambda: later.append("STOP 70"), priority=70)
+    app.bus.subscribe(State.EXIT, lambda: later.append("EXIT"))
+    task = await start(app)
+    with caplog.at_level(logging.WARNING):
+        app.request_stop()
+        async with asyncio.timeout(15):
+            assert await task == EXIT_FORCED
+    assert budgets == [0.0]  # the subscriber spent the whole budget: nothing left
+    assert later == ["STOP 70", "EXIT"]
+    [cut] = [r.getMessage() for r in caplog.records if "at the deadline" in r.getMessage()]
+    assert "flush_to_a_dead_backend" in cut
+    assert "of <State.STOP> still running at the deadline" in cut
+    assert "test_app.py:" in cut  # where it was awaiting
+    assert "stop forced" in caplog.text
+
+
+async def test_the_drain_gets_what_is_left_of_the_budget(tmp_path: Path) -> None:
+    app = make_app(tmp_path, shutdown_timeout=30)
+    budgets: list[float] = []
+    shutdown = app.manager.shutdown
+
+    async def recorded(timeout: float = 30.0) -> object:
+        budgets.append(timeout)
+        return await shutdown(timeout)
+
+    app.manager.shutdown = recorded  # type: ignore[method-assign]
+
+    @app.bus.on(State.STOP)
+    async def slow_flush() -> None:
+        await asyncio.sleep(0.2)
+
+    task = await start(app)
+    app.request_stop()
+    assert await task == EXIT_OK
+    [budget] = budgets
+    assert 0 < budget < 30 - 0.1  # measured from the stop request, not from the drain
+
+
+async def test_the_stop_clock_starts_at_the_first_request(tmp_path: Path) -> None:
+    app = make_app(tmp_path, shutdown_timeout=30)
+    budgets: list[float] = []
+    shutdown = app.manager.shutdown
+
+    async def recorded(timeout: float = 30.0) -> object:
+        budgets.append(timeout)
+        return await shutdown(timeout)
+
+    app.manager.shutdown = recorded  # type: ignore[method-assign]
+    gate = asyncio.Event()
+    app.bus.subscribe(State.STOP, gate.wait)
+    task = await start(app)
+    app.request_stop()
+    await app.bus.wait(State.STOP)
+    await asyncio.sleep(0.2)
+    app.request_stop()  # again: the clock does not restart
+    gate.set()
+    assert await task == EXIT_OK
+    assert budgets[0] < 30 - 0.1
+
+
+async def test_processes_killed_at_the_deadline_make_the_stop_forced(tmp_path: Path) -> None:
+    """Needs ``ProcessManager.shutdown`` to say it killed (False): issue 10's kernel part."""
+    app = make_app(tmp_path, shutdown_timeout=0.1)
+
+    class Stubborn(Echo):
+        def on_stop(self) -> None:  # never ends gracefully
+            pass
+
+    @app.bus.on(State.START)
+    async def bind() -> None:
+        await app.serve(Stubborn, "127.0.0.1", 0)
+
+    task = await start(app)
+    [(host, port)] = app.addresses
+    _, writer = await asyncio.open_connection(host, port)
+    try:
+        await until(lambda: len(app.manager) == 1)
+        app.request_stop()
+        async with asyncio.timeout(15):
+            assert await task == EXIT_FORCED
+        assert app.manager.history[-1].exit_reason is ExitReason.KILLED
+    finally:
+        writer.close()
+
+
+# -- reloads never overlap -------------------------------------------------------------
+
+
+async def test_reloads_asked_for_during_a_reload_coalesce_into_one_after_it(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path)
+    running: list[int] = []
+    gates = [asyncio.Event(), asyncio.Event()]
+    started = [asyncio.Event(), asyncio.Event()]
+    overlapped = False
+
+    @app.bus.on("reload")
+    async def reread() -> None:
+        nonlocal overlapped
+        overlapped = overlapped or bool(running)
+        number = len(started) - sum(not e.is_set() for e in started)
+        running.append(number)
+        started[number].set()
+        await gates[number].wait()
+        running.remove(number)
+
+    task = await start(app)
+    first = app.reload()
+    await started[0].wait()
+    again = [app.reload() for _ in range(3)]  # three more while the first runs
+    assert all(t is first for t in again)  # one task runs them
+    await asyncio.sleep(0.05)
+    assert not started[1].is_set()  # not side by side
+    gates[0].set()
+    await started[1].wait()
+    gates[1].set()
+    await first
+    assert not overlapped
+    assert sum(e.is_set() for e in started) == 2  # three asked for: one more ran
+    app.request_stop()
+    assert await task == EXIT_OK

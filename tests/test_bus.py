@@ -8,6 +8,7 @@ timers that repeat while truthy) and pyzenkit's event queue order.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import functools
 import logging
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from archangel import channels
 from archangel.bus import STOP, Bus
 from archangel.errors import ArchangelError, ChannelFailures, InvalidArgument, InvalidTransition
 from archangel.states import State, StateGraph
@@ -280,6 +282,39 @@ async def test_on_is_a_decorator_that_returns_the_function(bus: Bus[State]) -> N
 
     assert starting() == "starting"
     assert bus.subscribers(State.START) == (starting,)
+
+
+@pytest.mark.parametrize("priority", [None, "10", float("nan"), True])
+async def test_a_priority_that_is_not_a_number_is_refused(
+    bus: Bus[State], priority: object
+) -> None:
+    """Refused when subscribing, so the channel is not broken for every later subscribe."""
+
+    def early() -> str:
+        return "early"
+
+    def later() -> str:
+        return "later"
+
+    message = (
+        rf"cannot subscribe .* to 'c': priority must be a number .*not {re.escape(repr(priority))}"
+    )
+    with pytest.raises(InvalidArgument, match=message):
+        bus.subscribe("c", early, priority)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"a decorated function.*priority must be a number"):
+        bus.on("c", priority)  # type: ignore[arg-type]
+    assert not bus.has_subscribers("c")
+    bus.subscribe("c", later)
+    bus.subscribe("c", early, 10)  # the channel still sorts
+    assert await bus.publish("c") == ["early", "later"]
+
+
+async def test_priorities_of_any_real_number_sort(bus: Bus[State]) -> None:
+    log: list[object] = []
+    for priority in (float("inf"), 2.5, -1, fractions.Fraction(1, 3)):
+        bus.subscribe("c", functools.partial(log.append, priority), priority)
+    await bus.publish("c")
+    assert log == [-1, fractions.Fraction(1, 3), 2.5, float("inf")]
 
 
 def test_channel_failures_is_an_exception_group_and_an_archangel_error() -> None:
@@ -682,6 +717,171 @@ async def test_a_transition_from_inside_a_transition_is_refused(bus: Bus[State])
     assert "would wait for itself" in str(refused[0])
 
 
+# -- walks with a deadline (an app's bounded stop) -------------------------------------------
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A shorter DEADLINE_GRACE, to keep the tests of the mechanism quick."""
+    monkeypatch.setattr(channels, "DEADLINE_GRACE", 0.1)
+    return 0.1
+
+
+async def test_a_subscriber_still_running_at_the_deadline_is_cancelled_and_the_walk_goes_on(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture, short_grace: float
+) -> None:
+    log: list[object] = []
+    recorder(bus, log)
+    cancelled = asyncio.Event()
+
+    async def hung_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def quick_stop() -> str:
+        await asyncio.sleep(0)
+        log.append("quick stop ended")
+        return "done"
+
+    bus.subscribe(State.STOP, hung_stop, priority=40)
+    bus.subscribe(State.STOP, quick_stop, priority=60)
+    await bus.transition(State.RUN)
+    log.clear()
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.ERROR, logger="archangel.channels"):
+        async with asyncio.timeout(30):
+            kept = await bus.transition(State.EXITED, deadline=loop.time() + 0.05)
+    assert kept is False
+    assert cancelled.is_set()
+    # Past the deadline the next subscriber still gets DEADLINE_GRACE from its start.
+    assert log == [State.STOP, "quick stop ended", State.IDLE, State.EXIT, State.EXITED]
+    assert bus.state is State.EXITED
+    assert bus.error is None  # cut short is not a failure: no error path
+    [hung] = [r.getMessage() for r in caplog.records]
+    assert re.search(
+        r"subscriber <function .*hung_stop.*> of <State.STOP> still running at the deadline, "
+        r"awaiting in .*hung_stop at .*test_bus.py:\d+, on a future: cancelled",
+        hung,
+    ), hung
+
+
+async def test_a_walk_begun_past_its_deadline_still_gives_each_subscriber_the_grace(
+    bus: Bus[State],
+) -> None:
+    assert channels.DEADLINE_GRACE == 1.0  # documented
+    ran: list[str] = []
+
+    async def release_pidfile() -> None:
+        ran.append("released")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ran.append("done")
+
+    bus.subscribe(State.EXIT, release_pidfile)
+    bus.subscribe(State.EXIT, lambda: ran.append("sync"))
+    deadline = asyncio.get_running_loop().time() - 1  # long past
+    assert await bus.transition(State.EXITED, deadline=deadline) is True
+    assert ran == ["released", "done", "sync"]
+
+
+async def test_a_walk_that_keeps_its_deadline_returns_true_and_results_are_as_usual(
+    bus: Bus[State],
+) -> None:
+    results: list[object] = []
+
+    async def quick() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    def failing() -> None:
+        raise OSError("disk full")
+
+    bus.subscribe(State.START, quick)
+    bus.subscribe(State.RUN, lambda: results.append("run"))
+    deadline = asyncio.get_running_loop().time() + 60
+    assert await bus.transition(State.RUN, deadline=deadline) is True
+    assert await bus.transition(State.STOP) is True  # no deadline: always kept
+    bus.subscribe(State.EXIT, failing)
+    with pytest.raises(ChannelFailures) as caught:  # a failure still takes the error path
+        await bus.transition(State.EXITED, deadline=deadline)
+    assert bus.state is State.EXITED
+    assert caught.value.exceptions[0].channel is State.EXIT
+    assert results == ["run"]
+
+
+async def test_a_subscriber_that_ignores_its_cancellation_is_left_behind(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture, short_grace: float
+) -> None:
+    release = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # ignores the cancellation
+        ended.set()
+
+    async def late_and_hung() -> None:
+        await asyncio.Event().wait()
+
+    bus.subscribe(State.EXIT, stubborn)
+    bus.subscribe(State.EXIT, late_and_hung)  # starts past the deadline: cut after its grace
+    exited: list[State] = []
+    bus.subscribe(State.EXITED, lambda: exited.append(State.EXITED))
+    deadline = asyncio.get_running_loop().time() + 0.01
+    with caplog.at_level(logging.ERROR, logger="archangel.channels"):
+        async with asyncio.timeout(30):
+            assert await bus.transition(State.EXITED, deadline=deadline) is False
+    assert exited == [State.EXITED]  # the walk went on without them
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3
+    assert "stubborn" in messages[0] and "still running at the deadline" in messages[0]
+    assert "stubborn" in messages[1]
+    assert "did not end within 0.1 s of being cancelled: left behind" in messages[1]
+    assert "late_and_hung" in messages[2] and "still running at the deadline" in messages[2]
+    assert not ended.is_set()
+    release.set()
+    async with asyncio.timeout(10):
+        await ended.wait()
+
+
+async def test_cancelling_a_walk_with_a_deadline_cancels_its_subscriber(bus: Bus[State]) -> None:
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hang() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def reenter() -> None:
+        await bus.transition(State.EXITED)
+
+    bus.subscribe(State.START, hang)
+    deadline = asyncio.get_running_loop().time() + 60
+    walk = asyncio.create_task(bus.transition(State.RUN, deadline=deadline))
+    await entered.wait()
+    walk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await walk
+    async with asyncio.timeout(10):
+        await cancelled.wait()
+    assert bus.state is State.START
+    # A subscriber of a walk with a deadline runs in a task of its own, and still
+    # cannot wait for the walk it is part of.
+    bus.unsubscribe(State.START, hang)
+    bus.subscribe(State.STOP, reenter)
+    with pytest.raises(ChannelFailures) as caught:
+        await bus.transition(State.EXITED, deadline=deadline)
+    assert "would wait for itself" in str(caught.value.exceptions[0].exceptions[0])
+
+
 @pytest.mark.parametrize(
     ("target", "states"),
     [
@@ -905,6 +1105,34 @@ async def test_schedule_refuses_contradictory_arguments(bus: Bus[State]) -> None
         bus.schedule("e", delay=1, at=2)
     with pytest.raises(InvalidArgument, match="first=True"):
         bus.schedule("e", first=True, delay=1)
+
+
+async def test_schedule_at_a_wall_clock_time_is_refused_naming_both_clocks(
+    bus: Bus[State],
+) -> None:
+    """pyzenkit's schedule_at takes time.time(); on the loop's clock it would never come."""
+    message = (
+        r"schedule\(at=\.\.\.\): [\d.]+ is a wall-clock time \(time.time\(\) is [\d.]+\), "
+        r"but deadlines are on the loop's clock \(loop.time\(\) is [\d.]+\): pass "
+        r"loop.time\(\) \+ \(when - time.time\(\)\), or delay=when - time.time\(\)"
+    )
+    with pytest.raises(InvalidArgument, match=message):
+        bus.schedule("e", at=time.time() + 5)
+    with pytest.raises(InvalidArgument, match="is a wall-clock time"):
+        bus.schedule_at(time.time() - 5, "e")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(InvalidArgument, match="is not a finite loop time"):
+            bus.schedule("e", at=bad)
+        with pytest.raises(InvalidArgument, match="delay must be a finite number"):
+            bus.schedule("e", delay=bad)
+    # Converted as the message says, it fires.
+    log: list[Any] = []
+    when = time.time() + 0.01
+    loop = asyncio.get_running_loop()
+    bus.schedule("e", "converted", at=loop.time() + (when - time.time()))
+    bus.schedule_after(when - time.time(), "e", "as a delay")
+    await drained(bus, "e", 2, log)
+    assert sorted(log) == ["as a delay", "converted"]
 
 
 async def test_close_drops_the_queue_and_says_so(

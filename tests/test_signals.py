@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from archangel import InvalidArgument
+from archangel import App, InvalidArgument
 from archangel.signals import DEFAULT_POLICY, Action, SignalPolicy
 
 
@@ -15,7 +15,7 @@ def test_default_table_matches_the_design() -> None:
     table = SignalPolicy().table
     assert table == DEFAULT_POLICY
     assert table[signal.SIGINT] == (Action.GRACEFUL, Action.QUICK, Action.IMMEDIATE)
-    assert table[signal.SIGTERM] == (Action.GRACEFUL,)
+    assert table[signal.SIGTERM] == (Action.GRACEFUL, Action.QUICK)
     assert table[signal.SIGQUIT] == (Action.QUICK,)
     assert table[signal.SIGHUP] == (Action.RELOAD,)
     assert table[signal.SIGUSR1] == (Action.RUNLOG,)
@@ -33,6 +33,8 @@ def test_deliveries_walk_the_list_and_the_last_repeats() -> None:
         Action.IMMEDIATE,
     ]
     assert policy.action(signal.SIGTERM) is Action.GRACEFUL  # counted per signal
+    # A repeated SIGTERM escalates to a quick stop, and never to an immediate exit.
+    assert [policy.action(signal.SIGTERM) for _ in range(3)] == [Action.QUICK] * 3
 
 
 def test_overrides_by_name_number_and_removal() -> None:
@@ -47,17 +49,45 @@ def test_overrides_by_name_number_and_removal() -> None:
     }
 
 
+ACCEPTED = r"give an action name \(graceful, quick, immediate, reload, runlog, state, ignore\)"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"SIGNOPE": "graceful"}, "'SIGNOPE' is not a signal"),
         ({999: "graceful"}, "999 is not a signal"),
+        ({True: "graceful"}, "True is not a signal"),  # not SIGHUP, which is 1
+        ({2.0: "graceful"}, "2.0 is not a signal"),
+        ({print: "graceful"}, "<built-in function print> is not a signal"),
+        ({"KILL": "graceful"}, "SIGKILL cannot be caught, so it has no policy"),
+        ({signal.SIGSTOP: "quick"}, "SIGSTOP cannot be caught"),
         ({"hup": "explode"}, r"SIGHUP: 'explode' names an unknown action; known: graceful"),
+        ({"usr1": print}, rf"SIGUSR1: <built-in function print> is not an action; {ACCEPTED}"),
+        ({"usr1": 3}, rf"SIGUSR1: 3 is not an action; {ACCEPTED}, a list or tuple of them"),
+        ({"usr1": []}, rf"SIGUSR1: \[\] is not an action; {ACCEPTED}.*or None"),
+        ({"usr1": {"graceful"}}, r"SIGUSR1: \{'graceful'\} is not an action"),  # no order
+        ({"int": [["graceful"]]}, r"SIGINT: \['graceful'\] in \[\['graceful'\]\] is not an"),
+        ({"int": ["graceful", print]}, r"SIGINT: <built-in function print> in \['graceful'"),
+        ({"int": ["graceful", "nope"]}, r"SIGINT: 'nope' names an unknown action"),
+        (["HUP"], r"overrides must be a mapping of signal to actions, not \['HUP'\]"),
     ],
 )
 def test_bad_policies_are_clear_errors(overrides: dict[object, str], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         SignalPolicy(overrides)  # type: ignore[arg-type]
+
+
+def test_the_app_refuses_a_callable_for_a_signal_naming_it() -> None:
+    """A callable cannot be bound to a signal (yet): refused when the App is made."""
+    with pytest.raises(InvalidArgument, match=rf"SIGUSR1: .*print.* is not an action; {ACCEPTED}"):
+        App("x", signals={"USR1": print})
+
+
+def test_actions_as_names_members_lists_and_tuples() -> None:
+    policy = SignalPolicy({"usr1": Action.STATE, "int": ("graceful", Action.IMMEDIATE)})
+    assert policy.table[signal.SIGUSR1] == (Action.STATE,)
+    assert policy.table[signal.SIGINT] == (Action.GRACEFUL, Action.IMMEDIATE)
 
 
 async def test_real_signals_reach_the_dispatcher_on_the_loop() -> None:

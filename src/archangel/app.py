@@ -14,10 +14,18 @@ ENTER        10  install the signal policy, acquire the pidfile
 START        90  drop privileges (after user hooks bound their ports), console
 RUN          10  systemd READY=1 and watchdog; tell a daemon launcher it runs
 STOP         10  systemd STOPPING=1; stop accepting (close every server)
-STOP         60  drain: ``manager.shutdown(shutdown_timeout)``
+STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
 EXIT         90  close the console, release the pidfile, remove the handlers;
                  finish the dumps and cancel the reloads still running
 =========  ====  ===========================================================
+
+A stop is bounded as a whole: ``shutdown_timeout`` counts from the first stop
+request, the drain gets what is left of it, and the walk down from RUN has a
+deadline :data:`STOP_GRACE` seconds later, at which STOP, IDLE, EXIT and
+EXITED subscribers still awaiting are cancelled (see
+:meth:`archangel.bus.Bus.transition`). The exit status tells a clean stop
+(:data:`EXIT_OK`) from a failed step (:data:`EXIT_FAILED`) and a stop that
+had to kill or cancel at the deadline (:data:`EXIT_FORCED`).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import os
 import signal
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import snapshots, systemd
@@ -40,9 +48,22 @@ from .manager import ProcessManager
 from .signals import Action, SignalPolicy
 from .states import State
 
-__all__ = ["App"]
+__all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "STOP_GRACE", "App"]
 
 logger = logging.getLogger(__name__)
+
+#: Exit status of a clean run: stopped when asked, everything ended in time.
+EXIT_OK = 0
+#: Exit status when a lifecycle step failed (a START hook raised, say).
+EXIT_FAILED = 1
+#: Exit status when the stop was forced: at the shutdown deadline, processes were
+#: killed or at-exit hooks or STOP/EXIT subscribers cancelled. 2 is a usage error.
+EXIT_FORCED = 3
+
+#: Seconds past ``shutdown_timeout`` that the walk down from RUN may take: the drain
+#: kills and cancels at the deadline, and that lands in a moment; STOP and EXIT
+#: subscribers still awaiting then are cancelled (see ``channels.DEADLINE_GRACE``).
+STOP_GRACE = 1.0
 
 
 class App:
@@ -53,7 +74,11 @@ class App:
 
     Args:
         name: The service name (logs, dumps, default dump paths).
-        shutdown_timeout: Seconds a graceful stop waits before killing.
+        shutdown_timeout: Seconds the whole stop may take, counted from the
+            first stop request: STOP subscribers, the graceful end of every
+            process, at-exit hooks, EXIT subscribers. What is still running then
+            is killed or cancelled (within :data:`STOP_GRACE` more seconds) and
+            the exit status is :data:`EXIT_FORCED`.
         state_file: Where SIGUSR2 writes the state JSON; default
             ``<tmpdir>/<name>.state.json``. A relative path is made absolute
             here, against the current directory, so a daemon's change of
@@ -109,7 +134,12 @@ class App:
         self.servers: list[asyncio.Server] = []
         self.runlog = snapshots.Runlog(self.manager, name)
         self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline: float | None = None  # loop time: the stop's shutdown_timeout ends
         self._quick = False
+        self._forced = False  # the drain had to kill or cancel at the deadline
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self._inherited: dict[str, list[Any]] | None = None
         self._watchdog = systemd.Watchdog()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,7 +166,9 @@ class App:
         """Run the service to completion on a new loop; returns the exit status.
 
         Uses uvloop when it is installed, unless ``loop="asyncio"``. The
-        status is 0 after a clean stop and 1 if a lifecycle step failed.
+        status is :data:`EXIT_OK` (0) after a clean stop, :data:`EXIT_FAILED`
+        (1) if a lifecycle step failed and :data:`EXIT_FORCED` (3) if the stop
+        ran out of ``shutdown_timeout`` and had to kill or cancel.
         """
         if loop not in ("uvloop", "asyncio"):
             raise InvalidArgument(f"{self!r}: loop must be 'uvloop' or 'asyncio', not {loop!r}")
@@ -159,9 +191,14 @@ class App:
         was: STOP, IDLE, EXIT, EXITED. The status is then 0 (the stop was
         asked for), and a daemon's launcher is told the daemon stopped before
         it was ready.
+
+        The walk down has a deadline: ``shutdown_timeout`` after the first
+        stop request, plus :data:`STOP_GRACE`. Returns the exit status, as
+        :meth:`run` does.
         """
         if self.bus.state is not State.INITIAL:
             raise ProcessStateError(f"{self!r} has already run")
+        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
             started = await self._start_unless_stopped(self._stop)
@@ -169,7 +206,7 @@ class App:
             logger.error("%s could not start: %s", self.name, _causes(exc))
             if self.daemon is not None:
                 self.daemon.fail(_first_cause(exc))
-            return 1
+            return EXIT_FAILED
         if not started:
             logger.warning(
                 "%s: stop requested during %s: start cancelled",
@@ -179,12 +216,20 @@ class App:
             if self.daemon is not None:
                 self.daemon.fail(f"stopped during {self.bus.state.name}, before it was ready")
         await self._stop.wait()
+        assert self._deadline is not None  # set with the stop request
         try:
-            await self.bus.transition(State.EXITED)
+            kept = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
         except ChannelFailures as exc:
             logger.error("%s did not stop cleanly: %s", self.name, exc)
-            return 1
-        return 0
+            return EXIT_FAILED
+        if self._forced or not kept:
+            logger.warning(
+                "%s: stop forced: not everything ended within shutdown_timeout (%g s)",
+                self.name,
+                self.shutdown_timeout,
+            )
+            return EXIT_FORCED
+        return EXIT_OK
 
     async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
         """Walk up to RUN unless ``stop`` is set first; whether RUN was reached.
@@ -210,15 +255,24 @@ class App:
     def request_stop(self, *, quick: bool = False) -> None:
         """Ask the service to stop: gracefully, or ``quick`` (kill every process now).
 
-        A quick request during a graceful stop kills what is still draining.
-        Call it on the loop's thread (the console hands it over safely).
+        The first request starts the stop's clock: everything must end within
+        ``shutdown_timeout`` from now (see :class:`App`); later requests do not
+        move it. A quick request kills every process at once, during a
+        graceful stop what is still draining; at-exit hooks still run, within
+        what is left of the timeout. Call it on the loop's thread (the console
+        hands it over safely).
+
+        Raises:
+            ProcessStateError: The service is not running.
         """
+        if self._stop is None or self._loop is None:
+            raise ProcessStateError(f"{self!r} is not running: nothing to stop")
+        if self._deadline is None:
+            self._deadline = self._loop.time() + self.shutdown_timeout
         if quick:
             self._quick = True
             if self.bus.state is State.STOP:
                 self.manager.killall()
-        if self._stop is None:
-            raise ProcessStateError(f"{self!r} is not running: nothing to stop")
         self._stop.set()
 
     def reload(self) -> asyncio.Task[Any]:
@@ -229,22 +283,46 @@ class App:
         stopping) the reload is ignored, with a warning in the log, and
         systemd is told nothing. Failures of ``reload`` subscribers are
         logged; the service keeps running.
+
+        Reloads never overlap: one asked for while another runs is run once
+        after it, however many were asked for meanwhile (they coalesce), and
+        the task returned is the one running them both. systemd is told
+        RELOADING=1 as each begins (with a fresh MONOTONIC_USEC, which a
+        ``Type=notify-reload`` unit waits for after its own SIGHUP) and READY=1
+        once, after the last.
+
+        Returns:
+            The task that runs the reload; it ends once the reload is over.
         """
+        running = self._reloading
+        if running is not None and not running.done() and self.bus.state is State.RUN:
+            self._reload_again = True
+            return running
         task = self._background(self._reload(), "reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+        self._reloading = task
         return task
 
     async def _reload(self) -> None:
         if self.bus.state is not State.RUN:
             logger.warning("%s: reload ignored in %s", self.name, self.bus.state.name)
             return
-        systemd.reloading()
         try:
-            await self.bus.publish("reload")
-        except ChannelFailures:
-            logger.exception("%s: reload failed; running on with the old settings", self.name)
+            while True:
+                self._reload_again = False
+                systemd.reloading()
+                try:
+                    await self.bus.publish("reload")
+                except ChannelFailures:
+                    logger.exception(
+                        "%s: reload failed; running on with the old settings", self.name
+                    )
+                if not self._reload_again or self.bus.state is not State.RUN:
+                    break
+                logger.info("%s: reload asked for during the reload: reloading again", self.name)
         finally:
+            self._reload_again = False
             if self.bus.state is State.RUN:
                 systemd.ready()
 
@@ -363,9 +441,19 @@ class App:
             server.close()
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:  # a failed start's way down: no stop was asked for
+            self._deadline = loop.time() + self.shutdown_timeout
         if self._quick:
             self.manager.killall()
-        await self.manager.shutdown(0 if self._quick else self.shutdown_timeout)
+        # What the STOP subscribers before this one left of the budget; the
+        # manager kills, and cancels the hooks still pending, when it is spent.
+        budget = max(0.0, self._deadline - loop.time())
+        # shutdown() says False when it had to kill or cancel; a manager from before
+        # it said anything returns None, taken as "not forced".
+        shutdown: Callable[[float], Awaitable[bool | None]] = self.manager.shutdown
+        if await shutdown(budget) is False:
+            self._forced = True
         for server in self.servers:
             await server.wait_closed()
 

@@ -89,7 +89,7 @@ class Bus(Channels, Generic[S]):
         """What the last failed transition raised, or None if none failed."""
         return self._error
 
-    async def transition(self, target: S) -> None:
+    async def transition(self, target: S, *, deadline: float | None = None) -> bool:
         """Walk the shortest path to ``target``, publishing each state entered, in order.
 
         From ``INITIAL``, ``transition(State.RUN)`` publishes ENTER, IDLE, START
@@ -104,6 +104,24 @@ class Bus(Channels, Generic[S]):
         Having arrived, the bus keeps the error in :attr:`error` and raises it.
         If cancelled, the bus stays in the state it had entered.
 
+        Args:
+            target: The state to reach.
+            deadline: A ``loop.time()`` by which the walk should be over (an
+                app's stop). A subscriber still awaiting at the deadline is
+                cancelled, logged with its state and where it was awaiting, and
+                the walk goes on to the next one. Each awaitable subscriber gets
+                at least :data:`~archangel.channels.DEADLINE_GRACE` seconds from
+                its start, even past the deadline, so a step that begins late
+                can still do its work; one that has not ended that long after
+                its cancellation (it caught it and went on) is left behind,
+                logged. A subscriber cut short is not a failure: no error path
+                is taken. Plain (sync) subscribers are never interrupted.
+                Awaitable subscribers of a walk with a deadline run as tasks of
+                their own.
+
+        Returns:
+            True, or False when subscribers were cut short at the deadline.
+
         Raises:
             InvalidTransition: ``target`` cannot be reached from the current state.
             ChannelFailures: Subscribers failed; the bus is in the final state (or,
@@ -112,40 +130,47 @@ class Bus(Channels, Generic[S]):
             RuntimeError: Called by a subscriber of the transition under way,
                 which would wait for itself forever.
         """
-        await self._walk_all(target)
+        return await self._walk_all((target,), deadline)
 
     async def graceful(self) -> None:
         """Restart the lifecycle in place: RUN → STOP → IDLE → START → RUN (magicbus).
 
         One serialized operation: no other transition can slip in at IDLE.
         """
-        await self._walk_all(cast(S, State.IDLE), cast(S, State.RUN))
+        await self._walk_all((cast(S, State.IDLE), cast(S, State.RUN)), None)
 
-    async def _walk_all(self, *targets: S) -> None:
+    async def _walk_all(self, targets: tuple[S, ...], deadline: float | None) -> bool:
         self._bind()
-        if self._walker is not None and self._walker is asyncio.current_task():
+        current = asyncio.current_task()
+        if current is not None and current in (self._walker, self._bounded):
             raise RuntimeError(
                 f"{self!r}: transition() from inside a transition would wait for itself; "
                 "run it in a task of its own"
             )
         async with self._lock:
-            self._walker = asyncio.current_task()
+            self._walker = current
             try:
+                kept = True
                 for target in targets:
-                    await self._walk(target)
+                    kept = await self._walk(target, deadline) and kept
+                return kept
             finally:
                 self._walker = None
 
-    async def _walk(self, target: S) -> None:
+    async def _walk(self, target: S, deadline: float | None) -> bool:
         source = self._state
         walk = self._graph.walk(source, target)
         failures: list[ChannelFailures] = []
         failed = False
+        cut = 0
         while (state := walk.advance(failed)) is not None:
             self._enter(state)
             args = (failures[-1],) if walk.via_error else ()
             try:
-                await self.publish(state, *args)
+                if deadline is None:
+                    await self.publish(state, *args)
+                else:
+                    cut += (await self._publish_by(state, args, deadline))[1]
             except ChannelFailures as exc:
                 failures.append(exc)
                 failed = True
@@ -160,6 +185,7 @@ class Bus(Channels, Generic[S]):
             )
             self._error = ChannelFailures(message, failures)
             raise self._error
+        return not cut
 
     def _enter(self, state: S) -> None:
         self._state = state
@@ -212,15 +238,23 @@ class Bus(Channels, Generic[S]):
         Plain calls run in the order they were made (FIFO). ``first=True`` puts
         the event before every queued one (pyzenkit's ``schedule_next``; two
         such calls run last-scheduled first). ``delay`` (seconds) or ``at`` (a
-        ``loop.time()`` value) make a timed event; a timed event that is due
-        runs before the queued ones, and timed events due at the same instant
-        run in the order they were scheduled. Events are published one at a
+        ``loop.time()`` value, never a ``time.time()`` one) make a timed event;
+        a timed event that is due runs before the queued ones, and timed events
+        due at the same instant run in the order they were scheduled. Events are published one at a
         time by a task that lives while the queue is not empty; a failing one
         is logged and the queue goes on (see :class:`archangel.timers.Scheduler`).
         Call from the loop's thread.
 
+        For a wall-clock time ``when`` (a ``time.time()`` value, as pyzenkit's
+        ``schedule_at`` takes), pass ``delay=when - time.time()``. An ``at``
+        that is nearer the wall clock's now than the loop's is taken for a
+        wall-clock reading and refused: on the loop's clock it would come
+        decades from now.
+
         Raises:
-            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either.
+            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either;
+                a ``delay`` or ``at`` that is not a finite number; an ``at``
+                that is a wall-clock reading (the message says how to convert).
             RuntimeError: No running event loop.
         """
         self._scheduler.add(self._bind(), (channel, args, kwargs), delay=delay, at=at, first=first)
@@ -236,7 +270,11 @@ class Bus(Channels, Generic[S]):
         self.schedule(channel, *args, delay=delay, **kwargs)
 
     def schedule_at(self, when: float, channel: Hashable, /, *args: Any, **kwargs: Any) -> None:
-        """pyzenkit's name for ``schedule(channel, *args, at=when)``; ``when`` is a loop time."""
+        """pyzenkit's name for ``schedule(channel, *args, at=when)``; ``when`` is a loop time.
+
+        pyzenkit's ``schedule_at`` takes a wall-clock time; here one is refused
+        with :class:`~archangel.errors.InvalidArgument` (see :meth:`schedule`).
+        """
         self.schedule(channel, *args, at=when, **kwargs)
 
     def every(self, interval: float, callback: Callback, /, *args: Any) -> Timer:

@@ -32,13 +32,16 @@ import enum
 import inspect
 import itertools
 import logging
-from collections.abc import Callable, Hashable, Sequence
+import math
+import numbers
+import os
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from types import CoroutineType
 from typing import Any, Final
 
-from archangel.errors import ChannelFailures
+from archangel.errors import ChannelFailures, InvalidArgument
 
-__all__ = ["DEFAULT_PRIORITY", "STOP", "Callback", "Channels"]
+__all__ = ["DEADLINE_GRACE", "DEFAULT_PRIORITY", "STOP", "Callback", "Channels"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,12 @@ Callback = Callable[..., Any]
 
 #: The priority of a subscriber that does not ask for one. Lower runs first.
 DEFAULT_PRIORITY: Final = 50
+
+#: Seconds an awaitable subscriber of a publish with a deadline always gets: from its
+#: start, even past the deadline (so a step that begins late can still do its work,
+#: such as killing what is left), and from its cancellation to its end, before it is
+#: left behind.
+DEADLINE_GRACE: Final = 1.0
 
 
 class _Stop(enum.Enum):
@@ -66,6 +75,63 @@ def _failures(
 ) -> ChannelFailures:
     message = f"{len(failures)} of {len(callbacks)} subscribers of {channel!r} failed"
     return ChannelFailures(message, failures, channel)
+
+
+def _check_priority(channel: Hashable, what: str, priority: object) -> None:
+    # Checked when subscribing: a priority that cannot be ordered (None, a string)
+    # would otherwise be stored and break the sort of every later subscribe.
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, numbers.Real)
+        or math.isnan(priority)
+    ):
+        raise InvalidArgument(
+            f"cannot subscribe {what} to {channel!r}: priority must be a number "
+            f"(lower runs first; {DEFAULT_PRIORITY} when not given), not {priority!r}"
+        )
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: the innermost frame of its await chain outside asyncio.
+
+    Frames inside asyncio itself (``Event.wait``, ``sleep``) tell a reader of
+    the log nothing, so the deepest frame of the caller's code is named, and
+    what it awaits when that is not a coroutine (a future, say).
+    """
+    where = None
+    awaited: Any = task.get_coro()
+    for _ in range(64):  # await chains are short; bound it anyway
+        frame = (
+            getattr(awaited, "cr_frame", None)
+            or getattr(awaited, "gi_frame", None)
+            or getattr(awaited, "ag_frame", None)
+        )
+        if frame is None:
+            break
+        code = frame.f_code
+        if not code.co_filename.startswith(_ASYNCIO_DIR) and code is not _awaited.__code__:
+            where = f"in {code.co_qualname} at {code.co_filename}:{frame.f_lineno}"
+        awaited = (
+            getattr(awaited, "cr_await", None)
+            or getattr(awaited, "gi_yieldfrom", None)
+            or getattr(awaited, "ag_await", None)
+        )
+    on = None
+    if awaited is not None:  # the chain ends at something with no frame
+        name = type(awaited).__name__
+        on = (
+            "on a future"
+            if name == "FutureIter" or isinstance(awaited, asyncio.Future)
+            else f"on {name}"
+        )
+    return ", ".join(part for part in (where, on) if part) or "before its first step"
 
 
 async def _call_one(
@@ -101,6 +167,8 @@ class Channels:
         self._happened: set[Hashable] = set()
         self._pending: dict[Hashable, list[tuple[Callback, tuple[Any, ...], dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        # The task running an awaitable subscriber of a publish with a deadline.
+        self._bounded: asyncio.Task[Any] | None = None
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -115,9 +183,12 @@ class Channels:
 
         Raises:
             TypeError: ``callback`` is not callable, or not hashable.
+            InvalidArgument: ``priority`` is not a number (None, a string, NaN or a
+                bool); nothing is subscribed.
         """
         if not callable(callback):
             raise TypeError(f"cannot subscribe {callback!r} to {channel!r}: not callable")
+        _check_priority(channel, repr(callback), priority)
         subscriptions = self._subscriptions.setdefault(channel, {})
         old = subscriptions.get(callback)
         subscriptions[callback] = (priority, old[1] if old else next(self._order))
@@ -136,7 +207,13 @@ class Channels:
     def on(
         self, channel: Hashable, priority: float = DEFAULT_PRIORITY
     ) -> Callable[[Callback], Callback]:
-        """Decorator form of :meth:`subscribe`; returns the function unchanged."""
+        """Decorator form of :meth:`subscribe`; returns the function unchanged.
+
+        Raises:
+            InvalidArgument: ``priority`` is not a number, raised here rather than
+                when the decorator is applied.
+        """
+        _check_priority(channel, "a decorated function", priority)
 
         def decorate(callback: Callback) -> Callback:
             self.subscribe(channel, callback, priority)
@@ -232,6 +309,90 @@ class Channels:
         if proven and self._plans.get(channel) is callbacks:
             self._proven[channel] = callbacks
         return results
+
+    async def _publish_by(
+        self, channel: Hashable, args: tuple[Any, ...], deadline: float
+    ) -> tuple[list[Any], int]:
+        """:meth:`publish` with a deadline (a ``loop.time()``); results and how many were cut.
+
+        An awaitable result runs as a task of its own, so that it can be
+        cancelled at the deadline and left behind when it ignores that; the
+        result of a subscriber cut short is None, and it is not a failure.
+        Plain subscribers run as in :meth:`publish`: nothing interrupts a plain
+        call, and a channel proven plain takes the hot path.
+        """
+        if channel in self._proven:
+            return await self.publish(channel, *args), 0
+        callbacks = self._plans.get(channel)
+        if callbacks is None:
+            return [], 0
+        results: list[Any] = []
+        failures: list[Exception] = []
+        cut = 0
+        for callback in callbacks:
+            try:
+                result = callback(*args)
+                if inspect.isawaitable(result):
+                    result, ended = await self._await_by(channel, callback, result, deadline)
+                    cut += not ended
+                results.append(result)
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise _failures(channel, callbacks, failures)
+        return results, cut
+
+    async def _await_by(
+        self, channel: Hashable, callback: Callback, awaitable: Awaitable[Any], deadline: float
+    ) -> tuple[Any, bool]:
+        """Await one subscriber's result until ``deadline``; (its result, whether it ended).
+
+        A subscriber that starts less than :data:`DEADLINE_GRACE` before the
+        deadline, or after it, gets that long from its start.
+        """
+        loop = asyncio.get_running_loop()
+        name = f"subscriber {callback!r} of {channel!r}"
+        task = loop.create_task(_awaited(awaitable), name=name)
+        self._bounded = task
+        try:
+            cut_at = max(deadline, loop.time() + DEADLINE_GRACE)
+            await asyncio.wait((task,), timeout=cut_at - loop.time())
+            if task.done():
+                return task.result(), True
+            where = _awaiting(task)
+            task.cancel()
+            logger.error(
+                "%r: subscriber %r of %r still running at the deadline, awaiting %s: cancelled",
+                self,
+                callback,
+                channel,
+                where,
+            )
+            await asyncio.wait((task,), timeout=DEADLINE_GRACE)
+            if not task.done():
+                logger.error(
+                    "%r: subscriber %r of %r did not end within %.1f s of being cancelled: "
+                    "left behind",
+                    self,
+                    callback,
+                    channel,
+                    DEADLINE_GRACE,
+                )
+                self._watch(task, channel, "subscriber left behind on")
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                logger.error(
+                    "%r: subscriber %r of %r raised when cancelled",
+                    self,
+                    callback,
+                    channel,
+                    exc_info=exc,
+                )
+            return None, False
+        except asyncio.CancelledError:
+            task.cancel()  # the publish itself was cancelled: so is the subscriber
+            raise
+        finally:
+            self._bounded = None
 
     def emit(
         self, channel: Hashable, /, *args: Any, **kwargs: Any

@@ -5,13 +5,19 @@ first action, the second the second, and so on; the last one repeats. The
 defaults follow pyzenkit and what systemd and Kubernetes expect:
 
 =========  ===============================================================
-SIGINT     1st ``graceful``, 2nd ``quick``, 3rd ``immediate``
-SIGTERM    ``graceful``
+SIGINT     1st ``graceful``, 2nd ``quick``, 3rd and later ``immediate``
+SIGTERM    1st ``graceful``, 2nd and later ``quick``
 SIGQUIT    ``quick``
 SIGHUP     ``reload``
 SIGUSR1    ``runlog``
 SIGUSR2    ``state``
 =========  ===============================================================
+
+SIGTERM escalates like SIGINT, but never to ``immediate``: whoever repeats a
+SIGTERM (an impatient operator, a supervisor) wants the service to end soon,
+and a quick stop still runs the at-exit hooks within the shutdown timeout;
+a service that must die now gets SIGKILL from its manager (systemd's
+``TimeoutStopSec=``), a person at a terminal a third Ctrl-C.
 
 This module only counts and dispatches; what an action does is the App's
 business (:meth:`archangel.App.handle_signal`). Handlers are installed with
@@ -25,7 +31,7 @@ import asyncio
 import enum
 import logging
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
 from .errors import InvalidArgument
@@ -54,11 +60,11 @@ class Action(enum.Enum):
     """Do nothing (the handler is still installed, so the default action is off)."""
 
 
-_SpecValue: TypeAlias = str | Action | Iterable[str | Action] | None
+_SpecValue: TypeAlias = str | Action | Sequence[str | Action] | None
 
 DEFAULT_POLICY: Mapping[signal.Signals, tuple[Action, ...]] = {
     signal.SIGINT: (Action.GRACEFUL, Action.QUICK, Action.IMMEDIATE),
-    signal.SIGTERM: (Action.GRACEFUL,),
+    signal.SIGTERM: (Action.GRACEFUL, Action.QUICK),
     signal.SIGQUIT: (Action.QUICK,),
     signal.SIGHUP: (Action.RELOAD,),
     signal.SIGUSR1: (Action.RUNLOG,),
@@ -66,26 +72,56 @@ DEFAULT_POLICY: Mapping[signal.Signals, tuple[Action, ...]] = {
 }
 
 
-def _signal(name: int | str | signal.Signals) -> signal.Signals:
+#: Signals no handler can catch: a policy for one could never be installed.
+_UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
+_ACCEPTED = (
+    "an action name ({known}), a list or tuple of them (one per delivery, the last "
+    "repeating), or None to leave the signal alone"
+)
+
+
+def _signal(name: object) -> signal.Signals:
     try:
         if isinstance(name, str):
             upper = name.upper()
-            return signal.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"]
-        return signal.Signals(name)
+            sig = signal.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"]
+        elif isinstance(name, int) and not isinstance(name, bool):
+            sig = signal.Signals(name)
+        else:
+            raise KeyError(name)
     except (KeyError, ValueError):
         raise InvalidArgument(f"signal policy: {name!r} is not a signal") from None
+    if sig in _UNCATCHABLE:
+        raise InvalidArgument(f"signal policy: {sig.name} cannot be caught, so it has no policy")
+    return sig
 
 
-def _actions(sig: signal.Signals, value: _SpecValue) -> tuple[Action, ...]:
-    items = [value] if isinstance(value, str | Action) else list(value or ())
-    try:
-        actions = tuple(Action(item) for item in items)
-    except ValueError:
-        known = ", ".join(a.value for a in Action)
+def _actions(sig: signal.Signals, value: object) -> tuple[Action, ...]:
+    known = ", ".join(a.value for a in Action)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str | Action) else value
+    if not isinstance(items, list | tuple) or not items:
+        # A callable included: binding one to a signal is not supported (yet).
         raise InvalidArgument(
-            f"signal policy for {sig.name}: {value!r} names an unknown action; known: {known}"
-        ) from None
-    return actions
+            f"signal policy for {sig.name}: {value!r} is not an action; give "
+            + _ACCEPTED.format(known=known)
+        )
+    actions = []
+    for item in items:
+        if not isinstance(item, str | Action):
+            raise InvalidArgument(
+                f"signal policy for {sig.name}: {item!r} in {value!r} is not an action name; "
+                f"known: {known}"
+            )
+        try:
+            actions.append(Action(item))
+        except ValueError:
+            raise InvalidArgument(
+                f"signal policy for {sig.name}: {item!r} names an unknown action; known: {known}"
+            ) from None
+    return tuple(actions)
 
 
 class SignalPolicy:
@@ -94,12 +130,16 @@ class SignalPolicy:
     Args:
         overrides: Changes to :data:`DEFAULT_POLICY`, keyed by signal (number,
             ``signal.Signals`` or name like ``"HUP"``/``"SIGHUP"``); a value
-            is an action name, a list of them (one per delivery, the last
-            repeating), or None to leave the signal alone (not installed).
+            is an action name (or :class:`Action`), a non-empty list or tuple
+            of them (one per delivery, the last repeating), or None to leave
+            the signal alone (not installed).
         defaults: Start from :data:`DEFAULT_POLICY` (True) or from nothing.
 
     Raises:
-        InvalidArgument: An unknown signal or action.
+        InvalidArgument: An unknown or uncatchable signal (SIGKILL, SIGSTOP), an
+            unknown action, or a value of another kind (a callable, a number, a
+            nested list, an empty list), named with the signal and what is
+            accepted.
     """
 
     def __init__(
@@ -111,6 +151,11 @@ class SignalPolicy:
         self._table: dict[signal.Signals, tuple[Action, ...]] = (
             dict(DEFAULT_POLICY) if defaults else {}
         )
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise InvalidArgument(
+                f"signal policy: overrides must be a mapping of signal to actions, "
+                f"not {overrides!r}"
+            )
         for name, value in (overrides or {}).items():
             sig = _signal(name)
             actions = _actions(sig, value)

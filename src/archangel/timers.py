@@ -6,8 +6,9 @@ loop. :class:`Scheduler` runs one on a loop, for the bus. :class:`Timer` (made b
 :func:`every` or :meth:`archangel.bus.Bus.every`) calls a function at a fixed rate
 through ``loop.call_at``.
 
-What this module is not: a scheduler of its own. Nothing here sleeps, spawns
-threads or reads the wall clock; every deadline is in ``loop.time()`` units.
+What this module is not: a scheduler of its own. Nothing here sleeps or spawns
+threads; every deadline is in ``loop.time()`` units. The wall clock is read
+only to refuse a deadline that is a wall-clock reading (see :meth:`Scheduler.add`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
@@ -136,12 +139,18 @@ class Scheduler:
         """Queue ``message``; the arguments are those of :meth:`archangel.bus.Bus.schedule`.
 
         Raises:
-            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either.
+            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either;
+                a ``delay`` or ``at`` that is not a finite number; an ``at`` that
+                is a wall-clock reading (nearer ``time.time()`` than ``loop.time()``).
         """
         if delay is not None and at is not None:
             raise InvalidArgument("schedule() takes delay or at, not both")
         if first and (delay is not None or at is not None):
             raise InvalidArgument("schedule(first=True) is for queued events, not timed ones")
+        if delay is not None and not _finite(delay):
+            raise InvalidArgument(f"schedule(delay={delay!r}): delay must be a finite number")
+        if at is not None:
+            _check_loop_time(loop, at, "schedule(at=...)")
         if delay is not None:
             self.queue.push_at(loop.time() + delay, message)
         elif at is not None:
@@ -191,6 +200,39 @@ class Scheduler:
         if drainer is not None and not drainer.done() and not drainer.get_loop().is_closed():
             drainer.cancel()
         return dropped
+
+
+#: Clocks further apart than this (seconds) tell a wall-clock reading from a loop time.
+_CLOCKS_APART = 86_400.0
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_loop_time(loop: asyncio.AbstractEventLoop, when: float, what: str) -> None:
+    """Refuse ``when`` unless it can be a deadline on ``loop``'s clock.
+
+    ``loop.time()`` counts from an arbitrary start (the boot of the machine,
+    for both asyncio and uvloop), not from 1970 as ``time.time()`` does, so a
+    wall-clock reading given as a loop time would fall decades after now and
+    never come. A value nearer to the wall clock's now than to the loop's is
+    taken for one and refused, with the conversion in the message. When the
+    two clocks are within a day of each other (a loop driven by the wall
+    clock) they cannot be told apart, and need not be.
+
+    Raises:
+        InvalidArgument: ``when`` is not a finite number, or is a wall-clock reading.
+    """
+    if not _finite(when):
+        raise InvalidArgument(f"{what}: {when!r} is not a finite loop time")
+    now, wall = loop.time(), time.time()
+    if abs(wall - now) > _CLOCKS_APART and abs(when - wall) < abs(when - now):
+        raise InvalidArgument(
+            f"{what}: {when!r} is a wall-clock time (time.time() is {wall:.3f}), but deadlines "
+            f"are on the loop's clock (loop.time() is {now:.3f}): pass "
+            "loop.time() + (when - time.time()), or delay=when - time.time()"
+        )
 
 
 def _wake(future: asyncio.Future[None]) -> None:

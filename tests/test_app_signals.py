@@ -1,0 +1,258 @@
+"""The App's stop and reload under real signals, in a child process, on both loops.
+
+Each test runs a small service in a child (``python service.py LOOP``), sends
+it real signals with ``os.kill`` and follows it through the lines it prints
+and, for systemd, through a real ``NOTIFY_SOCKET`` datagram socket the test
+binds. Lines are read by a thread into a queue, so every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.test_systemd import ENV_VARS
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPS = pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+
+PRELUDE = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    from archangel import App, State
+    from archangel.task import TaskProcess
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+    logging.getLogger("archangel.signals").setLevel(logging.INFO)
+    print = __import__("functools").partial(print, flush=True)
+    """
+)
+
+
+@dataclass
+class Child:
+    """A service in a child process, its printed lines queued as they come."""
+
+    process: subprocess.Popen[str]
+    lines: queue.SimpleQueue[str] = field(default_factory=queue.SimpleQueue)
+    seen: list[str] = field(default_factory=list)
+
+    def expect(self, line: str, timeout: float = 20) -> list[str]:
+        """Wait for ``line``; return the lines printed before it (since the last wait)."""
+        before = []
+        while (got := self.lines.get(timeout=timeout).rstrip("\n")) != line:
+            before.append(got)
+        self.seen.extend([*before, line])
+        return before
+
+    def go_on(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+    def kill(self, sig: signal.Signals) -> None:
+        os.kill(self.process.pid, sig)
+
+    def rest(self) -> list[str]:
+        """The lines after the last wait, once the child has exited."""
+        assert self.process.poll() is not None
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get().rstrip("\n"))
+        return rest
+
+
+RunChild = Callable[..., Child]
+
+
+@pytest.fixture
+def run_child(tmp_path: Path) -> Iterator[RunChild]:
+    children: list[tuple[Child, threading.Thread]] = []
+
+    def run(source: str, loop: str, env: dict[str, str] | None = None) -> Child:
+        script = tmp_path / f"service{len(children)}.py"
+        script.write_text(PRELUDE + textwrap.dedent(source))
+        environ = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+        environ.update(PYTHONPATH=str(ROOT / "src"), **(env or {}))
+        process = subprocess.Popen(
+            [sys.executable, str(script), loop],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environ,
+        )
+        child = Child(process)
+        stdout = process.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: [child.lines.put(line) for line in stdout])
+        reader.start()
+        children.append((child, reader))
+        return child
+
+    yield run
+    for child, reader in children:
+        if child.process.poll() is None:
+            child.process.kill()
+        child.process.wait()
+        reader.join()
+        for stream in (child.process.stdin, child.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+STUCK_HOOK = """
+    app = App("stuck-hook", shutdown_timeout=0.5)
+
+    async def flush_forever():
+        print("hook awaiting")
+        await asyncio.Event().wait()
+
+    @app.bus.on(State.START)
+    def spawn():
+        app.manager.spawn(asyncio.Event().wait, name="worker").at_exit(flush_forever)
+
+    app.bus.subscribe(State.RUN, lambda: print("running"))
+    app.bus.subscribe(State.EXIT, lambda: print("exit subscribers ran"))
+    status = app.run(loop=sys.argv[1])
+    print("status", status)
+    sys.exit(status)
+"""
+
+
+@LOOPS
+def test_sigterm_ends_a_service_whose_at_exit_hook_never_returns(
+    run_child: RunChild, loop: str
+) -> None:
+    """Today this service never ends: a second and third SIGTERM do not help either."""
+    child = run_child(STUCK_HOOK, loop)
+    child.expect("running")
+    child.kill(signal.SIGTERM)
+    child.expect("hook awaiting")
+    assert child.process.wait(timeout=30) == 3  # EXIT_FORCED
+    child.expect("exit subscribers ran")
+    child.expect("status 3")
+    assert any("stop forced" in line for line in child.seen)
+
+
+SECOND_SIGTERM = """
+    app = App("second-term", shutdown_timeout=120)
+
+    class Stubborn(TaskProcess):
+        def on_stop(self):  # never ends gracefully: only a kill ends it
+            print("asked to stop")
+
+    @app.bus.on(State.START)
+    def spawn():
+        worker = app.manager.spawn(Stubborn(asyncio.Event().wait(), name="stubborn"))
+        worker.at_exit(lambda: print("hook ran:", worker.exit_reason.value))
+
+    app.bus.subscribe(State.RUN, lambda: print("running"))
+    sys.exit(app.run(loop=sys.argv[1]))
+"""
+
+
+@LOOPS
+def test_a_second_sigterm_is_a_quick_stop(run_child: RunChild, loop: str) -> None:
+    """Today the second SIGTERM is one more graceful stop: this waits the full 120 s."""
+    child = run_child(SECOND_SIGTERM, loop)
+    child.expect("running")
+    child.kill(signal.SIGTERM)
+    child.expect("SIGTERM received (#1): graceful")
+    child.expect("asked to stop")  # draining, and it would for 120 s
+    child.kill(signal.SIGTERM)
+    child.expect("SIGTERM received (#2): quick")
+    child.expect("hook ran: killed")  # killed now, and the at-exit hook still ran
+    assert child.process.wait(timeout=30) == 0  # asked for: not a forced stop
+
+
+OVERLAPPING_HUPS = """
+    app = App("hups")
+    count = 0
+    running = False
+
+    @app.bus.on("reload")
+    async def reread():
+        global count, running
+        count += 1
+        if running:
+            print("overlap")
+        running = True
+        print(f"reload {count} start")
+        await asyncio.to_thread(sys.stdin.readline)  # until the test lets it go on
+        print(f"reload {count} end")
+        running = False
+
+    app.bus.subscribe(State.RUN, lambda: print("running"))
+    app.bus.subscribe(State.EXIT, lambda: print(f"reloads {count}"))
+    sys.exit(app.run(loop=sys.argv[1]))
+"""
+
+
+def pending(sock: socket.socket) -> list[str]:
+    """Every datagram queued on ``sock`` now (a local datagram is queued by ``sendto``)."""
+    got = []
+    sock.setblocking(False)
+    try:
+        while True:
+            got.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        return got
+    finally:
+        sock.settimeout(20)
+
+
+@LOOPS
+def test_overlapping_sighups_reload_one_at_a_time_and_systemd_sees_one_ready(
+    run_child: RunChild,
+    loop: str,
+    tmp_path: Path,
+) -> None:
+    """Today: reloads side by side, and RELOADING, RELOADING, READY, READY."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
+    try:
+        child = run_child(OVERLAPPING_HUPS, loop, {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        child.expect("running")
+        assert notify.recv(4096).decode().startswith("READY=1\nSTATUS=hups: running")
+
+        child.kill(signal.SIGHUP)
+        child.expect("reload 1 start")
+        [reloading] = pending(notify)
+        assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
+        for number in (2, 3, 4):  # three more during the first: one by one, each delivered
+            child.kill(signal.SIGHUP)
+            before = child.expect(f"SIGHUP received (#{number}): reload")
+            assert "overlap" not in before and "reload 2 start" not in before
+        assert pending(notify) == []  # no READY=1 while reloading
+
+        child.go_on()
+        child.expect("reload 1 end")
+        child.expect("reload 2 start")  # the three coalesced into one, after the first
+        [again] = pending(notify)  # a fresh RELOADING=1, and still no READY=1
+        assert again.startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert int(again.split("=")[-1]) >= int(reloading.split("=")[-1])
+        child.go_on()
+        child.expect("reload 2 end")
+        assert notify.recv(4096).decode() == "READY=1"  # once, after the last reload
+
+        child.kill(signal.SIGTERM)
+        assert notify.recv(4096).decode() == "STOPPING=1"
+        assert child.process.wait(timeout=30) == 0
+        child.expect("reloads 2")
+        assert "overlap" not in child.seen + child.rest()
+        assert pending(notify) == []  # nothing more was sent
+    finally:
+        notify.close()
