@@ -105,6 +105,8 @@ class Follower:
         needs a watch of its own and has none.
         """
         files = self._files
+        if len(files) == 1 and not files[0].own_watch:
+            return None
         due: float | None = None
         rotated = [f for f in files[:-1] if not f.copy]
         if rotated:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from ._lines import MAX_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
+from .errors import WatcherClosed
 from .linesrv import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
 
@@ -220,7 +221,12 @@ async def _changed(watch: Watch, name: str, follower: Follower) -> None:
     while True:
         watches = [watch, *follower.watches()]
         timeout = follower.timeout()
-        if timeout is None:
+        if timeout is None and len(watches) == 1:  # the usual case: one file, in place
+            try:
+                events = await watch.wait()
+            except WatcherClosed:
+                return
+        elif timeout is None:
             events = await wait_any(watches)
         else:
             # A rotated file's grace ends, or a file without a watch of its
