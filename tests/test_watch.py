@@ -11,7 +11,7 @@ import pytest
 
 from archangel import watch as watch_module
 from archangel.errors import WatcherClosed
-from archangel.watch import Change, Watch, Watcher, WatchEvent, inotify_available
+from archangel.watch import Change, Watch, Watcher, WatchEvent, inotify_available, wait_any
 
 INTERVAL = 0.005
 
@@ -144,3 +144,45 @@ async def test_inotify_watch_ends_when_the_kernel_drops_it(tmp_path: Path) -> No
         events = [e async for batch in watch for e in batch]  # ends with the watch
         assert Change.SELF_DELETED in Change(sum(e.change.value for e in events))
         assert watch.closed
+
+
+@needs_inotify
+async def test_a_file_watch_sees_writes_to_the_file_once_it_is_deleted(tmp_path: Path) -> None:
+    # A daemon goes on writing to its log after logrotate compressed and deleted it.
+    target = tmp_path / "app.log"
+    async with Watcher() as watcher:
+        with target.open("a", buffering=1) as writer:
+            watch = watcher.add(target)
+            target.unlink()
+            await until_event(watch, "", Change.ATTRIB)  # the link count dropped
+            writer.write("still written\n")
+            await until_event(watch, "", Change.MODIFIED)
+
+
+async def test_wait_any_wakes_on_any_of_its_watches(watcher: Watcher, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = watcher.add(tmp_path / "a"), watcher.add(tmp_path / "b")
+    waiting = asyncio.ensure_future(wait_any([first, second]))
+    await asyncio.sleep(0)
+    (tmp_path / "b" / "x").write_text("x")
+    async with asyncio.timeout(5):
+        events = await waiting
+    assert events and {e.path for e in events} == {str(tmp_path / "b")}
+    assert first._waiters == [] and second._waiters == []  # nothing left behind
+    second.close()
+    assert await wait_any([first, second]) == []  # a closed watch ends the wait
+
+
+async def test_a_wait_that_times_out_leaves_nothing_behind(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    watch = watcher.add(tmp_path)
+    for _ in range(20):  # a tail looking again every 0.1 s at a quiet directory
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.001):
+                await watch.wait()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.001):
+                await wait_any([watch])
+    assert watch._waiters == []

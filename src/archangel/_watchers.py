@@ -78,7 +78,6 @@ _MASK = (
     | _IN_DELETE
     | _IN_DELETE_SELF
     | _IN_MOVE_SELF
-    | _IN_EXCL_UNLINK
 )
 _CHANGES = (
     (_IN_CREATE, Change.CREATED),
@@ -91,6 +90,16 @@ _CHANGES = (
     (_IN_MOVE_SELF, Change.SELF_MOVED),
 )
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
+
+
+@functools.cache
+def _change(mask: int) -> Change:
+    """The :class:`Change` of an event mask (cached: a busy log makes many events)."""
+    change = Change(0)
+    for bit, flag in _CHANGES:
+        if mask & bit:
+            change |= flag
+    return change
 
 
 @functools.cache
@@ -129,8 +138,12 @@ class Inotify:
 
     def add(self, watch: Watch) -> None:
         add_watch = _libc().inotify_add_watch
+        # IN_EXCL_UNLINK spares a directory watch the writes to its deleted
+        # entries; on a file's own watch it would silence the writes a daemon
+        # goes on making to its log once rotated and deleted, which tail reads.
+        mask = _MASK | _IN_EXCL_UNLINK if watch.is_dir else _MASK
         wd = _check(
-            add_watch(self._fd, os.fsencode(watch.path), _MASK), "inotify_add_watch", watch.path
+            add_watch(self._fd, os.fsencode(watch.path), mask), "inotify_add_watch", watch.path
         )
         self._wds.setdefault(wd, []).append(watch)
         self._of[watch] = wd
@@ -180,10 +193,7 @@ class Inotify:
             if not watches:
                 continue
             name = os.fsdecode(raw)
-            change = Change(0)
-            for bit, flag in _CHANGES:
-                if mask & bit:
-                    change |= flag
+            change = _change(mask)
             for watch in list(watches):
                 if change:
                     watch._deliver(WatchEvent(watch.path, name, change))

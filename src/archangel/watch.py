@@ -28,12 +28,13 @@ import asyncio
 import collections
 import logging
 import os
+from collections.abc import Sequence
 from typing import Protocol
 
 from ._watchers import Change, Inotify, Polling, WatchEvent, inotify_available
 from .errors import WatcherClosed
 
-__all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available"]
+__all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available", "wait_any"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +81,7 @@ class Watch:
         while not self._events:
             if self.closed:
                 raise WatcherClosed(f"{self!r} is closed: no more events")
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
-            try:
-                await future
-            finally:
-                if not future.done():
-                    future.cancel()
+            await _park(asyncio.get_running_loop().create_future(), (self,))
         return self.pending()
 
     def __aiter__(self) -> Watch:
@@ -122,6 +117,39 @@ class Watch:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+
+
+async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
+    """Wait until one of ``watches`` has an event or is closed.
+
+    One wait for several watches (a directory and the files inside it, say),
+    without a task per watch.
+
+    Returns:
+        The events pending on all of them, watch by watch: possibly none,
+        when one was closed (check :attr:`Watch.closed`).
+    """
+    events = [event for watch in watches for event in watch.pending()]
+    if events or any(watch.closed for watch in watches):
+        return events
+    await _park(asyncio.get_running_loop().create_future(), watches)
+    return [event for watch in watches for event in watch.pending()]
+
+
+async def _park(future: asyncio.Future[None], watches: Sequence[Watch]) -> None:
+    """Wait on ``future`` until one of ``watches`` wakes it; leave none of them holding it."""
+    for watch in watches:
+        watch._waiters.append(future)
+    try:
+        await future
+    finally:
+        if not future.done():
+            future.cancel()
+        # A wait that timed out (a tail looking again every 0.1 s) must not
+        # leave its future behind on a watch that never fires: they would pile up.
+        for watch in watches:
+            if future in watch._waiters:
+                watch._waiters.remove(future)
 
 
 class _Backend(Protocol):
