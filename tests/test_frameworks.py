@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -466,3 +468,29 @@ async def test_a_handler_given_to_serve_is_refused_with_the_right_entry_point() 
 
     with pytest.raises(InvalidArgument, match=r"coroutine function.*serve_streams\(\)"):
         await App("x").serve(handler, "127.0.0.1", 0)
+
+
+def test_archangel_imports_no_framework() -> None:
+    """aiohttp, uvicorn and websockets are optional: importing archangel loads none."""
+    code = (
+        "import sys, archangel, archangel.app, archangel.frameworks, archangel.adopt\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'aiohttp', 'uvicorn', 'websockets', 'httptools'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n"
+
+
+@pytest.mark.parametrize(
+    ("missing", "serve"),
+    [
+        ("uvicorn", lambda app: app.serve_asgi(asgi_app(Slow()), "127.0.0.1", 0)),
+        ("websockets.asyncio.server", lambda app: app.serve_websockets(print, "127.0.0.1", 0)),
+    ],
+)
+async def test_a_missing_framework_is_named(
+    monkeypatch: pytest.MonkeyPatch, missing: str, serve: Callable[[App], Any]
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
+    with pytest.raises(FrameworkError, match=r"needs (uvicorn|the websockets package)"):
+        await serve(App("x"))

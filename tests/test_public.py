@@ -20,6 +20,7 @@ MODULES = [
     "archangel.console.client",
     "archangel.daemon",
     "archangel.errors",
+    "archangel.frameworks",
     "archangel.linesrv",
     "archangel.manager",
     "archangel.pidfile",
