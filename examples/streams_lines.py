@@ -32,13 +32,14 @@ async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def main() -> int:
+    global SLOW
     parser = argparse.ArgumentParser(description="a streams handler served by archangel")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8888)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--slow", type=float, default=SLOW, help="seconds 'slow' takes")
     args = parser.parse_args()
-    globals()["SLOW"] = args.slow
+    SLOW = args.slow
 
     @app.bus.on(State.START)
     async def start() -> None:

@@ -12,6 +12,7 @@ from archangel import errors
 MODULES = [
     "archangel.adopt",
     "archangel.app",
+    "archangel.asgi",
     "archangel.bus",
     "archangel.channels",
     "archangel.cli",
@@ -30,6 +31,7 @@ MODULES = [
     "archangel.signals",
     "archangel.snapshots",
     "archangel.states",
+    "archangel.streams",
     "archangel.supervisor",
     "archangel.supplies",
     "archangel.systemd",

@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import frameworks, snapshots, systemd
+from . import asgi, frameworks, snapshots, streams, systemd
 from .bus import Bus
 from .daemon import DaemonHandle, PidFile, drop_privileges
 from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
@@ -333,7 +333,7 @@ class App:
         serving = self._serving_of(protocol_factory)
         if serving is not None:
             factory = await serving.factory()
-            config = serving.target if isinstance(serving, frameworks.UvicornServing) else None
+            config = serving.target if isinstance(serving, asgi.UvicornServing) else None
             if config is not None:
                 if host is None and port is None and path is None:
                     host, port, path = config.host, config.port, config.uds
@@ -403,7 +403,7 @@ class App:
         cancels the handler and aborts the connection. Addresses and keyword
         arguments as :meth:`serve`.
         """
-        factory = frameworks.stream_protocol_factory(handler, self.manager, limit=limit)
+        factory = streams.stream_protocol_factory(handler, self.manager, limit=limit)
         return await self._listen(factory, host, port, path, fd_name, kwargs)
 
     async def serve_websockets(
