@@ -12,6 +12,7 @@ from archangel import errors
 MODULES = [
     "archangel.adopt",
     "archangel.app",
+    "archangel.asgi",
     "archangel.bus",
     "archangel.channels",
     "archangel.cli",
@@ -20,6 +21,7 @@ MODULES = [
     "archangel.console.client",
     "archangel.daemon",
     "archangel.errors",
+    "archangel.frameworks",
     "archangel.linesrv",
     "archangel.manager",
     "archangel.pidfile",
@@ -29,6 +31,7 @@ MODULES = [
     "archangel.signals",
     "archangel.snapshots",
     "archangel.states",
+    "archangel.streams",
     "archangel.supervisor",
     "archangel.supplies",
     "archangel.systemd",

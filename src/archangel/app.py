@@ -14,7 +14,9 @@ ENTER        10  install the signal policy, acquire the pidfile
 START        90  drop privileges (after user hooks bound their ports), console
 RUN          10  systemd READY=1 and watchdog; tell a daemon launcher it runs
 STOP         10  systemd STOPPING=1; stop accepting (close every server)
+STOP         55  served frameworks: stop their connections, aiohttp's on_shutdown
 STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
+STOP         70  served frameworks: aiohttp's on_cleanup, the ASGI lifespan shutdown
 EXIT         90  close the console, release the pidfile, remove the handlers;
                  finish the dumps and cancel the reloads still running
 =========  ====  ===========================================================
@@ -32,18 +34,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
 import socket
+import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from . import snapshots, systemd
+from . import asgi, frameworks, snapshots, streams, systemd
 from .bus import Bus
 from .daemon import DaemonHandle, PidFile, drop_privileges
-from .errors import ChannelFailures, InvalidArgument, ProcessStateError
+from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
 from .manager import ProcessManager
 from .signals import Action, SignalPolicy
 from .states import State
@@ -141,6 +145,7 @@ class App:
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
         self._inherited: dict[str, list[Any]] | None = None
+        self._servings: list[frameworks.Serving] = []
         self._watchdog = systemd.Watchdog()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloads: set[asyncio.Task[Any]] = set()
@@ -365,7 +370,7 @@ class App:
 
     async def serve(
         self,
-        protocol_factory: Callable[..., Any],
+        protocol_factory: Any,
         host: str | None = None,
         port: int | None = None,
         *,
@@ -373,17 +378,181 @@ class App:
         fd_name: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Server:
-        """Start a server whose every connection is registered with the manager.
+        """Start a server whose every connection is a process of the manager.
+
+        ``protocol_factory`` is one of:
+
+        * a protocol factory (a :class:`Process` class, or any factory of
+          asyncio protocols, which are adopted);
+        * an aiohttp ``web.Application``, ``AppRunner`` or low-level
+          ``web.Server``: served as aiohttp's ``run_app`` serves it (the
+          runner set up here, ``on_shutdown`` and ``on_cleanup`` at STOP);
+        * a ``uvicorn.Config``: its ASGI application served as uvicorn's
+          server serves it (lifespan startup here, shutdown at STOP). With no
+          ``host``, ``port`` or ``path``, the config's address is used.
+
+        A graceful stop lets each connection finish what it is doing, the
+        framework's own way (see :doc:`/serving`). Serving the same aiohttp
+        application or uvicorn config again (a second address) shares its
+        startup.
 
         Under systemd socket activation (``LISTEN_FDS``) the inherited socket
-        named ``fd_name`` (or the next one) is used instead of binding. With
-        ``path`` it is a Unix socket server. Other keyword arguments go to
-        ``loop.create_server``.
+        named ``fd_name`` (or the next one) is used instead of binding, with
+        the listen backlog it has. With ``path`` it is a Unix socket server.
+        Other keyword arguments go to ``loop.create_server``.
+
+        Raises:
+            InvalidArgument: Under socket activation, ``fd_name`` names no
+                inherited socket left; or ``protocol_factory`` is a coroutine
+                function (a handler, not a factory: see :meth:`serve_streams`,
+                :meth:`serve_websockets`, :meth:`serve_asgi`).
+            FrameworkError: The ASGI application failed its lifespan startup.
         """
-        loop = asyncio.get_running_loop()
-        factory = self.manager.register(protocol_factory)
+        serving = self._serving_of(protocol_factory)
+        if serving is not None:
+            factory = await serving.factory()
+            config = serving.target if isinstance(serving, asgi.UvicornServing) else None
+            if config is not None:
+                if host is None and port is None and path is None:
+                    host, port, path = config.host, config.port, config.uds
+                kwargs.setdefault("backlog", config.backlog)
+                if config.ssl is not None:
+                    kwargs.setdefault("ssl", config.ssl)
+        elif inspect.iscoroutinefunction(protocol_factory):
+            raise InvalidArgument(
+                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function is a "
+                "handler, not a protocol factory; serve_streams() serves an asyncio streams "
+                "handler, serve_websockets() a websockets handler, serve_asgi() an ASGI app"
+            )
+        else:
+            factory = self.manager.register(protocol_factory)
+        return await self._listen(factory, host, port, path, fd_name, kwargs)
+
+    async def serve_asgi(
+        self,
+        asgi_app: Any,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        path: str | None = None,
+        fd_name: str | None = None,
+        **config: Any,
+    ) -> asyncio.Server:
+        """Serve an ASGI application with uvicorn, every connection a process.
+
+        The same as ``serve(uvicorn.Config(asgi_app, log_config=None,
+        **config), host, port)``: ``config`` is what ``uvicorn.Config``
+        takes (``http="h11"``, ``lifespan="on"``, ``timeout_keep_alive``...);
+        uvicorn's logging configuration is left alone unless ``log_config``
+        is given (the library configures no logging).
+
+        Raises:
+            FrameworkError: uvicorn is not installed, or the application
+                failed its lifespan startup.
+        """
+        try:
+            import uvicorn
+        except ImportError as exc:
+            raise FrameworkError(
+                f"{self!r}: serving an ASGI application needs uvicorn (pip install uvicorn)"
+            ) from exc
+        config.setdefault("log_config", None)
+        settings = uvicorn.Config(asgi_app, **config)
+        return await self.serve(settings, host, port, path=path, fd_name=fd_name)
+
+    async def serve_streams(
+        self,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        path: str | None = None,
+        fd_name: str | None = None,
+        limit: int = 2**16,
+        **kwargs: Any,
+    ) -> asyncio.Server:
+        """Serve ``async def handler(reader, writer)`` as ``asyncio.start_server`` does.
+
+        Each connection is a process whose work is its handler's task: it
+        ends once the handler has returned and the connection is closed (the
+        connection is closed when the handler returns). A graceful stop gives
+        the reader end of file after the bytes already received, so a handler
+        reading in a loop finishes the exchange in flight and returns; a kill
+        cancels the handler and aborts the connection. Addresses and keyword
+        arguments as :meth:`serve`.
+        """
+        factory = streams.stream_protocol_factory(handler, self.manager, limit=limit)
+        return await self._listen(factory, host, port, path, fd_name, kwargs)
+
+    async def serve_websockets(
+        self,
+        handler: Callable[..., Any],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        path: str | None = None,
+        fd_name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Serve a ``websockets`` handler, every connection a process.
+
+        ``handler(connection)`` and ``kwargs`` are what
+        ``websockets.asyncio.server.serve`` takes; returns its ``Server``
+        (``server.connections`` for broadcasting). A graceful stop closes
+        each open WebSocket with code 1001 (going away) and waits for its
+        handler to return; a kill cancels the handler and aborts the
+        connection. Addresses as :meth:`serve`.
+
+        Raises:
+            FrameworkError: websockets is not installed.
+            InvalidArgument: as :meth:`serve`, for ``fd_name``.
+        """
+        serving = frameworks.WebSocketServing(handler, self.manager)
+        self._add_serving(serving)
         sock = self._inherited_socket(fd_name)
         if sock is not None:
+            host = port = None
+            kwargs["sock"] = sock
+            kwargs.setdefault("backlog", _listen_backlog(sock))
+            if sock.family == socket.AF_UNIX:
+                kwargs["unix"] = True
+        elif path is not None:
+            kwargs.update(unix=True, path=path)
+        server = await serving.listen(host, port, **kwargs)
+        self.servers.append(server.server)
+        logger.info("%s: serving WebSockets on %s", self.name, _addresses(server.server))
+        return server
+
+    def _serving_of(self, target: Any) -> frameworks.Serving | None:
+        for known in self._servings:
+            if known.target is target:
+                return known
+        serving = frameworks.serving_for(target, self.manager)
+        if serving is not None:
+            self._add_serving(serving)
+        return serving
+
+    def _add_serving(self, serving: frameworks.Serving) -> None:
+        # Before its start: a framework whose startup began is stopped even if
+        # the start or the bind fails (the bus walks STOP on a failed START).
+        self._servings.append(serving)
+        self.bus.subscribe(State.STOP, serving.stopping, priority=55)
+        self.bus.subscribe(State.STOP, serving.stopped, priority=70)
+
+    async def _listen(
+        self,
+        factory: Callable[[], Any],
+        host: str | None,
+        port: int | None,
+        path: str | None,
+        fd_name: str | None,
+        kwargs: dict[str, Any],
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        sock = self._inherited_socket(fd_name)
+        if sock is not None:
+            # asyncio listens again, with backlog=100 unless told otherwise.
+            kwargs.setdefault("backlog", _listen_backlog(sock))
             if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(factory, sock=sock, **kwargs)
             else:
@@ -397,11 +566,27 @@ class App:
         return server
 
     def _inherited_socket(self, fd_name: str | None) -> Any:
+        """The next socket-activated socket (named ``fd_name``), or None to bind.
+
+        Raises:
+            InvalidArgument: Sockets were inherited but none named ``fd_name``
+                is left: binding instead would leave systemd's socket unserved.
+        """
         if self._inherited is None:
             self._inherited = systemd.listen_sockets()
+        if not self._inherited:
+            return None  # not socket-activated: bind as asked
         if fd_name is not None:
             socks = self._inherited.get(fd_name)
-            return socks.pop(0) if socks else None
+            if not socks:
+                inherited = ", ".join(
+                    f"{name!r} ({len(left)} left)" for name, left in self._inherited.items()
+                )
+                raise InvalidArgument(
+                    f"{self!r}: fd_name {fd_name!r} matches no inherited socket left; "
+                    f"socket activation passed {inherited}"
+                )
+            return socks.pop(0)
         for socks in self._inherited.values():
             if socks:
                 return socks.pop(0)
@@ -504,6 +689,30 @@ class App:
 
 def _addresses(server: asyncio.Server) -> list[Any]:
     return [sock.getsockname() for sock in server.sockets]
+
+
+#: ``tcp_info.tcpi_sacked``: for a listening TCP socket, Linux reports its
+#: backlog there (``sk_max_ack_backlog``, what ``ss -ltn`` shows as Send-Q).
+_TCP_INFO_BACKLOG = struct.Struct("=8x6I")
+_TCP_LISTEN = 10
+
+
+def _listen_backlog(sock: socket.socket) -> int:
+    """The listen backlog of an inherited socket, to listen with again.
+
+    What the socket has, where Linux tells (TCP); otherwise ``SOMAXCONN``,
+    systemd's default for ``Backlog=``.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_INFO"):
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        except OSError:
+            return socket.SOMAXCONN
+        if len(info) >= _TCP_INFO_BACKLOG.size and info[0] == _TCP_LISTEN:
+            backlog: int = _TCP_INFO_BACKLOG.unpack_from(info)[5]
+            if backlog > 0:
+                return backlog
+    return socket.SOMAXCONN
 
 
 def _first_cause(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ __all__ = [
     "ChannelFailures",
     "ConsoleError",
     "DaemonError",
+    "FrameworkError",
     "InvalidArgument",
     "InvalidTransition",
     "ManagerClosed",
@@ -66,6 +67,10 @@ class DaemonError(ArchangelError, OSError):
 
 class PidFileError(DaemonError):
     """A pidfile is missing, malformed, stale, unreadable or held by a live process."""
+
+
+class FrameworkError(ArchangelError, RuntimeError):
+    """A framework to serve (aiohttp, uvicorn, websockets) is missing or failed to start."""
 
 
 class ConsoleError(ArchangelError, RuntimeError):
