@@ -26,17 +26,22 @@ Scenarios:
 The console allows 48 sessions (so that 40 clients can hang up at once).
 
 Targets (issue 10): after every scenario RSS is back within a few MB of
-where it was, and the app loop's lag stays <= 10 ms during each. The lag
-includes the operating system's scheduling: on a busy machine compare with
-the idle line.
+where it was (here: under 8 MB more, and no growth from round to round),
+and the app loop's lag stays <= 10 ms during each. The lag includes the
+operating system's scheduling: on a busy machine compare with the idle
+line. Part of what RSS keeps is memory freed but held by the C allocator
+for reuse: ``--trim`` calls glibc's ``malloc_trim(0)`` before each reading,
+which gives it back, to tell that apart from memory still in use.
 
     python benchmarks/console_memory.py [SCENARIO...] [--count N] [--uvloop] [--flood MB]
+        [--rounds R] [--trim]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import os
 import socket
@@ -223,7 +228,14 @@ async def run_client(scenario: str, address: tuple[str, int], megabytes: int) ->
     return await proc.wait()
 
 
-async def measure(console: Console, scenario: str, megabytes: int) -> tuple[int, float, str]:
+def trim() -> None:
+    """Give the memory glibc's allocator holds for reuse back to the system."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def measure(
+    console: Console, scenario: str, megabytes: int, trimmed: bool
+) -> tuple[int, float, str]:
     assert isinstance(console.address, tuple)
     work = asyncio.ensure_future(run_client(scenario, console.address, megabytes))
     lag = await worst_gap_while(work)
@@ -235,10 +247,14 @@ async def measure(console: Console, scenario: str, megabytes: int) -> tuple[int,
         note += " after {:g} s: {} sessions, {} tasks, {} connections left".format(SETTLE, *left)
     await asyncio.sleep(0.2)
     gc.collect()
+    if trimmed:
+        trim()
     return rss(), lag, note.strip()
 
 
-async def main(count: int, scenarios: list[str], megabytes: int) -> int:
+async def main(
+    count: int, scenarios: list[str], megabytes: int, rounds: int, trimmed: bool
+) -> int:
     manager = ProcessManager()
     for _ in range(count):
         manager.register(Light())
@@ -255,13 +271,17 @@ async def main(count: int, scenarios: list[str], megabytes: int) -> int:
         )
         for scenario in scenarios:
             gc.collect()
+            if trimmed:
+                trim()
             before = rss()
-            rounds = ROUNDS if scenario == "dropped" else 1
+            repeat = rounds if scenario == "dropped" else 1
             worst_lag = 0.0
-            for n in range(rounds):
-                after, lag, note = await measure(console, scenario, megabytes)
+            first = 0
+            for n in range(repeat):
+                after, lag, note = await measure(console, scenario, megabytes, trimmed)
+                first = first or after
                 worst_lag = max(worst_lag, lag)
-                label = scenario if rounds == 1 else f"{scenario} {n + 1}"
+                label = scenario if repeat == 1 else f"{scenario} {n + 1}"
                 print(
                     f"{label:12} {before / 1e6:8.1f} MB {after / 1e6:8.1f} MB "
                     f"{mb(after - before):>11} {lag * 1000:6.1f} ms  {note}",
@@ -269,10 +289,10 @@ async def main(count: int, scenarios: list[str], megabytes: int) -> int:
                 )
                 failed = failed or bool(note)
             grown = after - before
-            ok = grown < 5e6 and worst_lag <= 0.010
+            ok = grown < 8e6 and after - first < 2e6 and worst_lag <= 0.010
             failed = failed or not ok
             print(
-                f"{'':12} -> {mb(grown)} over {rounds} round(s), worst lag "
+                f"{'':12} -> {mb(grown)} over {repeat} round(s), worst lag "
                 f"{worst_lag * 1000:.1f} ms: {'met' if ok else 'NOT met'}",
                 flush=True,
             )
@@ -285,6 +305,8 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=50_000, help="processes registered")
     parser.add_argument("--uvloop", action="store_true", help="run the app loop on uvloop")
     parser.add_argument("--flood", type=int, default=64, help="MB sent by the flood scenarios")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of 'dropped'")
+    parser.add_argument("--trim", action="store_true", help="malloc_trim(0) before each reading")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,8 +318,9 @@ if __name__ == "__main__":
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}: pick from {SCENARIOS}")
+    run = main(args.count, chosen, args.flood, args.rounds, args.trim)
     if args.uvloop:
         import uvloop
 
-        sys.exit(uvloop.run(main(args.count, chosen, args.flood)))
-    sys.exit(asyncio.run(main(args.count, chosen, args.flood)))
+        sys.exit(uvloop.run(run))
+    sys.exit(asyncio.run(run))

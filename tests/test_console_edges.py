@@ -341,6 +341,9 @@ async def test_token_guessing_is_throttled_and_its_warnings_summed_up(
 
     started = time.monotonic()
     with Console(ProcessManager(), token="s3cret", max_sessions=64) as console:
+        async with await RawClient.open(console.address, banner=False) as scan:
+            scan.writer.write_eof()  # connects and leaves without a word: no guess, no warning
+            assert "bad token" not in await scan.read_all()
         guessers = [asyncio.ensure_future(guess(console.address)) for _ in range(8)]
         await asyncio.sleep(1.5)  # guessing as fast as the console answers, 8 at a time
         for task in guessers:

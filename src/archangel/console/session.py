@@ -44,7 +44,6 @@ __all__ = ["Limits", "Pacer", "Session", "Settings"]
 logger = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 16  # well above what the reader buffers before pausing
-_WRITE_PIECE = 1 << 16  # characters written at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,13 +209,12 @@ class Session:
     # -- I/O -----------------------------------------------------------------------------
 
     async def _send(self, text: str) -> None:
-        # A piece at a time, drained before the next: the connection's buffer
-        # never holds much more than its high-water mark, and a client that
-        # goes away mid-reply stops the writing at once.
-        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
-        for start in range(0, len(text), _WRITE_PIECE):
-            self.writer.write(text[start : start + _WRITE_PIECE].encode("utf-8", "replace"))
-            await self.writer.drain()
+        # In one write (at most max_output): written in pieces of 64 KB, the
+        # pieces fragment the allocator's heap, and a few sessions dropped
+        # mid-reply left the process 60 MB larger for good.
+        data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace")
+        self.writer.write(data)
+        await self.writer.drain()
         self.active = time.monotonic()
 
     async def _reply(self, text: str) -> None:
@@ -331,6 +329,9 @@ class Session:
             settings.digest.note("no token in time", self.peer)
             return False
         self.editor.secret = False
+        if event is None:  # gone without a word (a port scan, a health check): no guess
+            logger.debug("console: %s left before sending a token", self.peer)
+            return False
         # Guessing is throttled per address (not per connection: opening more
         # connections does not check more tokens); the wait is before the check.
         address = self.peer.rpartition(":")[0] or self.peer
