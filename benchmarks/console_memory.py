@@ -208,7 +208,7 @@ async def settled(console: Console) -> float:
     started = time.monotonic()
     while time.monotonic() - started < SETTLE:
         gc.collect()  # closed transports wait in reference cycles (telnetlib3's writer)
-        if console._sessions == 0 and not console._tasks and not list(console._transports):
+        if console._table.taken == 0 and not console._tasks and not list(console._transports):
             break
         await asyncio.sleep(0.05)
     return time.monotonic() - started
@@ -243,7 +243,7 @@ async def measure(
     waited = await settled(console)
     note = "" if status == 0 else f"client exited {status}"
     if waited >= SETTLE:
-        left = (console._sessions, len(console._tasks), len(list(console._transports)))
+        left = (console._table.taken, len(console._tasks), len(list(console._transports)))
         note += " after {:g} s: {} sessions, {} tasks, {} connections left".format(SETTLE, *left)
     await asyncio.sleep(0.2)
     gc.collect()

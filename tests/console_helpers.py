@@ -55,7 +55,7 @@ async def on_console(console: Console, fn: Callable[[], T]) -> T:
 async def settled(console: Console, timeout: float = TIMEOUT) -> None:
     """Wait until the console has no session task and no connection slot taken."""
     async with asyncio.timeout(timeout):
-        while await on_console(console, lambda: console._sessions or len(console._tasks)):
+        while await on_console(console, lambda: console._table.taken or len(console._tasks)):
             await asyncio.sleep(0.01)
 
 

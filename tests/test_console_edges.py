@@ -26,7 +26,7 @@ import pytest
 
 from archangel import ProcessManager, snapshots
 from archangel.console import Console
-from archangel.console import server as console_server
+from archangel.console import table as console_table
 from archangel.console.client import TelnetFilter
 from archangel.console.guard import Digest, Throttle
 from archangel.console.protocol import READ_LIMIT, ConsoleProtocol
@@ -221,6 +221,23 @@ async def test_sessions_left_in_the_middle_of_a_reply_leave_nothing_alive(leave:
             assert "showing 1-1 of 8000" in await client.ask("ps -l 1")
 
 
+async def test_memory_freed_by_ended_sessions_is_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The C allocator keeps what it freed; once sessions stop ending, the console
+    # asks glibc (Debian's C library) to give it back: malloc_trim(0).
+    monkeypatch.setattr(console_table, "TRIM_AFTER", 0.05)
+    with Console(registered(10)) as console:
+        assert console._table._trim is not None, "no malloc_trim: not glibc?"
+        for _ in range(3):
+            async with await RawClient.open(console.address) as client:
+                assert "showing 1-10 of 10" in await client.ask("ps")
+        async with asyncio.timeout(TIMEOUT):
+            while await on_console(console, lambda: console._table.trims) < 1:
+                await asyncio.sleep(0.01)
+        assert await on_console(console, lambda: console._table.trims) == 1  # once, not per end
+
+
 async def test_a_client_that_sends_without_reading_is_not_read_either() -> None:
     with Console(registered(8000)) as console:
         client = await small_window_client(console.address)
@@ -269,7 +286,7 @@ async def test_a_flood_from_a_reading_client_is_read_no_faster_than_it_is_handle
 async def test_idle_connections_cannot_lock_the_operator_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(console_server, "MAKE_ROOM_IDLE", 0.2)
+    monkeypatch.setattr(console_table, "MAKE_ROOM_IDLE", 0.2)
     with Console(ProcessManager(), max_sessions=4) as console:
         idlers = [await RawClient.open(console.address) for _ in range(4)]  # they send nothing
         try:
@@ -289,7 +306,7 @@ async def test_idle_connections_cannot_lock_the_operator_out(
 async def test_authenticated_sessions_are_never_pushed_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(console_server, "MAKE_ROOM_IDLE", 0.0)
+    monkeypatch.setattr(console_table, "MAKE_ROOM_IDLE", 0.0)
     with Console(ProcessManager(), token="s3cret", max_sessions=2) as console:
         operators = []
         for _ in range(2):

@@ -30,6 +30,7 @@ from .listing import listing_commands
 from .protocol import ConsoleProtocol
 from .runtime import runtime_commands
 from .session import Limits, Settings
+from .table import SessionTable
 
 __all__ = ["Console"]
 
@@ -37,11 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
 THREAD_TIMEOUT = 10.0
-#: Seconds between two looks for sessions past their idle timeout.
-SWEEP_INTERVAL = 1.0
-#: Seconds an unauthenticated session must have been idle to be pushed out for a
-#: new one: so a flood of new connections cannot push out a session just opened.
-MAKE_ROOM_IDLE = 5.0
 
 
 class _State(enum.Enum):
@@ -156,8 +152,7 @@ class Console:
         self._stop: asyncio.Event | None = None
         self._unix_inode: int | None = None
         # Console-thread state:
-        self._sessions = 0  # slots taken: from the factory until the socket is closed
-        self._open: set[ConsoleProtocol] = set()  # made and holding a slot
+        self._table = SessionTable(self.limits)
         self._closing = False
         self._created = self._made = 0  # protocols created, and given their transport
         self._tasks: set[asyncio.Task[None]] = set()
@@ -298,7 +293,7 @@ class Console:
         self._ready.set()
         assert self._apploop is not None
         watch = asyncio.create_task(self._apploop.watch())
-        sweep = asyncio.create_task(self._sweep())
+        sweep = asyncio.create_task(self._table.sweep())
         try:
             await self._stop.wait()
         finally:
@@ -325,6 +320,7 @@ class Console:
             server.close()
             await server.wait_closed()
             self._digest.close()
+            self._table.close()
             if self.path is not None and self._unix_inode is not None:
                 remove_unix(self.path, self._unix_inode)
 
@@ -335,7 +331,7 @@ class Console:
             self.app,
             self._apploop,
             repl=self.repl,
-            sessions=lambda: self._sessions,
+            sessions=lambda: self._table.taken,
             max_output=self.limits.max_output,
         )
         table = CommandTable(
@@ -367,11 +363,10 @@ class Console:
             self._created += 1
             if self._closing:
                 return _Refused(b"", self._made_one)
-            if self._sessions >= self.limits.max_sessions and not self._make_room():
+            if not self._table.admit():
                 self._digest.note("session refused (the session table is full)", "a client")
                 return _Refused(refusal, self._made_one)
-            self._sessions += 1
-            return ConsoleProtocol(settings, self._opened, self._released, self._made_one)
+            return ConsoleProtocol(settings, self._opened, self._table.released, self._made_one)
 
         loop = asyncio.get_running_loop()
         if self.path is not None:
@@ -400,52 +395,4 @@ class Console:
         protocol.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._open.add(protocol)
-
-    def _released(self, protocol: ConsoleProtocol) -> None:
-        self._sessions -= 1
-        self._open.discard(protocol)
-
-    def _make_room(self) -> bool:
-        """Free a slot for a new session; False if none may go.
-
-        What goes first: a connection whose session is over but that is
-        still flushing its output, then the idlest session not yet
-        authenticated (no token sent yet; with no token, no line entered
-        yet), if it has been idle for :data:`MAKE_ROOM_IDLE` seconds.
-        Authenticated sessions are never pushed out: they go when they are
-        idle for ``idle_timeout``.
-        """
-        flushing = [p for p in self._open if p.ended]
-        if flushing:
-            flushing[0].end("", abort=True)
-            return True
-        waiting = [
-            (p.session.idle, p)
-            for p in self._open
-            if p.session is not None and not p.session.authenticated
-        ]
-        if not waiting:
-            return False
-        idle, victim = max(waiting, key=lambda pair: pair[0])
-        if idle < MAKE_ROOM_IDLE:
-            return False
-        logger.info("console: closed idle unauthenticated session %s for a new one", victim.peer)
-        victim.end("\nclosed to make room for another session\n", abort=True)
-        return True
-
-    async def _sweep(self) -> None:
-        """Close the sessions idle for longer than ``idle_timeout``, until cancelled."""
-        timeout = self.limits.idle_timeout
-        if timeout is None:
-            return
-        while True:
-            await asyncio.sleep(min(SWEEP_INTERVAL, timeout / 2))
-            self._close_idle(timeout)  # not inline: its locals would keep a protocol alive
-
-    def _close_idle(self, timeout: float) -> None:
-        for protocol in list(self._open):
-            session = protocol.session
-            if session is not None and not protocol.ended and session.idle > timeout:
-                logger.info("console: session %s idle for %g s: closed", protocol.peer, timeout)
-                protocol.end(f"\nidle for {timeout:g} s: disconnected\n")
+        self._table.opened(protocol)
