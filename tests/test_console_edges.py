@@ -369,7 +369,7 @@ async def test_token_guessing_is_throttled_and_its_warnings_summed_up(
     elapsed = time.monotonic() - started
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) <= 3, warnings  # the first at once, then one line per interval
-    assert re.match(r"console: bad token from 127\.0\.0\.1:\d+$", warnings[0])
+    assert warnings[0] == "console: bad token from 127.0.0.1"
     summed = re.search(r"(\d+) x bad token \(", " ".join(warnings))
     checked = 1 + (int(summed.group(1)) if summed else 0)
     burst, rate = Throttle().burst, Throttle().rate

@@ -170,6 +170,11 @@ class Session:
         self._eof = False
 
     @property
+    def address(self) -> str:
+        """The client's address without its port (``unix socket`` on a Unix socket)."""
+        return self.peer.rpartition(":")[0] or self.peer
+
+    @property
     def idle(self) -> float:
         """Seconds since input last came or output last drained."""
         return time.monotonic() - self.active
@@ -326,7 +331,7 @@ class Session:
                 event = await self._next_event()
         except TimeoutError:
             await self._send("\nno token received: disconnected\n")
-            settings.digest.note("no token in time", self.peer)
+            settings.digest.note("no token in time", self.address)
             return False
         self.editor.secret = False
         if event is None:  # gone without a word (a port scan, a health check): no guess
@@ -334,7 +339,7 @@ class Session:
             return False
         # Guessing is throttled per address (not per connection: opening more
         # connections does not check more tokens); the wait is before the check.
-        address = self.peer.rpartition(":")[0] or self.peer
+        address = self.address
         wait = settings.throttle.reserve(address)
         if wait is None:
             await self._send("\ntoo many bad tokens from your address: try later\n")
@@ -346,7 +351,7 @@ class Session:
             event.strip().encode("utf-8", "replace"), token.encode()
         ):
             await self._send("\nbad token: disconnected\n")
-            settings.digest.note("bad token", self.peer)
+            settings.digest.note("bad token", address)
             return False
         settings.throttle.refund(address)
         self.authenticated = True
