@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import telnetlib3
 
@@ -17,6 +18,8 @@ from archangel.console.client import TelnetFilter
 
 PROMPT = "archangel> "
 TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 class Light(Process):
@@ -37,6 +40,23 @@ async def write_buffers(console: Console) -> list[int]:
 
     assert console._loop is not None
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(read(), console._loop))
+
+
+async def on_console(console: Console, fn: Callable[[], T]) -> T:
+    """``fn()`` called on the console's own loop (its sessions and transports live there)."""
+
+    async def call() -> T:
+        return fn()
+
+    assert console._loop is not None
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), console._loop))
+
+
+async def settled(console: Console, timeout: float = TIMEOUT) -> None:
+    """Wait until the console has no session task and no connection slot taken."""
+    async with asyncio.timeout(timeout):
+        while await on_console(console, lambda: console._table.taken or len(console._tasks)):
+            await asyncio.sleep(0.01)
 
 
 def clean(data: bytes, telnet: TelnetFilter) -> str:

@@ -357,13 +357,14 @@ class App:
 
     async def _write_dump(self, which: str) -> str:
         if which == "state":
-            data = snapshots.state(
+            # Built in slices: a dump of 50,000 processes must not stall the loop.
+            text = await snapshots.state_text(
                 self.manager,
                 name=self.name,
                 bus_state=self.bus.state.name,
                 addresses=self.addresses,
             )
-            return await snapshots.write_json(self.state_file, data)
+            return await snapshots.write_text(self.state_file, text)
         return await snapshots.write_json(self.runlog_file, self.runlog())
 
     # -- servers ------------------------------------------------------------------------

@@ -5,10 +5,14 @@
 * The **state** (SIGUSR2): every live process, the pipelines, the bus state,
   the listening addresses and the stack of every asyncio task.
 
-:func:`write_json` writes with aiofiles to a temporary file of its own in the
-same directory, then renames it over the target: a reader never sees half a
+:func:`state` builds the state at once; :func:`state_text` builds the same
+JSON text on the running loop in slices of about a millisecond, yielding to
+the loop between them, so a dump of 50,000 processes does not stall the
+service it describes (the App dumps that way). :func:`write_json` and
+:func:`write_text` write with aiofiles to a temporary file of its own in the
+same directory, then rename it over the target: a reader never sees half a
 file, even while several writes of it run at once. This module only builds
-dicts and writes files; when to dump is the App's business.
+dicts and text and writes files; when to dump is the App's business.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiofiles
@@ -28,9 +32,13 @@ import aiofiles
 from .manager import ProcessManager
 from .task import _innermost
 
-__all__ = ["Runlog", "state", "task_stacks", "write_json"]
+__all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
 
 _COUNTERS = ("started", "exited", "killed", "failed")
+#: Seconds of work on the loop between two yields while a state is built in slices.
+SLICE = 0.001
+#: Characters per piece handed to the file (one thread hop each).
+_PIECE = 1 << 18
 
 
 class Runlog:
@@ -70,26 +78,29 @@ class Runlog:
         }
 
 
+def _task_row(task: asyncio.Task[Any]) -> dict[str, Any]:
+    frames = [
+        f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+        for f in task.get_stack(limit=8)
+    ]
+    return {
+        "name": task.get_name(),
+        "done": task.done(),
+        "where": _innermost(task.get_coro()),
+        "stack": frames,
+    }
+
+
+def _first_tasks(limit: int) -> list[asyncio.Task[Any]]:
+    return sorted(asyncio.all_tasks(), key=lambda t: t.get_name())[:limit]
+
+
 def task_stacks(limit: int = 1000) -> list[dict[str, Any]]:
     """Every asyncio task of the running loop: name, state and innermost frame.
 
     Bounded to ``limit`` tasks (sorted by name) so a dump stays readable.
     """
-    rows = []
-    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name())[:limit]:
-        frames = [
-            f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
-            for f in task.get_stack(limit=8)
-        ]
-        rows.append(
-            {
-                "name": task.get_name(),
-                "done": task.done(),
-                "where": _innermost(task.get_coro()),
-                "stack": frames,
-            }
-        )
-    return rows
+    return [_task_row(task) for task in _first_tasks(limit)]
 
 
 def state(
@@ -117,6 +128,111 @@ def state(
     }
 
 
+class _Slice:
+    """Yields to the loop once :data:`SLICE` seconds of work have passed."""
+
+    def __init__(self) -> None:
+        self._end = time.perf_counter() + SLICE
+
+    async def tick(self) -> None:
+        if time.perf_counter() >= self._end:
+            await asyncio.sleep(0)
+            self._end = time.perf_counter() + SLICE
+
+
+class _ListText:
+    """A list being encoded as ``json.dumps(..., indent=1)`` writes it one level deep.
+
+    Each item is encoded alone as it comes, and its text indented two levels:
+    the same text as one ``json.dumps`` of the whole, without holding the
+    loop for all of it, and without keeping the items themselves (each dict
+    is dropped once encoded, so it never ages into the collector's oldest
+    generation, whose full collections cost tens of milliseconds in a big
+    service).
+    """
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self._parts: list[str] = []
+        self._size = 0
+        self._count = 0
+
+    def add(self, item: Any) -> None:
+        part = json.dumps(item, indent=1, default=str).replace("\n", "\n  ")
+        self._parts.append(("[\n  " if not self._count else ",\n  ") + part)
+        self._count += 1
+        self._size += len(part)
+        if self._size >= _PIECE:
+            self.pieces.append("".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+    def close(self) -> list[str]:
+        """The pieces of the text, ending the list."""
+        if not self._count:
+            return ["[]"]
+        self._parts.append("\n ]")
+        self.pieces.append("".join(self._parts))
+        return self.pieces
+
+
+async def state_text(
+    manager: ProcessManager,
+    *,
+    name: str,
+    bus_state: str | None = None,
+    addresses: Sequence[Any] = (),
+    max_processes: int = 100_000,
+) -> list[str]:
+    """The state now as JSON text, built on the running loop in slices.
+
+    The text is that of ``json.dumps(state(...), indent=1, default=str)``
+    (the same keys, in the same order), in pieces to write one after the
+    other. The processes are those running when it is called; each is
+    described when its turn comes, so one that exits meanwhile shows as
+    exited. No step holds the loop for more than about :data:`SLICE`
+    seconds, except taking the list of tasks (one ``asyncio.all_tasks()``).
+    """
+    time_slice = _Slice()
+    processes = manager.processes()
+    head: dict[str, Any] = {
+        "name": name,
+        "pid": os.getpid(),
+        "time": time.time(),
+        "python": sys.version.split()[0],
+        "bus": {"state": bus_state},
+        "addresses": [list(a) if isinstance(a, tuple) else a for a in addresses],
+        "counters": manager.counters,
+        "processes": None,
+        "processes_total": len(processes),
+        "pipelines": None,
+        "tasks": None,
+    }
+    lists = {key: _ListText() for key in ("processes", "pipelines", "tasks")}
+    for process in processes[:max_processes]:
+        lists["processes"].add(process.info().as_dict())
+        await time_slice.tick()
+    for process in processes:
+        if process.kind == "pipeline":
+            lists["pipelines"].add(process.info().as_dict())
+        await time_slice.tick()
+    del processes
+    for task in _first_tasks(1000):
+        lists["tasks"].add(_task_row(task))
+        await time_slice.tick()
+    # The small members in one call, each long list as a marker replaced by its text.
+    for key in lists:
+        head[key] = f"\0{key}\0"
+    text = json.dumps(head, indent=1, default=str)
+    pieces: list[str] = []
+    for key, items in lists.items():
+        before, _, text = text.partition(json.dumps(f"\0{key}\0"))
+        pieces.append(before)
+        pieces += items.close()
+    pieces.append(text)
+    return pieces
+
+
 async def write_json(path: str | os.PathLike[str], data: Any) -> str:
     """Write ``data`` as JSON to ``path`` atomically; returns the path written.
 
@@ -128,9 +244,19 @@ async def write_json(path: str | os.PathLike[str], data: Any) -> str:
     Cancelling the caller does not cut a write short: one that has begun is
     finished (or cleaned up), so no file is left open or half written.
     """
+    return await write_text(path, [json.dumps(data, indent=1, default=str)])
+
+
+async def write_text(path: str | os.PathLike[str], pieces: Iterable[str]) -> str:
+    """Write the text ``pieces`` to ``path`` atomically, one after the other.
+
+    As :func:`write_json` (a temporary file of its own, fsync, rename; not
+    cut short by cancelling the caller), for text already encoded, say by
+    :func:`state_text`. Each piece is handed to the file's thread on its
+    own, so no single step holds the loop (or the GIL) for long.
+    """
     target = os.fspath(path)
-    text = json.dumps(data, indent=1, default=str)
-    write = asyncio.ensure_future(_write_atomically(target, text))
+    write = asyncio.ensure_future(_write_atomically(target, list(pieces)))
     _writes.add(write)
     write.add_done_callback(_writes.discard)
     await asyncio.shield(write)
@@ -141,12 +267,13 @@ async def write_json(path: str | os.PathLike[str], data: Any) -> str:
 _writes: set[asyncio.Future[None]] = set()
 
 
-async def _write_atomically(target: str, text: str) -> None:
+async def _write_atomically(target: str, pieces: list[str]) -> None:
     directory, name = os.path.split(target)
     temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
     try:
         async with aiofiles.open(temp, "x", encoding="utf-8") as out:  # this write's own file
-            await out.write(text)
+            for piece in pieces:
+                await out.write(piece)
             await out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         os.replace(temp, target)

@@ -7,7 +7,10 @@ blocked. The package is split by concept:
 
 * :mod:`~archangel.console.server`: the :class:`Console` lifecycle, thread and socket;
 * :mod:`~archangel.console.binding`: the loopback check and the 0600 Unix socket;
-* :mod:`~archangel.console.session`: one connection (telnet, token, command loop);
+* :mod:`~archangel.console.protocol`: one connection's telnet protocol (half-close,
+  flow control, the lingering close);
+* :mod:`~archangel.console.session`: one session (token, command loop);
+* :mod:`~archangel.console.guard`: the token throttle and the digest of warnings;
 * :mod:`~archangel.console.lineedit`: line editing and history;
 * :mod:`~archangel.console.commands`: the per-console command table;
 * :mod:`~archangel.console.listing`, :mod:`~archangel.console.runtime`,

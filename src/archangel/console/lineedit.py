@@ -32,6 +32,10 @@ __all__ = ["Key", "LineEditor"]
 
 _CSI_MAX = 16
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+#: Control characters that do nothing (NUL, the bell, Ctrl-O, Ctrl-Q...): a run is skipped whole.
+_IGNORED = re.compile(r"[\x00\x07\x0f\x11-\x14\x16\x18-\x1a\x1c-\x1f]+")
+#: Ctrl-L: a run redraws once.
+_REDRAWS = re.compile(r"\x0c+")
 _BELL = "\a"
 _ERASE_TO_END = "\x1b[K"
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -191,11 +195,20 @@ class LineEditor:
     def _run(self, text: str, pos: int, end: int, events: list[Event], stop: bool) -> int:
         while pos < end:
             if self._esc is _Esc.NONE:
+                # Fast paths, one regex call for a run of characters instead of a
+                # Python step for each: a flood of them is handled at C speed.
                 run = _PRINTABLE.match(text, pos, end)
-                if run is not None:  # fast path: a run of plain text
+                if run is not None:  # a run of plain text
                     self._insert(run.group())
                     pos = run.end()
                     self._last = text[pos - 1]
+                    continue
+                run = _IGNORED.match(text, pos, end) or _REDRAWS.match(text, pos, end)
+                if run is not None:  # keys that do nothing, or Ctrl-L (once is as good)
+                    if text[pos] == "\x0c":
+                        self._control("\x0c")
+                    pos = run.end()
+                    self._last = text[pos - 1]  # (a NUL after CR is swallowed either way)
                     continue
             self._feed_char(text[pos], events)
             pos += 1

@@ -14,7 +14,6 @@ import enum
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -26,9 +25,12 @@ from .actions import action_commands
 from .apploop import AppLoop
 from .binding import bind_unix, is_loopback, remove_unix
 from .commands import CommandTable, Context
+from .guard import Digest
 from .listing import listing_commands
+from .protocol import ConsoleProtocol
 from .runtime import runtime_commands
-from .session import ConsoleProtocol, Limits, Session, Settings
+from .session import Limits, Settings
+from .table import SessionTable
 
 __all__ = ["Console"]
 
@@ -36,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
 THREAD_TIMEOUT = 10.0
-_REFUSAL_LOG_EVERY = 10.0
 
 
 class _State(enum.Enum):
@@ -92,6 +93,9 @@ class Console:
         action_timeout: Seconds an action waits for the app loop before
             answering that the loop is blocked and the action is queued.
         token_timeout: Seconds a session has to send its token.
+        idle_timeout: Seconds a session may go without sending anything or
+            taking any output before it is closed (10 minutes by default;
+            ``top`` keeps a session busy); None for never.
 
     Raises:
         ConsoleError: A bad target or setting, or a non-loopback ``host``
@@ -116,6 +120,7 @@ class Console:
         max_output: int = 1 << 20,
         action_timeout: float = 1.0,
         token_timeout: float = 30.0,
+        idle_timeout: float | None = 600.0,
     ) -> None:
         self.manager, self.app = _unwrap(target)
         self.host = host
@@ -130,11 +135,12 @@ class Console:
             )
         if not 0 <= port <= 65535:
             raise ConsoleError(f"console port must be 0..65535, not {port}")
-        if min(max_sessions, max_line, max_output) < 1 or min(action_timeout, token_timeout) <= 0:
+        timeouts = (action_timeout, token_timeout, 1.0 if idle_timeout is None else idle_timeout)
+        if min(max_sessions, max_line, max_output) < 1 or min(timeouts) <= 0:
             raise ConsoleError("console limits and timeouts must be positive")
         self.token = token
         self.repl = repl
-        self.limits = Limits(max_sessions, max_line, max_output, token_timeout)
+        self.limits = Limits(max_sessions, max_line, max_output, token_timeout, idle_timeout)
         self.action_timeout = action_timeout
         self._state = _State.NEW
         self._address: tuple[str, int] | str | None = None
@@ -146,12 +152,12 @@ class Console:
         self._stop: asyncio.Event | None = None
         self._unix_inode: int | None = None
         # Console-thread state:
-        self._sessions = 0
+        self._table = SessionTable(self.limits)
         self._closing = False
         self._created = self._made = 0  # protocols created, and given their transport
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._last_refusal_log = 0.0
+        self._digest = Digest(logger)
 
     def __repr__(self) -> str:
         where = self._describe(self._address) if self._address else self._describe(None)
@@ -287,10 +293,12 @@ class Console:
         self._ready.set()
         assert self._apploop is not None
         watch = asyncio.create_task(self._apploop.watch())
+        sweep = asyncio.create_task(self._table.sweep())
         try:
             await self._stop.wait()
         finally:
             watch.cancel()
+            sweep.cancel()
             # Stop accepting, but let accepts under way create their transports
             # before server.close(): on 3.11 a transport created after it fails
             # half-made and leaks its socket. Late arrivals are aborted at once.
@@ -298,7 +306,7 @@ class Console:
             for sock in server.sockets:
                 loop.remove_reader(sock.fileno())
             self._closing = True
-            await asyncio.gather(watch, return_exceptions=True)
+            await asyncio.gather(watch, sweep, return_exceptions=True)
             for _ in range(100):
                 for task in list(self._tasks):
                     task.cancel()
@@ -311,6 +319,8 @@ class Console:
                     break
             server.close()
             await server.wait_closed()
+            self._digest.close()
+            self._table.close()
             if self.path is not None and self._unix_inode is not None:
                 remove_unix(self.path, self._unix_inode)
 
@@ -321,7 +331,7 @@ class Console:
             self.app,
             self._apploop,
             repl=self.repl,
-            sessions=lambda: self._sessions,
+            sessions=lambda: self._table.taken,
             max_output=self.limits.max_output,
         )
         table = CommandTable(
@@ -333,13 +343,17 @@ class Console:
             ),
         )
         what = f"app {getattr(self.app, 'name', '')!s}".rstrip() if self.app else "manager"
-        banner = (
-            f"archangel console ({what}): {len(self.manager)} processes running; "
-            "type 'help' for commands"
-        )
-        if self.repl:
-            banner += "\nWARNING: 'py' is enabled: this console runs any Python code you type"
-        return Settings(table, self.limits, self.token, banner, "archangel> ")
+        warning = "\nWARNING: 'py' is enabled: this console runs any Python code you type"
+        manager = self.manager
+
+        def banner() -> str:  # when a session begins: the count then, not at start
+            text = (
+                f"archangel console ({what}): {len(manager)} processes running; "
+                "type 'help' for commands"
+            )
+            return text + warning if self.repl else text
+
+        return Settings(table, self.limits, self.token, banner, "archangel> ", digest=self._digest)
 
     async def _listen(self) -> asyncio.Server:
         settings = self._settings()
@@ -349,11 +363,10 @@ class Console:
             self._created += 1
             if self._closing:
                 return _Refused(b"", self._made_one)
-            if self._sessions >= self.limits.max_sessions:
-                self._log_refusal()
+            if not self._table.admit():
+                self._digest.note("session refused (the session table is full)", "a client")
                 return _Refused(refusal, self._made_one)
-            self._sessions += 1
-            return ConsoleProtocol(settings, self._opened, self._closed, self._made_one)
+            return ConsoleProtocol(settings, self._opened, self._table.released, self._made_one)
 
         loop = asyncio.get_running_loop()
         if self.path is not None:
@@ -376,20 +389,10 @@ class Console:
         self._made += 1
         self._transports.add(transport)
 
-    def _opened(self, session: Session) -> None:
-        task = asyncio.get_running_loop().create_task(session.run())
+    def _opened(self, protocol: ConsoleProtocol) -> None:
+        assert protocol.session is not None
+        task = asyncio.get_running_loop().create_task(protocol.session.run())
+        protocol.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _closed(self, protocol: ConsoleProtocol) -> None:
-        self._sessions -= 1
-
-    def _log_refusal(self) -> None:
-        now = time.monotonic()
-        if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY:
-            self._last_refusal_log = now
-            logger.warning(
-                "console on %s refused a session: %d open is the limit",
-                self._describe(self._address),
-                self.limits.max_sessions,
-            )
+        self._table.opened(protocol)

@@ -1,17 +1,14 @@
-"""One console session: the telnet protocol, the token check and the command loop.
+"""One console session: the token check and the command loop.
 
-:class:`ConsoleProtocol` is a :class:`telnetlib3.TelnetServer` in binary mode
-with no idle timeout. It starts its :class:`Session` at once instead of
-after option negotiation, so a plain ``nc`` gets the banner and prompt
-immediately, while a real telnet client negotiates ``WILL ECHO``/``WILL SGA``
-in the background and then gets server-side line editing and history
-(:mod:`~archangel.console.lineedit`). The session decodes UTF-8 itself, so
-whatever bytes arrive, it never fails on them.
+:class:`Session` runs on the console's loop, one task per connection, over
+the reader and writer of its :class:`~archangel.console.protocol.ConsoleProtocol`.
+It decodes UTF-8 itself, so whatever bytes arrive, it never fails on them.
 
 Limits: lines longer than ``max_line`` are refused whole, replies longer
 than ``max_output`` bytes are cut (a JSON reply is replaced by a JSON error,
-so it always parses), and a token (when set) must be the first line, sent
-within ``token_timeout`` seconds.
+so it always parses), a token (when set) must be the first line, sent
+within ``token_timeout`` seconds, and token checks are throttled per peer
+(:class:`~archangel.console.guard.Throttle`).
 
 Fairness and memory: input is fed to the line editor a bounded piece at a
 time (:meth:`~archangel.console.lineedit.LineEditor.step`); after each piece
@@ -33,22 +30,20 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
 
-from telnetlib3.server import TelnetServer
 from telnetlib3.stream_reader import TelnetReader
 from telnetlib3.stream_writer import TelnetWriter
-from telnetlib3.telopt import IP
 
 from .commands import CommandTable, short_gil_slices
+from .guard import Digest, Throttle
 from .lineedit import Event, Key, LineEditor
 from .render import to_json
 
-__all__ = ["ConsoleProtocol", "Limits", "Pacer", "Session"]
+__all__ = ["Limits", "Pacer", "Session", "Settings"]
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 16  # well above what the reader buffers before pausing, see below
+_READ_SIZE = 1 << 16  # well above what the reader buffers before pausing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +56,8 @@ class Limits:
         max_output: Longest reply, in bytes; longer ones are cut (JSON ones
             are replaced by a JSON error, so they still parse).
         token_timeout: Seconds a session has to send its token.
+        idle_timeout: Seconds a session may go without sending or taking
+            anything before it is closed; None for never.
         history: Lines of line-editing history kept per session.
     """
 
@@ -68,6 +65,7 @@ class Limits:
     max_line: int = 4096
     max_output: int = 1 << 20
     token_timeout: float = 30.0
+    idle_timeout: float | None = 600.0
     history: int = 100
 
 
@@ -113,14 +111,27 @@ class Pacer:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What every session of one console shares."""
+    """What every session of one console shares.
+
+    Attributes:
+        table: The commands.
+        limits: The bounds on each session.
+        token: The token every session must send first, if any.
+        banner: Returns the banner, when a session begins (so it is up to date).
+        prompt: The prompt.
+        pacer: Rests the sessions together under load.
+        throttle: Limits token checks per peer.
+        digest: Sums up warnings about clients.
+    """
 
     table: CommandTable
     limits: Limits
     token: str | None
-    banner: str
+    banner: Callable[[], str]
     prompt: str
     pacer: Pacer = dataclasses.field(default_factory=Pacer)
+    throttle: Throttle = dataclasses.field(default_factory=Throttle)
+    digest: Digest = dataclasses.field(default_factory=lambda: Digest(logger))
 
 
 class Session:
@@ -128,12 +139,25 @@ class Session:
 
     Implements :class:`~archangel.console.commands.Terminal` for the
     commands it runs.
+
+    Args:
+        reader: The connection's telnet reader.
+        writer: The connection's telnet writer.
+        settings: What the console's sessions share.
+        peer: The client's address, for logs (``host:port`` or ``unix socket``).
     """
 
-    def __init__(self, reader: TelnetReader, writer: TelnetWriter, settings: Settings) -> None:
+    def __init__(
+        self, reader: TelnetReader, writer: TelnetWriter, settings: Settings, peer: str
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.settings = settings
+        self.peer = peer
+        #: The token was accepted (or, with no token, a first line was entered).
+        self.authenticated = False
+        #: ``time.monotonic()`` when input last came or output last drained.
+        self.active = time.monotonic()
         limits = settings.limits
         self.editor = LineEditor(limits.max_line, limits.history, settings.table.complete)
         self.editor.prompt = settings.prompt
@@ -146,10 +170,14 @@ class Session:
         self._eof = False
 
     @property
-    def peer(self) -> str:
-        """The client's address, for logs."""
-        peer = self.writer.get_extra_info("peername")
-        return str(peer) if peer else "unix socket"
+    def address(self) -> str:
+        """The client's address without its port (``unix socket`` on a Unix socket)."""
+        return self.peer.rpartition(":")[0] or self.peer
+
+    @property
+    def idle(self) -> float:
+        """Seconds since input last came or output last drained."""
+        return time.monotonic() - self.active
 
     # -- Terminal --------------------------------------------------------------------
 
@@ -173,6 +201,7 @@ class Session:
             data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
         except TimeoutError:
             return False
+        self.active = time.monotonic()
         if not data:
             self._eof = True
         self._decoder.decode(data)  # keep the decoder in step; the key itself is dropped
@@ -185,9 +214,13 @@ class Session:
     # -- I/O -----------------------------------------------------------------------------
 
     async def _send(self, text: str) -> None:
+        # In one write (at most max_output): written in pieces of 64 KB, the
+        # pieces fragment the allocator's heap, and a few sessions dropped
+        # mid-reply left the process 60 MB larger for good.
         data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace")
         self.writer.write(data)
         await self.writer.drain()
+        self.active = time.monotonic()
 
     async def _reply(self, text: str) -> None:
         if not text:
@@ -226,6 +259,7 @@ class Session:
             if self._eof:
                 return None
             data = await self.reader.read(_READ_SIZE)
+            self.active = time.monotonic()
             if not data:
                 self._eof = True
             self._typed = self._decoder.decode(data, final=not data)
@@ -247,14 +281,15 @@ class Session:
         try:
             if self.settings.token is not None and not await self._authenticate():
                 return
-            await self._send(self.settings.banner + "\n")
+            await self._send(self.settings.banner() + "\n")
             while not self._quit:
                 await self._prompt()
                 event = await self._next_event()
                 if event is None or event is Key.EOF:
                     break
+                self.authenticated = True
                 await self._handle(event)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:  # the client went away
             logger.debug("console session %s ended: %r", self.peer, exc)
         finally:
             self.writer.close()
@@ -286,90 +321,38 @@ class Session:
         await self._reply(await table.run_line(event, self))
 
     async def _authenticate(self) -> bool:
-        token = self.settings.token
+        settings = self.settings
+        token = settings.token
         assert token is not None
         self.editor.secret = True
         await self._send("token: ")
         try:
-            async with asyncio.timeout(self.settings.limits.token_timeout):
+            async with asyncio.timeout(settings.limits.token_timeout):
                 event = await self._next_event()
         except TimeoutError:
             await self._send("\nno token received: disconnected\n")
-            logger.warning("console: no token from %s in time; closed", self.peer)
+            settings.digest.note("no token in time", self.address)
             return False
         self.editor.secret = False
+        if event is None:  # gone without a word (a port scan, a health check): no guess
+            logger.debug("console: %s left before sending a token", self.peer)
+            return False
+        # Guessing is throttled per address (not per connection: opening more
+        # connections does not check more tokens); the wait is before the check.
+        address = self.address
+        wait = settings.throttle.reserve(address)
+        if wait is None:
+            await self._send("\ntoo many bad tokens from your address: try later\n")
+            settings.digest.note("token check refused (too many bad tokens)", address)
+            return False
+        if wait:
+            await asyncio.sleep(wait)
         if not isinstance(event, str) or not hmac.compare_digest(
             event.strip().encode("utf-8", "replace"), token.encode()
         ):
             await self._send("\nbad token: disconnected\n")
-            logger.warning("console: bad token from %s; closed", self.peer)
+            settings.digest.note("bad token", address)
             return False
+        settings.throttle.refund(address)
+        self.authenticated = True
         return True
-
-
-class _ClientTelnetLog(logging.LoggerAdapter[logging.Logger]):
-    """telnetlib3's per-session log, at DEBUG: a client's broken telnet is not our warning.
-
-    A hostile client could otherwise flood the app's log with one warning
-    per malformed negotiation.
-    """
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)
-
-
-_telnet_log = logging.getLogger(__name__ + ".telnet")
-
-
-class ConsoleProtocol(TelnetServer):
-    """The telnet protocol of a console session.
-
-    Args:
-        settings: What sessions share.
-        opened: Called with the session's coroutine when the connection is
-            made (the server runs it as a task).
-        closed: Called once when the connection is lost.
-        made: Called with the transport first thing in ``connection_made``,
-            so the server can abort what is left when it closes.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        opened: Callable[[Session], None],
-        closed: Callable[[ConsoleProtocol], None],
-        made: Callable[[asyncio.BaseTransport], None],
-    ) -> None:
-        super().__init__(
-            encoding=False,  # bytes in and out: the session decodes UTF-8 itself
-            timeout=0,  # no idle timeout
-            connect_maxwait=1.0,  # only bounds background negotiation
-            limit=1 << 14,
-        )
-        self._settings = settings
-        self._opened = opened
-        self._closed = closed
-        self._made = made
-        self.session: Session | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start negotiation in the background and the session at once."""
-        self._made(transport)
-        super().connection_made(transport)
-        assert self.reader is not None and self.writer is not None
-        reader = self.reader
-
-        def interrupt(cmd: bytes) -> None:  # telnet IP (Ctrl-C in some clients) is Ctrl-C
-            reader.feed_data(b"\x03")
-
-        self.writer.set_iac_callback(IP, interrupt)
-        self.writer.log = cast(logging.Logger, _ClientTelnetLog(_telnet_log, {}))
-        self.session = Session(self.reader, self.writer, self._settings)
-        self._opened(self.session)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the server, once."""
-        first = not self._closing
-        super().connection_lost(exc)
-        if first:
-            self._closed(self)
