@@ -427,7 +427,7 @@ async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
                 try:
                     await asyncio.sleep(10)
                 except asyncio.CancelledError:
-                    if self.exit_reason is None and self._reason is ExitReason.KILLED:
+                    if self.exit_reason is None and self._archangel_reason is ExitReason.KILLED:
                         raise
                     # ignores the graceful stop
 

@@ -36,7 +36,7 @@ class _Adopted(Process):
 
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
-        self._name = type(protocol).__name__
+        self.name = type(protocol).__name__
         for name in self._forwarded:
             method = getattr(protocol, name, None)
             if method is not None:

@@ -151,14 +151,16 @@ class ProcessManager:
         return self._any_factory(target)
 
     def _register(self, process: Process) -> Process:
-        if process.pid is not None:
-            raise AlreadyRegistered(f"{process!r} is already registered with {process.manager!r}")
+        if process._archangel_pid is not None:
+            raise AlreadyRegistered(
+                f"{process!r} is already registered with {process._archangel_manager!r}"
+            )
         if self._closing:
             raise ManagerClosed(f"{self!r} is shutting down: cannot register {process!r}")
         pid = self._last_pid = self._last_pid + 1
-        process.pid = pid
-        process.manager = self
-        process.started = _time()
+        process._archangel_pid = pid
+        process._archangel_manager = self
+        process._archangel_started = _time()
         self._procs[pid] = process
         counts = self._kinds.get(process.kind)
         if counts is None:
@@ -174,13 +176,13 @@ class ProcessManager:
         @functools.wraps(cls, updated=())
         def factory(*args: Any, **kwargs: Any) -> _P:
             process = cls(*args, **kwargs)
-            if self._closing or process.pid is not None:
+            if self._closing or process._archangel_pid is not None:
                 self._register(process)  # raises the right error
                 return process
             pid = self._last_pid = self._last_pid + 1
-            process.pid = pid
-            process.manager = self
-            process.started = _time()
+            process._archangel_pid = pid
+            process._archangel_manager = self
+            process._archangel_started = _time()
             procs[pid] = process
             counts = kinds.get(process.kind)
             if counts is None:
@@ -258,7 +260,7 @@ class ProcessManager:
 
     def _exited(self, process: Process, reason: ExitReason) -> None:
         procs = self._procs
-        del procs[process.pid]  # type: ignore[arg-type]
+        del procs[process._archangel_pid]  # type: ignore[arg-type]
         try:  # free until it raises
             counts = self._kinds[process.kind]
         except KeyError:
@@ -269,18 +271,19 @@ class ProcessManager:
                 counts.killed += 1
             elif reason is ERROR:
                 counts.failed += 1
-                if process.error is not None and self._history.maxlen:
-                    _clear_frames(process.error)  # the record must not keep the process
+                error = process._archangel_error
+                if error is not None and self._history.maxlen:
+                    _clear_frames(error)  # the record must not keep the process
         if self._history.maxlen:
             self._history.append(
                 (
-                    process.pid,
+                    process._archangel_pid,
                     process.kind,
-                    process._name or type(process).__name__,
-                    process.started,
-                    process.ended,
+                    process._archangel_name or type(process).__name__,
+                    process._archangel_started,
+                    process._archangel_ended,
                     reason,
-                    process.error,
+                    process._archangel_error,
                     process.details() if reason is ERROR or process.keep_details else _EMPTY,
                 )
             )
@@ -302,7 +305,8 @@ class ProcessManager:
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)
         self._hook_tasks.add(future)
-        future.add_done_callback(functools.partial(self._hook_done, process.pid, hook))
+        pid = process._archangel_pid
+        future.add_done_callback(functools.partial(self._hook_done, pid, hook))
 
     def _hook_done(self, pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
         self._hook_tasks.discard(future)
@@ -414,8 +418,12 @@ class ProcessManager:
 
     async def _shutdown(self, timeout: float) -> None:
         for process in self.processes():
-            parent = process.parent
-            if parent is not None and parent.manager is self and parent.state is not EXITED:
+            parent = process._archangel_parent
+            if (
+                parent is not None
+                and parent._archangel_manager is self
+                and parent._archangel_state is not EXITED
+            ):
                 continue  # its parent (a supervisor) stops it, in its own order
             try:
                 process.stop()

@@ -230,7 +230,7 @@ class Supervisor(TaskProcess):
             raise ProcessStateError(f"{self!r} starts children only once spawned by a manager")
         spec = self.specs[index]
         child: Process = manager.spawn(spec.factory(), name=spec.name)
-        child.parent = self
+        child._archangel_parent = self
         child.at_exit(events.put_nowait, (index, child))
         self._slots[index] = child
         return child
