@@ -184,7 +184,7 @@ async def test_a_protocol_that_sets_its_own_manager_is_told_and_leaves_no_entry(
     [log] = [r for r in caplog.records if "connection_made raised" in r.getMessage()]
     assert "pid 1" in log.getMessage()
     async with asyncio.timeout(10):
-        await manager.shutdown(5)  # nothing left to wait for
+        assert await manager.shutdown(5) is True  # nothing left to wait for
     server.close()
     await server.wait_closed()
 
@@ -214,7 +214,7 @@ async def test_a_protocol_that_sets_state_does_not_break_ps() -> None:
     assert "'state'" in repr(manager.history[-1].error)
     for writer in (echo_writer, http_writer):
         writer.close()
-    await manager.shutdown(5)
+    assert await manager.shutdown(5) is True
     for server in (echo_server, http_server):
         server.close()
         await server.wait_closed()

@@ -27,7 +27,7 @@ from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
 from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
-from .task import TaskProcess
+from .task import TaskProcess, _innermost
 
 __all__ = ["History", "ProcessManager"]
 
@@ -39,8 +39,10 @@ _time = time.time
 
 NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
-#: How long killed processes get to report their exit (``shutdown``, a supervisor).
-KILL_GRACE = 5.0
+#: How long killed processes get to report their exit (``shutdown``, a supervisor):
+#: a protocol reports on the loop's next iteration, a task once its ``finally``
+#: blocks have run. Short, so that a forced stop still ends near its timeout.
+KILL_GRACE = 1.0
 
 
 class _KindCounts:
@@ -103,9 +105,10 @@ class ProcessManager:
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
         self._closing = False
-        self._shutdown_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[bool] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._hook_tasks: set[asyncio.Future[Any]] = set()
+        # Async at-exit hooks being awaited: their PID and the hook, for the log.
+        self._hook_tasks: dict[asyncio.Future[Any], tuple[int | None, Any]] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -304,12 +307,12 @@ class ProcessManager:
 
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)
-        self._hook_tasks.add(future)
         pid = process._archangel_pid
+        self._hook_tasks[future] = (pid, hook)
         future.add_done_callback(functools.partial(self._hook_done, pid, hook))
 
     def _hook_done(self, pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
-        self._hook_tasks.discard(future)
+        self._hook_tasks.pop(future, None)
         if not future.cancelled() and future.exception() is not None:
             logger.error(
                 "at-exit hook %r of pid %s raised", hook, pid, exc_info=future.exception()
@@ -400,23 +403,36 @@ class ProcessManager:
             process.kill()
         return len(victims)
 
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop every process gracefully, kill what is left, await the hooks.
+    async def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop every process gracefully within ``timeout`` seconds; force what is left.
 
         Registration is refused from the first call on. Each process gets
         ``stop()``, except those with a live parent (a supervisor's
-        children), which their parent stops; those still running after
-        ``timeout`` seconds are killed.
-        Returns once every process has exited and every async at-exit hook
-        has finished. Safe to call twice (the second call waits for the
-        first) and while processes exit on their own.
+        children), which their parent stops. ``timeout`` bounds the whole
+        stop: the graceful ends *and* the async at-exit hooks. Past it, what
+        still runs is killed and gets :data:`KILL_GRACE` seconds to report
+        its exit (one that does not is dropped from the table, with an
+        error logged); then every async hook still pending is cancelled and
+        logged with its PID and where it was waiting. So the call returns
+        within about ``timeout + KILL_GRACE`` seconds, whatever the
+        processes and hooks do.
+
+        Safe to call twice (the second call waits for the first and returns
+        the same) and while processes exit on their own.
+
+        Returns:
+            True if every process ended and every async hook finished within
+            ``timeout``, with nothing killed or cancelled; False if the stop
+            was forced.
         """
         self._closing = True
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self._shutdown(timeout))
-        await asyncio.shield(self._shutdown_task)
+        return await asyncio.shield(self._shutdown_task)
 
-    async def _shutdown(self, timeout: float) -> None:
+    async def _shutdown(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         for process in self.processes():
             parent = process._archangel_parent
             if (
@@ -429,33 +445,82 @@ class ProcessManager:
                 process.stop()
             except Exception:
                 logger.exception("stop() of pid %s raised; killing it", process.pid)
-                process.kill()
-        if not await self._wait_drained(timeout):
-            left = self.processes()
+                _kill(process)
+        if await self._wait_drained(deadline) and await self._wait_hooks(deadline):
+            return True
+        # Forced. What was still pending at the deadline has had its time: the
+        # hooks are cancelled now, the processes killed. Only what the kills
+        # start (the killed processes' own hooks) gets the grace.
+        grace = loop.time() + KILL_GRACE
+        self._cancel_hooks(f"still running {timeout:g} s into the shutdown")
+        left = self.processes()
+        if left:
             logger.warning(
-                "%r: %d processes still running after %.1f s; killing them",
+                "%r: %d processes still running after %g s; killing them",
                 self,
                 len(left),
                 timeout,
             )
             for process in left:
-                process.kill()
-            if not await self._wait_drained(KILL_GRACE):
+                _kill(process)
+            if not await self._wait_drained(grace):
                 for process in self.processes():
                     logger.error("pid %s did not exit when killed; dropping it", process.pid)
                     process._exit(None)
-        while self._hook_tasks:
-            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+        if not await self._wait_hooks(grace):
+            self._cancel_hooks(f"still running {KILL_GRACE:g} s after its process was killed")
+            await self._wait_hooks(loop.time() + KILL_GRACE)
+            for pid, hook in self._hook_tasks.values():
+                logger.error(
+                    "at-exit hook %r of pid %s ignored its cancellation; no longer waited for",
+                    hook,
+                    pid,
+                )
+        return False
 
-    async def _wait_drained(self, timeout: float) -> bool:
+    def _cancel_hooks(self, why: str) -> None:
+        """Cancel every pending async hook, logging its PID and where it waits."""
+        for future, (pid, hook) in list(self._hook_tasks.items()):
+            if future.done():
+                continue
+            coro = future.get_coro() if isinstance(future, asyncio.Task) else None
+            logger.error(
+                "at-exit hook %r of pid %s %s, awaiting at %s; cancelling it",
+                hook,
+                pid,
+                why,
+                _innermost(coro) or "?",
+            )
+            future.cancel()
+
+    async def _wait_hooks(self, deadline: float) -> bool:
+        """Wait until no async hook is pending (True) or ``deadline`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        while pending := [f for f in self._hook_tasks if not f.done()]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(pending, timeout=remaining)
+        return True
+
+    async def _wait_drained(self, deadline: float) -> bool:
         if not self._procs:
             return True
         self._drained = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._drained
         except TimeoutError:
             return False
         finally:
             self._drained = None
         return True
+
+
+def _kill(process: Process) -> None:
+    """Kill ``process``; if its ``kill()`` raises, log that and drop it as killed."""
+    try:
+        process.kill()
+    except Exception:
+        logger.exception("kill() of pid %s raised; dropping it", process.pid)
+        process._exit(None)
