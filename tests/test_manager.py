@@ -510,6 +510,44 @@ async def test_shutdown_bounds_an_async_hook_that_never_returns(
         assert await manager.shutdown() is False  # the same answer, at once
 
 
+async def test_a_forced_shutdown_lets_killed_processes_hooks_finish_and_gives_up_on_a_deaf_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = ProcessManager()
+    finished: list[str] = []
+    release = asyncio.Event()
+
+    class Stubborn(Idle):
+        def on_stop(self) -> None:
+            pass  # ignores the graceful stop; its kill ends it
+
+    stubborn = manager.register(Stubborn())
+
+    async def flush() -> None:  # started by the kill, past the deadline
+        await asyncio.sleep(0.01)
+        finished.append("flush")
+
+    stubborn.at_exit(flush)
+
+    async def deaf() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # ignores its cancellation
+
+    manager.register(Idle()).at_exit(deaf)
+    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+        async with asyncio.timeout(15):
+            assert await manager.shutdown(timeout=0.1) is False
+    assert finished == ["flush"] and stubborn.exit_reason is ExitReason.KILLED
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cancelling it" in m for m in messages) == 1, messages  # only the deaf hook
+    assert sum("ignored its cancellation" in m for m in messages) == 1, messages
+    release.set()
+    await asyncio.gather(*manager._hook_tasks)
+
+
 async def test_shutdown_drops_a_process_that_ignores_its_kill(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

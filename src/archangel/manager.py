@@ -43,6 +43,9 @@ NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 #: a protocol reports on the loop's next iteration, a task once its ``finally``
 #: blocks have run. Short, so that a forced stop still ends near its timeout.
 KILL_GRACE = 1.0
+#: How long a forced shutdown waits for the last async hooks it cancelled to
+#: unwind (a cancelled coroutine usually ends on the loop's next iteration).
+CANCEL_GRACE = 0.1
 
 
 class _KindCounts:
@@ -413,9 +416,10 @@ class ProcessManager:
         still runs is killed and gets :data:`KILL_GRACE` seconds to report
         its exit (one that does not is dropped from the table, with an
         error logged); then every async hook still pending is cancelled and
-        logged with its PID and where it was waiting. So the call returns
-        within about ``timeout + KILL_GRACE`` seconds, whatever the
-        processes and hooks do.
+        logged with its PID and where it was waiting (the hooks the kills
+        started get the grace first). So the call returns within about
+        ``timeout + KILL_GRACE`` seconds (plus :data:`CANCEL_GRACE` for hooks
+        cancelled last to unwind), whatever the processes and hooks do.
 
         Safe to call twice (the second call waits for the first and returns
         the same) and while processes exit on their own.
@@ -452,7 +456,7 @@ class ProcessManager:
         # hooks are cancelled now, the processes killed. Only what the kills
         # start (the killed processes' own hooks) gets the grace.
         grace = loop.time() + KILL_GRACE
-        self._cancel_hooks(f"still running {timeout:g} s into the shutdown")
+        cancelled = self._cancel_hooks(f"still running {timeout:g} s into the shutdown")
         left = self.processes()
         if left:
             logger.warning(
@@ -468,9 +472,11 @@ class ProcessManager:
                     logger.error("pid %s did not exit when killed; dropping it", process.pid)
                     process._exit(None)
         if not await self._wait_hooks(grace):
-            self._cancel_hooks(f"still running {KILL_GRACE:g} s after its process was killed")
-            await self._wait_hooks(loop.time() + KILL_GRACE)
-            for pid, hook in self._hook_tasks.values():
+            why = f"still running {KILL_GRACE:g} s after its process was killed"
+            cancelled |= self._cancel_hooks(why, skip=cancelled)
+            await self._wait_hooks(loop.time() + CANCEL_GRACE)
+        for future, (pid, hook) in self._hook_tasks.items():
+            if not future.done():  # it caught the CancelledError and went on
                 logger.error(
                     "at-exit hook %r of pid %s ignored its cancellation; no longer waited for",
                     hook,
@@ -478,10 +484,13 @@ class ProcessManager:
                 )
         return False
 
-    def _cancel_hooks(self, why: str) -> None:
-        """Cancel every pending async hook, logging its PID and where it waits."""
+    def _cancel_hooks(
+        self, why: str, skip: set[asyncio.Future[Any]] | None = None
+    ) -> set[asyncio.Future[Any]]:
+        """Cancel the pending async hooks (but ``skip``), logging PID and where each waits."""
+        cancelled = set()
         for future, (pid, hook) in list(self._hook_tasks.items()):
-            if future.done():
+            if future.done() or (skip is not None and future in skip):
                 continue
             coro = future.get_coro() if isinstance(future, asyncio.Task) else None
             logger.error(
@@ -492,6 +501,8 @@ class ProcessManager:
                 _innermost(coro) or "?",
             )
             future.cancel()
+            cancelled.add(future)
+        return cancelled
 
     async def _wait_hooks(self, deadline: float) -> bool:
         """Wait until no async hook is pending (True) or ``deadline`` passes (False)."""
