@@ -714,8 +714,8 @@ def report_memory(n: int, memory: dict[str, float]) -> None:
     print(f"  tracked EchoProcess     : {memory['managed']:4.0f} B  (RUNNING, in the table)")
     print(
         f"  per tracked connection  : {extra:4.0f} B more  (target <= {live}: "
-        f"{verdict(extra, live, above=False)}): the mixin's slots, the pid and start "
-        "time, the table entry"
+        f"{verdict(extra, live, above=False)}): the defaults Process.__new__ sets, the pid "
+        "and start time, the table entry"
     )
     print(
         f"  per history record      : {memory['history']:4.0f} B  (target <= {history}: "

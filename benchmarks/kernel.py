@@ -6,10 +6,13 @@ Measures, on uvloop and on the default loop, in interleaved rounds:
   calls ``connection_made`` and ``connection_lost``; the manager assigns the
   PID, tracks it, records history and counters.
 * the same three calls on a plain ``asyncio.Protocol`` (the raw baseline);
+* ``new``: building the process alone (``Echo()``, whose ``Process.__new__``
+  sets every default) against building the plain protocol: what ``__new__``
+  costs per connection;
 * ``create_task`` of a trivial coroutine, run to completion.
 
-Target (issue 2): ``register`` + exit of one process costs less than one
-``asyncio.create_task`` of a trivial coroutine.
+Targets: the register-to-exit cycle costs at most 1.2 µs (issue 10) and less
+than one ``asyncio.create_task`` of a trivial coroutine (issue 2).
 
 Run: ``python benchmarks/kernel.py [--rounds 7] [--n 100000]``.
 """
@@ -26,6 +29,9 @@ from typing import Any
 import uvloop
 
 import archangel
+
+#: The register-to-exit cycle's target, in seconds.
+CYCLE_TARGET = 1.2e-6
 
 
 class RawEcho(asyncio.Protocol):
@@ -59,6 +65,13 @@ async def bench_protocol(factory: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+async def bench_new(cls: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        cls()
+    return (time.perf_counter() - start) / n
+
+
 async def bench_create_task(n: int) -> float:
     loop = asyncio.get_running_loop()
 
@@ -76,6 +89,8 @@ async def one_round(n: int) -> dict[str, float]:
     return {
         "raw protocol": await bench_protocol(RawEcho, n),
         "register + exit": await bench_protocol(manager.register(Echo), n),
+        "new: raw": await bench_new(RawEcho, n),
+        "new: Process": await bench_new(Echo, n),
         "create_task": await bench_create_task(n),
     }
 
@@ -105,10 +120,13 @@ def main() -> None:
         task = statistics.median(variants["create_task"])
         raw = statistics.median(variants["raw protocol"])
         ok = "met" if managed < task else "NOT met"
+        cycle_ok = "met" if managed <= CYCLE_TARGET else "NOT met"
+        new = statistics.median(variants["new: Process"]) - statistics.median(variants["new: raw"])
         print(
-            f"    register+exit / create_task = {managed / task:.2f}  "
+            f"    register+exit = {managed * 1e9:.0f} ns (target <= "
+            f"{CYCLE_TARGET * 1e9:.0f}: {cycle_ok}); / create_task = {managed / task:.2f} "
             f"(target < 1.00: {ok}); overhead over raw protocol: "
-            f"{(managed - raw) * 1e9:.0f} ns"
+            f"{(managed - raw) * 1e9:.0f} ns, of which Process.__new__ {new * 1e9:.0f} ns"
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import sys
 import traceback
 import weakref
 from collections import Counter
@@ -427,7 +429,7 @@ async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
                 try:
                     await asyncio.sleep(10)
                 except asyncio.CancelledError:
-                    if self.exit_reason is None and self._reason is ExitReason.KILLED:
+                    if self.exit_reason is None and self._archangel_reason is ExitReason.KILLED:
                         raise
                     # ignores the graceful stop
 
@@ -442,7 +444,7 @@ async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
 
     first = asyncio.ensure_future(manager.shutdown(timeout=0.2))
     second = asyncio.ensure_future(manager.shutdown(timeout=0.2))
-    await asyncio.gather(first, second)
+    assert await asyncio.gather(first, second) == [False, False]  # forced: one was killed
     assert len(manager) == 0
     assert sorted(hooks) == [1, 2, 3, 4]
     reasons = {r.pid: r.exit_reason for r in manager.history}
@@ -456,7 +458,113 @@ async def test_shutdown_is_graceful_then_kills_and_is_idempotent() -> None:
     for reader, writer in clients:
         assert await reader.read() == b""
         writer.close()
-    await manager.shutdown()  # a third call after the end returns at once
+    assert await manager.shutdown() is False  # a third call after the end returns at once
+
+
+async def test_shutdown_says_true_when_everything_ended_in_time() -> None:
+    manager = ProcessManager()
+    proc = manager.register(Idle())
+    released = asyncio.Event()
+
+    async def release() -> None:
+        await asyncio.sleep(0)
+        released.set()
+
+    proc.at_exit(release)
+    assert await manager.shutdown(timeout=10) is True
+    assert released.is_set() and proc.exit_reason is ExitReason.SHUTDOWN
+    assert await manager.shutdown(timeout=10) is True  # the same answer, twice
+
+
+async def test_shutdown_bounds_an_async_hook_that_never_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Today one such hook makes ``shutdown(timeout)``, and so the service, never end."""
+    manager = ProcessManager()
+    waiting_at: list[str] = []
+
+    class Holder(Idle):
+        def on_stop(self) -> None:  # a graceful end whose hook then hangs
+            self.at_exit(self.flush)
+            super().on_stop()
+
+        async def flush(self) -> None:
+            frame = sys._getframe()
+            waiting_at.append(f"{frame.f_code.co_filename}:{frame.f_lineno + 1}")
+            await asyncio.Event().wait()  # a peer that never answers
+
+    holders = [manager.register(Holder()) for _ in range(2)]
+    quick = manager.register(Idle())
+    quick.at_exit(asyncio.sleep, 0)  # an async hook that finishes: not cancelled
+    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+        async with asyncio.timeout(15):  # generous: the bound is 0.2 s + KILL_GRACE
+            assert await manager.shutdown(timeout=0.2) is False
+    assert [h.exit_reason for h in holders] == [ExitReason.SHUTDOWN] * 2
+    cancelled = [r.getMessage() for r in caplog.records if "cancelling it" in r.getMessage()]
+    assert len(cancelled) == 2, cancelled
+    for holder, message in zip(holders, sorted(cancelled), strict=True):
+        assert f"of pid {holder.pid} " in message
+        assert f"awaiting at {waiting_at[0]}" in message  # the hook's own line, not asyncio's
+    assert not manager._hook_tasks
+    async with asyncio.timeout(1):
+        assert await manager.shutdown() is False  # the same answer, at once
+
+
+async def test_a_forced_shutdown_lets_killed_processes_hooks_finish_and_gives_up_on_a_deaf_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = ProcessManager()
+    finished: list[str] = []
+    release = asyncio.Event()
+
+    class Stubborn(Idle):
+        def on_stop(self) -> None:
+            pass  # ignores the graceful stop; its kill ends it
+
+    stubborn = manager.register(Stubborn())
+
+    async def flush() -> None:  # started by the kill, past the deadline
+        await asyncio.sleep(0.01)
+        finished.append("flush")
+
+    stubborn.at_exit(flush)
+
+    async def deaf() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # ignores its cancellation
+
+    manager.register(Idle()).at_exit(deaf)
+    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+        async with asyncio.timeout(15):
+            assert await manager.shutdown(timeout=0.1) is False
+    assert finished == ["flush"] and stubborn.exit_reason is ExitReason.KILLED
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cancelling it" in m for m in messages) == 1, messages  # only the deaf hook
+    assert sum("ignored its cancellation" in m for m in messages) == 1, messages
+    release.set()
+    await asyncio.gather(*manager._hook_tasks)
+
+
+async def test_shutdown_drops_a_process_that_ignores_its_kill(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Deaf(Process):
+        def on_stop(self) -> None:
+            pass
+
+        def on_kill(self, reason: ExitReason) -> None:
+            pass
+
+    manager = ProcessManager()
+    deaf = manager.register(Deaf())
+    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+        async with asyncio.timeout(15):
+            assert await manager.shutdown(timeout=0.05) is False
+    assert len(manager) == 0 and deaf.exit_reason is ExitReason.KILLED
+    assert any("did not exit when killed" in r.getMessage() for r in caplog.records)
 
 
 async def test_shutdown_while_processes_exit_on_their_own() -> None:

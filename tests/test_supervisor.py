@@ -324,6 +324,41 @@ async def test_stop_stops_children_last_first_and_kills_one_past_its_shutdown_ti
     assert sup.restarts == 0 and len(manager) == 0
 
 
+async def test_a_child_whose_on_stop_raises_is_killed_and_the_rest_still_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Today the supervisor gives up at that child and the ones started before run on."""
+    journal, manager = Journal(), ProcessManager()
+
+    class Broken(TaskProcess):
+        async def main(self) -> None:
+            await asyncio.Event().wait()
+
+        def on_stop(self) -> None:
+            raise RuntimeError("cannot stop cleanly")
+
+    sup = await started(
+        manager,
+        Supervisor(
+            journal.child("a"), ChildSpec(lambda: Broken(name="broken")), journal.child("c")
+        ),
+        3,
+        journal=journal,
+        starts=2,
+    )
+    first, broken, _ = sup.children
+    with caplog.at_level(logging.ERROR, logger="archangel.supervisor"):
+        async with asyncio.timeout(10):
+            await sup.stop()
+    assert [e for e in journal.events if e[0] == "stop"] == [("stop", "c"), ("stop", "a")]
+    assert broken.exit_reason is ExitReason.KILLED
+    assert first.exit_reason is ExitReason.SHUTDOWN
+    assert sup.exit_reason is ExitReason.SHUTDOWN and len(manager) == 0
+    [record] = [r for r in caplog.records if "raised; killing it" in r.getMessage()]
+    assert f"pid {broken.pid} (broken)" in record.getMessage()
+    assert record.exc_info is not None and "cannot stop cleanly" in str(record.exc_info[1])
+
+
 async def test_killing_the_supervisor_kills_its_children() -> None:
     journal, manager = Journal(), ProcessManager()
     sup = await started(

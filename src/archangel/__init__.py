@@ -23,6 +23,7 @@ from .errors import NotAProcess as NotAProcess
 from .errors import NotRegistered as NotRegistered
 from .errors import PidFileError as PidFileError
 from .errors import ProcessStateError as ProcessStateError
+from .errors import ReadOnlyAttribute as ReadOnlyAttribute
 from .errors import RestartLimitExceeded as RestartLimitExceeded
 from .errors import WatcherClosed as WatcherClosed
 from .manager import ProcessManager as ProcessManager
@@ -62,6 +63,7 @@ __all__ = [
     "ProcessManager",
     "ProcessState",
     "ProcessStateError",
+    "ReadOnlyAttribute",
     "RestartLimitExceeded",
     "State",
     "Supervisor",

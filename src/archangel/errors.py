@@ -24,6 +24,7 @@ __all__ = [
     "PidFileError",
     "PidFileUnusable",
     "ProcessStateError",
+    "ReadOnlyAttribute",
     "RestartLimitExceeded",
     "WatcherClosed",
 ]
@@ -50,7 +51,21 @@ class ManagerClosed(ArchangelError, RuntimeError):
 
 
 class NotAProcess(ArchangelError, TypeError):
-    """Something that is neither a process nor a callable factory of processes."""
+    """Something that is neither a process nor a callable factory of processes.
+
+    Also raised when a class is created that cannot be a process: one whose
+    other bases (or its own body) define a name of the mixin's bookkeeping,
+    such as a library protocol with its own ``state``. Such protocols are
+    adopted instead (``manager.register(factory)``).
+    """
+
+
+class ReadOnlyAttribute(ArchangelError, AttributeError):
+    """An assignment to a process's bookkeeping (``pid``, ``state``, ``manager``...).
+
+    Those attributes are archangel's and read-only; ``name`` names the one
+    assigned and ``obj`` the process, as for any ``AttributeError``.
+    """
 
 
 class ProcessStateError(ArchangelError, RuntimeError):

@@ -27,7 +27,7 @@ from .adopt import adopt
 from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
 from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
-from .task import TaskProcess
+from .task import TaskProcess, _innermost
 
 __all__ = ["History", "ProcessManager"]
 
@@ -39,8 +39,13 @@ _time = time.time
 
 NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
-#: How long killed processes get to report their exit (``shutdown``, a supervisor).
-KILL_GRACE = 5.0
+#: How long killed processes get to report their exit (``shutdown``, a supervisor):
+#: a protocol reports on the loop's next iteration, a task once its ``finally``
+#: blocks have run. Short, so that a forced stop still ends near its timeout.
+KILL_GRACE = 1.0
+#: How long a forced shutdown waits for the last async hooks it cancelled to
+#: unwind (a cancelled coroutine usually ends on the loop's next iteration).
+CANCEL_GRACE = 0.1
 
 
 class _KindCounts:
@@ -103,9 +108,10 @@ class ProcessManager:
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
         self._closing = False
-        self._shutdown_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[bool] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._hook_tasks: set[asyncio.Future[Any]] = set()
+        # Async at-exit hooks being awaited: their PID and the hook, for the log.
+        self._hook_tasks: dict[asyncio.Future[Any], tuple[int | None, Any]] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -151,14 +157,16 @@ class ProcessManager:
         return self._any_factory(target)
 
     def _register(self, process: Process) -> Process:
-        if process.pid is not None:
-            raise AlreadyRegistered(f"{process!r} is already registered with {process.manager!r}")
+        if process._archangel_pid is not None:
+            raise AlreadyRegistered(
+                f"{process!r} is already registered with {process._archangel_manager!r}"
+            )
         if self._closing:
             raise ManagerClosed(f"{self!r} is shutting down: cannot register {process!r}")
         pid = self._last_pid = self._last_pid + 1
-        process.pid = pid
-        process.manager = self
-        process.started = _time()
+        process._archangel_pid = pid
+        process._archangel_manager = self
+        process._archangel_started = _time()
         self._procs[pid] = process
         counts = self._kinds.get(process.kind)
         if counts is None:
@@ -174,13 +182,13 @@ class ProcessManager:
         @functools.wraps(cls, updated=())
         def factory(*args: Any, **kwargs: Any) -> _P:
             process = cls(*args, **kwargs)
-            if self._closing or process.pid is not None:
+            if self._closing or process._archangel_pid is not None:
                 self._register(process)  # raises the right error
                 return process
             pid = self._last_pid = self._last_pid + 1
-            process.pid = pid
-            process.manager = self
-            process.started = _time()
+            process._archangel_pid = pid
+            process._archangel_manager = self
+            process._archangel_started = _time()
             procs[pid] = process
             counts = kinds.get(process.kind)
             if counts is None:
@@ -258,7 +266,7 @@ class ProcessManager:
 
     def _exited(self, process: Process, reason: ExitReason) -> None:
         procs = self._procs
-        del procs[process.pid]  # type: ignore[arg-type]
+        del procs[process._archangel_pid]  # type: ignore[arg-type]
         try:  # free until it raises
             counts = self._kinds[process.kind]
         except KeyError:
@@ -269,18 +277,19 @@ class ProcessManager:
                 counts.killed += 1
             elif reason is ERROR:
                 counts.failed += 1
-                if process.error is not None and self._history.maxlen:
-                    _clear_frames(process.error)  # the record must not keep the process
+                error = process._archangel_error
+                if error is not None and self._history.maxlen:
+                    _clear_frames(error)  # the record must not keep the process
         if self._history.maxlen:
             self._history.append(
                 (
-                    process.pid,
+                    process._archangel_pid,
                     process.kind,
-                    process._name or type(process).__name__,
-                    process.started,
-                    process.ended,
+                    process._archangel_name or type(process).__name__,
+                    process._archangel_started,
+                    process._archangel_ended,
                     reason,
-                    process.error,
+                    process._archangel_error,
                     process.details() if reason is ERROR or process.keep_details else _EMPTY,
                 )
             )
@@ -301,11 +310,12 @@ class ProcessManager:
 
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)
-        self._hook_tasks.add(future)
-        future.add_done_callback(functools.partial(self._hook_done, process.pid, hook))
+        pid = process._archangel_pid
+        self._hook_tasks[future] = (pid, hook)
+        future.add_done_callback(functools.partial(self._hook_done, pid, hook))
 
     def _hook_done(self, pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
-        self._hook_tasks.discard(future)
+        self._hook_tasks.pop(future, None)
         if not future.cancelled() and future.exception() is not None:
             logger.error(
                 "at-exit hook %r of pid %s raised", hook, pid, exc_info=future.exception()
@@ -396,58 +406,132 @@ class ProcessManager:
             process.kill()
         return len(victims)
 
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop every process gracefully, kill what is left, await the hooks.
+    async def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop every process gracefully within ``timeout`` seconds; force what is left.
 
         Registration is refused from the first call on. Each process gets
         ``stop()``, except those with a live parent (a supervisor's
-        children), which their parent stops; those still running after
-        ``timeout`` seconds are killed.
-        Returns once every process has exited and every async at-exit hook
-        has finished. Safe to call twice (the second call waits for the
-        first) and while processes exit on their own.
+        children), which their parent stops. ``timeout`` bounds the whole
+        stop: the graceful ends *and* the async at-exit hooks. Past it, what
+        still runs is killed and gets :data:`KILL_GRACE` seconds to report
+        its exit (one that does not is dropped from the table, with an
+        error logged); then every async hook still pending is cancelled and
+        logged with its PID and where it was waiting (the hooks the kills
+        started get the grace first). So the call returns within about
+        ``timeout + KILL_GRACE`` seconds (plus :data:`CANCEL_GRACE` for hooks
+        cancelled last to unwind), whatever the processes and hooks do.
+
+        Safe to call twice (the second call waits for the first and returns
+        the same) and while processes exit on their own.
+
+        Returns:
+            True if every process ended and every async hook finished within
+            ``timeout``, with nothing killed or cancelled; False if the stop
+            was forced.
         """
         self._closing = True
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self._shutdown(timeout))
-        await asyncio.shield(self._shutdown_task)
+        return await asyncio.shield(self._shutdown_task)
 
-    async def _shutdown(self, timeout: float) -> None:
+    async def _shutdown(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         for process in self.processes():
-            parent = process.parent
-            if parent is not None and parent.manager is self and parent.state is not EXITED:
+            parent = process._archangel_parent
+            if (
+                parent is not None
+                and parent._archangel_manager is self
+                and parent._archangel_state is not EXITED
+            ):
                 continue  # its parent (a supervisor) stops it, in its own order
             try:
                 process.stop()
             except Exception:
                 logger.exception("stop() of pid %s raised; killing it", process.pid)
-                process.kill()
-        if not await self._wait_drained(timeout):
-            left = self.processes()
+                _kill(process)
+        if await self._wait_drained(deadline) and await self._wait_hooks(deadline):
+            return True
+        # Forced. What was still pending at the deadline has had its time: the
+        # hooks are cancelled now, the processes killed. Only what the kills
+        # start (the killed processes' own hooks) gets the grace.
+        grace = loop.time() + KILL_GRACE
+        cancelled = self._cancel_hooks(f"still running {timeout:g} s into the shutdown")
+        left = self.processes()
+        if left:
             logger.warning(
-                "%r: %d processes still running after %.1f s; killing them",
+                "%r: %d processes still running after %g s; killing them",
                 self,
                 len(left),
                 timeout,
             )
             for process in left:
-                process.kill()
-            if not await self._wait_drained(KILL_GRACE):
+                _kill(process)
+            if not await self._wait_drained(grace):
                 for process in self.processes():
                     logger.error("pid %s did not exit when killed; dropping it", process.pid)
                     process._exit(None)
-        while self._hook_tasks:
-            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+        if not await self._wait_hooks(grace):
+            why = f"still running {KILL_GRACE:g} s after its process was killed"
+            cancelled |= self._cancel_hooks(why, skip=cancelled)
+            await self._wait_hooks(loop.time() + CANCEL_GRACE)
+        for future, (pid, hook) in self._hook_tasks.items():
+            if not future.done():  # it caught the CancelledError and went on
+                logger.error(
+                    "at-exit hook %r of pid %s ignored its cancellation; no longer waited for",
+                    hook,
+                    pid,
+                )
+        return False
 
-    async def _wait_drained(self, timeout: float) -> bool:
+    def _cancel_hooks(
+        self, why: str, skip: set[asyncio.Future[Any]] | None = None
+    ) -> set[asyncio.Future[Any]]:
+        """Cancel the pending async hooks (but ``skip``), logging PID and where each waits."""
+        cancelled = set()
+        for future, (pid, hook) in list(self._hook_tasks.items()):
+            if future.done() or (skip is not None and future in skip):
+                continue
+            coro = future.get_coro() if isinstance(future, asyncio.Task) else None
+            logger.error(
+                "at-exit hook %r of pid %s %s, awaiting at %s; cancelling it",
+                hook,
+                pid,
+                why,
+                _innermost(coro) or "?",
+            )
+            future.cancel()
+            cancelled.add(future)
+        return cancelled
+
+    async def _wait_hooks(self, deadline: float) -> bool:
+        """Wait until no async hook is pending (True) or ``deadline`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        while pending := [f for f in self._hook_tasks if not f.done()]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(pending, timeout=remaining)
+        return True
+
+    async def _wait_drained(self, deadline: float) -> bool:
         if not self._procs:
             return True
         self._drained = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._drained
         except TimeoutError:
             return False
         finally:
             self._drained = None
         return True
+
+
+def _kill(process: Process) -> None:
+    """Kill ``process``; if its ``kill()`` raises, log that and drop it as killed."""
+    try:
+        process.kill()
+    except Exception:
+        logger.exception("kill() of pid %s raised; dropping it", process.pid)
+        process._exit(None)

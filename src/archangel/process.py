@@ -6,13 +6,18 @@ A protocol becomes a process by inheriting the mixin::
         def connection_made(self, transport): self.transport = transport
         def data_received(self, data): self.transport.write(data)
 
-Defaults live on the class itself, so a subclass's ``__init__`` never has to
-call ``super().__init__()``. (The archangel notes set them in ``__new__`` for
-that reason; class-level defaults give the same guarantee for a fifth of the
-cost of a Python ``__new__`` on every accepted connection.) And
-``connection_made``/``connection_lost`` are instrumented when a subclass is
-created, so the bookkeeping does not depend on user code calling ``super()``
-either.
+``Process.__new__`` sets every per-instance default, always in the same
+order, so a subclass's ``__init__`` never has to call ``super().__init__()``
+(the design card and the archangel notes ask for exactly this) and every
+instance of a class shares one compact attribute layout from the first
+instance on. ``connection_made``/``connection_lost`` are instrumented when a
+subclass is created, so the bookkeeping does not depend on user code calling
+``super()`` either.
+
+The bookkeeping lives under private ``_archangel_*`` names; the public ones
+(``pid``, ``state``, ``manager``...) are read-only views of them, so a
+protocol that uses those words for its own data gets a clear error instead of
+silently corrupting the manager's table.
 
 This module knows nothing of managers beyond the two calls a process makes on
 its own (``manager._exited`` and ``manager._await_hook``); PIDs and tables
@@ -22,15 +27,17 @@ live in :mod:`archangel.manager`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import inspect
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, NotAProcess, ReadOnlyAttribute
 from .records import ExitReason as ExitReason
 from .records import ProcessInfo as ProcessInfo
 from .records import ProcessState as ProcessState
@@ -44,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _time = time.time
+_object_new = object.__new__
+_object_setattr = object.__setattr__
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 # Async hooks of processes that have no manager to await them: a strong
 # reference until they finish, as asyncio's docs require for such tasks.
@@ -54,6 +63,36 @@ _NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERRO
 NEW = ProcessState.NEW
 RUNNING = ProcessState.RUNNING
 EXITED = ProcessState.EXITED
+
+#: The bookkeeping's prefix. Not ``_state``, ``_name`` or ``_hooks``: real
+#: protocols use those for their own (telnetlib3, h11 and websockets keep a
+#: ``_state``), and a subclass's attribute of the same name would silently
+#: overwrite the mixin's. A prefix that names its owner cannot clash by accident.
+PREFIX = "_archangel_"
+
+#: The public names of the bookkeeping: readable, never assignable.
+BOOKKEEPING = ("pid", "manager", "state", "started", "ended", "exit_reason", "error", "parent")
+
+#: Errors a transport passes to ``connection_lost`` when the peer went away
+#: abruptly rather than closing: a reset (RST: ``SO_LINGER`` 0, a crashed or
+#: impatient client such as wrk or a browser), a write to a connection the peer
+#: reset (EPIPE; uvloop also maps ESHUTDOWN here), an abort (ECONNABORTED). Both
+#: asyncio's selector transports and uvloop's streams pass these OSErrors on
+#: as they come from the socket (``_fatal_error`` then ``_force_close(exc)``).
+#: For a server that is the peer's way of hanging up: a normal end.
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def _peer_gone(exc: BaseException) -> bool:
+    """Whether ``exc``, given to ``connection_lost``, only says the peer went away.
+
+    A TCP timeout (ETIMEDOUT: keepalive probes or retransmissions unanswered,
+    the peer vanished without a word) counts too; a ``TimeoutError`` without
+    that errno (an ``asyncio.timeout`` the protocol let escape) does not.
+    """
+    return isinstance(exc, _PEER_GONE) or (
+        isinstance(exc, TimeoutError) and exc.errno == errno.ETIMEDOUT
+    )
 
 
 def _unmanaged_hook_done(pid: int | None, hook: Any, future: asyncio.Future[Any]) -> None:
@@ -73,44 +112,61 @@ def _exit_reason(process: Process, reason: ExitReason | str) -> ExitReason:
         ) from None
 
 
-#: Every instance attribute the bookkeeping writes, in the order the accept path
-#: writes them (factory, connection_made, connection_lost, then the rare ones).
-_INSTANCE_KEYS = (
-    "pid",
-    "manager",
-    "started",
-    "transport",
-    "state",
-    "ended",
-    "exit_reason",
-    "error",
-    "_hooks",
-    "_name",
-    "_reason",
-    "_waiters",
-)
+def _read_only(public: str, doc: str) -> property:
+    """A read-only view of the bookkeeping attribute ``_archangel_<public>``.
 
-
-def _share_keys(cls: type) -> None:
-    """Teach a new Process class every key its instances will get, before any exists.
-
-    CPython keeps instance attributes as compact values laid out by keys that
-    all instances of a class share, and an instance has room only for the keys
-    its class knew when the instance was made. If the first connections of a
-    burst are all built before their ``connection_made`` (uvloop may accept
-    several per loop iteration), the later keys do not fit and every instance
-    falls back to a full dict: 421 instead of about 200 bytes per connection
-    (``benchmarks/echo.py``). One throwaway instance, made without running any
-    user code, fixes the layout up front.
+    The getter is an ``operator.attrgetter`` (C, no Python frame), so reading
+    ``process.pid`` costs a few nanoseconds more than a plain attribute.
     """
-    if getattr(cls, "__del__", None) is not None:
-        return  # a finalizer would run on the throwaway instance
-    try:
-        dummy: object = object.__new__(cls)
-        for key in _INSTANCE_KEYS:
-            setattr(dummy, key, None)
-    except (TypeError, AttributeError):  # an unusual base or a property: skip
-        return
+
+    def refuse(self: Process, *_: Any) -> NoReturn:
+        raise ReadOnlyAttribute(
+            f"cannot set {public!r} on {self!r}: it is archangel's bookkeeping "
+            f"(read-only); keep your own data under another name",
+            name=public,
+            obj=self,
+        )
+
+    return property(operator.attrgetter(PREFIX + public), refuse, refuse, doc)
+
+
+def _clash(cls: type) -> None:
+    """Refuse a class whose bases or body define a name of the bookkeeping.
+
+    Its own code would assign them (websockets' ``ServerConnection`` sets
+    ``self.state``) and get a ``ReadOnlyAttribute``, or read the mixin's
+    values where it expects its own; either way neither side works.
+    """
+    for klass in cls.__mro__:
+        if klass is Process or klass is object:
+            continue
+        names = [n for n in BOOKKEEPING if n in klass.__dict__]
+        if names:
+            listed = ", ".join(repr(n) for n in names)
+            if klass is cls:
+                where = "its own body"
+            else:
+                base = next(b for b in cls.__bases__ if klass in b.__mro__)
+                where = f"its base {base.__qualname__}"
+                if base is not klass:
+                    where += f" (through {klass.__qualname__})"
+            raise NotAProcess(
+                f"class {cls.__qualname__} cannot inherit Process: {where} defines "
+                f"{listed}, which Process keeps as archangel's bookkeeping (read-only). "
+                "Rename it, or keep the class out of Process and let "
+                "manager.register(factory) adopt it (any asyncio protocol's factory "
+                "works: each product is wrapped in a process proxy)"
+            )
+    after = cls.__mro__[cls.__mro__.index(Process) + 1 :]
+    for klass in after:
+        if klass is not object and "__new__" in klass.__dict__:
+            # Process.__new__ calls object.__new__ (the fastest), which would
+            # skip this base's __new__ silently.
+            raise NotAProcess(
+                f"class {cls.__qualname__} cannot inherit Process after "
+                f"{klass.__qualname__}, which defines __new__: list "
+                f"{klass.__qualname__} before Process in the bases"
+            )
 
 
 def _instrumented(fn: _F) -> _F:
@@ -121,10 +177,16 @@ def _instrumented(fn: _F) -> _F:
 def _wrap_connection_made(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     @functools.wraps(fn)
     def connection_made(self: Process, transport: Any) -> Any:
-        if self.state is NEW:
+        state = self._archangel_state
+        if state is NEW:
             self.transport = transport
-            self.state = RUNNING
-        elif self.state is EXITED:
+            self._archangel_state = RUNNING
+            try:
+                return fn(self, transport)
+            except BaseException as exc:  # the outermost override: its failure is ours
+                self._failed_to_start(transport, exc)
+                return None
+        if state is EXITED:
             # Killed between the factory and the transport's first call.
             transport.abort()
             return None
@@ -136,65 +198,150 @@ def _wrap_connection_made(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
 def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     @functools.wraps(fn)
     def connection_lost(self: Process, exc: BaseException | None) -> Any:
-        if self.ended is not None:  # a super() call from an outer override
+        if self._archangel_ended is not None:  # a super() call from an outer override
             return fn(self, exc)
-        self.ended = _time()
+        self._archangel_ended = _time()
         try:
             return fn(self, exc)
         finally:
-            self._exit(exc)
+            self._exit(None if exc is None or _peer_gone(exc) else exc)
 
     return _instrumented(connection_lost)
+
+
+#: What archangel itself writes on a process: they bypass a class's own
+#: ``__setattr__`` (see _wrap_setattr).
+_DIRECT = frozenset(
+    {"transport", *(PREFIX + n for n in (*BOOKKEEPING, "reason", "hooks", "waiters", "name"))}
+)
+
+
+def _wrap_setattr(fn: Callable[[Any, str, Any], None]) -> Callable[[Any, str, Any], None]:
+    """Let the bookkeeping's writes bypass a class's own ``__setattr__``.
+
+    A ``__setattr__`` that validates, logs or refuses names is the class's
+    business; the mixin's writes (``__new__``'s defaults, the manager's PID)
+    must neither run it nor depend on it. Classes without their own
+    ``__setattr__`` (nearly all) are not wrapped and pay nothing.
+    """
+
+    @functools.wraps(fn)
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        if name in _DIRECT:
+            _object_setattr(self, name, value)
+        else:
+            fn(self, name, value)
+
+    return _instrumented(__setattr__)
 
 
 class Process:
     """Mixin that makes an object a process: PID, state, exit reason, hooks.
 
+    The bookkeeping below is read-only: assigning ``pid``, ``state``,
+    ``manager``... raises :class:`~archangel.ReadOnlyAttribute`, and a class
+    whose other bases define one of those names cannot inherit the mixin
+    (:class:`~archangel.NotAProcess` at class creation: adopt it instead,
+    with ``manager.register(factory)``).
+
     Attributes:
-        pid: Assigned by :meth:`ProcessManager.register`; None until then.
-        manager: The manager that registered the process, or None.
-        state: A :class:`ProcessState`.
-        exit_reason: An :class:`ExitReason` once exited, else None.
-        error: The exception that ended the process, if any. Once the
-            manager's history records it, the variables of its traceback's
-            finished frames are cleared (so the record keeps no protocol
-            alive); files and lines remain.
-        started: Wall-clock time of registration (``time.time()``).
-        ended: Wall-clock time the process began to exit, else None.
-        transport: For protocols, the transport given to ``connection_made``.
+        transport: For protocols, the transport given to ``connection_made``
+            (a plain attribute: set it as asyncio protocols usually do).
         kind: A short class-level label (``"conn"``, ``"task"``, ...). Set it
             before registering: the counters count a process under the kind
             it was registered with.
-        parent: The process that started this one and stops it (a
-            :class:`~archangel.Supervisor`), or None.
     """
-
-    # No __slots__ and no __new__: every default below is a class attribute,
-    # and an instance stores only what changes, in its __dict__ (CPython keeps
-    # such attributes as compact inline values), as any protocol object does.
 
     kind: str = "conn"
     #: Keep :meth:`details` in the history record even after a normal exit
     #: (pipelines keep their counters; connections keep nothing, to stay small).
     keep_details: bool = False
 
-    pid: int | None = None
-    manager: ProcessManager | None = None
-    state: ProcessState = NEW
-    exit_reason: ExitReason | None = None
-    error: BaseException | None = None
-    started: float | None = None
-    ended: float | None = None
-    transport: Any = None
-    parent: Process | None = None
-    _hooks: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None = None
-    _name: str | None = None
-    _reason: ExitReason | None = None
-    _waiters: list[asyncio.Future[None]] | None = None
+    transport: Any
+    _archangel_pid: int | None
+    _archangel_manager: ProcessManager | None
+    _archangel_state: ProcessState
+    _archangel_started: float | None
+    _archangel_ended: float | None
+    _archangel_exit_reason: ExitReason | None
+    _archangel_error: BaseException | None
+    _archangel_reason: ExitReason | None
+    _archangel_hooks: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None
+    _archangel_waiters: list[asyncio.Future[None]] | None
+    _archangel_name: str | None
+    _archangel_parent: Process | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Every default, always in this order (the order the accept path
+        # first touches them): CPython then lays out the attributes of all
+        # instances of a class as compact values under keys the class shares,
+        # from its first instance on. An instance gets room only for the keys
+        # its class knows when the instance is made, so a key first set later
+        # (the first connection_made of a burst) may not fit and the instance
+        # falls back to a full dict: 421 instead of 277 bytes per connection
+        # (benchmarks/echo.py). The cost: about 200 ns to build a process (a
+        # Python __new__ call and 13 stores), of which the register-to-exit
+        # cycle keeps about 60 ns (1.03 against 0.97 us, benchmarks/kernel.py):
+        # instance attributes read faster than class-level defaults. The
+        # arguments are the constructor's, for __init__; not ours to check.
+        self = _object_new(cls)
+        self._archangel_pid = None
+        self._archangel_manager = None
+        self._archangel_state = NEW
+        self._archangel_started = None
+        self.transport = None
+        self._archangel_ended = None
+        self._archangel_exit_reason = None
+        self._archangel_error = None
+        self._archangel_reason = None
+        self._archangel_hooks = None
+        self._archangel_waiters = None
+        self._archangel_name = None
+        self._archangel_parent = None
+        return self
+
+    if TYPE_CHECKING:  # the read-only views, as type checkers should see them
+
+        @property
+        def pid(self) -> int | None: ...
+        @property
+        def manager(self) -> ProcessManager | None: ...
+        @property
+        def state(self) -> ProcessState: ...
+        @property
+        def started(self) -> float | None: ...
+        @property
+        def ended(self) -> float | None: ...
+        @property
+        def exit_reason(self) -> ExitReason | None: ...
+        @property
+        def error(self) -> BaseException | None: ...
+        @property
+        def parent(self) -> Process | None: ...
+
+    else:
+        pid = _read_only("pid", "Assigned by :meth:`ProcessManager.register`; None until then.")
+        manager = _read_only("manager", "The manager that registered the process, or None.")
+        state = _read_only("state", "A :class:`ProcessState`.")
+        started = _read_only("started", "Wall-clock time of registration (``time.time()``).")
+        ended = _read_only("ended", "Wall-clock time the process began to exit, else None.")
+        exit_reason = _read_only("exit_reason", "An :class:`ExitReason` once exited, else None.")
+        error = _read_only(
+            "error",
+            "The exception that ended the process, if any. Once the manager's "
+            "history records it, the variables of its traceback's finished frames "
+            "are cleared (so the record keeps no protocol alive); files and lines "
+            "remain.",
+        )
+        parent = _read_only(
+            "parent",
+            "The process that started this one and stops it (a "
+            ":class:`~archangel.Supervisor`), or None.",
+        )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _share_keys(cls)
+        _clash(cls)
         # Whatever connection_made/connection_lost the class resolves to (its
         # own, a base's, or asyncio.Protocol's no-op when the bases are in the
         # other order), make sure the bookkeeping wraps it exactly once.
@@ -204,21 +351,28 @@ class Process:
         lost = cls.connection_lost
         if not getattr(lost, "_archangel_instrumented", False):
             cls.connection_lost = _wrap_connection_lost(lost)  # type: ignore[method-assign,assignment]
+        setattr_ = cls.__setattr__
+        if setattr_ is not _object_setattr and not getattr(
+            setattr_, "_archangel_instrumented", False
+        ):
+            cls.__setattr__ = _wrap_setattr(setattr_)  # type: ignore[method-assign]
 
     # -- identity ---------------------------------------------------------
 
     @property
     def name(self) -> str:
-        """A label for listings; defaults to the class name."""
-        return self._name or type(self).__name__
+        """A label for listings; defaults to the class name. Settable."""
+        return self._archangel_name or type(self).__name__
 
     @name.setter
     def name(self, value: str | None) -> None:
-        self._name = value
+        self._archangel_name = value
 
     def __repr__(self) -> str:
-        reason = f" {self.exit_reason.value}" if self.exit_reason else ""
-        return f"<{self.name} pid={self.pid} {self.kind} [{self.state.value}{reason}]>"
+        reason = self._archangel_exit_reason
+        ending = f" {reason.value}" if reason else ""
+        state = self._archangel_state.value
+        return f"<{self.name} pid={self._archangel_pid} {self.kind} [{state}{ending}]>"
 
     def details(self) -> Mapping[str, Any]:
         """What ``ps`` shows beside the name; protocols show their peer.
@@ -237,17 +391,18 @@ class Process:
     def info(self) -> ProcessInfo:
         """A :class:`ProcessInfo` snapshot; ``details`` names the parent's PID, if any."""
         details = self.details()
-        if self.parent is not None:
-            details = {**details, "parent": self.parent.pid}
+        parent = self._archangel_parent
+        if parent is not None:
+            details = {**details, "parent": parent._archangel_pid}
         return ProcessInfo(
-            self.pid,
+            self._archangel_pid,
             self.kind,
             self.name,
-            self.state,
-            self.started,
-            self.ended,
-            self.exit_reason,
-            self.error,
+            self._archangel_state,
+            self._archangel_started,
+            self._archangel_ended,
+            self._archangel_exit_reason,
+            self._archangel_error,
             details,
         )
 
@@ -262,25 +417,26 @@ class Process:
         dropped, while a ``KeyboardInterrupt`` or ``SystemExit`` is raised
         again once every hook has run (the first of them, if several).
         A hook that returns an awaitable is awaited by the manager (and
-        :meth:`ProcessManager.shutdown` waits for it), or, for a process
-        without a manager, run as a task; its failure is logged with the PID
-        too. Returns ``fn``, so it works as a decorator. Registering on an
-        exited process runs the hook at once.
+        :meth:`ProcessManager.shutdown` waits for it, up to its timeout), or,
+        for a process without a manager, run as a task; its failure is logged
+        with the PID too. Returns ``fn``, so it works as a decorator.
+        Registering on an exited process runs the hook at once.
         """
-        if self.state is EXITED:
+        if self._archangel_state is EXITED:
             interrupt = self._run_hook(fn, args, kwargs)
             if interrupt is not None:
                 raise interrupt
             return fn
-        if self._hooks is None:
-            self._hooks = []
-        self._hooks.append((fn, args, kwargs))
+        if self._archangel_hooks is None:
+            self._archangel_hooks = []
+        self._archangel_hooks.append((fn, args, kwargs))
         return fn
 
     @property
     def pending_hooks(self) -> int:
         """How many at-exit hooks are registered and have not run yet."""
-        return len(self._hooks) if self._hooks is not None else 0
+        hooks = self._archangel_hooks
+        return len(hooks) if hooks is not None else 0
 
     def _run_hook(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -289,7 +445,7 @@ class Process:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            logger.exception("at-exit hook %r of pid %s raised", fn, self.pid)
+            logger.exception("at-exit hook %r of pid %s raised", fn, self._archangel_pid)
             return exc if isinstance(exc, KeyboardInterrupt | SystemExit) else None
         if result is not None and isinstance(result, Awaitable):
             try:
@@ -299,17 +455,20 @@ class Process:
                     "at-exit hook %r of pid %s returned an awaitable, but no event loop "
                     "is running to await it",
                     fn,
-                    self.pid,
+                    self._archangel_pid,
                 )
                 if inspect.iscoroutine(result):
                     result.close()  # no "never awaited" warning
                 return None
-            if self.manager is not None:
-                self.manager._await_hook(self, fn, result)
+            manager = self._archangel_manager
+            if manager is not None:
+                manager._await_hook(self, fn, result)
             else:
                 future = asyncio.ensure_future(result)
                 _unmanaged_hooks.add(future)
-                future.add_done_callback(functools.partial(_unmanaged_hook_done, self.pid, fn))
+                future.add_done_callback(
+                    functools.partial(_unmanaged_hook_done, self._archangel_pid, fn)
+                )
         return None
 
     # -- ending ---------------------------------------------------------------
@@ -321,10 +480,10 @@ class Process:
         ended (for a protocol, when ``connection_lost`` runs). Killing an
         exited process does nothing.
         """
-        if self.state is EXITED or self.ended is not None:
+        if self._archangel_state is EXITED or self._archangel_ended is not None:
             return
-        self._reason = _exit_reason(self, reason)
-        self.on_kill(self._reason)
+        self._archangel_reason = checked = _exit_reason(self, reason)
+        self.on_kill(checked)
 
     def on_kill(self, reason: ExitReason) -> None:
         """How this kind of process is ended by :meth:`kill`; override to change.
@@ -345,9 +504,9 @@ class Process:
         ``process.stop()`` does not (nothing is left un-awaited). The
         manager's shutdown timeout bounds how long the process may take.
         """
-        if self.state is not EXITED and self.ended is None:
-            if self._reason is None:
-                self._reason = ExitReason.SHUTDOWN
+        if self._archangel_state is not EXITED and self._archangel_ended is None:
+            if self._archangel_reason is None:
+                self._archangel_reason = ExitReason.SHUTDOWN
             self.on_stop()
         return _Exited(self)
 
@@ -364,81 +523,117 @@ class Process:
 
     async def wait(self) -> None:
         """Return once the process has exited and its sync hooks have run."""
-        if self.state is EXITED:
+        if self._archangel_state is EXITED:
             return
         future = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(future)
+        if self._archangel_waiters is None:
+            self._archangel_waiters = []
+        self._archangel_waiters.append(future)
         await future
 
     def _exit(self, exc: BaseException | None) -> None:
         """Record the exit, tell the manager, run the hooks. Runs once."""
-        if self.state is EXITED:
+        if self._archangel_state is EXITED:
             return
-        if self.ended is None:
-            self.ended = _time()
-        self.state = EXITED
-        reason = self._reason
+        if self._archangel_ended is None:
+            self._archangel_ended = _time()
+        self._archangel_state = EXITED
+        reason = self._archangel_reason
         if reason is None or (exc is not None and reason is not _KILLED):
             if exc is None:
                 reason = _NORMAL
             else:
                 reason = _ERROR
-                self.error = exc
-        self.exit_reason = reason
-        if self.manager is not None:
-            self.manager._exited(self, reason)
+                self._archangel_error = exc
+        self._archangel_exit_reason = reason
+        manager = self._archangel_manager
+        if manager is not None:
+            manager._exited(self, reason)
         interrupt = None
-        if self._hooks is not None:
-            hooks, self._hooks = self._hooks, None
+        hooks = self._archangel_hooks
+        if hooks is not None:
+            self._archangel_hooks = None
             for fn, args, kwargs in reversed(hooks):
                 raised = self._run_hook(fn, args, kwargs)
                 if raised is not None and interrupt is None:
                     interrupt = raised
-        if self._waiters is not None:
-            waiters, self._waiters = self._waiters, None
+        waiters = self._archangel_waiters
+        if waiters is not None:
+            self._archangel_waiters = None
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
         if interrupt is not None:  # a hook's KeyboardInterrupt or SystemExit, once all ran
             raise interrupt
 
+    def _failed_to_start(self, transport: Any, exc: BaseException) -> None:
+        """``connection_made`` raised: record the failure, abort the transport.
+
+        Neither loop cleans up after a raising ``connection_made``: asyncio
+        logs it and reads on, uvloop logs it and never reads, so the
+        connection (and its fd, and the table's entry) would stay until the
+        peer gives up, or forever. The failure is logged here, once, with the
+        PID, and not raised into the loop (which would log it a second time),
+        unless it is a ``KeyboardInterrupt`` or ``SystemExit``.
+        """
+        logger.error(
+            "pid %s (%s): connection_made raised; aborting its transport",
+            self._archangel_pid,
+            self.name,
+            exc_info=exc,
+        )
+        try:
+            transport.abort()
+        finally:
+            # The transport calls connection_lost later (the user's runs then,
+            # as asyncio promises); the process has ended now.
+            self._archangel_ended = _time()
+            self._exit(exc)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc
+
     # -- protocol hooks (instrumented: bookkeeping needs no super() call) -----
 
     @_instrumented
     def connection_made(self, transport: Any) -> None:
         """Record the transport and mark the process running."""
-        if self.state is NEW:
+        state = self._archangel_state
+        if state is NEW:
             self.transport = transport
-            self.state = RUNNING
-        elif self.state is EXITED:
+            self._archangel_state = RUNNING
+        elif state is EXITED:
             transport.abort()
 
     @_instrumented
     def connection_lost(self, exc: BaseException | None) -> None:
-        """Mark the process exited (``ERROR`` if ``exc``) and run its hooks."""
+        """Mark the process exited and run its hooks.
+
+        The exit reason is ``ERROR`` (with ``exc`` in :attr:`error`) for a
+        transport error, but a peer that went away abruptly (a reset, a broken
+        pipe, a TCP timeout) ends the process normally: that is how clients
+        hang up.
+        """
         # With ``ended`` already set, an instrumented override is running and
         # called super(): it exits the process itself once its body is done.
-        if self.ended is not None:
+        if self._archangel_ended is not None:
             return
-        self.ended = _time()
-        manager = self.manager
+        self._archangel_ended = _time()
+        manager = self._archangel_manager
         if (
             exc is None
             and manager is not None
-            and self._reason is None
-            and self._hooks is None
-            and self._waiters is None
+            and self._archangel_reason is None
+            and self._archangel_hooks is None
+            and self._archangel_waiters is None
         ):
             # The usual end of a connection, a frame shorter than _exit (the
             # path every connection takes; benchmarks/echo.py): the same
             # outcome as _exit when there is nothing else to do.
-            self.state = EXITED
-            self.exit_reason = _NORMAL
+            self._archangel_state = EXITED
+            self._archangel_exit_reason = _NORMAL
             manager._exited(self, _NORMAL)
             return
-        self._exit(exc)
+        self._exit(None if exc is None or _peer_gone(exc) else exc)
 
 
 class _Exited:

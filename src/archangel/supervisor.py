@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidArgument, ProcessStateError, RestartLimitExceeded
-from .manager import KILL_GRACE
+from .manager import KILL_GRACE, _kill
 from .process import EXITED, ExitReason, Process
 from .task import TaskProcess
 
@@ -230,7 +230,7 @@ class Supervisor(TaskProcess):
             raise ProcessStateError(f"{self!r} starts children only once spawned by a manager")
         spec = self.specs[index]
         child: Process = manager.spawn(spec.factory(), name=spec.name)
-        child.parent = self
+        child._archangel_parent = self
         child.at_exit(events.put_nowait, (index, child))
         self._slots[index] = child
         return child
@@ -337,7 +337,15 @@ class Supervisor(TaskProcess):
                         child.name,
                         spec.shutdown,
                     )
-                    child.kill()
+                    _kill(child)
+                    await _gone(child)
+                except Exception:
+                    # Its on_stop() failed: it must not outlive the supervisor,
+                    # nor keep the children started before it running.
+                    logger.exception(
+                        "%r: stop() of pid %s (%s) raised; killing it", self, child.pid, child.name
+                    )
+                    _kill(child)
                     await _gone(child)
                 self._slots[index] = None
         except asyncio.CancelledError:
@@ -350,7 +358,7 @@ class Supervisor(TaskProcess):
         for index in indexes:
             child, self._slots[index] = self._slots[index], None
             if child is not None and child.state is not EXITED:
-                child.kill()
+                _kill(child)
                 children.append(child)
         for child in children:
             await _gone(child)

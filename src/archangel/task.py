@@ -75,7 +75,7 @@ class TaskProcess(Process):
         if self.task is not None:
             raise ProcessStateError(f"{self!r} has already been started")
         loop = asyncio.get_running_loop()  # raises before anything changes
-        self.state = RUNNING
+        self._archangel_state = RUNNING
         self.task = loop.create_task(self.main(), name=self.name)
         self.task.add_done_callback(self._task_done)
         return self.task
@@ -87,15 +87,15 @@ class TaskProcess(Process):
             self._coro.close()
             self._coro = None
         if task.cancelled():
-            if self._reason is None:
-                self._reason = ExitReason.KILLED
+            if self._archangel_reason is None:
+                self._archangel_reason = ExitReason.KILLED
             self._exit(None)
             return
         exc = task.exception()
         if exc is None:
             self.result = task.result()
         elif isinstance(exc, Exception):
-            logger.error("pid %s (%s) failed", self.pid, self.name, exc_info=exc)
+            logger.error("pid %s (%s) failed", self._archangel_pid, self.name, exc_info=exc)
         self._exit(exc)
 
     def details(self) -> Mapping[str, Any]:
