@@ -27,8 +27,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the library."""
-    session.install("-e", ".", "mypy>=1.11", "types-aiofiles")
+    """mypy --strict on the library, with the frameworks it adopts installed.
+
+    The framework glue imports aiohttp, uvicorn and websockets lazily; without
+    them mypy cannot check those calls (``import-not-found``), so this session
+    installs the test extra, which carries them.
+    """
+    session.install("-e", ".[test]", "mypy>=1.11", "types-aiofiles")
     session.run("mypy", "--strict")
 
 
