@@ -519,13 +519,17 @@ def test_release_leaves_a_pidfile_that_no_longer_holds_our_pid(
     with PidFile(path):
         path.write_text("12345\n")  # overwritten in place by someone else
     assert path.read_text() == "12345\n"
-    assert f"pidfile {path} no longer holds pid {os.getpid()}; leaving it" in caplog.text
+    assert (
+        f"pidfile {path} no longer holds pid {os.getpid()} (it holds 12345); leaving it"
+        in caplog.text
+    )
 
     with PidFile(path):
         other = tmp_path / "other"
         other.write_text(f"{os.getpid()}\n")
         other.rename(path)  # replaced by another file, even one naming us
     assert path.exists()
+    assert f"pidfile {path} was replaced by another file; leaving it" in caplog.text
 
 
 def test_release_in_a_forked_child_keeps_the_pidfile(run: Run, tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -287,6 +289,50 @@ def test_unreadable_pidfile_is_permission_denied(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(wait_status) == 5, message
     assert f"pidfile {pidfile}" in message or str(pidfile) in message
     assert "ermission denied" in message
+
+
+def test_a_pidfile_unreadable_after_dropping_privileges_is_still_removed(
+    tmp_path: Path,
+) -> None:
+    """release() reads the pidfile through the descriptor acquire() opened.
+
+    A service that drops privileges (``--user``) may no longer read its own
+    pidfile by path; it must still recognise its PID and remove the file,
+    not log that the pidfile "no longer holds" it.
+    """
+    from archangel.pidfile import PidFile
+
+    # A directory the dropped user may write in, outside pytest's 0700 tree.
+    run_dir = Path(tempfile.mkdtemp(prefix="archangel-run-"))
+    run_dir.chmod(0o777)
+    pidfile = run_dir / "svc.pid"
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 99
+        try:
+            os.dup2(write_end, 2)
+            logging.basicConfig(stream=os.fdopen(2, "w", closefd=False), force=True)
+            lock = PidFile(pidfile)
+            lock.acquire()
+            pidfile.chmod(0o000)  # unreadable by path from now on
+            if os.geteuid() == 0:  # root reads anything: become nobody, as --user does
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            lock.release()
+            status = 0
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as err:
+        message = err.read()
+    _, wait_status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0, message
+    assert "no longer holds" not in message
+    assert not pidfile.exists(), message
+    run_dir.rmdir()
 
 
 ECHO_SCRIPT = """

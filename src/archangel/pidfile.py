@@ -184,13 +184,20 @@ class PidFile:
         try:
             if self.pid != os.getpid():
                 return
-            if _same_file(fd, self.path) and _read_quietly(self.path) == self.pid:
+            if not _same_file(fd, self.path):
+                logger.warning("pidfile %s was replaced by another file; leaving it", self.path)
+            elif (held := _held_pid(fd)) != self.pid:
+                # Read through the descriptor opened at acquire(): once the
+                # privileges are dropped, the path may no longer be readable.
+                logger.warning(
+                    "pidfile %s no longer holds pid %s (it holds %s); leaving it",
+                    self.path,
+                    self.pid,
+                    held if held is not None else "no PID",
+                )
+            else:
                 os.unlink(self.path)
                 logger.debug("pidfile %s removed", self.path)
-            else:
-                logger.warning(
-                    "pidfile %s no longer holds pid %s; leaving it", self.path, self.pid
-                )
         except OSError as exc:
             logger.warning("could not remove pidfile %s: %s", self.path, exc.strerror)
         finally:
@@ -217,9 +224,10 @@ def _same_file(fd: int, path: str) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def _read_quietly(path: str) -> int | None:
+def _held_pid(fd: int) -> int | None:
+    """The PID the pidfile open as ``fd`` holds, or None if it holds none."""
     try:
-        return read_pid(path)
+        return _parse_pid("", os.pread(fd, _MAX_PIDFILE + 1, 0))
     except PidFileUnusable:
         return None
 
