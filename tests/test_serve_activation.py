@@ -89,9 +89,9 @@ def test_inherited_sockets_keep_their_backlog_and_unknown_names_are_refused(
         assert child.stdout is not None
         refused = child.stdout.readline()
         assert refused == (
-            "refused: <App 'activated' [START] <ProcessManager 'activated' running=0 [open]>>: "
-            "fd_name 'api' matches no inherited socket left; socket activation passed "
-            "'web' (1 left), 'ws' (1 left)\n"
+            "refused: app 'activated': fd_name 'api' matches no inherited socket left; "
+            "socket activation passed 'web' (1 left), 'ws' (1 left) "
+            "(FileDescriptorName= in the .socket unit names them)\n"
         )
         ports = [web.getsockname()[1], ws.getsockname()[1]]
         assert child.stdout.readline() == f"serving {ports[0]} {ports[1]}\n"

@@ -584,8 +584,9 @@ class App:
                     f"{name!r} ({len(left)} left)" for name, left in self._inherited.items()
                 )
                 raise InvalidArgument(
-                    f"{self!r}: fd_name {fd_name!r} matches no inherited socket left; "
-                    f"socket activation passed {inherited}"
+                    f"app {self.name!r}: fd_name {fd_name!r} matches no inherited socket "
+                    f"left; socket activation passed {inherited} (FileDescriptorName= "
+                    "in the .socket unit names them)"
                 )
             return socks.pop(0)
         for socks in self._inherited.values():
