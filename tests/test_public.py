@@ -10,35 +10,35 @@ import archangel
 from archangel import errors
 
 MODULES = [
-    "archangel.adopt",
+    "archangel.kernel.adopt",
     "archangel.app",
-    "archangel.asgi",
-    "archangel.bus",
-    "archangel.channels",
+    "archangel.service.asgi",
+    "archangel.bus.bus",
+    "archangel.bus.channels",
     "archangel.cli",
-    "archangel.cogs",
+    "archangel.pipes.cogs",
     "archangel.console",
     "archangel.console.client",
-    "archangel.daemon",
+    "archangel.service.daemon",
     "archangel.errors",
-    "archangel.frameworks",
-    "archangel.linesrv",
-    "archangel.manager",
-    "archangel.pidfile",
-    "archangel.pipeline",
-    "archangel.process",
-    "archangel.records",
-    "archangel.signals",
-    "archangel.snapshots",
-    "archangel.states",
-    "archangel.streams",
-    "archangel.supervisor",
-    "archangel.supplies",
-    "archangel.systemd",
-    "archangel.task",
-    "archangel.timers",
-    "archangel.train",
-    "archangel.watch",
+    "archangel.service.frameworks",
+    "archangel.pipes.line_server",
+    "archangel.kernel.manager",
+    "archangel.service.pidfile",
+    "archangel.pipes.pipeline",
+    "archangel.kernel.process",
+    "archangel.kernel.records",
+    "archangel.service.signals",
+    "archangel.service.dumps",
+    "archangel.bus.states",
+    "archangel.service.streams",
+    "archangel.kernel.supervisor",
+    "archangel.pipes.supplies",
+    "archangel.service.systemd",
+    "archangel.kernel.task",
+    "archangel.bus.timers",
+    "archangel.pipes.train",
+    "archangel.pipes.watch",
 ]
 
 
@@ -78,7 +78,9 @@ def test_design_names_are_exported() -> None:
 
 
 def test_submodule_helpers_named_by_the_design() -> None:
-    from archangel import cogs, daemon, states, supplies, watch
+    from archangel.bus import states
+    from archangel.pipes import cogs, supplies, watch
+    from archangel.service import daemon
 
     assert callable(cogs.itemsetter)
     assert callable(cogs.itemgetter)
