@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from archangel.bus import Bus
+from archangel.bus.bus import Bus
 
 ROUNDS = 21
 SAMPLE_SECONDS = 0.02

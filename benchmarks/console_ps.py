@@ -24,8 +24,8 @@ the operating system's scheduling: on a busy machine, compare with the idle
 line (the same measurement with the console idle).
 
 Then the state dump (``dump state``, SIGUSR2), which runs on the app loop
-itself: built by ``snapshots.state_text`` and written by
-``snapshots.write_text``, as ``App`` does, once per round; and once built
+itself: built by ``dumps.state_text`` and written by
+``dumps.write_text``, as ``App`` does, once per round; and once built
 the old way, in one call (``state()`` and one ``json.dumps``), for
 comparison. Target (issue 10): the app loop is stalled <= 10 ms by it.
 """
@@ -45,9 +45,10 @@ import sys
 import tempfile
 import time
 
-from archangel import Process, ProcessManager, snapshots
+from archangel import Process, ProcessManager
 from archangel.console import Console
 from archangel.console.client import TelnetFilter
+from archangel.service import dumps
 
 PROMPT = b"archangel> "
 KINDS = ("light", "conn", "task", "pipeline", "worker")
@@ -203,12 +204,12 @@ async def dump_state(manager: ProcessManager, rounds: int) -> float:
         path = os.path.join(tmp, "state.json")
 
         async def sliced() -> None:
-            pieces = await snapshots.state_text(manager, name="bench", bus_state="RUN")
-            await snapshots.write_text(path, pieces)
+            pieces = await dumps.state_text(manager, name="bench", bus_state="RUN")
+            await dumps.write_text(path, pieces)
 
         async def whole() -> None:  # before issue 10: built and encoded in one call each
-            data = snapshots.state(manager, name="bench", bus_state="RUN")
-            await snapshots.write_json(path, data)
+            data = dumps.state(manager, name="bench", bus_state="RUN")
+            await dumps.write_json(path, data)
 
         results: dict[str, tuple[list[float], list[float]]] = {}
         for name, dump, times in (("dump state", sliced, rounds), ("(in one call)", whole, 1)):

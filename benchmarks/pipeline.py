@@ -41,7 +41,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from archangel.pipeline import Pipeline
+from archangel.pipes.pipeline import Pipeline
 
 try:
     import uvloop

@@ -32,9 +32,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from archangel.pipeline import Pipeline
-from archangel.supplies import tail
-from archangel.watch import Watcher, inotify_available
+from archangel.pipes.pipeline import Pipeline
+from archangel.pipes.supplies import tail
+from archangel.pipes.watch import Watcher, inotify_available
 
 try:
     import uvloop

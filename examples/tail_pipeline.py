@@ -32,9 +32,9 @@ from datetime import datetime
 from typing import Any
 
 from archangel import ProcessManager
-from archangel.cogs import Cog, itemgetter, keep
-from archangel.pipeline import Pipeline
-from archangel.supplies import every, tail
+from archangel.pipes.cogs import Cog, itemgetter, keep
+from archangel.pipes.pipeline import Pipeline
+from archangel.pipes.supplies import every, tail
 
 LEVELS = ("DEBUG", "INFO", "INFO", "INFO", "WARNING", "ERROR")
 SERVICES = ("billing", "search", "auth", "mailer")

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from archangel import (
-    App,
-    ExitReason,
-    InvalidArgument,
-    Process,
-    ProcessStateError,
-    State,
-    snapshots,
-)
+from archangel import App, ExitReason, InvalidArgument, Process, ProcessStateError, State
 from archangel.app import EXIT_FORCED, EXIT_OK
+from archangel.service import dumps
 from tests.helpers import until
 
 
@@ -329,7 +322,7 @@ async def test_write_json_from_many_writers_at_once(tmp_path: Path) -> None:
     try:
         for _ in range(10):
             writes = [
-                snapshots.write_json(target, {"n": n, "pad": "x" * 100_000 * n}) for n in range(4)
+                dumps.write_json(target, {"n": n, "pad": "x" * 100_000 * n}) for n in range(4)
             ]
             assert await asyncio.gather(*writes) == [str(target)] * 4
     finally:

@@ -31,10 +31,10 @@ PRELUDE = textwrap.dedent(
     """
     import asyncio, logging, sys
     from archangel import App, State
-    from archangel.task import TaskProcess
+    from archangel.kernel.task import TaskProcess
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
-    logging.getLogger("archangel.signals").setLevel(logging.INFO)
+    logging.getLogger("archangel.service.signals").setLevel(logging.INFO)
     print = __import__("functools").partial(print, flush=True)
     """
 )

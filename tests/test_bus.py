@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from archangel import channels
-from archangel.bus import STOP, Bus
+from archangel.bus import channels
+from archangel.bus.bus import STOP, Bus
+from archangel.bus.states import State, StateGraph
+from archangel.bus.timers import EventQueue, every
 from archangel.errors import ArchangelError, ChannelFailures, InvalidArgument, InvalidTransition
-from archangel.states import State, StateGraph
-from archangel.timers import EventQueue, every
 
 MSG = "Listener %d on channel %s: %s."
 
@@ -511,7 +511,7 @@ async def test_transpire_gathers_failures_and_still_transpires(bus: Bus[State]) 
 async def test_initial_to_run_publishes_each_state_in_order(
     bus: Bus[State], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="archangel.bus")
+    caplog.set_level(logging.INFO, logger="archangel.bus.bus")
     log: list[State] = []
     recorder(bus, log)
     assert bus.state is State.INITIAL
@@ -751,7 +751,7 @@ async def test_a_subscriber_still_running_at_the_deadline_is_cancelled_and_the_w
     await bus.transition(State.RUN)
     log.clear()
     loop = asyncio.get_running_loop()
-    with caplog.at_level(logging.ERROR, logger="archangel.channels"):
+    with caplog.at_level(logging.ERROR, logger="archangel.bus.channels"):
         async with asyncio.timeout(30):
             kept = await bus.transition(State.EXITED, deadline=loop.time() + 0.05)
     assert kept is False
@@ -833,7 +833,7 @@ async def test_a_subscriber_that_ignores_its_cancellation_is_left_behind(
     exited: list[State] = []
     bus.subscribe(State.EXITED, lambda: exited.append(State.EXITED))
     deadline = asyncio.get_running_loop().time() + 0.01
-    with caplog.at_level(logging.ERROR, logger="archangel.channels"):
+    with caplog.at_level(logging.ERROR, logger="archangel.bus.channels"):
         async with asyncio.timeout(30):
             assert await bus.transition(State.EXITED, deadline=deadline) is False
     assert exited == [State.EXITED]  # the walk went on without them

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from archangel import InvalidArgument
-from archangel.cogs import (
+from archangel.pipes.cogs import (
     Cog,
     attrgetter,
     attrsetter,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from archangel import ExitReason, Process, ProcessManager, ProcessState
-from archangel.adopt import AdoptedProtocol
+from archangel.kernel.adopt import AdoptedProtocol
 from tests.helpers import serve, until
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 
-from archangel import ProcessManager, snapshots
+from archangel import ProcessManager
 from archangel.console import Console
 from archangel.console import table as console_table
 from archangel.console.client import TelnetFilter
 from archangel.console.guard import Digest, Throttle
 from archangel.console.protocol import READ_LIMIT, ConsoleProtocol
 from archangel.errors import ConsoleError
+from archangel.service import dumps
 from tests.console_helpers import (
     PROMPT,
     TIMEOUT,
@@ -482,9 +483,9 @@ async def test_the_state_dump_is_built_in_slices_and_keeps_its_shape() -> None:
         await asyncio.sleep(0)
         options: dict[str, Any] = {"name": "big", "bus_state": "RUN", "addresses": [("::1", 80)]}
         before = turns
-        pieces = await snapshots.state_text(manager, **options)
+        pieces = await dumps.state_text(manager, **options)
         during = turns - before
-        whole = json.dumps(snapshots.state(manager, **options), indent=1, default=str)
+        whole = json.dumps(dumps.state(manager, **options), indent=1, default=str)
     finally:
         other.cancel()
     assert during >= 3  # the loop ran other work while the state was built
@@ -492,5 +493,5 @@ async def test_the_state_dump_is_built_in_slices_and_keeps_its_shape() -> None:
     assert _comparable(text) == _comparable(whole)
     assert text.count("\n") == whole.count("\n")  # laid out the same too
     assert json.loads(text)["processes"][0]["details"] == {"peer": ["127.0.0.1", 4242]}
-    empty = json.loads("".join(await snapshots.state_text(ProcessManager(), name="none")))
+    empty = json.loads("".join(await dumps.state_text(ProcessManager(), name="none")))
     assert empty["processes"] == [] and empty["processes_total"] == 0

@@ -18,8 +18,8 @@ from archangel.console.lineedit import STEP, STEP_ECHO, Key, LineEditor
 from archangel.console.listing import SORT_CHUNK, sorted_head
 from archangel.console.render import clip, format_age, format_details, format_ms, table
 from archangel.console.session import Pacer
-from archangel.console.stacks import await_chain
 from archangel.errors import ConsoleError
+from archangel.kernel.frames import await_chain
 
 # -- line editor ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for archangel.daemon: real forks, real pidfiles, real privilege drops.
+"""Tests for archangel.service.daemon: real forks, real pidfiles, real privilege drops.
 
 Everything that forks, chdirs or changes ids runs in a subprocess (a small
 script written to tmp_path), never in the pytest process. Every daemon a test
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from archangel.daemon import PidFile, check, drop_privileges, read_pid, send_signal
 from archangel.errors import DaemonError, PidFileError, PidFileUnusable
+from archangel.service.daemon import PidFile, check, drop_privileges, read_pid, send_signal
 
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "INVOCATION_ID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 ENV = {key: value for key, value in os.environ.items() if key not in SYSTEMD_VARS}
@@ -84,7 +84,7 @@ def run(tmp_path: Path) -> Run:
 
 HOLDER = """
 import signal, sys
-from archangel.daemon import PidFile
+from archangel.service.daemon import PidFile
 signal.signal(signal.SIGUSR1, lambda *args: print("usr1", flush=True))
 with PidFile(sys.argv[1]):
     print("held", flush=True)
@@ -143,7 +143,7 @@ def dead_pid() -> int:
 
 DAEMON = """
 import fcntl, json, os, sys, time
-from archangel.daemon import daemonize
+from archangel.service.daemon import daemonize
 tmp = sys.argv[1]
 detach = {"none": None, "true": True}[sys.argv[2]]
 extra = open(os.path.join(tmp, "extra"), "w")
@@ -220,7 +220,7 @@ def test_daemonize_double_forks_into_a_new_session(
 
 ACTIVATED = """
 import json, os, socket, sys
-from archangel.daemon import daemonize
+from archangel.service.daemon import daemonize
 listener = socket.create_server(("127.0.0.1", 0))
 fd = listener.detach()
 if fd != 3:
@@ -261,7 +261,7 @@ def test_daemonize_under_systemd_stays_in_the_foreground(
     result = run(
         """
         import os, sys
-        from archangel.daemon import daemonize
+        from archangel.service.daemon import daemonize
         before = os.getpid()
         handle = daemonize(workdir=sys.argv[1], umask=0o077)
         handle.ready()
@@ -280,7 +280,7 @@ def test_launcher_exits_non_zero_with_the_daemons_reason(run: Run, tmp_path: Pat
     result = run(
         """
         import sys
-        from archangel.daemon import daemonize
+        from archangel.service.daemon import daemonize
         handle = daemonize()
         handle.fail("port 80 is already in use")
         sys.exit(1)
@@ -298,7 +298,7 @@ def test_launcher_reports_a_daemon_that_dies_without_a_word(run: Run, tmp_path: 
     result = run(
         """
         import sys
-        from archangel.daemon import daemonize
+        from archangel.service.daemon import daemonize
         daemonize(stderr=sys.argv[2])
         raise RuntimeError("config file is broken")
         """,
@@ -316,7 +316,7 @@ def test_a_worker_closing_its_copy_lets_the_launcher_see_the_daemon_die(
     result = run(
         """
         import os, sys, time
-        from archangel.daemon import daemonize
+        from archangel.service.daemon import daemonize
         handle = daemonize()
         worker = os.fork()
         if worker == 0:
@@ -336,7 +336,7 @@ def test_a_worker_closing_its_copy_lets_the_launcher_see_the_daemon_die(
 
 INSTANCE = """
 import sys, time
-from archangel.daemon import PidFile, daemonize
+from archangel.service.daemon import PidFile, daemonize
 from archangel.errors import PidFileError
 handle = daemonize()
 pidfile = PidFile(sys.argv[2])
@@ -390,7 +390,7 @@ def test_daemonize_errors_before_the_fork_raise_in_the_caller(
     result = run(
         f"""
         import os
-        from archangel.daemon import daemonize
+        from archangel.service.daemon import daemonize
         from archangel.errors import DaemonError
         before = os.getpid(), os.getcwd()
         try:
@@ -536,7 +536,7 @@ def test_release_in_a_forked_child_keeps_the_pidfile(run: Run, tmp_path: Path) -
     result = run(
         """
         import os, sys
-        from archangel.daemon import PidFile
+        from archangel.service.daemon import PidFile
         path = os.path.join(sys.argv[1], "app.pid")
         pidfile = PidFile(path)
         pidfile.acquire()
@@ -559,7 +559,7 @@ def test_racing_acquirers_elect_exactly_one_holder(tmp_path: Path) -> None:
     go = tmp_path / "go"
     racer = """
 import os, sys, time
-from archangel.daemon import PidFile
+from archangel.service.daemon import PidFile
 from archangel.errors import PidFileUnusable
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
@@ -610,7 +610,7 @@ def test_acquire_waits_out_a_readers_shared_lock(
     """A shared flock (a reader of another program) on a stale pidfile is not a holder."""
     path = tmp_path / "app.pid"
     path.write_text(f"{os.getpid()}\n")  # a live PID, unlocked: stale
-    caplog.set_level(logging.DEBUG, logger="archangel.pidfile")
+    caplog.set_level(logging.DEBUG, logger="archangel.service.pidfile")
     pidfile, outcome = PidFile(path), queue.SimpleQueue[object]()
     with open(path) as reader:
         fcntl.flock(reader, fcntl.LOCK_SH)
@@ -631,7 +631,7 @@ def test_acquire_gives_up_on_a_shared_lock_held_too_long(
 ) -> None:
     path = tmp_path / "app.pid"
     path.write_text("garbage\n")
-    monkeypatch.setattr("archangel.pidfile._READERS_PATIENCE", 0.05)
+    monkeypatch.setattr("archangel.service.pidfile._READERS_PATIENCE", 0.05)
     with open(path) as reader:
         fcntl.flock(reader, fcntl.LOCK_SH)
         with pytest.raises(PidFileUnusable) as info:
@@ -768,7 +768,9 @@ def test_check_tells_the_lock_with_or_without_proc_locks(
     tmp_path: Path, holder: Callable, monkeypatch: pytest.MonkeyPatch, procfs: bool
 ) -> None:
     if not procfs:  # as on a system without /proc/locks
-        monkeypatch.setattr("archangel._flocks._PROC_LOCKS", str(tmp_path / "no-proc-locks"))
+        monkeypatch.setattr(
+            "archangel.service._flocks._PROC_LOCKS", str(tmp_path / "no-proc-locks")
+        )
     held, unlocked = tmp_path / "held.pid", tmp_path / "unlocked.pid"
     proc = holder(held)
     unlocked.write_text(f"{proc.pid}\n")  # a live PID that holds no lock on this file
@@ -782,7 +784,7 @@ def test_check_tells_the_lock_with_or_without_proc_locks(
 
 
 def test_proc_locks_lines_are_read_as_the_kernel_writes_them() -> None:
-    from archangel._flocks import _flock_listed
+    from archangel.service._flocks import _flock_listed
 
     device = os.makedev(0xFE, 1)
     table = (
@@ -819,7 +821,7 @@ def test_permission_denied_reading_or_signalling(
     result = run(
         """
         import json, sys
-        from archangel.daemon import check, drop_privileges
+        from archangel.service.daemon import check, drop_privileges
         from archangel.errors import PidFileUnusable
         drop_privileges("nobody")
         for path in sys.argv[2:]:
@@ -853,7 +855,7 @@ def test_status_of_a_service_run_by_another_user(
     command = """
         import sys
         from archangel.cli import main
-        from archangel.daemon import drop_privileges
+        from archangel.service.daemon import drop_privileges
         drop_privileges("nobody")
         sys.exit(main(sys.argv[2:]))
         """
@@ -868,7 +870,7 @@ def test_status_of_a_service_run_by_another_user(
 
 IDS = """
 import json, os, sys
-from archangel.daemon import drop_privileges
+from archangel.service.daemon import drop_privileges
 args = json.loads(sys.argv[2])
 drop_privileges(*args)
 print(json.dumps([os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()]))
@@ -903,7 +905,7 @@ def test_drop_privileges_in_a_real_process(run: Run, args: list[object], ids: st
 def test_drop_privileges_without_root_is_refused_unless_already_there(run: Run) -> None:
     result = run(
         """
-        from archangel.daemon import drop_privileges
+        from archangel.service.daemon import drop_privileges
         from archangel.errors import DaemonError
         drop_privileges("nobody", "nogroup")
         drop_privileges("nobody", "nogroup")  # already there: a no-op

@@ -24,8 +24,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from archangel import App, ExitReason, InvalidArgument, ProcessManager, State
-from archangel.adopt import AiohttpConnection
 from archangel.errors import FrameworkError
+from archangel.kernel.adopt import AiohttpConnection
 from tests.helpers import serve, until
 
 # Errors and warnings from these would be a framework (or archangel) telling
@@ -454,7 +454,7 @@ async def test_a_failing_streams_handler_ends_its_process_with_error(
     [record] = app.manager.history
     assert record.exit_reason is ExitReason.ERROR and isinstance(record.error, RuntimeError)
     failures = [m for m in watched(caplog) if "failed" in m]
-    assert failures == [f"archangel.adopt: pid 1 ({record.name}) failed"]  # logged once
+    assert failures == [f"archangel.kernel.adopt: pid 1 ({record.name}) failed"]  # logged once
     writer.close()
     server.close()
 
@@ -473,7 +473,8 @@ async def test_a_handler_given_to_serve_is_refused_with_the_right_entry_point() 
 def test_archangel_imports_no_framework() -> None:
     """aiohttp, uvicorn and websockets are optional: importing archangel loads none."""
     code = (
-        "import sys, archangel, archangel.app, archangel.frameworks, archangel.adopt\n"
+        "import sys, archangel, archangel.app, archangel.kernel.adopt\n"
+        "import archangel.service.frameworks, archangel.service.asgi, archangel.service.streams\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'aiohttp', 'uvicorn', 'websockets', 'httptools'}))"
     )

@@ -28,7 +28,7 @@ from archangel import (
     ProcessState,
     TaskProcess,
 )
-from archangel.adopt import AdoptedProtocol
+from archangel.kernel.adopt import AdoptedProtocol
 from tests.helpers import serve, until
 
 
@@ -496,7 +496,7 @@ async def test_shutdown_bounds_an_async_hook_that_never_returns(
     holders = [manager.register(Holder()) for _ in range(2)]
     quick = manager.register(Idle())
     quick.at_exit(asyncio.sleep, 0)  # an async hook that finishes: not cancelled
-    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.manager"):
         async with asyncio.timeout(15):  # generous: the bound is 0.2 s + KILL_GRACE
             assert await manager.shutdown(timeout=0.2) is False
     assert [h.exit_reason for h in holders] == [ExitReason.SHUTDOWN] * 2
@@ -537,7 +537,7 @@ async def test_a_forced_shutdown_lets_killed_processes_hooks_finish_and_gives_up
                 pass  # ignores its cancellation
 
     manager.register(Idle()).at_exit(deaf)
-    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.manager"):
         async with asyncio.timeout(15):
             assert await manager.shutdown(timeout=0.1) is False
     assert finished == ["flush"] and stubborn.exit_reason is ExitReason.KILLED
@@ -560,7 +560,7 @@ async def test_shutdown_drops_a_process_that_ignores_its_kill(
 
     manager = ProcessManager()
     deaf = manager.register(Deaf())
-    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.manager"):
         async with asyncio.timeout(15):
             assert await manager.shutdown(timeout=0.05) is False
     assert len(manager) == 0 and deaf.exit_reason is ExitReason.KILLED

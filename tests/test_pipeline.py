@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from archangel import ExitReason, InvalidArgument, ProcessManager
-from archangel._channel import FailureLog
-from archangel.cogs import Cog, concurrent, keep, mapper
-from archangel.pipeline import Pipeline
+from archangel.pipes.cogs import Cog, concurrent, keep, mapper
+from archangel.pipes.inbox import FailureLog
+from archangel.pipes.pipeline import Pipeline
 from tests.helpers import until
 
 
@@ -410,7 +410,7 @@ async def test_killed_while_finishing_still_calls_done_on_every_cog() -> None:
 async def test_a_kill_counts_the_items_in_flight_as_dropped(
     where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="archangel.pipeline")
+    caplog.set_level(logging.WARNING, logger="archangel.pipes.pipeline")
     reached = asyncio.Event()
 
     async def stuck(x: int) -> tuple[int]:
@@ -485,7 +485,7 @@ async def test_failing_cog_drops_the_item_feeds_the_error_sink_and_log_is_rate_l
 
     failed: list[tuple[Any, BaseException, Any]] = []
     out: list[dict[str, int]] = []
-    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    caplog.set_level(logging.ERROR, logger="archangel.pipes.pipeline")
     pipeline = Pipeline(
         ({"id": i} for i in range(400)),
         picky,
@@ -510,7 +510,7 @@ async def test_the_suppressed_summary_comes_when_the_window_ends_not_only_at_the
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(FailureLog, "period", 0.02)
-    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    caplog.set_level(logging.ERROR, logger="archangel.pipes.pipeline")
 
     def always(x: int) -> None:
         raise ValueError(x)
@@ -527,7 +527,7 @@ async def test_error_sink_failures_are_rate_limited_and_name_the_item(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(FailureLog, "period", 3600.0)  # one window for the whole run
-    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    caplog.set_level(logging.ERROR, logger="archangel.pipes.pipeline")
 
     def bad(item: dict[str, str]) -> None:
         raise ValueError(item["key"])
@@ -568,7 +568,7 @@ async def test_a_failing_finish_or_done_is_logged_and_the_pipeline_goes_on(
             super().done()
             raise RuntimeError("done broke")
 
-    caplog.set_level(logging.ERROR, logger="archangel.pipeline")
+    caplog.set_level(logging.ERROR, logger="archangel.pipes.pipeline")
     log: list[str] = []
     out: list[int] = []
     cogs = [BadFinish("a", log, hold=2), BadDone("b", log), Recorder("c", log, hold=3)]

@@ -155,7 +155,7 @@ async def test_raising_hook_is_logged_with_pid_and_others_still_run(
         raise RuntimeError("hook failed")
 
     proc.at_exit(calls.append, "c")
-    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.process"):
         proc.kill()
     assert calls == ["c", "a"]
     [record] = caplog.records
@@ -182,7 +182,7 @@ async def test_a_hook_raising_a_base_exception_does_not_stop_the_others(
     waiter = asyncio.ensure_future(proc.wait())
     await asyncio.sleep(0)
     interrupt = error in (KeyboardInterrupt, SystemExit)
-    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.process"):
         if interrupt:
             with pytest.raises(error, match="from the hook"):
                 proc.kill()
@@ -190,7 +190,7 @@ async def test_a_hook_raising_a_base_exception_does_not_stop_the_others(
             proc.kill()  # logged and dropped
     assert calls == ["c", "a"]
     assert proc.state is ProcessState.EXITED and proc.exit_reason is ExitReason.KILLED
-    [record] = [r for r in caplog.records if r.name == "archangel.process"]
+    [record] = [r for r in caplog.records if r.name == "archangel.kernel.process"]
     assert "at-exit hook" in record.getMessage() and "pid 1" in record.getMessage()
     assert record.exc_info is not None and isinstance(record.exc_info[1], error)
     async with asyncio.timeout(5):
@@ -239,7 +239,7 @@ async def test_failing_async_hook_is_logged(caplog: pytest.LogCaptureFixture) ->
         raise ValueError("async hook failed")
 
     proc.at_exit(broken)
-    with caplog.at_level(logging.ERROR, logger="archangel.manager"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.manager"):
         proc.kill()
         await manager.shutdown(timeout=1)
     assert any("pid 1" in r.getMessage() for r in caplog.records)
@@ -256,9 +256,9 @@ async def test_failing_async_hook_without_a_manager_is_logged_with_the_pid(
     proc.at_exit(broken)
 
     def ours() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "archangel.process"]
+        return [r for r in caplog.records if r.name == "archangel.kernel.process"]
 
-    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.process"):
         proc.kill()
         await until(lambda: bool(ours()))
     [record] = ours()
@@ -278,11 +278,11 @@ def test_async_hook_with_no_running_loop_is_logged_and_closed(
         calls.append("async")
 
     proc.at_exit(release)
-    with caplog.at_level(logging.ERROR, logger="archangel.process"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.process"):
         proc.kill()
     gc.collect()  # a coroutine left unclosed would warn "never awaited" here
     assert calls == ["sync"]
-    [record] = [r for r in caplog.records if r.name == "archangel.process"]
+    [record] = [r for r in caplog.records if r.name == "archangel.kernel.process"]
     assert "no event loop is running" in record.getMessage()
     assert f"pid {proc.pid}" in record.getMessage()
 

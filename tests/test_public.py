@@ -3,43 +3,29 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import pkgutil
 
 import pytest
 
 import archangel
 from archangel import errors
 
-MODULES = [
-    "archangel.adopt",
-    "archangel.app",
-    "archangel.asgi",
-    "archangel.bus",
-    "archangel.channels",
-    "archangel.cli",
-    "archangel.cogs",
-    "archangel.console",
-    "archangel.console.client",
-    "archangel.daemon",
-    "archangel.errors",
-    "archangel.frameworks",
-    "archangel.linesrv",
-    "archangel.manager",
-    "archangel.pidfile",
-    "archangel.pipeline",
-    "archangel.process",
-    "archangel.records",
-    "archangel.signals",
-    "archangel.snapshots",
-    "archangel.states",
-    "archangel.streams",
-    "archangel.supervisor",
-    "archangel.supplies",
-    "archangel.systemd",
-    "archangel.task",
-    "archangel.timers",
-    "archangel.train",
-    "archangel.watch",
-]
+
+def _modules() -> list[str]:
+    """Every module of the package, found by walking it (private ones included)."""
+    found = pkgutil.walk_packages(archangel.__path__, "archangel.")
+    # __main__ runs the command line when imported: it is the one module left out.
+    return sorted(info.name for info in found if info.name != "archangel.__main__")
+
+
+MODULES = _modules()
+
+
+def test_discovery_finds_every_layer() -> None:
+    layers = {name.split(".")[1] for name in MODULES}
+    assert {"kernel", "bus", "pipes", "service", "console", "errors", "app"} <= layers
+    assert "archangel.console.session" in MODULES  # a module inside a layer
 
 
 def test_every_exported_name_resolves_and_all_is_sorted() -> None:
@@ -77,17 +63,26 @@ def test_design_names_are_exported() -> None:
         assert name in archangel.__all__, name
 
 
-def test_submodule_helpers_named_by_the_design() -> None:
-    from archangel import cogs, daemon, states, supplies, watch
+def test_layer_packages_export_what_the_design_names() -> None:
+    from archangel.bus import StateGraph
+    from archangel.console import Console
+    from archangel.pipes import Watcher, every, itemgetter, itemsetter, lines, tail
+    from archangel.service import PidFile
 
-    assert callable(cogs.itemsetter)
-    assert callable(cogs.itemgetter)
-    assert callable(supplies.tail)
-    assert callable(supplies.lines)
-    assert callable(supplies.every)
-    assert watch.Watcher
-    assert daemon.PidFile
-    assert states.StateGraph
+    for helper in (itemsetter, itemgetter, tail, lines, every):
+        assert callable(helper)
+    assert Watcher and PidFile and StateGraph and Console
+
+
+@pytest.mark.parametrize("package", ["kernel", "bus", "pipes", "service", "console"])
+def test_layer_all_is_sorted_and_documented(package: str) -> None:
+    mod = importlib.import_module(f"archangel.{package}")
+    names = list(mod.__all__)
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n)), package
+    for name in names:
+        obj = getattr(mod, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+            assert obj.__doc__, f"archangel.{package}.{name} has no docstring"
 
 
 def test_errors_subclass_the_base_and_a_builtin() -> None:

@@ -300,7 +300,7 @@ def test_a_pidfile_unreadable_after_dropping_privileges_is_still_removed(
     pidfile by path; it must still recognise its PID and remove the file,
     not log that the pidfile "no longer holds" it.
     """
-    from archangel.pidfile import PidFile
+    from archangel.service.pidfile import PidFile
 
     # A directory the dropped user may write in, outside pytest's 0700 tree.
     run_dir = Path(tempfile.mkdtemp(prefix="archangel-run-"))
@@ -742,7 +742,7 @@ def test_a_start_refused_by_a_held_pidfile_says_so_in_its_last_line(
 STATUS_READER = """
 import sys
 from archangel.errors import PidFileUnusable
-from archangel.pidfile import check, send_signal
+from archangel.service.pidfile import check, send_signal
 path, first = sys.argv[1], True
 while True:
     for read in (check, lambda path: send_signal(path, 0)):  # `status`, `signal check`

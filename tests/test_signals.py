@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from archangel import App, InvalidArgument
-from archangel.signals import DEFAULT_POLICY, Action, SignalPolicy
+from archangel.service.signals import DEFAULT_POLICY, Action, SignalPolicy
 
 
 def test_default_table_matches_the_design() -> None:

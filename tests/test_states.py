@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from archangel.errors import InvalidTransition
-from archangel.states import (
+from archangel.bus.states import (
     ERROR_STATES,
     LIFECYCLE,
     LIFECYCLE_EDGES,
@@ -15,6 +14,7 @@ from archangel.states import (
     StateGraph,
     Walk,
 )
+from archangel.errors import InvalidTransition
 
 IN, EN, ID, ST, RU, SP, EX, XD = (
     State.INITIAL,

@@ -347,7 +347,7 @@ async def test_a_child_whose_on_stop_raises_is_killed_and_the_rest_still_stop(
         starts=2,
     )
     first, broken, _ = sup.children
-    with caplog.at_level(logging.ERROR, logger="archangel.supervisor"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.supervisor"):
         async with asyncio.timeout(10):
             await sup.stop()
     assert [e for e in journal.events if e[0] == "stop"] == [("stop", "c"), ("stop", "a")]
@@ -449,7 +449,7 @@ async def test_a_factory_that_fails_on_restart_counts_against_the_limit(
     sup = await started(
         manager, Supervisor(factory, max_restarts=3, max_seconds=60), 1, journal=journal
     )
-    with caplog.at_level(logging.ERROR, logger="archangel.supervisor"):
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.supervisor"):
         journal.fail("x", RuntimeError("boom"))
         await sup.wait()
     assert isinstance(sup.error, RestartLimitExceeded)

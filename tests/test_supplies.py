@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from archangel import ExitReason, ProcessManager
-from archangel.pipeline import Pipeline
-from archangel.supplies import LineBuffer, Tail, every, line_server, lines, tail
-from archangel.watch import Watcher, inotify_available
+from archangel.pipes.pipeline import Pipeline
+from archangel.pipes.supplies import LineBuffer, Tail, every, line_server, lines, tail
+from archangel.pipes.watch import Watcher, inotify_available
 from tests.helpers import until
 
 INTERVAL = 0.005

@@ -1,4 +1,4 @@
-"""Tests for archangel.systemd against real sockets and real child processes.
+"""Tests for archangel.service.systemd against real sockets and real child processes.
 
 The notify socket is a real AF_UNIX datagram socket the test binds; socket
 activation hands real listening sockets to a real child at fd 3 and up, the
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from archangel import systemd
 from archangel.errors import InvalidArgument
-from archangel.systemd import Watchdog
+from archangel.service import systemd
+from archangel.service.systemd import Watchdog
 
 ENV_VARS = (
     "NOTIFY_SOCKET",
@@ -306,8 +306,7 @@ os.execv(sys.executable, [sys.executable, server, loop])
 
 SERVER = """
 import asyncio, functools, json, os, socket, sys
-from archangel import systemd
-
+from archangel.service import systemd
 sockets = systemd.listen_sockets()
 print(json.dumps({
     "names": {name: [s.fileno() for s in group] for name, group in sockets.items()},

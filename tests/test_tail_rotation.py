@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 from archangel import ExitReason
-from archangel.pipeline import Pipeline
-from archangel.supplies import Tail, tail
-from archangel.watch import Change, Watcher, inotify_available
+from archangel.pipes.pipeline import Pipeline
+from archangel.pipes.supplies import Tail, tail
+from archangel.pipes.watch import Change, Watcher, inotify_available
 from tests.helpers import until
 
 INTERVAL = 0.005

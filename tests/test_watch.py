@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from archangel import watch as watch_module
 from archangel.errors import WatcherClosed
-from archangel.watch import Change, Watch, Watcher, WatchEvent, inotify_available, wait_any
+from archangel.pipes import watch as watch_module
+from archangel.pipes.watch import Change, Watch, Watcher, WatchEvent, inotify_available, wait_any
 
 INTERVAL = 0.005
 

@@ -1,6 +1,6 @@
-"""Sphinx directive ``.. stategraph:: archangel.states.LIFECYCLE``: a graph drawn from itself.
+"""Sphinx directive ``.. stategraph:: archangel.bus.states.LIFECYCLE``: a graph drawn from itself.
 
-The directive imports the :class:`~archangel.states.StateGraph` it names and
+The directive imports the :class:`~archangel.bus.states.StateGraph` it names and
 renders, from that object's own tables, an inline SVG picture and a table of
 every state's moves and error route. The picture and the code cannot disagree,
 and nothing outside Python is needed (no graphviz).

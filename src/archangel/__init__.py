@@ -3,14 +3,28 @@
 Every connection, background task and pipeline of an asyncio service is a
 process with a PID, a state and at-exit hooks, managed by a
 :class:`ProcessManager`; an :class:`App` runs them as a service.
+
+The package is one folder per layer; imports point down only, and
+``tests/test_layers.py`` keeps it so:
+
+=====================  ====================================================
+``cli``, ``demo``      entry points (nothing imports them)
+``app``                :class:`App`: wires the layers below into a service
+``console/``           the telnet console on its own thread (reads the kernel)
+``service/``           signals, dumps, pidfile, daemon, systemd, serving
+``pipes/``             cogs, pipelines, supplies (tail, lines), watch
+``kernel/``            Process, ProcessManager, adoption, tasks, Supervisor
+``bus/``               states, channels, timers, Bus (beside the kernel)
+``errors``             the error family, at the bottom
+=====================  ====================================================
 """
 
 from importlib.metadata import version as _version
 
 from .app import App as App
-from .bus import STOP as STOP
-from .bus import Bus as Bus
-from .cogs import Cog as Cog
+from .bus.bus import STOP as STOP
+from .bus.bus import Bus as Bus
+from .bus.states import State as State
 from .errors import AlreadyRegistered as AlreadyRegistered
 from .errors import ArchangelError as ArchangelError
 from .errors import ChannelFailures as ChannelFailures
@@ -26,16 +40,16 @@ from .errors import ProcessStateError as ProcessStateError
 from .errors import ReadOnlyAttribute as ReadOnlyAttribute
 from .errors import RestartLimitExceeded as RestartLimitExceeded
 from .errors import WatcherClosed as WatcherClosed
-from .manager import ProcessManager as ProcessManager
-from .pipeline import Pipeline as Pipeline
-from .process import ExitReason as ExitReason
-from .process import Process as Process
-from .process import ProcessInfo as ProcessInfo
-from .process import ProcessState as ProcessState
-from .states import State as State
-from .supervisor import ChildSpec as ChildSpec
-from .supervisor import Supervisor as Supervisor
-from .task import TaskProcess as TaskProcess
+from .kernel.manager import ProcessManager as ProcessManager
+from .kernel.process import ExitReason as ExitReason
+from .kernel.process import Process as Process
+from .kernel.process import ProcessInfo as ProcessInfo
+from .kernel.process import ProcessState as ProcessState
+from .kernel.supervisor import ChildSpec as ChildSpec
+from .kernel.supervisor import Supervisor as Supervisor
+from .kernel.task import TaskProcess as TaskProcess
+from .pipes.cogs import Cog as Cog
+from .pipes.pipeline import Pipeline as Pipeline
 
 __version__ = _version("archangel")
 

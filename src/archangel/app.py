@@ -44,13 +44,13 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from . import asgi, frameworks, snapshots, streams, systemd
-from .bus import Bus
-from .daemon import DaemonHandle, PidFile, drop_privileges
+from .bus.bus import Bus
+from .bus.states import State
 from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
-from .manager import ProcessManager
-from .signals import Action, SignalPolicy
-from .states import State
+from .kernel.manager import ProcessManager
+from .service import asgi, dumps, frameworks, streams, systemd
+from .service.daemon import DaemonHandle, PidFile, drop_privileges
+from .service.signals import Action, SignalPolicy
 
 __all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "STOP_GRACE", "App"]
 
@@ -136,7 +136,7 @@ class App:
         #: Set by the ``archangel run --daemon`` launcher: told once RUN is reached.
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
-        self.runlog = snapshots.Runlog(self.manager, name)
+        self.runlog = dumps.Runlog(self.manager, name)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadline: float | None = None  # loop time: the stop's shutdown_timeout ends
@@ -358,14 +358,14 @@ class App:
     async def _write_dump(self, which: str) -> str:
         if which == "state":
             # Built in slices: a dump of 50,000 processes must not stall the loop.
-            text = await snapshots.state_text(
+            text = await dumps.state_text(
                 self.manager,
                 name=self.name,
                 bus_state=self.bus.state.name,
                 addresses=self.addresses,
             )
-            return await snapshots.write_text(self.state_file, text)
-        return await snapshots.write_json(self.runlog_file, self.runlog())
+            return await dumps.write_text(self.state_file, text)
+        return await dumps.write_json(self.runlog_file, self.runlog())
 
     # -- servers ------------------------------------------------------------------------
 

@@ -27,8 +27,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import daemon, demo
+from . import demo
 from .errors import DaemonError, PidFileUnusable
+from .service import daemon
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 

@@ -20,12 +20,12 @@ import tempfile
 from typing import Any
 
 from .app import App
-from .cogs import Cog
-from .manager import ProcessManager
-from .pipeline import Pipeline
-from .process import Process
-from .states import State
-from .supplies import tail
+from .bus.states import State
+from .kernel.manager import ProcessManager
+from .kernel.process import Process
+from .pipes.cogs import Cog
+from .pipes.pipeline import Pipeline
+from .pipes.supplies import tail
 
 __all__ = ["DemoEcho", "PeerCounter", "make_app", "run"]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotRegistered
-from ..process import Process, ProcessState
+from ..kernel.process import Process, ProcessState
 from .apploop import Outcome, Status, TimeSlice
 from .commands import Command, CommandError, Context, Terminal, parse_pid
 from .render import clip

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NamedTuple
 
-from ..manager import ProcessManager
+from ..kernel.manager import ProcessManager
 
 __all__ = ["AppLoop", "Outcome", "Status", "TimeSlice"]
 

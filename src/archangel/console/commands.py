@@ -1,7 +1,7 @@
 """The console's command table: parsing a line, finding the command, running it.
 
 A :class:`CommandTable` is built per console from the command groups in
-:mod:`~archangel.console.listing`, :mod:`~archangel.console.runtime` and
+:mod:`~archangel.console.listing`, :mod:`~archangel.console.diagnostics` and
 :mod:`~archangel.console.actions`; there is no global registry. A command is
 an async function of (arguments, terminal) returning the text to show.
 Bad input from the operator raises :class:`CommandError`, which the table
@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..manager import ProcessManager
+from ..kernel.manager import ProcessManager
 from .apploop import AppLoop
 
 __all__ = ["Command", "CommandError", "CommandTable", "Context", "Terminal", "parse_options"]

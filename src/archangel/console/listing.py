@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..process import Process, ProcessInfo, ProcessState
+from ..kernel.process import Process, ProcessInfo, ProcessState
 from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
 from .render import (
     PROCESS_HEADERS,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from ..process import Process, ProcessInfo
+from ..kernel.process import Process, ProcessInfo
 
 __all__ = [
     "clip",

@@ -20,15 +20,15 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConsoleError
-from ..manager import ProcessManager
+from ..kernel.manager import ProcessManager
 from .actions import action_commands
 from .apploop import AppLoop
-from .binding import bind_unix, is_loopback, remove_unix
 from .commands import CommandTable, Context
+from .diagnostics import diagnostic_commands
 from .guard import Digest
+from .listen import bind_unix, is_loopback, remove_unix
 from .listing import listing_commands
 from .protocol import ConsoleProtocol
-from .runtime import runtime_commands
 from .session import Limits, Settings
 from .table import SessionTable
 
@@ -338,7 +338,7 @@ class Console:
             context,
             (
                 listing_commands(context),
-                runtime_commands(context),
+                diagnostic_commands(context),
                 action_commands(context, self.action_timeout),
             ),
         )

@@ -31,11 +31,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._serving import Serving
-from .adopt import AiohttpConnection, ConnectionProcess
+from ..errors import FrameworkError, InvalidArgument
+from ..kernel.adopt import AiohttpConnection, ConnectionProcess
+from ..kernel.manager import ProcessManager
 from .asgi import UvicornServing
-from .errors import FrameworkError, InvalidArgument
-from .manager import ProcessManager
+from .serving import Serving
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server as WebSocketServer

@@ -28,7 +28,7 @@ import logging
 import sys
 from typing import Any
 
-from .errors import NotAProcess
+from ..errors import NotAProcess
 from .process import ExitReason, Process, ProcessState
 
 __all__ = [

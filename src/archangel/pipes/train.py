@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._channel import END, Channel, FailureLog
 from .cogs import (
     CogFunction,
     IdGetter,
@@ -32,6 +31,7 @@ from .cogs import (
     cog_name,
     default_id,
 )
+from .inbox import END, Channel, FailureLog
 
 __all__ = ["CogCounters", "Train", "TrainCounters"]
 

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = [
     "SD_LISTEN_FDS_START",

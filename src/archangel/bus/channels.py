@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from types import CoroutineType
 from typing import Any, Final
 
-from archangel.errors import ChannelFailures, InvalidArgument
+from ..errors import ChannelFailures, InvalidArgument
 
 __all__ = ["DEADLINE_GRACE", "DEFAULT_PRIORITY", "STOP", "Callback", "Channels"]
 

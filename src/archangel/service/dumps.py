@@ -29,8 +29,8 @@ from typing import Any
 
 import aiofiles
 
-from .manager import ProcessManager
-from .task import _innermost
+from ..kernel.manager import ProcessManager
+from ..kernel.task import _innermost
 
 __all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
 

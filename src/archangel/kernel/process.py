@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from .errors import InvalidArgument, NotAProcess, ReadOnlyAttribute
+from ..errors import InvalidArgument, NotAProcess, ReadOnlyAttribute
 from .records import ExitReason as ExitReason
 from .records import ProcessInfo as ProcessInfo
 from .records import ProcessState as ProcessState

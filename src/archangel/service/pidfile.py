@@ -23,8 +23,8 @@ import stat
 import time
 from types import TracebackType
 
+from ..errors import PidFileUnusable
 from ._flocks import exclusively_locked, share_locked_only
-from .errors import PidFileUnusable
 
 __all__ = ["PidFile", "check", "read_pid", "send_signal"]
 

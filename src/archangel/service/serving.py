@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .manager import ProcessManager
+from ..kernel.manager import ProcessManager
 
 __all__ = ["Serving"]
 

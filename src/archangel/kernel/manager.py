@@ -23,8 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
+from ..errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
 from .adopt import adopt
-from .errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
 from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess, _innermost

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from archangel.errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = ["EventQueue", "Scheduler", "Timer", "every"]
 

@@ -29,7 +29,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Generic, TypeVar, cast
 
-from archangel.errors import InvalidTransition
+from ..errors import InvalidTransition
 
 __all__ = [
     "ERROR_STATES",

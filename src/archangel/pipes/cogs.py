@@ -39,7 +39,7 @@ from collections.abc import (
 )
 from typing import Any, TypeAlias
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = [
     "Cog",

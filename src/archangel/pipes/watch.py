@@ -31,8 +31,8 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from ._watchers import Change, Inotify, Polling, WatchEvent, inotify_available
-from .errors import WatcherClosed
+from ..errors import WatcherClosed
+from ._watch_backends import Change, Inotify, Polling, WatchEvent, inotify_available
 
 __all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available", "wait_any"]
 

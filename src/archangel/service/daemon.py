@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import NoReturn, Protocol
 
-from .errors import DaemonError
+from ..errors import DaemonError
 from .pidfile import PidFile as PidFile
 from .pidfile import check as check
 from .pidfile import read_pid as read_pid

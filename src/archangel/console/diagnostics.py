@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ..errors import NotRegistered
+from ..kernel.frames import await_chain, thread_frames
 from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
 from .render import (
     PROCESS_HEADERS,
@@ -23,16 +24,15 @@ from .render import (
     table,
     to_json,
 )
-from .stacks import await_chain, thread_frames
 
-__all__ = ["runtime_commands"]
+__all__ = ["diagnostic_commands"]
 
 _WINDOWS = (1.0, 10.0, 60.0)
 TOP_INTERVAL = 1.0
 TOP_ROWS = 15
 
 
-class _Runtime:
+class _Diagnostics:
     def __init__(self, context: Context) -> None:
         self.context = context
 
@@ -254,19 +254,21 @@ def _callable_name(callback: Any) -> str:
     return name if isinstance(name, str) else repr(callback)
 
 
-def runtime_commands(context: Context) -> list[Command]:
-    """The runtime commands, bound to ``context``."""
-    runtime = _Runtime(context)
+def diagnostic_commands(context: Context) -> list[Command]:
+    """The diagnostic commands, bound to ``context``."""
+    diagnostics = _Diagnostics(context)
     return [
-        Command("stats", runtime.stats, "stats [--json]", "counters by kind, rates, loop lag"),
-        Command("top", runtime.top, "top [-i SECONDS]", "a refreshing overview; any key leaves"),
-        Command("lag", runtime.lag, "lag [--json]", "the app loop's current and recent lag"),
+        Command("stats", diagnostics.stats, "stats [--json]", "counters by kind, rates, loop lag"),
+        Command(
+            "top", diagnostics.top, "top [-i SECONDS]", "a refreshing overview; any key leaves"
+        ),
+        Command("lag", diagnostics.lag, "lag [--json]", "the app loop's current and recent lag"),
         Command(
             "stack",
-            runtime.stack,
+            diagnostics.stack,
             "stack [-l FRAMES]",
             "where the app loop's thread is right now (works while it is blocked)",
         ),
-        Command("where", runtime.where, "where PID", "the await stack of a task process"),
-        Command("bus", runtime.bus, "bus", "the app bus's state, channels and subscribers"),
+        Command("where", diagnostics.where, "where PID", "the await stack of a task process"),
+        Command("bus", diagnostics.bus, "bus", "the app bus's state, channels and subscribers"),
     ]

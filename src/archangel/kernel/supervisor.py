@@ -39,7 +39,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import InvalidArgument, ProcessStateError, RestartLimitExceeded
+from ..errors import InvalidArgument, ProcessStateError, RestartLimitExceeded
 from .manager import KILL_GRACE, _kill
 from .process import EXITED, ExitReason, Process
 from .task import TaskProcess

@@ -35,11 +35,11 @@ import stat
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..kernel.process import Process
 from ._lines import LineBuffer, LineSupply
-from .process import Process
 
 if TYPE_CHECKING:
-    from .manager import ProcessManager
+    from ..kernel.manager import ProcessManager
 
 __all__ = ["LineConnection", "LineServer", "line_server"]
 

@@ -11,9 +11,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .adopt import ConnectionProcess
-from .errors import InvalidArgument
-from .manager import ProcessManager
+from ..errors import InvalidArgument
+from ..kernel.adopt import ConnectionProcess
+from ..kernel.manager import ProcessManager
 
 __all__ = ["StreamConnection", "stream_protocol_factory"]
 

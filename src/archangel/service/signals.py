@@ -34,7 +34,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = ["DEFAULT_POLICY", "Action", "SignalPolicy"]
 

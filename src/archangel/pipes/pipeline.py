@@ -29,10 +29,10 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from ..errors import InvalidArgument
+from ..kernel.process import ExitReason
+from ..kernel.task import TaskProcess
 from .cogs import CogFunction, IdGetter, default_id
-from .errors import InvalidArgument
-from .process import ExitReason
-from .task import TaskProcess
 from .train import CogCounters, Train, TrainCounters
 
 __all__ = ["BatchSupply", "ErrorSink", "Pipeline", "Supply"]

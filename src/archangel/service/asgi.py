@@ -18,9 +18,9 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from ._serving import Serving
-from .adopt import ConnectionProcess
-from .errors import FrameworkError
+from ..errors import FrameworkError
+from ..kernel.adopt import ConnectionProcess
+from .serving import Serving
 
 __all__ = ["UvicornConnection", "UvicornServing"]
 

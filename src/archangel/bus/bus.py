@@ -24,13 +24,13 @@ import logging
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar, cast, overload
 
-from archangel.channels import DEFAULT_PRIORITY as DEFAULT_PRIORITY
-from archangel.channels import STOP as STOP
-from archangel.channels import Callback as Callback
-from archangel.channels import Channels
-from archangel.errors import ChannelFailures, InvalidArgument, InvalidTransition
-from archangel.states import LIFECYCLE, State, StateGraph
-from archangel.timers import Scheduler, Timer
+from ..errors import ChannelFailures, InvalidArgument, InvalidTransition
+from .channels import DEFAULT_PRIORITY as DEFAULT_PRIORITY
+from .channels import STOP as STOP
+from .channels import Callback as Callback
+from .channels import Channels
+from .states import LIFECYCLE, State, StateGraph
+from .timers import Scheduler, Timer
 
 __all__ = ["DEFAULT_PRIORITY", "STOP", "Bus", "Callback"]
 

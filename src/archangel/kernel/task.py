@@ -12,7 +12,7 @@ import os
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from .errors import ProcessStateError
+from ..errors import ProcessStateError
 from .process import _EMPTY, RUNNING, ExitReason, Process
 
 __all__ = ["TaskProcess"]

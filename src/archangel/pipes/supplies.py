@@ -9,7 +9,7 @@ This module has the usual ones:
   ``async read(n)``) into lines;
 * :func:`every` ticks on the loop's clock without drift;
 * :func:`line_server` turns each line received on a TCP or Unix socket into an
-  item, each connection being a process of its own (see :mod:`archangel.linesrv`).
+  item, each connection being a process of its own (see :mod:`archangel.pipes.line_server`).
 
 The line supplies hand a pipeline every line that is ready at once, as a
 list (:meth:`LineSupply.batches`); ``async for line in supply`` gives them
@@ -28,10 +28,10 @@ import os
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
+from ..errors import WatcherClosed
 from ._lines import MAX_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
-from .errors import WatcherClosed
-from .linesrv import LineConnection, LineServer, line_server
+from .line_server import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
 
 __all__ = [

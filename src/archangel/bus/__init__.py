@@ -1,0 +1,41 @@
+"""The bus: a pub/sub state machine beside the kernel.
+
+=================  ==========================================================
+``states``         the lifecycle's states and edges as tables; :class:`StateGraph`
+``channels``       named channels of prioritised subscribers
+``timers``         drift-free timers and the bus's event queue
+``bus``            :class:`Bus`: channels, a state graph and timers together
+=================  ==========================================================
+
+The bus imports :mod:`archangel.errors` only (``tests/test_layers.py``).
+"""
+
+from .bus import DEFAULT_PRIORITY as DEFAULT_PRIORITY
+from .bus import STOP as STOP
+from .bus import Bus as Bus
+from .bus import Callback as Callback
+from .states import ERROR_STATES as ERROR_STATES
+from .states import LIFECYCLE as LIFECYCLE
+from .states import LIFECYCLE_EDGES as LIFECYCLE_EDGES
+from .states import State as State
+from .states import StateGraph as StateGraph
+from .states import Walk as Walk
+from .timers import EventQueue as EventQueue
+from .timers import Scheduler as Scheduler
+from .timers import Timer as Timer
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "ERROR_STATES",
+    "LIFECYCLE",
+    "LIFECYCLE_EDGES",
+    "STOP",
+    "Bus",
+    "Callback",
+    "EventQueue",
+    "Scheduler",
+    "State",
+    "StateGraph",
+    "Timer",
+    "Walk",
+]

@@ -1,0 +1,50 @@
+"""The kernel: processes and the manager that keeps their table.
+
+=================  ==========================================================
+``process``        the :class:`Process` mixin, its states and exit reasons
+``records``        the process table's entries and the history of exits
+``manager``        :class:`ProcessManager`: PIDs, the table, kill, shutdown
+``adopt``          making a foreign protocol (aiohttp's, uvicorn's) a process
+``task``           :class:`TaskProcess`: a coroutine run as a process
+``supervisor``     :class:`Supervisor`: OTP restarts over child processes
+``frames``         where code is: stacks and await chains, read from any thread
+=================  ==========================================================
+
+The kernel imports :mod:`archangel.errors` only (``tests/test_layers.py``).
+"""
+
+from .adopt import AdoptedBufferedProtocol as AdoptedBufferedProtocol
+from .adopt import AdoptedProtocol as AdoptedProtocol
+from .adopt import AiohttpConnection as AiohttpConnection
+from .adopt import ConnectionProcess as ConnectionProcess
+from .adopt import adopt as adopt
+from .manager import History as History
+from .manager import ProcessManager as ProcessManager
+from .process import ExitReason as ExitReason
+from .process import Process as Process
+from .process import ProcessInfo as ProcessInfo
+from .process import ProcessState as ProcessState
+from .supervisor import ChildSpec as ChildSpec
+from .supervisor import Restart as Restart
+from .supervisor import Strategy as Strategy
+from .supervisor import Supervisor as Supervisor
+from .task import TaskProcess as TaskProcess
+
+__all__ = [
+    "AdoptedBufferedProtocol",
+    "AdoptedProtocol",
+    "AiohttpConnection",
+    "ChildSpec",
+    "ConnectionProcess",
+    "ExitReason",
+    "History",
+    "Process",
+    "ProcessInfo",
+    "ProcessManager",
+    "ProcessState",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "TaskProcess",
+    "adopt",
+]
