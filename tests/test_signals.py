@@ -62,14 +62,14 @@ ACCEPTED = r"give an action name \(graceful, quick, immediate, reload, runlog, s
         ({print: "graceful"}, "<built-in function print> is not a signal"),
         ({"KILL": "graceful"}, "SIGKILL cannot be caught, so it has no policy"),
         ({signal.SIGSTOP: "quick"}, "SIGSTOP cannot be caught"),
-        ({"hup": "explode"}, r"SIGHUP: 'explode' names an unknown action; known: graceful"),
+        ({"hup": "explode"}, r"SIGHUP: action must be one of 'graceful', .*, got 'explode'"),
         ({"usr1": print}, rf"SIGUSR1: <built-in function print> is not an action; {ACCEPTED}"),
         ({"usr1": 3}, rf"SIGUSR1: 3 is not an action; {ACCEPTED}, a list or tuple of them"),
         ({"usr1": []}, rf"SIGUSR1: \[\] is not an action; {ACCEPTED}.*or None"),
         ({"usr1": {"graceful"}}, r"SIGUSR1: \{'graceful'\} is not an action"),  # no order
         ({"int": [["graceful"]]}, r"SIGINT: \['graceful'\] in \[\['graceful'\]\] is not an"),
         ({"int": ["graceful", print]}, r"SIGINT: <built-in function print> in \['graceful'"),
-        ({"int": ["graceful", "nope"]}, r"SIGINT: 'nope' names an unknown action"),
+        ({"int": ["graceful", "nope"]}, r"SIGINT: action must be one of .*, got 'nope'"),
         (["HUP"], r"overrides must be a mapping of signal to actions, not \['HUP'\]"),
     ],
 )

@@ -481,7 +481,7 @@ def test_bad_arguments_are_clear_errors() -> None:
 
     with pytest.raises(InvalidArgument, match="strategy must be one of 'one_for_one'"):
         Supervisor(child, strategy="one_for_some")
-    with pytest.raises(InvalidArgument, match="restart must be one of 'permanent'"):
+    with pytest.raises(InvalidArgument, match="ChildSpec restart must be one of 'permanent'"):
         ChildSpec(child, restart="forever")
     with pytest.raises(InvalidArgument, match="is not callable"):
         ChildSpec(42)  # type: ignore[arg-type]

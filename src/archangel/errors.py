@@ -7,7 +7,9 @@ do not know archangel. Messages name the object and its state.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 __all__ = [
     "AlreadyRegistered",
@@ -28,6 +30,9 @@ __all__ = [
     "RestartLimitExceeded",
     "WatcherClosed",
 ]
+
+
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class ArchangelError(Exception):
@@ -145,3 +150,17 @@ class RestartLimitExceeded(ArchangelError, RuntimeError):
 
 class WatcherClosed(ArchangelError, RuntimeError):
     """A watcher or a watch used after ``close()``."""
+
+
+def coerce_enum(enum_type: type[_E], value: object, what: str) -> _E:
+    """``enum_type(value)``, or :class:`InvalidArgument` naming ``what`` and the choices.
+
+    The one place an enum argument given as its value (``"one_for_all"``,
+    ``"killed"``) is checked: ``what`` says whose argument it is, e.g.
+    ``"Supervisor 'feeds': strategy"``.
+    """
+    try:
+        return enum_type(value)
+    except ValueError:
+        expected = ", ".join(repr(member.value) for member in enum_type)
+        raise InvalidArgument(f"{what} must be one of {expected}, got {value!r}") from None

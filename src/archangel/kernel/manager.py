@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
-from ..errors import AlreadyRegistered, ManagerClosed, NotAProcess, NotRegistered
+from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
 from .adopt import adopt
 from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
@@ -99,7 +99,7 @@ class ProcessManager:
 
     def __init__(self, history: int = 1000, *, name: str | None = None) -> None:
         if history < 0:
-            raise ValueError(f"history must be >= 0, got {history}")
+            raise InvalidArgument(f"history must be >= 0, got {history}")
         self.name = name or "manager"
         # Records are plain tuples (cheap to build on every exit, and small);
         # the ``history`` property turns them into ProcessInfo when read.

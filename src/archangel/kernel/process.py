@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from ..errors import InvalidArgument, NotAProcess, ReadOnlyAttribute
+from ..errors import NotAProcess, ReadOnlyAttribute, coerce_enum
 from .records import ExitReason as ExitReason
 from .records import ProcessInfo as ProcessInfo
 from .records import ProcessState as ProcessState
@@ -103,13 +103,7 @@ def _unmanaged_hook_done(pid: int | None, hook: Any, future: asyncio.Future[Any]
 
 
 def _exit_reason(process: Process, reason: ExitReason | str) -> ExitReason:
-    try:
-        return ExitReason(reason)
-    except ValueError:
-        expected = ", ".join(r.value for r in ExitReason)
-        raise InvalidArgument(
-            f"cannot kill {process!r} with reason {reason!r}: expected one of {expected}"
-        ) from None
+    return coerce_enum(ExitReason, reason, f"cannot kill {process!r}: reason")
 
 
 def _read_only(public: str, doc: str) -> property:

@@ -39,7 +39,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import InvalidArgument, ProcessStateError, RestartLimitExceeded
+from ..errors import InvalidArgument, ProcessStateError, RestartLimitExceeded, coerce_enum
 from .manager import KILL_GRACE, _kill
 from .process import EXITED, ExitReason, Process
 from .task import TaskProcess
@@ -71,14 +71,6 @@ class Strategy(enum.StrEnum):
     """That child and the children started after it."""
 
 
-def _choice(enum_type: type[enum.StrEnum], value: Any, what: str) -> Any:
-    try:
-        return enum_type(value)
-    except ValueError:
-        expected = ", ".join(repr(m.value) for m in enum_type)
-        raise InvalidArgument(f"{what} must be one of {expected}, got {value!r}") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class ChildSpec:
     """How a supervisor starts, restarts and stops one child.
@@ -102,7 +94,9 @@ class ChildSpec:
     def __post_init__(self) -> None:
         if not callable(self.factory):
             raise InvalidArgument(f"ChildSpec factory {self.factory!r} is not callable")
-        object.__setattr__(self, "restart", _choice(Restart, self.restart, "restart"))
+        object.__setattr__(
+            self, "restart", coerce_enum(Restart, self.restart, "ChildSpec restart")
+        )
         if not self.shutdown >= 0:
             raise InvalidArgument(f"ChildSpec shutdown must be >= 0 s, got {self.shutdown!r}")
 
@@ -154,7 +148,7 @@ class Supervisor(TaskProcess):
         self.specs: tuple[ChildSpec, ...] = tuple(
             c if isinstance(c, ChildSpec) else ChildSpec(c) for c in children
         )
-        self.strategy: Strategy = _choice(Strategy, strategy, "strategy")
+        self.strategy: Strategy = coerce_enum(Strategy, strategy, "strategy")
         if max_restarts < 0:
             raise InvalidArgument(f"max_restarts must be >= 0, got {max_restarts!r}")
         if not max_seconds > 0:

@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from ..errors import InvalidArgument
+
 __all__ = ["MAX_LINE", "LineBuffer", "LineSupply"]
 
 logger = logging.getLogger("archangel.supplies")
@@ -35,7 +37,7 @@ class LineBuffer:
         self, encoding: str | None = "utf-8", errors: str = "replace", max_line: int = MAX_LINE
     ) -> None:
         if max_line < 1:
-            raise ValueError(f"max_line must be >= 1, got {max_line}")
+            raise InvalidArgument(f"max_line must be >= 1, got {max_line}")
         self.encoding = encoding
         self.errors = errors
         self.max_line = max_line

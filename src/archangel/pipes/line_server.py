@@ -35,6 +35,7 @@ import stat
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgument
 from ..kernel.process import Process
 from ._lines import LineBuffer, LineSupply
 
@@ -107,7 +108,7 @@ class LineServer(LineSupply):
         buffer: int = BUFFER,
     ) -> None:
         if buffer < 1:
-            raise ValueError(f"LineServer buffer must be >= 1, got {buffer}")
+            raise InvalidArgument(f"LineServer buffer must be >= 1, got {buffer}")
         self.manager = manager
         self.encoding = encoding
         self.errors = errors

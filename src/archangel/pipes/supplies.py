@@ -28,7 +28,7 @@ import os
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
-from ..errors import WatcherClosed
+from ..errors import InvalidArgument, WatcherClosed
 from ._lines import MAX_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
 from .line_server import LineConnection, LineServer, line_server
@@ -156,7 +156,7 @@ class Tail(LineSupply):
         rotated_grace: float = ROTATED_GRACE,
     ) -> None:
         if rotated_grace < 0:
-            raise ValueError(f"rotated_grace must be >= 0, got {rotated_grace}")
+            raise InvalidArgument(f"rotated_grace must be >= 0, got {rotated_grace}")
         self.path = os.path.abspath(os.fspath(path))
         self.from_start = from_start
         self.watcher = watcher
@@ -298,7 +298,7 @@ class Lines(LineSupply):
                 yield got
 
 
-async def every(seconds: float, *, immediately: bool = False) -> AsyncGenerator[float, None]:
+def every(seconds: float, *, immediately: bool = False) -> AsyncGenerator[float, None]:
     """Tick every ``seconds`` on the loop's clock; yields each tick's due time.
 
     Ticks are due at ``start + k * seconds`` (no drift, however long the
@@ -307,10 +307,15 @@ async def every(seconds: float, *, immediately: bool = False) -> AsyncGenerator[
     at once.
 
     Raises:
-        ValueError: ``seconds`` is not positive.
+        InvalidArgument: ``seconds`` is not positive (at the call, not at the
+            first tick).
     """
-    if seconds <= 0:
-        raise ValueError(f"every(): seconds must be > 0, got {seconds}")
+    if not seconds > 0:
+        raise InvalidArgument(f"every(): seconds must be > 0, got {seconds}")
+    return _ticks(seconds, immediately)
+
+
+async def _ticks(seconds: float, immediately: bool) -> AsyncGenerator[float, None]:
     loop = asyncio.get_running_loop()
     due = loop.time() + (0.0 if immediately else seconds)
     while True:

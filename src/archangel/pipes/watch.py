@@ -31,7 +31,7 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..errors import WatcherClosed
+from ..errors import InvalidArgument, WatcherClosed
 from ._watch_backends import Change, Inotify, Polling, WatchEvent, inotify_available
 
 __all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available", "wait_any"]
@@ -172,7 +172,7 @@ class Watcher:
 
     def __init__(self, *, polling: bool = False, interval: float = POLL_INTERVAL) -> None:
         if interval <= 0:
-            raise ValueError(f"Watcher interval must be > 0, got {interval}")
+            raise InvalidArgument(f"Watcher interval must be > 0, got {interval}")
         self.interval = interval
         #: True while inotify is in use; False for the polling watcher.
         self.inotify = not polling and inotify_available()

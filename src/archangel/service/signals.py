@@ -34,7 +34,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, coerce_enum
 
 __all__ = ["DEFAULT_POLICY", "Action", "SignalPolicy"]
 
@@ -115,12 +115,7 @@ def _actions(sig: signal.Signals, value: object) -> tuple[Action, ...]:
                 f"signal policy for {sig.name}: {item!r} in {value!r} is not an action name; "
                 f"known: {known}"
             )
-        try:
-            actions.append(Action(item))
-        except ValueError:
-            raise InvalidArgument(
-                f"signal policy for {sig.name}: {item!r} names an unknown action; known: {known}"
-            ) from None
+        actions.append(coerce_enum(Action, item, f"signal policy for {sig.name}: action"))
     return tuple(actions)
 
 
