@@ -1,4 +1,10 @@
-"""Where code is: a thread's stack and a task's chain of awaits, read from another thread.
+"""Where code is: stacks and await chains, and the frames an error keeps alive.
+
+One module for frame walking: the console's ``stack`` and ``where``, the
+``where=`` of a task in ``ps`` and the state dump, and the manager's
+clearing of a failed process's traceback all use it. (The bus names where
+a late subscriber waits with its own few lines: the bus imports nothing of
+the kernel.)
 
 The console reads these from its own thread while the app's loop runs (or
 is blocked). Reading frame objects and a coroutine's ``cr_await`` chain is
@@ -8,11 +14,15 @@ moment later. Nothing here resumes, cancels or otherwise changes a task.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import os
 import sys
 from types import FrameType
 from typing import Any
 
-__all__ = ["await_chain", "thread_frames"]
+__all__ = ["await_chain", "clear_frames", "innermost", "thread_frames"]
 
 #: Deepest await chain followed (a guard against cycles and odd awaitables).
 MAX_DEPTH = 200
@@ -64,3 +74,54 @@ def await_chain(coro: Any) -> tuple[list[FrameType], Any]:
         frames.append(frame)
         current = _awaited_by(current)
     return frames, None
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+
+
+def innermost(coro: Any) -> str | None:
+    """``file:line`` where a coroutine chain waits: its innermost frame outside asyncio.
+
+    Frames inside asyncio itself (``sleep``, ``wait_for``...) tell an operator
+    nothing, so the deepest frame of the caller's code is reported instead;
+    None if the coroutine has no frame (it finished).
+    """
+    where = None
+    for frame in await_chain(coro)[0]:
+        filename = frame.f_code.co_filename
+        if where is None or not filename.startswith(_ASYNCIO_DIR):
+            where = f"{filename}:{frame.f_lineno}"
+    return where
+
+
+def clear_frames(error: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``error``'s tracebacks.
+
+    The history keeps a failed process's error, and the frames of its
+    traceback would keep their variables alive: ``self`` (the protocol, the
+    task process) and whatever they hold. File names and line numbers stay,
+    so the traceback still formats. The causes, contexts and members of an
+    exception group are cleared too.
+
+    Only frames that have finished are cleared: CPython tracks a frame object
+    in the garbage collector once the frame has ended and the object owns its
+    variables. A frame still running, or a suspended coroutine's (one that
+    caught the same exception, raised again from a shared future), is left
+    alone: before Python 3.13, clearing a suspended frame closes its coroutine.
+    """
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            if gc.is_tracked(tb.tb_frame):
+                with contextlib.suppress(RuntimeError):  # running after all
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)

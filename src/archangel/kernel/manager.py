@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -25,9 +23,10 @@ from typing import Any, TypeVar, overload
 
 from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
 from .adopt import adopt
+from .frames import clear_frames, innermost
 from .process import _EMPTY, EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
-from .task import TaskProcess, _innermost
+from .task import TaskProcess
 
 __all__ = ["History", "ProcessManager"]
 
@@ -53,39 +52,6 @@ class _KindCounts:
 
     def __init__(self) -> None:
         self.started = self.exited = self.killed = self.failed = 0
-
-
-def _clear_frames(error: BaseException) -> None:
-    """Drop the local variables of the finished frames in ``error``'s tracebacks.
-
-    The history keeps a failed process's error, and the frames of its
-    traceback would keep their variables alive: ``self`` (the protocol, the
-    task process) and whatever they hold. File names and line numbers stay,
-    so the traceback still formats. The causes, contexts and members of an
-    exception group are cleared too.
-
-    Only frames that have finished are cleared: CPython tracks a frame object
-    in the garbage collector once the frame has ended and the object owns its
-    variables. A frame still running, or a suspended coroutine's (one that
-    caught the same exception, raised again from a shared future), is left
-    alone: before Python 3.13, clearing a suspended frame closes its coroutine.
-    """
-    seen: set[int] = set()
-    pending = [error]
-    while pending:
-        exc = pending.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        tb = exc.__traceback__
-        while tb is not None:
-            if gc.is_tracked(tb.tb_frame):
-                with contextlib.suppress(RuntimeError):  # running after all
-                    tb.tb_frame.clear()
-            tb = tb.tb_next
-        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
 
 
 class ProcessManager:
@@ -279,7 +245,7 @@ class ProcessManager:
                 counts.failed += 1
                 error = process._archangel_error
                 if error is not None and self._history.maxlen:
-                    _clear_frames(error)  # the record must not keep the process
+                    clear_frames(error)  # the record must not keep the process
         if self._history.maxlen:
             self._history.append(
                 (
@@ -498,7 +464,7 @@ class ProcessManager:
                 hook,
                 pid,
                 why,
-                _innermost(coro) or "?",
+                innermost(coro) or "?",
             )
             future.cancel()
             cancelled.add(future)

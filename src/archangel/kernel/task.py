@@ -8,37 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from ..errors import ProcessStateError
+from .frames import innermost
 from .process import _EMPTY, RUNNING, ExitReason, Process
 
 __all__ = ["TaskProcess"]
 
 logger = logging.getLogger(__name__)
-
-
-def _innermost(coro: Any) -> str | None:
-    """``file:line`` where a coroutine chain waits: its innermost frame outside asyncio.
-
-    Frames inside asyncio itself (``sleep``, ``wait_for``...) tell an operator
-    nothing, so the deepest frame of the caller's code is reported instead.
-    """
-    where = None
-    for _ in range(64):  # await chains are short; bound it anyway
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        filename = frame.f_code.co_filename
-        if where is None or not filename.startswith(_ASYNCIO_DIR):
-            where = f"{filename}:{frame.f_lineno}"
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return where
-
-
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 
 
 class TaskProcess(Process):
@@ -103,7 +82,7 @@ class TaskProcess(Process):
         task = self.task
         if task is None or task.done():
             return _EMPTY
-        return {"task": task.get_name(), "where": _innermost(task.get_coro())}
+        return {"task": task.get_name(), "where": innermost(task.get_coro())}
 
     def on_kill(self, reason: ExitReason) -> None:
         """Cancel the task (or exit at once if it never started)."""

@@ -29,8 +29,8 @@ from typing import Any
 
 import aiofiles
 
+from ..kernel.frames import innermost
 from ..kernel.manager import ProcessManager
-from ..kernel.task import _innermost
 
 __all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
 
@@ -86,7 +86,7 @@ def _task_row(task: asyncio.Task[Any]) -> dict[str, Any]:
     return {
         "name": task.get_name(),
         "done": task.done(),
-        "where": _innermost(task.get_coro()),
+        "where": innermost(task.get_coro()),
         "stack": frames,
     }
 
