@@ -146,6 +146,42 @@ def test_sigterm_ends_a_service_whose_at_exit_hook_never_returns(
     assert any("stop forced" in line for line in child.seen)
 
 
+DEAF_TASK = """
+    app = App("deaf-task", shutdown_timeout=1)
+
+    async def deaf():  # not a process: a plain task that swallows its cancellations
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("swallowed a cancel")
+
+    @app.bus.on(State.START)
+    def start():
+        app.deaf = asyncio.get_running_loop().create_task(deaf(), name="deaf")
+
+    app.bus.subscribe(State.RUN, lambda: print("running"))
+    status = app.run(loop=sys.argv[1])
+    print("status", status)
+    sys.exit(status)
+"""
+
+
+@LOOPS
+def test_a_task_that_ignores_cancellation_does_not_keep_the_service_up(
+    run_child: RunChild, loop: str
+) -> None:
+    """asyncio.Runner waits for every cancelled task with no bound: this never ended."""
+    child = run_child(DEAF_TASK, loop)
+    child.expect("running")
+    child.kill(signal.SIGTERM)
+    child.expect("swallowed a cancel")
+    assert child.process.wait(timeout=30) == 3  # EXIT_FORCED: something did not end
+    child.expect("status 3")
+    left = [line for line in child.seen if "ignored its cancellation" in line]
+    assert len(left) == 1 and "'deaf'" in left[0] and "service" in left[0], child.seen
+
+
 SECOND_SIGTERM = """
     app = App("second-term", shutdown_timeout=120)
 

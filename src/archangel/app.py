@@ -47,6 +47,7 @@ from typing import Any
 from .bus.bus import Bus
 from .bus.states import State
 from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
+from .kernel.frames import innermost
 from .kernel.manager import ProcessManager
 from .service import asgi, dumps, frameworks, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
@@ -68,6 +69,55 @@ EXIT_FORCED = 3
 #: kills and cancels at the deadline, and that lands in a moment; STOP and EXIT
 #: subscribers still awaiting then are cancelled (see ``channels.DEADLINE_GRACE``).
 STOP_GRACE = 1.0
+
+
+#: Seconds the tasks still running after the lifecycle ended get to unwind once
+#: cancelled, and that asynchronous generators and the default executor get to
+#: close, before the loop is closed without them.
+LEAVE_GRACE = 1.0
+
+
+def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
+    """Cancel what still runs on ``loop`` and close its generators, each bounded.
+
+    What ``asyncio.Runner`` does on its way out, with a bound: a task that
+    ignores its cancellation (catching ``CancelledError`` and going on) would
+    keep the Runner, and so the service, from ever ending. Such a task is
+    logged with where it runs and left behind; returns True if one was.
+    """
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    left: set[asyncio.Task[Any]] = set()
+    if tasks:
+        _, left = loop.run_until_complete(asyncio.wait(tasks, timeout=LEAVE_GRACE))
+    for task in tasks - left:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during the App's exit",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+    for task in left:
+        logger.warning(
+            "%s: task %r ignored its cancellation for %g s; left behind, waiting at %s",
+            name,
+            task.get_name(),
+            LEAVE_GRACE,
+            innermost(task.get_coro()) or "?",
+        )
+    closings = {
+        "asynchronous generators": loop.shutdown_asyncgens(),
+        "the default executor's threads": loop.shutdown_default_executor(),
+    }
+    for what, closing in closings.items():
+        try:
+            loop.run_until_complete(asyncio.wait_for(closing, LEAVE_GRACE))
+        except TimeoutError:
+            logger.warning("%s: %s did not end within %g s", name, what, LEAVE_GRACE)
+    return bool(left)
 
 
 class App:
@@ -185,8 +235,17 @@ class App:
                 logger.info("uvloop is not installed; running on the default loop")
             else:
                 factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(self.main())
+        event_loop = factory()
+        status = EXIT_FAILED
+        try:
+            status = event_loop.run_until_complete(self.main())
+        finally:
+            try:
+                if _leave(event_loop, self.name) and status == EXIT_OK:
+                    status = EXIT_FORCED
+            finally:
+                event_loop.close()
+        return status
 
     async def main(self) -> int:
         """Walk the lifecycle on the running loop: up to RUN, wait for a stop, down to EXITED.
