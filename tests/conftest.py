@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 import uvloop
+
+from archangel.bus.bus import Bus
+from archangel.bus.states import State
 
 _LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -35,3 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         hard = 65536
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[Bus[State]]:
+    """A fresh lifecycle :class:`~archangel.bus.Bus`, closed after the test."""
+    bus = Bus()
+    yield bus
+    bus.close()
