@@ -98,20 +98,6 @@ class Watch:
         if not self.closed:
             self._watcher._remove(self)
 
-    def _deliver(self, event: WatchEvent) -> None:
-        events = self._events
-        if len(events) >= MAX_PENDING:
-            events.clear()
-            event = WatchEvent(self.path, "", Change.OVERFLOW)
-        events.append(event)
-        self._wake()
-
-    def _dropped(self) -> None:
-        """The kernel ended this watch (the path was deleted or unmounted)."""
-        self.closed = True
-        self._watcher._watches.discard(self)
-        self._wake()
-
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for future in waiters:
@@ -217,15 +203,32 @@ class Watcher:
         backend: _Backend
         if self.inotify:
             try:
-                backend = Inotify(loop)
+                backend = Inotify(loop, self._deliver, self._dropped)
             except OSError as exc:
                 logger.warning("inotify unavailable (%s); polling every %s s", exc, self.interval)
                 self.inotify = False
-                backend = Polling(loop, self.interval)
+                backend = Polling(loop, self.interval, self._deliver)
         else:
-            backend = Polling(loop, self.interval)
+            backend = Polling(loop, self.interval, self._deliver)
         self._backend = backend
         return backend
+
+    # The backend's two callbacks: the only ways a backend changes a watch.
+
+    def _deliver(self, watch: Watch, event: WatchEvent) -> None:
+        """Queue ``event`` on ``watch``; past :data:`MAX_PENDING` they collapse to ``OVERFLOW``."""
+        events = watch._events
+        if len(events) >= MAX_PENDING:
+            events.clear()
+            event = WatchEvent(watch.path, "", Change.OVERFLOW)
+        events.append(event)
+        watch._wake()
+
+    def _dropped(self, watch: Watch) -> None:
+        """The kernel ended ``watch`` (its path was deleted or unmounted): it is closed."""
+        watch.closed = True
+        self._watches.discard(watch)
+        watch._wake()
 
     def _remove(self, watch: Watch) -> None:
         watch.closed = True
