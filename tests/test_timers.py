@@ -13,8 +13,9 @@ import pytest
 
 from archangel.bus.bus import Bus
 from archangel.bus.states import State
-from archangel.bus.timers import EventQueue, every
+from archangel.bus.timers import EventQueue, every, next_deadline
 from archangel.errors import InvalidArgument
+from tests.conftest import VirtualClockLoop
 
 # -- the event queue (pyzenkit's EventQueueManager) -----------------------------------------
 
@@ -245,9 +246,31 @@ async def test_close_drops_the_queue_and_says_so(
 
 
 # -- timers (rel's timeout: repeat while the callback returns true) -------------------------
+#
+# On the virtual clock (the conftest's ``clock``): each tick comes when the test
+# advances the clock to it, and work inside a tick is ``clock.stall``.
 
 
-async def test_every_repeats_while_truthy(bus: Bus[State]) -> None:
+async def test_every_repeats_while_truthy(bus: Bus[State], clock: VirtualClockLoop) -> None:
+    calls: list[tuple[int, int, float]] = []
+    start = clock.time()
+
+    def tick(a: int, b: int) -> bool:
+        calls.append((a, b, clock.time() - start))
+        return len(calls) < 3
+
+    timer = bus.every(0.005, tick, 1, 2)
+    assert timer.active
+    await clock.advance(0.004)
+    assert calls == []  # the first call comes one interval after the timer is made
+    await clock.advance(1)
+    assert calls == [(1, 2, pytest.approx(0.005 * n)) for n in (1, 2, 3)]
+    assert (timer.ticks, timer.cancelled, timer.deadline) == (3, False, None)
+    assert "[done] ticks=3" in repr(timer)
+
+
+async def test_a_timer_runs_on_the_real_loops(bus: Bus[State]) -> None:
+    """The same timer on the real clock of each loop (asyncio, uvloop)."""
     calls: list[tuple[int, int]] = []
 
     def tick(a: int, b: int) -> bool:
@@ -255,18 +278,30 @@ async def test_every_repeats_while_truthy(bus: Bus[State]) -> None:
         return len(calls) < 3
 
     timer = bus.every(0.005, tick, 1, 2)
-    assert timer.active
     async with asyncio.timeout(5):
         while timer.active:
             await asyncio.sleep(0.005)
     assert calls == [(1, 2)] * 3
     assert (timer.ticks, timer.cancelled, timer.deadline) == (3, False, None)
-    assert "[done] ticks=3" in repr(timer)
 
 
-async def test_every_awaits_async_callbacks_before_rearming() -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+async def test_a_first_delay_then_the_grid_from_it(clock: VirtualClockLoop) -> None:
+    start = clock.time()
+    times: list[float] = []
+    timer = every(
+        clock, 1.0, lambda: times.append(clock.time() - start) or len(times) < 3, delay=0
+    )
+    await clock.advance(0)
+    assert times == [0.0]  # delay=0: at the loop's next iteration
+    await clock.advance(5)
+    assert times == [0.0, 1.0, 2.0]
+    assert not timer.active
+    for bad in (-1, float("nan")):
+        with pytest.raises(InvalidArgument, match="first delay"):
+            every(clock, 1.0, lambda: True, delay=bad)
+
+
+async def test_every_awaits_async_callbacks_before_rearming(clock: VirtualClockLoop) -> None:
     running = 0
     overlaps = 0
     calls = 0
@@ -278,21 +313,19 @@ async def test_every_awaits_async_callbacks_before_rearming() -> None:
         await asyncio.sleep(0.012)  # longer than the interval
         running -= 1
         calls += 1
-        if calls == 3:
-            done.set_result(None)
         return calls < 3
 
-    timer = every(loop, 0.005, tick)
-    async with asyncio.timeout(5):
-        await done
-    await asyncio.sleep(0)
+    timer = every(clock, 0.005, tick)
+    await clock.advance(1)
+    assert calls == 3
     assert overlaps == 1
     assert not timer.active
-    assert timer.missed >= 2  # each slow call made it miss at least one deadline
+    # Each call ends 0.012 after its deadline: the next two deadlines have passed.
+    assert timer.missed == 4
 
 
 async def test_a_failing_tick_is_logged_and_the_timer_goes_on(
-    bus: Bus[State], caplog: pytest.LogCaptureFixture
+    bus: Bus[State], clock: VirtualClockLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls = 0
 
@@ -304,9 +337,8 @@ async def test_a_failing_tick_is_logged_and_the_timer_goes_on(
         return calls < 3
 
     timer = bus.every(0.005, tick)
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.005)
+    await clock.advance(1)
+    assert not timer.active
     assert calls == 3
     assert "tick 1 failed; the timer goes on" in caplog.text
     assert "OSError: disk full" in caplog.text
@@ -314,7 +346,10 @@ async def test_a_failing_tick_is_logged_and_the_timer_goes_on(
 
 @pytest.mark.parametrize("error", [OSError, asyncio.CancelledError])
 async def test_a_failing_sync_tick_is_logged_and_the_timer_goes_on(
-    bus: Bus[State], caplog: pytest.LogCaptureFixture, error: type[BaseException]
+    bus: Bus[State],
+    clock: VirtualClockLoop,
+    caplog: pytest.LogCaptureFixture,
+    error: type[BaseException],
 ) -> None:
     calls = 0
 
@@ -326,16 +361,15 @@ async def test_a_failing_sync_tick_is_logged_and_the_timer_goes_on(
         return calls < 3
 
     timer = bus.every(0.005, tick)
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.005)
+    await clock.advance(1)
+    assert not timer.active
     assert calls == 3
     assert "tick 1 failed; the timer goes on" in caplog.text
     assert f"{error.__name__}: disk full" in caplog.text
 
 
 async def test_an_async_tick_cancelled_from_inside_goes_on(
-    bus: Bus[State], caplog: pytest.LogCaptureFixture
+    bus: Bus[State], clock: VirtualClockLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls = 0
 
@@ -347,15 +381,14 @@ async def test_an_async_tick_cancelled_from_inside_goes_on(
         return calls < 3
 
     timer = bus.every(0.005, tick)
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.005)
+    await clock.advance(1)
+    assert not timer.active
     assert calls == 3
     assert not timer.cancelled
     assert "tick 1 was cancelled; the timer goes on" in caplog.text
 
 
-async def test_cancel_stops_the_timer(bus: Bus[State]) -> None:
+async def test_cancel_stops_the_timer(bus: Bus[State], clock: VirtualClockLoop) -> None:
     calls = 0
 
     def tick() -> bool:
@@ -366,18 +399,15 @@ async def test_cancel_stops_the_timer(bus: Bus[State]) -> None:
         return True
 
     timer = bus.every(0.005, tick)
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.005)
-    await asyncio.sleep(0.02)
+    await clock.advance(1)
     assert calls == 2
-    assert timer.cancelled
+    assert timer.cancelled and not timer.active
     timer.cancel()  # idempotent
     assert "[cancelled]" in repr(timer)
 
 
 async def test_cancel_cancels_an_async_call_in_progress(
-    bus: Bus[State], caplog: pytest.LogCaptureFixture
+    bus: Bus[State], clock: VirtualClockLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = asyncio.Event()
     cancelled = asyncio.Event()
@@ -392,52 +422,76 @@ async def test_cancel_cancels_an_async_call_in_progress(
         return True
 
     timer = bus.every(0.001, tick)
-    async with asyncio.timeout(5):
-        await started.wait()
-        timer.cancel()
-        await cancelled.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await clock.advance(0.001)
+    assert started.is_set()
+    timer.cancel()
+    await clock.advance(0)
+    assert cancelled.is_set()
     assert not timer.active
+    await clock.advance(1)
+    assert timer.ticks == 1
     assert "was cancelled" not in caplog.text  # a stop, not a failure to log
 
 
-async def test_deadlines_do_not_drift(bus: Bus[State]) -> None:
-    ticks: list[tuple[float | None, int]] = []
+async def test_deadlines_do_not_drift(bus: Bus[State], clock: VirtualClockLoop) -> None:
+    ticks: list[tuple[float | None, float, int]] = []
 
     def tick() -> bool:
-        ticks.append((timer.deadline, timer.missed))
-        time.sleep(0.002)  # work that would push a naive timer later each time
+        ticks.append((timer.deadline, clock.time(), timer.missed))
+        clock.stall(0.002)  # work that would push a naive timer later each time
         return len(ticks) < 5
 
     timer = bus.every(0.01, tick)
     first = timer.deadline
     assert first is not None
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.01)
-    # Every deadline is on the grid first + n * interval: the k-th call's n is k plus the
-    # ticks skipped so far (none, unless the machine was too busy to keep up).
-    deadlines = [deadline for deadline, _ in ticks]
-    grid = [first + (k + missed) * 0.01 for k, (_, missed) in enumerate(ticks)]
-    assert deadlines == pytest.approx(grid, abs=1e-9)
+    await clock.advance(1)
+    # Every call comes at its deadline, on the grid first + n * interval.
+    grid = [first + k * 0.01 for k in range(5)]
+    assert [deadline for deadline, _, _ in ticks] == pytest.approx(grid, abs=1e-9)
+    assert [now for _, now, _ in ticks] == pytest.approx(grid, abs=1e-9)
+    assert [missed for _, _, missed in ticks] == [0] * 5
 
 
-async def test_missed_ticks_are_skipped_not_bunched(bus: Bus[State]) -> None:
-    deadlines: list[float] = []
+async def test_missed_ticks_are_skipped_not_bunched(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    calls: list[tuple[float, float]] = []
 
     def tick() -> bool:
-        deadlines.append(timer.deadline)  # type: ignore[arg-type]
-        if len(deadlines) == 1:
-            time.sleep(0.045)  # the loop is blocked past four deadlines
-        return len(deadlines) < 2
+        calls.append((timer.deadline, clock.time()))  # type: ignore[arg-type]
+        if len(calls) == 1:
+            clock.stall(0.045)  # the loop is blocked past four deadlines
+        return len(calls) < 3
 
     timer = bus.every(0.01, tick)
-    async with asyncio.timeout(5):
-        while timer.active:
-            await asyncio.sleep(0.01)
-    assert timer.missed >= 3
-    assert deadlines[1] == pytest.approx(deadlines[0] + (timer.missed + 1) * 0.01, abs=1e-9)
+    start = clock.time()
+    await clock.advance(1)
+    assert timer.missed == 4
+    deadlines = [deadline - start for deadline, _ in calls]
+    assert deadlines == pytest.approx([0.01, 0.06, 0.07], abs=1e-9)  # on the grid, no burst
+    assert [now - start for _, now in calls] == pytest.approx(deadlines, abs=1e-9)
+
+
+async def test_a_tick_the_loop_was_late_for_runs_once_late_then_the_grid(
+    clock: VirtualClockLoop,
+) -> None:
+    calls: list[tuple[float, float]] = []
+    start = clock.time()
+    timer = every(clock, 1.0, lambda: calls.append((timer.deadline, clock.time())) or True)
+    await clock.advance(1.0)
+    clock.stall(2.5)  # blocked from 1.0 to 3.5: the deadlines 2.0 and 3.0 pass
+    await clock.advance(1.0)
+    timer.cancel()
+    flat = [t - start for call in calls for t in call]
+    assert flat == pytest.approx([1.0, 1.0, 2.0, 3.5, 4.0, 4.0])  # (deadline, run at) each
+    assert timer.missed == 1
+
+
+def test_next_deadline_is_the_one_rule() -> None:
+    assert next_deadline(10.0, 1.0, 10.5) == (11.0, 0)
+    assert next_deadline(10.0, 1.0, 11.0) == (12.0, 1)  # due at now: already missed
+    assert next_deadline(10.0, 1.0, 13.5) == (14.0, 3)
+    assert next_deadline(10.0, 0.25, 10.0) == (10.25, 0)
 
 
 async def test_close_cancels_timers_and_bad_intervals_are_refused(bus: Bus[State]) -> None:
