@@ -18,6 +18,13 @@ follows the file (its inode) through a rename, a polling watch follows the
 path; watch the directory to follow a name, as :func:`archangel.supplies.tail`
 does.
 
+The backends (``_watch_backends``) serve the :class:`Watcher` that made them
+through two callbacks it hands them, ``deliver(watch, event)`` and
+``dropped(watch)``: the Watcher alone changes a watch's state, and the
+backends import this module for type checking only. The polling backend's
+polls are a :class:`~archangel.bus.timers.Timer` (no drift; polls the loop
+was too busy for are skipped, not bunched).
+
 What this is not: no recursion into subdirectories, no debouncing, no
 third-party watcher, and nothing that reads the files.
 """
