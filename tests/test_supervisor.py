@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,6 +20,7 @@ from archangel import (
     Supervisor,
     TaskProcess,
 )
+from tests.conftest import VirtualClockLoop
 from tests.helpers import until
 
 
@@ -263,33 +263,36 @@ async def test_the_limit_is_a_sliding_window() -> None:
     assert isinstance(sup.error, RestartLimitExceeded)
 
 
-async def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
+async def test_backoff_doubles_with_jitter_up_to_the_maximum(clock: VirtualClockLoop) -> None:
     journal, manager = Journal(), ProcessManager()
-    loop = asyncio.get_running_loop()
     starts: list[float] = []
     inner = journal.child("b")
 
     def factory() -> Coroutine[Any, Any, None]:
-        starts.append(loop.time())
+        starts.append(clock.time())
         return inner()
 
-    sup = await started(
-        manager,
-        Supervisor(factory, max_restarts=10, max_seconds=60, backoff=0.04, max_backoff=0.1),
-        1,
-        journal=journal,
-    )
+    sup = Supervisor(factory, max_restarts=10, max_seconds=60, backoff=0.04, max_backoff=0.1)
+    manager.spawn(sup)
+    await clock.settle()
+    assert journal.starts("b") == 1
+    failed: list[float] = []
     for attempt in range(1, 5):
-        await until(lambda n=attempt: journal.starts("b") == n)
-        await until(lambda: len(sup.children) == 1)
+        failed.append(clock.time())
         journal.fail("b", RuntimeError("boom"))
-    await until(lambda: len(starts) == 5)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    # Delays 0.04, 0.08, then capped at 0.1: each between half of it and all of it
-    # (the gap also holds the time the test took to fail the child).
+        await clock.settle()
+        assert journal.starts("b") == attempt  # not restarted before its delay
+        await clock.advance(0.1)  # the largest delay
+        assert journal.starts("b") == attempt + 1
+        assert len(sup.children) == 1
+    gaps = [start - fail for fail, start in zip(failed, starts[1:], strict=True)]
+    # Delays 0.04, 0.08, then capped at 0.1: each between half of it and all of it.
     for gap, delay in zip(gaps, [0.04, 0.08, 0.1, 0.1], strict=True):
-        assert delay / 2 - 0.005 <= gap <= delay + 0.5, (gaps, delay)
-    await manager.shutdown(5)
+        assert delay / 2 - 1e-9 <= gap <= delay + 1e-9, (gaps, delay)
+    shutdown = asyncio.create_task(manager.shutdown(5))
+    await clock.advance(5)
+    assert shutdown.done()
+    await shutdown
 
 
 async def test_stop_stops_children_last_first_and_kills_one_past_its_shutdown_time() -> None:

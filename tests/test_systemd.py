@@ -7,7 +7,6 @@ way systemd does, and talks to it over 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import pytest
 from archangel.errors import InvalidArgument
 from archangel.service import systemd
 from archangel.service.systemd import Watchdog
+from tests.conftest import VirtualClockLoop
 
 ENV_VARS = (
     "NOTIFY_SOCKET",
@@ -192,7 +192,7 @@ def test_watchdog_interval(
 
 
 async def test_watchdog_pings_at_half_the_timeout(
-    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, clock: VirtualClockLoop
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # 100 ms: a ping every 50 ms
     dog = Watchdog()
@@ -200,49 +200,65 @@ async def test_watchdog_pings_at_half_the_timeout(
     try:
         assert dog.running
         assert re.fullmatch(r"<Watchdog every 0.05s pings=1 \[running\]>", repr(dog))
-        await asyncio.sleep(0.5)
+        await clock.advance(0.525)
         pings = drain(notify_socket)
     finally:
         dog.stop()
-    assert set(pings) == {b"WATCHDOG=1"}
-    assert 6 <= len(pings) <= 13  # about 11: one at start, then one per 50 ms
-    assert dog.pings == len(pings)
+    assert pings == [b"WATCHDOG=1"] * 11  # one at start, then one per 50 ms
+    assert dog.pings == 11
+
+
+def ping_times(monkeypatch: pytest.MonkeyPatch, clock: VirtualClockLoop) -> list[float]:
+    """Record when each watchdog ping is sent (it is still sent), from now."""
+    times: list[float] = []
+    start, ping = clock.time(), systemd.watchdog_ping
+
+    def recorded() -> bool:
+        times.append(round(clock.time() - start, 6))
+        return ping()
+
+    monkeypatch.setattr(systemd, "watchdog_ping", recorded)
+    return times
 
 
 async def test_a_blocked_loop_stops_the_pings(
-    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, clock: VirtualClockLoop
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
+    times = ping_times(monkeypatch, clock)
     dog = Watchdog()
     dog.start()
     try:
-        await asyncio.sleep(0.12)
-        assert drain(notify_socket)
-        time.sleep(0.3)  # blocking the loop is the point: six missed pings
+        await clock.advance(0.12)
+        assert len(drain(notify_socket)) == 3
+        clock.stall(0.3)  # the loop is blocked from 0.12 to 0.42: six pings missed
         assert drain(notify_socket) == []
-        await asyncio.sleep(0.12)
+        await clock.advance(0.12)
         resumed = drain(notify_socket)
     finally:
         dog.stop()
-    # One ping as soon as the loop runs again, then the cadence resumes; no burst.
-    assert 1 <= len(resumed) <= 4
+    # One ping as soon as the loop runs again, then the cadence resumes on the
+    # grid start + k * 50 ms: no burst, and no drift from the stall.
+    assert times == [0.0, 0.05, 0.1, 0.42, 0.45, 0.5]
+    assert len(resumed) == 3
 
 
 async def test_watchdog_stop_is_idempotent_and_restartable(
-    notify_socket: socket.socket,
+    notify_socket: socket.socket, clock: VirtualClockLoop
 ) -> None:
     dog = Watchdog(interval=0.02)  # explicit interval: no WATCHDOG_USEC needed
     dog.start()
     assert dog.start() is True  # already running: a no-op
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     dog.stop()
     dog.stop()
     assert not dog.running
-    assert repr(dog) == f"<Watchdog pings={dog.pings} [idle]>"
+    assert dog.pings == 3  # at 0, 0.02, 0.04
+    assert repr(dog) == "<Watchdog pings=3 [idle]>"
     drain(notify_socket)
-    await asyncio.sleep(0.1)
+    await clock.advance(0.1)
     assert drain(notify_socket) == []
-    dog.start(asyncio.get_running_loop())
+    dog.start(clock)
     dog.stop()
     assert drain(notify_socket) == [b"WATCHDOG=1"]
 

@@ -6,12 +6,16 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from archangel.errors import WatcherClosed
 from archangel.pipes import watch as watch_module
+from archangel.pipes._watch_backends import Inotify, Polling
 from archangel.pipes.watch import Change, Watch, Watcher, WatchEvent, inotify_available, wait_any
+from tests.conftest import VirtualClockLoop
+from tests.helpers import until
 
 INTERVAL = 0.005
 
@@ -186,3 +190,51 @@ async def test_a_wait_that_times_out_leaves_nothing_behind(
             async with asyncio.timeout(0.001):
                 await wait_any([watch])
     assert watch._waiters == []
+
+
+async def test_polls_keep_their_grid_after_a_stall(
+    tmp_path: Path, clock: VirtualClockLoop
+) -> None:
+    """The polling watcher runs on the bus's Timer: a late poll, then the grid, no burst."""
+    async with Watcher(polling=True, interval=1.0) as watcher:
+        watch = watcher.add(tmp_path)  # polls due at 1, 2, 3, ... from now
+        await clock.advance(1.0)
+        assert watch.pending() == []
+        clock.stall(2.5)  # blocked from 1.0 to 3.5: the polls due at 2 and 3 are late
+        (tmp_path / "a").write_text("a")
+        await clock.advance(0)
+        assert [(e.name, e.change) for e in watch.pending()] == [("a", Change.CREATED)]
+        (tmp_path / "b").write_text("b")
+        await clock.advance(0.49)
+        assert watch.pending() == []  # the late poll was the one due at 2; 3 was skipped
+        await clock.advance(0.01)  # 4.0: on the grid, not one interval after the late poll
+        assert [(e.name, e.change) for e in watch.pending()] == [("b", Change.CREATED)]
+
+
+async def test_a_backend_speaks_only_through_the_callbacks_it_is_handed(
+    tmp_path: Path,
+) -> None:
+    """A backend changes no watch itself: it calls ``deliver`` and ``dropped``."""
+    loop = asyncio.get_running_loop()
+    delivered: list[tuple[Watch, WatchEvent]] = []
+    dropped: list[Watch] = []
+    owner = Watcher()  # only names the watches' owner; its own backend is never started
+    (tmp_path / "d").mkdir()
+    polled = Watch(owner, str(tmp_path), True)
+    backends: list[Any] = [Polling(loop, INTERVAL, lambda w, e: delivered.append((w, e)))]
+    backends[0].add(polled)
+    watched = Watch(owner, str(tmp_path / "d"), True)
+    if inotify_available():
+        backends.append(Inotify(loop, lambda w, e: delivered.append((w, e)), dropped.append))
+        backends[1].add(watched)
+    try:
+        (tmp_path / "c").write_text("c")
+        (tmp_path / "d").rmdir()
+        await until(lambda: (polled, WatchEvent(str(tmp_path), "c", Change.CREATED)) in delivered)
+        if inotify_available():
+            await until(lambda: dropped == [watched])
+        assert polled.pending() == [] and watched.pending() == []  # nothing queued behind
+        assert not polled.closed and not watched.closed  # closing is the Watcher's call
+    finally:
+        for backend in backends:
+            backend.close()

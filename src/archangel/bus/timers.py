@@ -4,7 +4,10 @@
 pure, it is told the time instead of reading a clock, so tests drive it without a
 loop. :class:`Scheduler` runs one on a loop, for the bus. :class:`Timer` (made by
 :func:`every` or :meth:`archangel.bus.Bus.every`) calls a function at a fixed rate
-through ``loop.call_at``.
+through ``loop.call_at``; it is the one periodic call of archangel (the
+``every`` supply, the polling watcher and the systemd watchdog are built on
+it), and :func:`next_deadline` its one rule for missed ticks: skip them, never
+burst.
 
 What this module is not: a scheduler of its own. Nothing here sleeps or spawns
 threads; every deadline is in ``loop.time()`` units. The wall clock is read
@@ -26,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import InvalidArgument
 
-__all__ = ["EventQueue", "Scheduler", "Timer", "every"]
+__all__ = ["EventQueue", "Scheduler", "Timer", "every", "next_deadline"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,13 +257,28 @@ class Timer:
     """A call repeated every ``interval`` seconds while it returns something truthy (rel).
 
     Do not create one directly: use :func:`every` or :meth:`archangel.bus.Bus.every`.
+    It is archangel's one periodic call: :func:`archangel.pipes.every`, the
+    polling file watcher and :class:`archangel.service.systemd.Watchdog` run on
+    it, so they share the rules below.
 
-    * The first call comes one interval after the timer is made.
+    * The first call comes one interval after the timer is made, or ``delay``
+      seconds after (0: at the loop's next iteration).
     * Deadlines are measured from the schedule, not from when a call ends:
       the next deadline is the previous deadline plus the interval, so the
-      timer does not drift. If the loop was blocked past one or more
-      deadlines, those ticks are skipped (counted in :attr:`missed`), never
-      run in a burst.
+      timer does not drift; every deadline is ``first + k * interval``.
+    * **Missed ticks are skipped, never run in a burst.** A tick whose
+      deadline the loop was blocked past runs once, late (its
+      :attr:`deadline` still says when it was due); when it is over, every
+      deadline that has passed meanwhile is skipped (counted in
+      :attr:`missed`) and the timer goes on at the next deadline of its grid,
+      which may come sooner than a whole interval after the late tick. The
+      same holds for a call that takes longer than the interval.
+
+      (Before this was the one mechanism, the polling watcher and the
+      watchdog re-phased instead: after a late tick they went on one whole
+      interval after it, off the grid. Nothing relied on that: a poll or a
+      ping that comes early after a stall only finds changes sooner and
+      keeps systemd further from its timeout, and both never burst either way.)
     * The callback may be a coroutine function; its call is awaited before
       the timer re-arms, so calls never overlap.
     * A falsy return value ends the timer. An exception is logged and the timer
@@ -291,9 +309,13 @@ class Timer:
         interval: float,
         callback: Callable[..., Any],
         args: tuple[Any, ...],
+        *,
+        delay: float | None = None,
     ) -> None:
-        if not interval > 0:
+        if not (_finite(interval) and interval > 0):
             raise InvalidArgument(f"a timer's interval must be positive, not {interval!r}")
+        if delay is not None and not (_finite(delay) and delay >= 0):
+            raise InvalidArgument(f"a timer's first delay must be >= 0, not {delay!r}")
         self._loop = loop
         #: Seconds between deadlines.
         self.interval = float(interval)
@@ -305,7 +327,8 @@ class Timer:
         self.ticks = 0
         #: How many deadlines were skipped because the loop was late.
         self.missed = 0
-        self._deadline: float | None = loop.time() + self.interval
+        first = self.interval if delay is None else float(delay)
+        self._deadline: float | None = loop.time() + first
         self._handle: asyncio.TimerHandle | None = loop.call_at(self._deadline, self._fire)
 
     @property
@@ -337,7 +360,11 @@ class Timer:
             self._handle.cancel()
             self._handle = None
         task = self._task
-        if task is not None and task is not asyncio.current_task(self._loop):
+        if (
+            task is not None
+            and not self._loop.is_closed()
+            and task is not asyncio.current_task(self._loop)
+        ):
             task.cancel()
 
     def _fire(self) -> None:
@@ -373,12 +400,8 @@ class Timer:
         if not keep_going:
             self._deadline = None
             return
-        now = self._loop.time()
-        deadline = self._deadline + self.interval
-        if deadline <= now:
-            skipped = int((now - deadline) // self.interval) + 1
-            self.missed += skipped
-            deadline += skipped * self.interval
+        deadline, skipped = next_deadline(self._deadline, self.interval, self._loop.time())
+        self.missed += skipped
         self._deadline = deadline
         self._handle = self._loop.call_at(deadline, self._fire)
 
@@ -393,23 +416,48 @@ class Timer:
         return f"<Timer every {self.interval:g}s {name} [{status}] ticks={self.ticks}>"
 
 
+def next_deadline(previous: float, interval: float, now: float) -> tuple[float, int]:
+    """The deadline after ``previous`` on its grid that is still to come at ``now``.
+
+    The rule of :class:`Timer` for missed ticks, in one place: the next
+    deadline is ``previous + interval``, unless that is not after ``now``;
+    then the deadlines that passed are skipped and the first one after
+    ``now`` is next.
+
+    Returns:
+        The deadline, and how many deadlines were skipped to reach it.
+    """
+    deadline = previous + interval
+    if deadline > now:
+        return deadline, 0
+    skipped = int((now - deadline) // interval) + 1
+    return deadline + skipped * interval, skipped
+
+
 def every(
-    loop: asyncio.AbstractEventLoop, interval: float, callback: Callable[..., Any], *args: Any
+    loop: asyncio.AbstractEventLoop,
+    interval: float,
+    callback: Callable[..., Any],
+    *args: Any,
+    delay: float | None = None,
 ) -> Timer:
     """Call ``callback(*args)`` every ``interval`` seconds while it returns something truthy.
 
     Args:
         loop: The loop whose clock and ``call_at`` drive the timer.
         interval: Seconds between calls (positive); the first call is one
-            interval from now.
+            interval from now, unless ``delay`` says otherwise.
         callback: A function or coroutine function; see :class:`Timer` for what
             its return value and its exceptions do.
         *args: Passed to every call.
+        delay: Seconds until the first call (0: the loop's next iteration);
+            the deadlines after it are ``delay + k * interval`` from now.
 
     Returns:
         The armed :class:`Timer`; ``timer.cancel()`` stops it.
 
     Raises:
-        InvalidArgument: ``interval`` is not positive.
+        InvalidArgument: ``interval`` is not a positive number, or ``delay``
+            is negative.
     """
-    return Timer(loop, interval, callback, args)
+    return Timer(loop, interval, callback, args, delay=delay)

@@ -1,8 +1,12 @@
 """The two watcher backends: inotify through ctypes, and polling ``stat``.
 
-Private: :mod:`archangel.watch` is the interface. Each backend delivers
-:class:`WatchEvent` records to the :class:`~archangel.watch.Watch` objects it
-serves (through ``watch._deliver``); both work on the loop's thread only.
+Private: :mod:`archangel.pipes.watch` is the interface. A backend is handed
+two callbacks by the :class:`~archangel.pipes.watch.Watcher` that owns it:
+``deliver(watch, event)`` for each :class:`WatchEvent`, and (inotify only)
+``dropped(watch)`` when the kernel ends a watch. It reads a watch's ``path``
+and ``is_dir`` and never changes a watch: the Watcher alone does. Both work
+on the loop's thread only. The polling backend runs on the bus's
+:class:`~archangel.bus.timers.Timer`, with its rule for missed polls.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import functools
 import os
 import struct
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..bus import timers
 
 if TYPE_CHECKING:
     from .watch import Watch
 
-__all__ = ["Change", "Inotify", "Polling", "WatchEvent", "inotify_available"]
+__all__ = ["Change", "Deliver", "Dropped", "Inotify", "Polling", "WatchEvent", "inotify_available"]
 
 
 class Change(enum.Flag):
@@ -54,6 +61,12 @@ class WatchEvent(NamedTuple):
     name: str
     """The entry's name inside a watched directory; ``""`` for the path itself."""
     change: Change
+
+
+#: ``deliver(watch, event)``: a backend saw ``event`` on ``watch``.
+Deliver = Callable[["Watch", WatchEvent], None]
+#: ``dropped(watch)``: the kernel ended ``watch`` (its path was deleted or unmounted).
+Dropped = Callable[["Watch"], None]
 
 
 # -- inotify --------------------------------------------------------------------
@@ -127,11 +140,15 @@ def _check(result: int, what: str, path: str | None = None) -> int:
 class Inotify:
     """One inotify fd; watches sharing an inode share its watch descriptor."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, deliver: Deliver, dropped: Dropped
+    ) -> None:
         libc = _libc()
         flags = os.O_NONBLOCK | os.O_CLOEXEC  # IN_NONBLOCK, IN_CLOEXEC
         self._fd = _check(libc.inotify_init1(flags), "inotify_init1")
         self._loop = loop
+        self._deliver = deliver
+        self._dropped = dropped
         self._wds: dict[int, list[Watch]] = {}
         self._of: dict[Watch, int] = {}
         loop.add_reader(self._fd, self._read)
@@ -181,13 +198,14 @@ class Inotify:
 
     def _parse(self, data: bytes) -> None:
         offset, size = 0, _HEADER.size
+        deliver = self._deliver
         while offset + size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
             raw = data[offset + size : offset + size + length].rstrip(b"\0")
             offset += size + length
             if mask & _IN_Q_OVERFLOW:
                 for watch in list(self._of):
-                    watch._deliver(WatchEvent(watch.path, "", Change.OVERFLOW))
+                    deliver(watch, WatchEvent(watch.path, "", Change.OVERFLOW))
                 continue
             watches = self._wds.get(wd)
             if not watches:
@@ -196,10 +214,10 @@ class Inotify:
             change = _change(mask)
             for watch in list(watches):
                 if change:
-                    watch._deliver(WatchEvent(watch.path, name, change))
+                    deliver(watch, WatchEvent(watch.path, name, change))
                 if mask & _IN_IGNORED:  # the kernel ended the watch (deleted, unmounted)
                     self._of.pop(watch, None)
-                    watch._dropped()
+                    self._dropped(watch)
             if mask & _IN_IGNORED:
                 self._wds.pop(wd, None)
 
@@ -252,46 +270,47 @@ def _compare(old: _Stat, new: _Stat) -> Change:
 
 
 class Polling:
-    """Compares ``stat`` snapshots of every watch each ``interval`` seconds."""
+    """Compares ``stat`` snapshots of every watch each ``interval`` seconds.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    The polls are a :class:`~archangel.bus.timers.Timer`, running while there
+    is a watch: no drift, and a loop that fell behind skips the polls it
+    missed instead of bursting.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, deliver: Deliver) -> None:
         self._loop = loop
         self._interval = interval
+        self._deliver = deliver
         self._snaps: dict[Watch, _Snapshot] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._due = 0.0
+        self._timer: timers.Timer | None = None
 
     def add(self, watch: Watch) -> None:
         self._snaps[watch] = _snapshot(watch)
         if self._timer is None:
-            self._due = self._loop.time() + self._interval
-            self._timer = self._loop.call_at(self._due, self._tick)
+            self._timer = timers.every(self._loop, self._interval, self._tick)
 
     def remove(self, watch: Watch) -> None:
         self._snaps.pop(watch, None)
-        if not self._snaps and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._snaps:
+            self._stop()
 
     def close(self) -> None:
         self._snaps.clear()
+        self._stop()
+
+    def _stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        deliver = self._deliver
         for watch, old in list(self._snaps.items()):
             new = _snapshot(watch)
             self._snaps[watch] = new
             for name, change in _diff(old, new):
-                watch._deliver(WatchEvent(watch.path, name, change))
-        # The next poll is due one interval after this one was (no drift); a
-        # loop that fell behind skips the polls it missed instead of bursting.
-        now = self._loop.time()
-        self._due += self._interval
-        if self._due <= now:
-            self._due = now + self._interval
-        self._timer = self._loop.call_at(self._due, self._tick) if self._snaps else None
+                deliver(watch, WatchEvent(watch.path, name, change))
+        return True  # remove() stops the timer with the last watch
 
 
 def _diff(old: _Snapshot, new: _Snapshot) -> list[tuple[str, Change]]:

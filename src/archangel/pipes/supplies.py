@@ -28,6 +28,7 @@ import os
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
+from ..bus import timers
 from ..errors import InvalidArgument, WatcherClosed
 from ._lines import MAX_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
@@ -301,10 +302,13 @@ class Lines(LineSupply):
 def every(seconds: float, *, immediately: bool = False) -> AsyncGenerator[float, None]:
     """Tick every ``seconds`` on the loop's clock; yields each tick's due time.
 
-    Ticks are due at ``start + k * seconds`` (no drift, however long the
-    consumer takes); a consumer that falls behind skips the ticks it missed
-    rather than getting a burst. With ``immediately`` the first tick is due
-    at once.
+    A :class:`~archangel.bus.timers.Timer` drives it, with the timer's rules:
+    ticks are due at ``start + k * seconds`` (no drift, however long the
+    consumer takes), and a consumer that falls behind skips the ticks it
+    missed rather than getting a burst (the time the consumer holds a tick
+    is the timer's call: the next one is due at the first deadline after it
+    asks again). The clock starts at the first ``anext``. With
+    ``immediately`` the first tick is due at once.
 
     Raises:
         InvalidArgument: ``seconds`` is not positive (at the call, not at the
@@ -317,13 +321,30 @@ def every(seconds: float, *, immediately: bool = False) -> AsyncGenerator[float,
 
 async def _ticks(seconds: float, immediately: bool) -> AsyncGenerator[float, None]:
     loop = asyncio.get_running_loop()
-    due = loop.time() + (0.0 if immediately else seconds)
-    while True:
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        yield due
-        now = loop.time()
-        due += seconds
-        if due <= now:
-            due += ((now - due) // seconds + 1) * seconds
+    # The consumer's request for the next tick: (its due time, a future the
+    # consumer resolves when it asks for the one after). The timer's call
+    # lasts until then, so the timer re-arms (and skips) as the consumer goes.
+    requests: list[asyncio.Future[tuple[float, asyncio.Future[None]]]] = []
+
+    async def hand_over() -> bool:
+        if not requests:  # no consumer waiting (it went away): nothing to hand
+            return True
+        request = requests.pop()
+        if request.done():
+            return True
+        taken: asyncio.Future[None] = loop.create_future()
+        assert timer.deadline is not None
+        request.set_result((timer.deadline, taken))
+        await taken
+        return True
+
+    timer = timers.every(loop, seconds, hand_over, delay=0.0 if immediately else None)
+    try:
+        while True:
+            request: asyncio.Future[tuple[float, asyncio.Future[None]]] = loop.create_future()
+            requests.append(request)
+            due, taken = await request
+            yield due
+            taken.set_result(None)
+    finally:
+        timer.cancel()

@@ -18,6 +18,13 @@ follows the file (its inode) through a rename, a polling watch follows the
 path; watch the directory to follow a name, as :func:`archangel.supplies.tail`
 does.
 
+The backends (``_watch_backends``) serve the :class:`Watcher` that made them
+through two callbacks it hands them, ``deliver(watch, event)`` and
+``dropped(watch)``: the Watcher alone changes a watch's state, and the
+backends import this module for type checking only. The polling backend's
+polls are a :class:`~archangel.bus.timers.Timer` (no drift; polls the loop
+was too busy for are skipped, not bunched).
+
 What this is not: no recursion into subdirectories, no debouncing, no
 third-party watcher, and nothing that reads the files.
 """
@@ -97,20 +104,6 @@ class Watch:
         """Stop watching; a pending :meth:`wait` ends. Idempotent."""
         if not self.closed:
             self._watcher._remove(self)
-
-    def _deliver(self, event: WatchEvent) -> None:
-        events = self._events
-        if len(events) >= MAX_PENDING:
-            events.clear()
-            event = WatchEvent(self.path, "", Change.OVERFLOW)
-        events.append(event)
-        self._wake()
-
-    def _dropped(self) -> None:
-        """The kernel ended this watch (the path was deleted or unmounted)."""
-        self.closed = True
-        self._watcher._watches.discard(self)
-        self._wake()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -217,15 +210,32 @@ class Watcher:
         backend: _Backend
         if self.inotify:
             try:
-                backend = Inotify(loop)
+                backend = Inotify(loop, self._deliver, self._dropped)
             except OSError as exc:
                 logger.warning("inotify unavailable (%s); polling every %s s", exc, self.interval)
                 self.inotify = False
-                backend = Polling(loop, self.interval)
+                backend = Polling(loop, self.interval, self._deliver)
         else:
-            backend = Polling(loop, self.interval)
+            backend = Polling(loop, self.interval, self._deliver)
         self._backend = backend
         return backend
+
+    # The backend's two callbacks: the only ways a backend changes a watch.
+
+    def _deliver(self, watch: Watch, event: WatchEvent) -> None:
+        """Queue ``event`` on ``watch``; past :data:`MAX_PENDING` they collapse to ``OVERFLOW``."""
+        events = watch._events
+        if len(events) >= MAX_PENDING:
+            events.clear()
+            event = WatchEvent(watch.path, "", Change.OVERFLOW)
+        events.append(event)
+        watch._wake()
+
+    def _dropped(self, watch: Watch) -> None:
+        """The kernel ended ``watch`` (its path was deleted or unmounted): it is closed."""
+        watch.closed = True
+        self._watches.discard(watch)
+        watch._wake()
 
     def _remove(self, watch: Watch) -> None:
         watch.closed = True

@@ -13,12 +13,12 @@ unconditionally.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import socket
 import time
 
+from ..bus.timers import Timer, every
 from ..errors import InvalidArgument
 
 __all__ = [
@@ -183,18 +183,16 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2_000_000
 
 
-class _Dog(enum.Enum):
-    IDLE = "idle"
-    RUNNING = "running"
-
-
 class Watchdog:
     """Pings systemd's watchdog at a fixed interval, driven by the event loop.
 
-    The pings are ``call_at`` callbacks on the loop, not a thread: a loop that
-    is blocked or stuck stops pinging, and systemd then acts as the unit's
-    ``WatchdogSec=`` and ``Restart=`` say. After a block it resumes the
-    cadence with one ping rather than catching up in a burst.
+    The pings are a :class:`~archangel.bus.timers.Timer` on the loop, not a
+    thread: a loop that is blocked or stuck stops pinging, and systemd then
+    acts as the unit's ``WatchdogSec=`` and ``Restart=`` say. The first ping
+    is sent by :meth:`start`, the others at ``start + k * interval``; after a
+    block it pings once as soon as the loop runs, then skips the pings it
+    missed and goes on at the next one of that grid, never in a burst (the
+    timer's rule).
 
     Args:
         interval: Seconds between pings; None takes :func:`watchdog_interval`
@@ -210,20 +208,17 @@ class Watchdog:
             raise InvalidArgument(f"watchdog interval must be positive, not {interval!r}")
         self.interval = interval
         self.pings = 0
-        self._state = _Dog.IDLE
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._period = 0.0
-        self._when = 0.0
+        self._timer: Timer | None = None
 
     def __repr__(self) -> str:
-        every = f" every {self._period:g}s" if self._state is _Dog.RUNNING else ""
-        return f"<Watchdog{every} pings={self.pings} [{self._state.value}]>"
+        if self._timer is None:
+            return f"<Watchdog pings={self.pings} [idle]>"
+        return f"<Watchdog every {self._timer.interval:g}s pings={self.pings} [running]>"
 
     @property
     def running(self) -> bool:
         """Whether pings are scheduled."""
-        return self._state is _Dog.RUNNING
+        return self._timer is not None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> bool:
         """Ping now and then every interval; a no-op when already running.
@@ -235,36 +230,28 @@ class Watchdog:
             True when pinging (or already pinging); False when the unit has
             no watchdog and no interval was given.
         """
-        if self._state is _Dog.RUNNING:
+        if self._timer is not None:
             return True
         period = self.interval if self.interval is not None else watchdog_interval()
         if period is None:
             logger.debug("no systemd watchdog configured; not pinging")
             return False
-        self._loop = loop if loop is not None else asyncio.get_running_loop()
-        self._period = period
-        self._state = _Dog.RUNNING
-        self._when = self._loop.time()
-        self._tick()
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        self._timer = every(loop, period, self._ping)
+        self._ping()
         logger.debug("watchdog pinging every %gs", period)
         return True
 
     def stop(self) -> None:
         """Stop pinging; idempotent. :meth:`start` may start it again."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._state = _Dog.IDLE
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
-    def _tick(self) -> None:
-        assert self._loop is not None
+    def _ping(self) -> bool:
         if watchdog_ping():
             self.pings += 1
-        now = self._loop.time()
-        self._when += self._period
-        if self._when <= now:  # the loop was blocked past a ping: resume from now
-            self._when = now + self._period
-        self._handle = self._loop.call_at(self._when, self._tick)
+        return True  # the timer runs until stop()
 
 
 def _inherited(unset_environment: bool) -> list[tuple[str, int]]:
