@@ -798,3 +798,16 @@ async def test_a_second_stop_while_reading_closes_the_supply_once() -> None:
     await pipeline.stop()
     assert supply.closes == 1 and log == ["finish a", "done a"]
     assert pipeline.exit_reason is ExitReason.SHUTDOWN and pipeline.phase == "done"
+
+
+def test_each_stage_after_the_first_has_an_inbox_not_a_bus_channel() -> None:
+    from archangel.pipes.inbox import Inbox
+
+    async def later(x: int) -> tuple[int]:
+        return (x,)
+
+    pipeline = Pipeline(range(3), double, later, buffer=4)
+    inboxes = [stage.inbox for stage in pipeline.train.stages[1:]]
+    assert inboxes and all(isinstance(inbox, Inbox) for inbox in inboxes)
+    assert repr(inboxes[0]) == "<Inbox 0/4 waiting=0 [open]>"
+    assert pipeline.buffers == [(0, 4)]
