@@ -75,6 +75,11 @@ class _Phase(enum.Enum):
         self.shown = shown
         self.meaning = meaning
 
+    # Members are singletons compared by identity: hash them so too. Enum's own
+    # __hash__ is a Python call (about 100 ns on 3.11), and the feeder looks a
+    # phase up twice per read.
+    __hash__ = object.__hash__
+
     NEW = "new", "not started, or started and main() has not taken its first step"
     NEW_STOPPED = "new", "stopped before main()'s first step: main() starts stopping"
     NEW_KILLED = "new", "killed before main()'s first step: main() only cleans up"
@@ -90,6 +95,8 @@ class _Phase(enum.Enum):
 
 
 class _Event(enum.Enum):
+    __hash__ = object.__hash__  # as _Phase's
+
     START = "main() takes its first step"
     KILL_EARLY = "kill() before main()'s first step"
     STOP = "stop() (on_stop)"
@@ -346,15 +353,21 @@ class Pipeline(TaskProcess):
             await sleep(0)  # a sync supply never waits: let the loop breathe
 
     async def _feed_async(self, iterator: Any, *, batched: bool) -> None:
-        take, move = self.train.take, self._move
-        while self._phase is _Phase.RUNNING:
-            move(_Event.READ)
+        # The table's rows bound once, and no _move() call: this runs per read,
+        # per item of a plain async iterable, where each lookup shows. Measured
+        # on CPython 3.11, 100,000 items one a read through a pass-through cog
+        # (best of 8): 2.29 µs an item with the booleans this replaced, 2.42 µs
+        # like this; through _move() with Enum's own hash it was 3.3 µs.
+        take, running = self.train.take, _Phase.RUNNING
+        on_read, on_read_end = _TRANSITIONS[_Event.READ], _TRANSITIONS[_Event.READ_END]
+        while self._phase is running:
+            self._phase = on_read.get(self._phase, self._phase)
             try:
                 got = await anext(iterator)
             except StopAsyncIteration:
                 return
             finally:
-                move(_Event.READ_END)
+                self._phase = on_read_end.get(self._phase, self._phase)
             if not batched:
                 await take([got])
             elif got:
