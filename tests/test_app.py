@@ -593,3 +593,68 @@ async def test_reloads_asked_for_during_a_reload_coalesce_into_one_after_it(
     assert sum(e.is_set() for e in started) == 2  # three asked for: one more ran
     app.request_stop()
     assert await task == EXIT_OK
+
+
+# -- the App's own hooks: one table, in the code and in the docs ------------------
+
+
+def _hooks_table(text: str) -> list[tuple[str, int, str]]:
+    """The rows of the "the App's own work" table in reStructuredText ``text``."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if "the App's own work" in line)
+    end = lines.index(lines[head + 1], head + 2)  # the closing rule
+    rows: list[tuple[str, int, str]] = []
+    for line in lines[head + 2 : end]:
+        state, _, rest = line.partition(" ")
+        if state:
+            priority, what = rest.split(None, 1)
+            rows.append((state, int(priority), what.strip()))
+        else:  # a continuation line
+            state, priority, what = rows.pop()
+            rows.append((state, priority, f"{what} {line.strip()}"))
+    return rows
+
+
+def test_the_hooks_table_in_the_docstring_and_the_docs_is_the_one_subscribed(
+    tmp_path: Path,
+) -> None:
+    import archangel.app
+
+    table = [(state.name, priority, what) for state, priority, _, what in App._HOOKS]
+    assert _hooks_table(archangel.app.__doc__ or "") == table
+    docs = Path(__file__).parent.parent / "docs" / "app.rst"
+    assert _hooks_table(docs.read_text()) == table
+
+    # Each hook runs where its row says: just after a probe subscribed at its
+    # priority - 0.5 and just before one at its priority + 0.5.
+    app = make_app(tmp_path)
+
+    class Serving:  # what _add_serving subscribes of a served framework
+        target = None
+
+        async def stopping(self) -> None: ...
+
+        async def stopped(self) -> None: ...
+
+    serving = Serving()
+    app._add_serving(serving)  # type: ignore[arg-type]
+    hooks = {}
+    for state, priority, hook, _ in App._HOOKS:
+        owner, _, name = hook.rpartition(".")
+        callback = getattr(serving if owner == "Serving" else app, name)
+        before, after = (lambda: None), (lambda: None)
+        app.bus.subscribe(state, before, priority=priority - 0.5)
+        app.bus.subscribe(state, after, priority=priority + 0.5)
+        hooks[callback] = (state, before, after)
+    for callback, (state, before, after) in hooks.items():
+        order = list(app.bus.subscribers(state))
+        assert order[order.index(callback) - 1 : order.index(callback) + 2] == [
+            before,
+            callback,
+            after,
+        ]
+    own = {hook for _, _, hook, _ in App._HOOKS}
+    for state in State:
+        for callback in app.bus.subscribers(state):
+            if getattr(callback, "__self__", None) is app:
+                assert callback.__name__ in own, f"{callback} is not in App._HOOKS"

@@ -728,3 +728,106 @@ async def test_slow_sink_keeps_buffers_within_their_bound() -> None:
     assert len(ahead) >= 60 and max(ahead) <= batch + bound * len(pipeline.buffers) + 2
     assert all(bound_ == bound for _, bound_ in pipeline.buffers)
     assert pipeline.counters["in"] < 60 + batch + 2 * bound + 2
+
+
+# -- the phase table ------------------------------------------------------------
+
+
+def test_the_phase_table_reaches_every_phase_and_ends_in_done() -> None:
+    from archangel.pipes.pipeline import _TRANSITIONS, _Event, _Phase
+
+    reached, todo = {_Phase.NEW}, [_Phase.NEW]
+    while todo:
+        phase = todo.pop()
+        for row in _TRANSITIONS.values():
+            after = row.get(phase, phase)
+            if after not in reached:
+                reached.add(after)
+                todo.append(after)
+    assert reached == set(_Phase)
+    assert set(_TRANSITIONS) == set(_Event)
+    assert {p.shown for p in _Phase} == {"new", "running", "stopping", "finishing", "done"}
+    for done in (_Phase.DONE, _Phase.DONE_STOPPED):
+        assert all(row.get(done, done).shown == "done" for row in _TRANSITIONS.values())
+    # A stop is remembered: it leads to the phases that ignore a stop, and
+    # nothing leads out of them again (a second stop never closes the supply).
+    stopped = set(_Phase) - set(_TRANSITIONS[_Event.STOP])
+    assert set(_TRANSITIONS[_Event.STOP].values()) <= stopped
+    for phase in stopped:
+        for row in _TRANSITIONS.values():
+            assert row.get(phase, phase) in stopped
+
+
+class ClosingSupply:
+    """A batch supply that counts its ``close()`` calls and never hands anything over."""
+
+    def __init__(self) -> None:
+        self.closes = 0
+        self._closed = asyncio.Event()
+
+    def close(self) -> None:
+        self.closes += 1
+        self._closed.set()
+
+    async def batches(self) -> AsyncIterator[list[Any]]:
+        await self._closed.wait()
+        return
+        yield []
+
+
+async def test_killed_then_stopped_before_its_first_step_closes_the_supply_once() -> None:
+    log: list[str] = []
+    supply = ClosingSupply()
+    pipeline = ProcessManager().spawn(Pipeline(supply, Recorder("a", log)))
+    pipeline.kill()
+    pipeline.stop()
+    pipeline.stop()
+    assert pipeline.phase == "new"
+    await pipeline.wait()
+    assert supply.closes == 1 and log == ["done a"]
+    assert pipeline.exit_reason is ExitReason.KILLED and pipeline.phase == "done"
+
+
+async def test_a_second_stop_while_reading_closes_the_supply_once() -> None:
+    log: list[str] = []
+    supply = ClosingSupply()
+    pipeline = ProcessManager().spawn(Pipeline(supply, Recorder("a", log)))
+    await until(lambda: pipeline.phase == "running" and pipeline._reading)
+    pipeline.stop()
+    assert pipeline.phase == "stopping"
+    await pipeline.stop()
+    assert supply.closes == 1 and log == ["finish a", "done a"]
+    assert pipeline.exit_reason is ExitReason.SHUTDOWN and pipeline.phase == "done"
+
+
+def test_each_stage_after_the_first_has_an_inbox_not_a_bus_channel() -> None:
+    from archangel.pipes.inbox import Inbox
+
+    async def later(x: int) -> tuple[int]:
+        return (x,)
+
+    pipeline = Pipeline(range(3), double, later, buffer=4)
+    inboxes = [stage.inbox for stage in pipeline.train.stages[1:]]
+    assert inboxes and all(isinstance(inbox, Inbox) for inbox in inboxes)
+    assert repr(inboxes[0]) == "<Inbox 0/4 waiting=0 [open]>"
+    assert pipeline.buffers == [(0, 4)]
+
+
+def test_the_two_longest_line_defaults_have_names_of_their_own() -> None:
+    import importlib
+    import inspect
+
+    from archangel.pipes import _lines, supplies
+
+    line_server = importlib.import_module("archangel.pipes.line_server")
+
+    assert _lines.MAX_STREAM_LINE == 1 << 20 and line_server._MAX_PEER_LINE == 1 << 16
+    assert not hasattr(_lines, "MAX_LINE") and not hasattr(line_server, "MAX_LINE")
+    for fn, default in [
+        (supplies.tail, _lines.MAX_STREAM_LINE),
+        (supplies.lines, _lines.MAX_STREAM_LINE),
+        (_lines.LineBuffer, _lines.MAX_STREAM_LINE),
+        (line_server.line_server, line_server._MAX_PEER_LINE),
+        (line_server.LineServer, line_server._MAX_PEER_LINE),
+    ]:
+        assert inspect.signature(fn).parameters["max_line"].default == default

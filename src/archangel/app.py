@@ -5,14 +5,16 @@ signal policy, pidfile, systemd notifier, dumps, console) stands alone. Its
 lifecycle is the bus's: ``run()`` walks ENTER → IDLE → START → RUN, waits for
 a stop, then STOP → IDLE → EXIT → EXITED; a stop on the way up cancels the
 start hooks still running and walks down from there. What the App itself does in each
-state is a bus subscriber, at a priority chosen around the users' default 50:
+state is a bus subscriber, at a priority chosen around the users' default 50.
+This table is ``App._HOOKS``, the data ``_subscribe`` walks (a test holds this
+copy and the one in ``docs/app.rst`` to it):
 
 =========  ====  ===========================================================
 state      prio  the App's own work
 =========  ====  ===========================================================
 ENTER        10  install the signal policy, acquire the pidfile
 START        90  drop privileges (after user hooks bound their ports), console
-RUN          10  systemd READY=1 and watchdog; tell a daemon launcher it runs
+RUN          10  systemd READY=1 and watchdog; tell a daemon's launcher it runs
 STOP         10  systemd STOPPING=1; stop accepting (close every server)
 STOP         55  served frameworks: stop their connections, aiohttp's on_shutdown
 STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
@@ -42,7 +44,7 @@ import socket
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .bus.bus import Bus
 from .bus.states import State
@@ -206,14 +208,62 @@ class App:
     def __repr__(self) -> str:
         return f"<App {self.name!r} [{self.bus.state.name}] {self.manager!r}>"
 
+    #: The App's own lifecycle hooks, the table the module docstring and
+    #: docs/app.rst show: ``(state, priority, hook, what it does)``. A hook is an
+    #: App method that :meth:`_subscribe` subscribes; a ``Serving.`` hook is
+    #: subscribed per served framework, by ``_add_serving``.
+    _HOOKS: ClassVar[tuple[tuple[State, int, str, str], ...]] = (
+        (State.ENTER, 10, "_enter", "install the signal policy, acquire the pidfile"),
+        (
+            State.START,
+            90,
+            "_start",
+            "drop privileges (after user hooks bound their ports), console",
+        ),
+        (
+            State.RUN,
+            10,
+            "_ready",
+            "systemd READY=1 and watchdog; tell a daemon's launcher it runs",
+        ),
+        (
+            State.STOP,
+            10,
+            "_stop_accepting",
+            "systemd STOPPING=1; stop accepting (close every server)",
+        ),
+        (
+            State.STOP,
+            55,
+            "Serving.stopping",
+            "served frameworks: stop their connections, aiohttp's on_shutdown",
+        ),
+        (
+            State.STOP,
+            60,
+            "_drain",
+            "drain: ``manager.shutdown(what is left of shutdown_timeout)``",
+        ),
+        (
+            State.STOP,
+            70,
+            "Serving.stopped",
+            "served frameworks: aiohttp's on_cleanup, the ASGI lifespan shutdown",
+        ),
+        (
+            State.EXIT,
+            90,
+            "_exit",
+            "close the console, release the pidfile, remove the handlers; "
+            "finish the dumps and cancel the reloads still running",
+        ),
+    )
+
     def _subscribe(self) -> None:
-        on = self.bus.subscribe
-        on(State.ENTER, self._enter, priority=10)
-        on(State.START, self._start, priority=90)
-        on(State.RUN, self._ready, priority=10)
-        on(State.STOP, self._stop_accepting, priority=10)
-        on(State.STOP, self._drain, priority=60)
-        on(State.EXIT, self._exit, priority=90)
+        """Subscribe the App's own hooks: the rows of :attr:`_HOOKS` naming an App method."""
+        for state, priority, hook, _ in self._HOOKS:
+            if not hook.startswith("Serving."):  # those come with each served framework
+                self.bus.subscribe(state, getattr(self, hook), priority=priority)
 
     # -- running ----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NEW, EXITED = ProcessState.NEW, ProcessState.EXITED
+_NEW, _EXITED = ProcessState.NEW, ProcessState.EXITED
 
 
 class _Adopted(Process):
@@ -206,11 +206,11 @@ class ConnectionProcess(Process):
         A process killed before its connection was made aborts the transport
         here, as a process that is a protocol does.
         """
-        if self.state is NEW:
+        if self.state is _NEW:
             self.connection_made(transport)
-        elif self.state is EXITED:
+        elif self.state is _EXITED:
             transport.abort()
-        return self.state is not EXITED
+        return self.state is not _EXITED
 
     def detach(self, exc: BaseException | None) -> None:
         """The connection is lost (``exc`` as ``connection_lost`` has it)."""
@@ -221,9 +221,9 @@ class ConnectionProcess(Process):
 
     def add_task(self, task: asyncio.Task[Any]) -> None:
         """Count ``task`` as the connection's work; a killed process cancels it at once."""
-        if self.state is EXITED or self._cancelling:
+        if self.state is _EXITED or self._cancelling:
             task.cancel()
-            if self.state is EXITED:
+            if self.state is _EXITED:
                 return
         if self._tasks is None:
             self._tasks = set()
@@ -251,7 +251,7 @@ class ConnectionProcess(Process):
         return False
 
     def _end_if_done(self) -> None:
-        if self._lost and not self._tasks and self.state is not EXITED:
+        if self._lost and not self._tasks and self.state is not _EXITED:
             self.connection_lost(self._failure or self._lost_error)
 
     def on_kill(self, reason: ExitReason) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
 from .adopt import adopt
 from .frames import clear_frames, innermost
-from .process import _EMPTY, EXITED, ExitReason, Process
+from .process import _EMPTY, _EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
@@ -408,7 +408,7 @@ class ProcessManager:
             if (
                 parent is not None
                 and parent._archangel_manager is self
-                and parent._archangel_state is not EXITED
+                and parent._archangel_state is not _EXITED
             ):
                 continue  # its parent (a supervisor) stops it, in its own order
             try:

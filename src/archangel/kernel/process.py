@@ -60,9 +60,9 @@ _unmanaged_hooks: set[asyncio.Future[Any]] = set()
 
 
 _NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
-NEW = ProcessState.NEW
-RUNNING = ProcessState.RUNNING
-EXITED = ProcessState.EXITED
+_NEW = ProcessState.NEW
+_RUNNING = ProcessState.RUNNING
+_EXITED = ProcessState.EXITED
 
 #: The bookkeeping's prefix. Not ``_state``, ``_name`` or ``_hooks``: real
 #: protocols use those for their own (telnetlib3, h11 and websockets keep a
@@ -172,15 +172,15 @@ def _wrap_connection_made(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
     @functools.wraps(fn)
     def connection_made(self: Process, transport: Any) -> Any:
         state = self._archangel_state
-        if state is NEW:
+        if state is _NEW:
             self.transport = transport
-            self._archangel_state = RUNNING
+            self._archangel_state = _RUNNING
             try:
                 return fn(self, transport)
             except BaseException as exc:  # the outermost override: its failure is ours
                 self._failed_to_start(transport, exc)
                 return None
-        if state is EXITED:
+        if state is _EXITED:
             # Killed between the factory and the transport's first call.
             transport.abort()
             return None
@@ -281,7 +281,7 @@ class Process:
         self = _object_new(cls)
         self._archangel_pid = None
         self._archangel_manager = None
-        self._archangel_state = NEW
+        self._archangel_state = _NEW
         self._archangel_started = None
         self.transport = None
         self._archangel_ended = None
@@ -416,7 +416,7 @@ class Process:
         with the PID too. Returns ``fn``, so it works as a decorator.
         Registering on an exited process runs the hook at once.
         """
-        if self._archangel_state is EXITED:
+        if self._archangel_state is _EXITED:
             interrupt = self._run_hook(fn, args, kwargs)
             if interrupt is not None:
                 raise interrupt
@@ -474,7 +474,7 @@ class Process:
         ended (for a protocol, when ``connection_lost`` runs). Killing an
         exited process does nothing.
         """
-        if self._archangel_state is EXITED or self._archangel_ended is not None:
+        if self._archangel_state is _EXITED or self._archangel_ended is not None:
             return
         self._archangel_reason = checked = _exit_reason(self, reason)
         self.on_kill(checked)
@@ -498,7 +498,7 @@ class Process:
         ``process.stop()`` does not (nothing is left un-awaited). The
         manager's shutdown timeout bounds how long the process may take.
         """
-        if self._archangel_state is not EXITED and self._archangel_ended is None:
+        if self._archangel_state is not _EXITED and self._archangel_ended is None:
             if self._archangel_reason is None:
                 self._archangel_reason = ExitReason.SHUTDOWN
             self.on_stop()
@@ -517,7 +517,7 @@ class Process:
 
     async def wait(self) -> None:
         """Return once the process has exited and its sync hooks have run."""
-        if self._archangel_state is EXITED:
+        if self._archangel_state is _EXITED:
             return
         future = asyncio.get_running_loop().create_future()
         if self._archangel_waiters is None:
@@ -527,11 +527,11 @@ class Process:
 
     def _exit(self, exc: BaseException | None) -> None:
         """Record the exit, tell the manager, run the hooks. Runs once."""
-        if self._archangel_state is EXITED:
+        if self._archangel_state is _EXITED:
             return
         if self._archangel_ended is None:
             self._archangel_ended = _time()
-        self._archangel_state = EXITED
+        self._archangel_state = _EXITED
         reason = self._archangel_reason
         if reason is None or (exc is not None and reason is not _KILLED):
             if exc is None:
@@ -592,10 +592,10 @@ class Process:
     def connection_made(self, transport: Any) -> None:
         """Record the transport and mark the process running."""
         state = self._archangel_state
-        if state is NEW:
+        if state is _NEW:
             self.transport = transport
-            self._archangel_state = RUNNING
-        elif state is EXITED:
+            self._archangel_state = _RUNNING
+        elif state is _EXITED:
             transport.abort()
 
     @_instrumented
@@ -623,7 +623,7 @@ class Process:
             # The usual end of a connection, a frame shorter than _exit (the
             # path every connection takes; benchmarks/echo.py): the same
             # outcome as _exit when there is nothing else to do.
-            self._archangel_state = EXITED
+            self._archangel_state = _EXITED
             self._archangel_exit_reason = _NORMAL
             manager._exited(self, _NORMAL)
             return

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..errors import InvalidArgument, ProcessStateError, RestartLimitExceeded, coerce_enum
 from .manager import KILL_GRACE, _kill
-from .process import EXITED, ExitReason, Process
+from .process import _EXITED, ExitReason, Process
 from .task import TaskProcess
 
 __all__ = ["ChildSpec", "Restart", "RestartLimitExceeded", "Strategy", "Supervisor"]
@@ -171,7 +171,7 @@ class Supervisor(TaskProcess):
     @property
     def children(self) -> list[Process]:
         """The live children, in start order."""
-        return [c for c in self._slots if c is not None and c.state is not EXITED]
+        return [c for c in self._slots if c is not None and c.state is not _EXITED]
 
     def details(self) -> Mapping[str, Any]:
         """Strategy, live children and restarts so far, for ``ps``."""
@@ -316,7 +316,7 @@ class Supervisor(TaskProcess):
         try:
             for index in order:
                 child = self._slots[index]
-                if child is None or child.state is EXITED:
+                if child is None or child.state is _EXITED:
                     self._slots[index] = None
                     continue
                 spec = self.specs[index]
@@ -351,7 +351,7 @@ class Supervisor(TaskProcess):
         children = []
         for index in indexes:
             child, self._slots[index] = self._slots[index], None
-            if child is not None and child.state is not EXITED:
+            if child is not None and child.state is not _EXITED:
                 _kill(child)
                 children.append(child)
         for child in children:

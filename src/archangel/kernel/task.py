@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ProcessStateError
 from .frames import innermost
-from .process import _EMPTY, RUNNING, ExitReason, Process
+from .process import _EMPTY, _RUNNING, ExitReason, Process
 
 __all__ = ["TaskProcess"]
 
@@ -54,7 +54,7 @@ class TaskProcess(Process):
         if self.task is not None:
             raise ProcessStateError(f"{self!r} has already been started")
         loop = asyncio.get_running_loop()  # raises before anything changes
-        self._archangel_state = RUNNING
+        self._archangel_state = _RUNNING
         self.task = loop.create_task(self.main(), name=self.name)
         self.task.add_done_callback(self._task_done)
         return self.task

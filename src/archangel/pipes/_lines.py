@@ -13,12 +13,14 @@ from typing import Any
 
 from ..errors import InvalidArgument
 
-__all__ = ["MAX_LINE", "LineBuffer", "LineSupply"]
+__all__ = ["MAX_STREAM_LINE", "LineBuffer", "LineSupply"]
 
 logger = logging.getLogger("archangel.supplies")
 
-#: Default longest partial line held, in bytes; a longer one is passed on cut.
-MAX_LINE = 1 << 20
+#: Default longest line a file or stream supply (``tail``, ``lines``, a
+#: :class:`LineBuffer`) holds, in bytes (1 MiB); a longer one is passed on cut.
+#: A line server's peers get a smaller default (``line_server._MAX_PEER_LINE``).
+MAX_STREAM_LINE = 1 << 20
 
 
 class LineBuffer:
@@ -34,7 +36,10 @@ class LineBuffer:
     __slots__ = ("_partial", "encoding", "errors", "max_line")
 
     def __init__(
-        self, encoding: str | None = "utf-8", errors: str = "replace", max_line: int = MAX_LINE
+        self,
+        encoding: str | None = "utf-8",
+        errors: str = "replace",
+        max_line: int = MAX_STREAM_LINE,
     ) -> None:
         if max_line < 1:
             raise InvalidArgument(f"max_line must be >= 1, got {max_line}")

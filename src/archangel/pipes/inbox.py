@@ -1,7 +1,8 @@
-"""Plumbing for pipelines: a bounded channel and a rate-limited failure log.
+"""Plumbing for pipelines: a stage's bounded inbox and a rate-limited failure log.
 
-Private: :mod:`archangel.pipeline` and the line server use these; neither is
-part of the public API.
+An inbox is not one of the bus's channels (:mod:`archangel.bus.channels`):
+it is the FIFO between two stages of one train. Private: the train
+(:mod:`archangel.pipes.train`) uses these; neither is part of the public API.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import collections
 import logging
 from typing import Any
 
-__all__ = ["END", "Channel", "FailureLog"]
+__all__ = ["END", "FailureLog", "Inbox"]
 
 logger = logging.getLogger("archangel.pipeline")
 
-#: What :meth:`Channel.get` returns once the channel is closed and empty.
+#: What :meth:`Inbox.get` returns once the inbox is closed and empty.
 END: Any = object()
 
 
@@ -26,15 +27,15 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
     waiters.clear()
 
 
-class Channel:
+class Inbox:
     """A bounded FIFO between pipeline stages: batches in, items out.
 
     ``put_many`` appends what fits and waits for room for the rest (that is
     the back-pressure); items it still holds are counted in :attr:`waiting`,
-    so ``len(channel) + channel.waiting`` is everything on its way through
-    (until :meth:`drop` empties the channel).
-    ``len(channel)`` never exceeds :attr:`bound`. Producers are woken once the
-    channel is half empty, so a slow consumer does not ping-pong with them.
+    so ``len(inbox) + inbox.waiting`` is everything on its way through
+    (until :meth:`drop` empties the inbox).
+    ``len(inbox)`` never exceeds :attr:`bound`. Producers are woken once the
+    inbox is half empty, so a slow consumer does not ping-pong with them.
     """
 
     __slots__ = ("_getters", "_items", "_putters", "bound", "closed", "waiting")
@@ -52,7 +53,7 @@ class Channel:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<Channel {len(self._items)}/{self.bound} waiting={self.waiting} [{state}]>"
+        return f"<Inbox {len(self._items)}/{self.bound} waiting={self.waiting} [{state}]>"
 
     async def put_many(self, items: list[Any]) -> None:
         """Append ``items`` in order, waiting for room as needed.
@@ -84,7 +85,7 @@ class Channel:
                     future.cancel()
 
     async def get(self) -> Any:
-        """The next item; :data:`END` once the channel is closed and empty."""
+        """The next item; :data:`END` once the inbox is closed and empty."""
         items = self._items
         while not items:
             if self.closed:
@@ -107,7 +108,7 @@ class Channel:
         _wake(self._getters)
 
     def drop(self) -> int:
-        """Empty the channel; return how many items it held or was waiting to take.
+        """Empty the inbox; return how many items it held or was waiting to take.
 
         For its owner, once no producer or consumer uses it any more (the
         pipeline was killed): what is returned is what the kill abandoned.

@@ -46,8 +46,10 @@ __all__ = ["LineConnection", "LineServer", "line_server"]
 
 logger = logging.getLogger(__name__)
 
-#: Default longest line a peer may send, in bytes (a longer one is passed on cut).
-MAX_LINE = 1 << 16
+#: Default longest line a peer may send, in bytes (64 KiB; a longer one is
+#: passed on cut); each connection holds up to this much. Not a file's bound
+#: (``_lines.MAX_STREAM_LINE``, 1 MiB).
+_MAX_PEER_LINE = 1 << 16
 #: Default bound of the buffer of lines received and not yet handed over.
 BUFFER = 4096
 
@@ -104,7 +106,7 @@ class LineServer(LineSupply):
         *,
         encoding: str | None = "utf-8",
         errors: str = "replace",
-        max_line: int = MAX_LINE,
+        max_line: int = _MAX_PEER_LINE,
         buffer: int = BUFFER,
     ) -> None:
         if buffer < 1:
@@ -272,7 +274,7 @@ async def line_server(
     path: str | os.PathLike[str] | None = None,
     encoding: str | None = "utf-8",
     errors: str = "replace",
-    max_line: int = MAX_LINE,
+    max_line: int = _MAX_PEER_LINE,
     buffer: int = BUFFER,
     **server_options: Any,
 ) -> LineServer:
@@ -290,7 +292,7 @@ async def line_server(
         path: A Unix socket path instead of TCP (removed again on close).
         encoding: How to decode lines; None yields bytes.
         errors: The decoding error handler.
-        max_line: The longest line, in bytes; a longer one is passed on cut.
+        max_line: The longest line, in bytes (64 KiB); a longer one is passed on cut.
         buffer: How many received lines may wait before peers are paused.
         **server_options: Passed to ``loop.create_server`` or
             ``loop.create_unix_server`` (``ssl``, ``backlog``...).

@@ -63,11 +63,91 @@ ErrorSink: TypeAlias = Callable[[Any, BaseException, Any], object]
 
 
 class _Phase(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    FINISHING = "finishing"
-    DONE = "done"
+    """Where a pipeline is in its life: the one state its methods look at.
+
+    Each member's value is ``(shown, meaning)``; ``shown`` is the word ``ps``
+    and the console read (:attr:`Pipeline.phase`), shared by the phases that
+    differ only in what a later event does. ``_STOPPED`` phases remember that a
+    stop was asked (and the supply closed), so a second stop does nothing.
+    """
+
+    def __init__(self, shown: str, meaning: str) -> None:
+        self.shown = shown
+        self.meaning = meaning
+
+    # Members are singletons compared by identity: hash them so too. Enum's own
+    # __hash__ is a Python call (about 100 ns on 3.11), and the feeder looks a
+    # phase up twice per read.
+    __hash__ = object.__hash__
+
+    NEW = "new", "not started, or started and main() has not taken its first step"
+    NEW_STOPPED = "new", "stopped before main()'s first step: main() starts stopping"
+    NEW_KILLED = "new", "killed before main()'s first step: main() only cleans up"
+    NEW_KILLED_STOPPED = "new", "killed and stopped before main()'s first step"
+    RUNNING = "running", "the feeder feeds the train (between reads of an async supply)"
+    READING = "running", "the feeder awaits the supply: a stop cancels that read"
+    STOPPING = "stopping", "stopped: the feeder reads no further; the supply was closed"
+    STOPPING_READ_CANCELLED = "stopping", "stopped by cancelling the read in progress"
+    FINISHING = "finishing", "the supply has ended; the stages drain and finish"
+    FINISHING_STOPPED = "finishing", "the supply has ended after a stop, or a stop came since"
+    DONE = "done", "cleaned up: every cog's done() has run"
+    DONE_STOPPED = "done", "cleaned up, and a stop was asked"
+
+
+class _Event(enum.Enum):
+    __hash__ = object.__hash__  # as _Phase's
+
+    START = "main() takes its first step"
+    KILL_EARLY = "kill() before main()'s first step"
+    STOP = "stop() (on_stop)"
+    READ = "the feeder starts awaiting the supply"
+    READ_END = "the feeder has its answer"
+    CANCEL_READ = "stop() cancels the read in progress"
+    SUPPLY_END = "the feeder has ended"
+    CLEANED = "_cleanup() has run"
+
+
+_P, _E = _Phase, _Event
+
+#: Every transition of a pipeline, and the only place one is written: an event
+#: moves the phases in its row and leaves every other phase as it is (a read
+#: that ends after a stop, a second stop, a kill once main() runs).
+_TRANSITIONS: Mapping[_Event, Mapping[_Phase, _Phase]] = {
+    _E.START: {_P.NEW: _P.RUNNING, _P.NEW_STOPPED: _P.STOPPING},
+    _E.KILL_EARLY: {_P.NEW: _P.NEW_KILLED, _P.NEW_STOPPED: _P.NEW_KILLED_STOPPED},
+    _E.STOP: {
+        _P.NEW: _P.NEW_STOPPED,
+        _P.NEW_KILLED: _P.NEW_KILLED_STOPPED,
+        _P.RUNNING: _P.STOPPING,
+        _P.READING: _P.STOPPING,
+        _P.FINISHING: _P.FINISHING_STOPPED,
+        _P.DONE: _P.DONE_STOPPED,
+    },
+    _E.READ: {_P.RUNNING: _P.READING},
+    _E.READ_END: {_P.READING: _P.RUNNING},
+    _E.CANCEL_READ: {_P.STOPPING: _P.STOPPING_READ_CANCELLED},
+    _E.SUPPLY_END: {
+        _P.RUNNING: _P.FINISHING,
+        _P.STOPPING: _P.FINISHING_STOPPED,
+        _P.STOPPING_READ_CANCELLED: _P.FINISHING_STOPPED,
+    },
+    _E.CLEANED: {
+        **dict.fromkeys((_P.NEW, _P.NEW_KILLED, _P.RUNNING, _P.READING, _P.FINISHING), _P.DONE),
+        **dict.fromkeys(
+            (
+                _P.NEW_STOPPED,
+                _P.NEW_KILLED_STOPPED,
+                _P.STOPPING,
+                _P.STOPPING_READ_CANCELLED,
+                _P.FINISHING_STOPPED,
+            ),
+            _P.DONE_STOPPED,
+        ),
+    },
+}
+
+_KILLED_BEFORE_MAIN = frozenset({_P.NEW_KILLED, _P.NEW_KILLED_STOPPED})
+_BEFORE_MAIN = frozenset({_P.NEW, _P.NEW_STOPPED, *_KILLED_BEFORE_MAIN})
 
 
 class Pipeline(TaskProcess):
@@ -135,7 +215,6 @@ class Pipeline(TaskProcess):
         )
         self._phase = _Phase.NEW
         self._feeder: asyncio.Task[None] | None = None
-        self._reading = self._stopping = self._stop_cancelled = self._kill_pending = False
         self._crash: BaseException | None = None
         self._done = 0  # how many cogs have had done() called, in train order
 
@@ -164,12 +243,23 @@ class Pipeline(TaskProcess):
     @property
     def phase(self) -> str:
         """``new``, ``running``, ``stopping``, ``finishing`` or ``done``."""
-        return self._phase.value
+        return self._phase.shown
+
+    @property
+    def _reading(self) -> bool:
+        """Whether the feeder awaits the supply (tests wait for this)."""
+        return self._phase is _Phase.READING
+
+    def _move(self, event: _Event) -> _Phase:
+        """Apply ``event`` (see ``_TRANSITIONS``); return the phase it left."""
+        before = self._phase
+        self._phase = _TRANSITIONS[event].get(before, before)
+        return before
 
     def details(self) -> Mapping[str, Any]:
         """Phase, train counters, inbox occupancy and per-cog counters."""
         return {
-            "phase": self._phase.value,
+            "phase": self._phase.shown,
             **self.counters,
             "buffers": [list(b) for b in self.buffers],
             "cogs": [{"cog": c.name, **c} for c in self.train.stats],
@@ -198,12 +288,12 @@ class Pipeline(TaskProcess):
 
     async def main(self) -> TrainCounters:
         """Feed the supply to the train until it ends or the pipeline stops; then finish."""
-        if self._kill_pending:  # killed between start() and the task's first step
+        if self._phase in _KILLED_BEFORE_MAIN:  # killed between start() and its first step
             await self._cleanup()
             raise asyncio.CancelledError
         loop = asyncio.get_running_loop()
         train = self.train
-        self._phase = _Phase.STOPPING if self._stopping else _Phase.RUNNING
+        self._move(_Event.START)
         train.start(loop, self.name)
         self._feeder = loop.create_task(self._feed(), name=f"{self.name}:supply")
         failure: BaseException | None = None
@@ -214,7 +304,7 @@ class Pipeline(TaskProcess):
                 logger.error(
                     "pipeline %s (pid %s): supply failed", self.name, self.pid, exc_info=failure
                 )
-            self._phase = _Phase.FINISHING
+            self._move(_Event.SUPPLY_END)
             await train.finish(train.first)
             for stage in train.stages[1:]:
                 stage.inbox.close()
@@ -244,7 +334,7 @@ class Pipeline(TaskProcess):
                 iterator = iter(supply)
                 await self._feed_sync(iterator)
         except asyncio.CancelledError:
-            if not self._stop_cancelled:
+            if self._phase is not _Phase.STOPPING_READ_CANCELLED:
                 raise
             current = asyncio.current_task()
             if current is not None:
@@ -255,7 +345,7 @@ class Pipeline(TaskProcess):
 
     async def _feed_sync(self, iterator: Any) -> None:
         islice, size, take, sleep = itertools.islice, self.batch, self.train.take, asyncio.sleep
-        while not self._stopping:
+        while self._phase is _Phase.RUNNING:
             batch = list(islice(iterator, size))
             if not batch:
                 return
@@ -263,15 +353,21 @@ class Pipeline(TaskProcess):
             await sleep(0)  # a sync supply never waits: let the loop breathe
 
     async def _feed_async(self, iterator: Any, *, batched: bool) -> None:
-        take = self.train.take
-        while not self._stopping:
-            self._reading = True
+        # The table's rows bound once, and no _move() call: this runs per read,
+        # per item of a plain async iterable, where each lookup shows. Measured
+        # on CPython 3.11, 100,000 items one a read through a pass-through cog
+        # (best of 8): 2.29 µs an item with the booleans this replaced, 2.42 µs
+        # like this; through _move() with Enum's own hash it was 3.3 µs.
+        take, running = self.train.take, _Phase.RUNNING
+        on_read, on_read_end = _TRANSITIONS[_Event.READ], _TRANSITIONS[_Event.READ_END]
+        while self._phase is running:
+            self._phase = on_read.get(self._phase, self._phase)
             try:
                 got = await anext(iterator)
             except StopAsyncIteration:
                 return
             finally:
-                self._reading = False
+                self._phase = on_read_end.get(self._phase, self._phase)
             if not batched:
                 await take([got])
             elif got:
@@ -289,10 +385,10 @@ class Pipeline(TaskProcess):
 
         The items in flight are abandoned and counted as ``dropped``.
         """
-        if self.task is not None and self._phase is _Phase.NEW:
+        if self.task is not None and self._phase in _BEFORE_MAIN:
             # Cancelling now would drop main() before its first step, and with
             # it the done() calls: let main() see the kill and clean up instead.
-            self._kill_pending = True
+            self._move(_Event.KILL_EARLY)
             return
         super().on_kill(reason)
 
@@ -301,11 +397,9 @@ class Pipeline(TaskProcess):
         if self.task is None:
             super().on_stop()
             return
-        if self._stopping:
-            return
-        self._stopping = True
-        if self._phase is _Phase.RUNNING:
-            self._phase = _Phase.STOPPING
+        before = self._move(_Event.STOP)
+        if self._phase is before:
+            return  # asked already
         close = getattr(self.supply, "close", None)
         if isinstance(self.supply, BatchSupply) and callable(close):
             try:
@@ -316,8 +410,8 @@ class Pipeline(TaskProcess):
                     "pipeline %s (pid %s): closing its supply raised", self.name, self.pid
                 )
         feeder = self._feeder
-        if feeder is not None and self._reading and not feeder.done():
-            self._stop_cancelled = True
+        if feeder is not None and before is _Phase.READING and not feeder.done():
+            self._move(_Event.CANCEL_READ)
             feeder.cancel()
 
     async def _cleanup(self) -> None:
@@ -364,7 +458,7 @@ class Pipeline(TaskProcess):
                     self.pid,
                     self.train.stats[index].name,
                 )
-        self._phase = _Phase.DONE
+        self._move(_Event.CLEANED)
         if interrupted:
             raise asyncio.CancelledError
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ..bus import timers
 from ..errors import InvalidArgument, WatcherClosed
-from ._lines import MAX_LINE, LineBuffer, LineSupply
+from ._lines import MAX_STREAM_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
 from .line_server import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
@@ -66,7 +66,7 @@ def tail(
     *,
     encoding: str | None = "utf-8",
     errors: str = "replace",
-    max_line: int = MAX_LINE,
+    max_line: int = MAX_STREAM_LINE,
     rotated_grace: float = ROTATED_GRACE,
 ) -> Tail:
     """Follow the lines appended to a file, like ``tail -F``.
@@ -153,7 +153,7 @@ class Tail(LineSupply):
         *,
         encoding: str | None = "utf-8",
         errors: str = "replace",
-        max_line: int = MAX_LINE,
+        max_line: int = MAX_STREAM_LINE,
         rotated_grace: float = ROTATED_GRACE,
     ) -> None:
         if rotated_grace < 0:
@@ -257,7 +257,7 @@ def lines(
     *,
     encoding: str | None = "utf-8",
     errors: str = "replace",
-    max_line: int = MAX_LINE,
+    max_line: int = MAX_STREAM_LINE,
 ) -> Lines:
     """The lines read from ``reader`` (an :class:`asyncio.StreamReader`, say).
 
@@ -276,7 +276,7 @@ class Lines(LineSupply):
         *,
         encoding: str | None = "utf-8",
         errors: str = "replace",
-        max_line: int = MAX_LINE,
+        max_line: int = MAX_STREAM_LINE,
     ) -> None:
         self.reader = reader
         self._buffer = LineBuffer(encoding, errors, max_line)

@@ -31,7 +31,7 @@ from .cogs import (
     cog_name,
     default_id,
 )
-from .inbox import END, Channel, FailureLog
+from .inbox import END, FailureLog, Inbox
 
 __all__ = ["CogCounters", "Train", "TrainCounters"]
 
@@ -153,7 +153,7 @@ class Stage:
         self.limit = limit
         self.first = first  # the sync cogs run after it: cogs[first:stop]
         self.stop = stop
-        self.inbox = Channel(bound)
+        self.inbox = Inbox(bound)
         self.next: Stage | None = None
         self.workers: list[asyncio.Task[None]] = []
 
