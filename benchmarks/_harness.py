@@ -23,7 +23,9 @@ ratio
 verdict
     One line per target, ``target WHAT OP LIMIT: met (VALUE)`` or ``...: not
     met (VALUE)`` (:func:`verdict`). Targets are printed, never asserted: a
-    benchmark does not fail because the machine was busy.
+    script exits with status 0 whether its targets are met or not (a busy
+    machine is no error); a non-zero status means the benchmark itself broke
+    (a server did not start, a client failed, counters did not match).
 
 Every script adds its own figures (CPU use, p99, per-round-pair ratios) on top,
 and says what they mean where it prints them.
