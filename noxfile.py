@@ -81,16 +81,43 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The benchmarks; each prints its ratio against the raw baseline and its target.
+    """The benchmarks; each prints its ratio against a baseline of the same run and its target.
 
     ``nox -s bench`` runs them all (several minutes); ``nox -s bench -- echo kernel``
-    runs the ones named. aiostream and watchfiles are installed here only, as
-    comparison points.
+    runs the ones named; ``--quick`` (``nox -s bench -- --quick [NAME...]``) runs each
+    with its smoke-run arguments (``QUICK``). The figures mean what
+    ``benchmarks/_harness.py`` says; a missed target is printed, not a failure.
+    aiostream and watchfiles are installed here only, as comparison points.
     """
     session.install("-e", ".", "aiostream", "watchfiles")
-    names = session.posargs or BENCHMARKS
+    quick = "--quick" in session.posargs
+    names = [name for name in session.posargs if name != "--quick"] or BENCHMARKS
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        session.error(f"no benchmark named {', '.join(unknown)}; the benchmarks: {BENCHMARKS}")
     for name in names:
-        session.run("python", f"benchmarks/{name}.py")
+        session.run("python", f"benchmarks/{name}.py", *(QUICK[name] if quick else []))
 
 
-BENCHMARKS = ["kernel", "echo", "bus", "shutdown", "pipeline", "tail_latency", "console_ps"]
+BENCHMARKS = [
+    "kernel",
+    "echo",
+    "bus",
+    "shutdown",
+    "pipeline",
+    "tail_latency",
+    "console_ps",
+    "console_memory",
+]
+
+#: Each benchmark's smoke-run arguments (``nox -s bench -- --quick``).
+QUICK = {
+    "kernel": ["--rounds", "3", "--n", "20000"],
+    "echo": ["--quick"],
+    "bus": ["--rounds", "5"],
+    "shutdown": ["--conns", "1000", "--rounds", "1"],
+    "pipeline": ["--quick"],
+    "tail_latency": ["--quick"],
+    "console_ps": ["10000", "--rounds", "2"],
+    "console_memory": ["--count", "5000", "--flood", "4", "--rounds", "2"],
+}

@@ -2,23 +2,26 @@
 
 For 1, 10 and 100 subscribers, sync and async, this times ``await bus.publish(channel, x)``
 and the loop a programmer would write instead (``for f in subscribers: f(x)``, or
-``await f(x)`` for coroutine functions). The variants are interleaved in rounds, so drift
-in the machine's speed hits all of them alike; each line shows the median cost of one
-publish, the spread across rounds and the ratio of the medians. The subscribers do almost
-nothing (``return x``): the worst case for the bus's overhead.
+``await f(x)`` for coroutine functions). The variants are interleaved in rounds (the
+order rotating), so drift in the machine's speed hits all of them alike; each line shows
+the median cost of one publish, the spread across rounds (min-max, and relative to the
+median) and the ratio bus/plain of the medians, as ``_harness.py`` defines them. The
+subscribers do almost nothing (``return x``): the worst case for the bus's overhead.
 
 Target: a sync publish to 10 subscribers costs at most 2x the plain calls.
 
-Run: ``python benchmarks/bus.py`` (about 15 seconds; ``--loop uvloop`` to use uvloop).
+Run: ``python benchmarks/bus.py`` (about 15 seconds; ``--rounds 5`` for a smoke run;
+``--loop uvloop`` to use uvloop).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from collections.abc import Awaitable, Callable
+
+from _harness import median, order, spread, verdict
 
 from archangel.bus.bus import Bus
 
@@ -103,7 +106,7 @@ async def calibrate(runner: Runner) -> int:
         count *= 4
 
 
-async def measure() -> dict[tuple[int, str], list[float]]:
+async def measure(rounds: int) -> dict[tuple[int, str], list[float]]:
     """Per-publish seconds for every (size, variant), one sample per round."""
     table = {n: variants(n) for n in SIZES}
     counts = {
@@ -111,20 +114,13 @@ async def measure() -> dict[tuple[int, str], list[float]]:
     }
     samples: dict[tuple[int, str], list[float]] = {key: [] for key in counts}
     keys = list(counts)
-    for round_number in range(ROUNDS):
-        shift = round_number % len(keys)  # rotate the order so no variant always goes first
-        for n, name in keys[shift:] + keys[:shift]:
+    for round_number in range(rounds):
+        for n, name in order(keys, round_number):
             count = counts[n, name]
             start = time.perf_counter()
             await table[n][name](count)
             samples[n, name].append((time.perf_counter() - start) / count)
     return samples
-
-
-def spread(values: list[float]) -> float:
-    """Half the interquartile range, as a percentage of the median."""
-    q1, _, q3 = statistics.quantiles(values, n=4)
-    return 50 * (q3 - q1) / statistics.median(values)
 
 
 async def empty_channel_cost() -> tuple[float, float]:
@@ -141,41 +137,39 @@ async def empty_channel_cost() -> tuple[float, float]:
     return publish, (time.perf_counter() - start) / count
 
 
-async def main() -> bool:
-    samples = await measure()
-    print(f"bus publish vs plain calls, {ROUNDS} interleaved rounds (median ± half IQR)")
-    print(f"{'subscribers':>11}  {'kind':<5}  {'plain':>16}  {'bus':>16}  {'ratio':>6}")
+async def main(rounds: int) -> bool:
+    samples = await measure(rounds)
+    print(f"bus publish vs plain calls, {rounds} interleaved rounds: median cost of one publish")
+    header = f"{'subscribers':>11}  {'kind':<5}  {'plain':>11}  {'bus':>11}  {'bus/plain':>9}"
+    print(f"{header}  spread")
     ratios: dict[tuple[int, str], float] = {}
     for n in SIZES:
         for kind in ("sync", "async"):
             plain = samples[n, f"plain {kind}"]
             bus = samples[n, f"bus {kind}"]
-            ratio = statistics.median(bus) / statistics.median(plain)
+            ratio = median(bus) / median(plain)
             ratios[n, kind] = ratio
             print(
-                f"{n:>11}  {kind:<5}  "
-                f"{statistics.median(plain) * 1e6:8.3f} us ±{spread(plain):3.0f}%  "
-                f"{statistics.median(bus) * 1e6:8.3f} us ±{spread(bus):3.0f}%  "
-                f"{ratio:5.2f}x"
+                f"{n:>11}  {kind:<5}  {median(plain) * 1e6:8.3f} us  {median(bus) * 1e6:8.3f} us  "
+                f"{ratio:8.2f}x  plain {spread(plain, '.3f', ' us', 1e6)}; "
+                f"bus {spread(bus, '.3f', ' us', 1e6)}"
             )
     empty, check = await empty_channel_cost()
     print(f"publish to a channel without subscribers: {empty * 1e9:.0f} ns")
     print(f"has_subscribers(channel): {check * 1e9:.0f} ns")
-    ok = ratios[10, "sync"] <= TARGET
-    print(
-        f"target: sync publish to 10 subscribers <= {TARGET:.2f}x the plain calls: "
-        f"{ratios[10, 'sync']:.2f}x {'PASS' if ok else 'FAIL'}"
-    )
-    return ok
+    ratio = ratios[10, "sync"]
+    print(verdict("sync publish to 10 subscribers, bus/plain", ratio, TARGET, at_least=False))
+    return ratio <= TARGET
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds ({ROUNDS})")
     options = parser.parse_args()
     if options.loop == "uvloop":
         import uvloop
 
-        uvloop.run(main())
+        uvloop.run(main(options.rounds))
     else:
-        asyncio.run(main())
+        asyncio.run(main(options.rounds))

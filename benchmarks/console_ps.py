@@ -21,7 +21,10 @@ Targets (design): ``ps`` answers in under 300 ms at 100,000 processes, and
 the app loop is never stalled by more than 5 ms, in particular during
 ``ps --sort name``, ``ps --json`` and ``killall KIND``. The gaps include
 the operating system's scheduling: on a busy machine, compare with the idle
-line (the same measurement with the console idle).
+line (the same measurement with the console idle), the baseline of the
+ratio printed. Medians, spreads, ratios and verdicts mean what
+``_harness.py`` says; the stall targets are on the worst (max) gap, not the
+median.
 
 Then the state dump (``dump state``, SIGUSR2), which runs on the app loop
 itself: built by ``dumps.state_text`` and written by
@@ -39,11 +42,12 @@ import json
 import os
 import random
 import socket
-import statistics
 import string
 import sys
 import tempfile
 import time
+
+from _harness import median, verdict
 
 from archangel import Process, ProcessManager
 from archangel.console import Console
@@ -61,7 +65,7 @@ CLASSES = {
 COMMANDS = (
     ("ps", "showing"),
     ("ps --sort name", "showing"),
-    ("ps --sort -name -o 50000", "showing"),
+    ("ps --sort -name -o {half}", "showing"),  # the offset: half the processes
     ("ps --sort kind", "showing"),
     ("ps -n 'a*'", "showing"),
     ("ps --json --limit 10000", "]}"),
@@ -136,6 +140,7 @@ async def main(count: int, rounds: int) -> int:
     )
     answers: dict[str, list[float]] = {}
     stalls: dict[str, list[float]] = {}
+    commands = [(line.format(half=count // 2), expected) for line, expected in COMMANDS]
     with Console(manager) as console:
         assert isinstance(console.address, tuple)
         command = await asyncio.create_subprocess_exec(
@@ -158,7 +163,7 @@ async def main(count: int, rounds: int) -> int:
         await ask("ps")  # warm up (the first command of a process pays for first-time paths)
         idle = await worst_gap_while(asyncio.ensure_future(asyncio.sleep(0.5)))
         for _ in range(rounds):
-            for line, expected in COMMANDS:
+            for line, expected in commands:
                 work = asyncio.ensure_future(ask(line))
                 stall = await worst_gap_while(work)
                 elapsed, text = work.result()
@@ -174,28 +179,29 @@ async def main(count: int, rounds: int) -> int:
         await command.wait()
 
     def ms(values: list[float]) -> str:
-        return f"{statistics.median(values) * 1000:7.1f} {max(values) * 1000:7.1f}"
+        return f"{median(values) * 1000:7.1f} {max(values) * 1000:7.1f}"
 
     print(f"{'':28} {'answer (ms)':>15}   {'app-loop stall (ms)':>19}")
     print(f"{'command':28} {'median':>7} {'max':>7}   {'median':>9} {'max':>9}")
-    for line, _ in COMMANDS:
+    for line, _ in commands:
         print(f"{line:28} {ms(answers[line])}   {ms(stalls[line])}")
     print(f"{'(console idle, 0.5 s)':28} {'':15}   {'':9} {idle * 1000:9.1f}")
-    measured = [line for line, _ in COMMANDS]
+    measured = [line for line, _ in commands]
     worst_line = max(measured, key=lambda line: max(stalls[line]))
     worst = max(stalls[worst_line])
-    typical = max(statistics.median(stalls[line]) for line in measured)
-    verdict = "met" if worst <= 0.005 else "NOT met"
+    typical = max(median(stalls[line]) for line in measured)
+    versus = f"{worst / idle:.1f}x the idle loop's" if idle else "the idle loop's was 0"
     print(
         f"worst app-loop stall during any command above: {worst * 1000:.1f} ms "
-        f"(in {worst_line!r}; the worst median over {rounds} rounds is {typical * 1000:.1f} ms); "
-        f"target <= 5 ms: {verdict}"
+        f"(in {worst_line!r}; {versus}; the worst median over {rounds} rounds is "
+        f"{typical * 1000:.1f} ms)"
     )
+    print(verdict("worst app-loop stall", worst * 1000, 5, at_least=False, fmt=".1f", unit=" ms"))
     worst_ps = max(answers["ps"])
-    print(f"ps answers in {worst_ps * 1000:.1f} ms at most; target < 300 ms:", end=" ")
-    print("met" if worst_ps < 0.3 else "NOT met")
-    dump_stall = await dump_state(manager, rounds)
-    return 0 if worst <= 0.005 and worst_ps < 0.3 and dump_stall <= 0.010 else 1
+    ps_ms = worst_ps * 1000
+    print(verdict("slowest ps answer", ps_ms, 300, at_least=False, fmt=".1f", unit=" ms"))
+    await dump_state(manager, rounds)
+    return 0  # a target not met is printed, not an error
 
 
 async def dump_state(manager: ProcessManager, rounds: int) -> float:
@@ -227,14 +233,15 @@ async def dump_state(manager: ProcessManager, rounds: int) -> float:
     print(f"state dump of {len(manager)} processes ({size / 1e6:.1f} MB of JSON):")
     for name, (took, stalls) in results.items():
         print(
-            f"  {name:26} takes {statistics.median(took) * 1000:7.0f} ms, "
-            f"app-loop stall median {statistics.median(stalls) * 1000:6.1f} ms, "
+            f"  {name:26} takes {median(took) * 1000:7.0f} ms, "
+            f"app-loop stall median {median(stalls) * 1000:6.1f} ms, "
             f"max {max(stalls) * 1000:6.1f} ms"
         )
     worst = max(results["dump state"][1])
-    print(f"worst app-loop stall during dump state: {worst * 1000:.1f} ms;", end=" ")
-    print("target <= 10 ms:", end=" ")
-    print("met" if worst <= 0.010 else "NOT met")
+    whole = max(results["(in one call)"][1])
+    print(f"dump state's worst stall / the one-call dump's: {worst / whole:.2f}")
+    what = "worst app-loop stall during dump state"
+    print(verdict(what, worst * 1000, 10, at_least=False, fmt=".1f", unit=" ms"))
     return worst
 
 

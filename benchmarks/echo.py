@@ -23,22 +23,27 @@ spinning client reports the share of time its polls found nothing, so
 
 On two or more cores the server is pinned to one core and the client to the
 others (``taskset``); both processes' CPU use over the measured window is
-reported, so a reader can see which side was the bottleneck. Every round
-pair alternates which variant runs first (``--floor`` adds a third variant:
-the least tracking any Python code can do, a PID and a table entry);
-medians, spreads (min-max) and ratios are printed, per round pair and of the
-medians. Figures swing by tens of percent between runs on a noisy
-machine: quote the ratios, not the absolute rates. Pairs in which other
-processes took part of a core are marked, and the server's CPU time per
-operation, which such disturbance hardly moves, is printed with the rate
-ratio it implies for a saturated server.
+reported, so a reader can see which side was the bottleneck. Every round pair
+alternates which variant runs first (``--floor`` adds a third variant: the
+least tracking any Python code can do, a PID and a table entry); medians,
+spreads and ratios are printed, per round pair and of the medians, with the
+meanings ``_harness.py`` gives them. Figures swing by tens of percent between
+runs on a noisy machine: quote the ratios, not the absolute rates. Pairs in
+which other processes took part of a core are marked, and the server's CPU
+time per operation, which such disturbance hardly moves, is printed with the
+rate ratio it implies for a saturated server.
 
 Targets (printed beside the measured figures, never asserted):
 
-* managed echo round trips/s >= 0.97 x raw uvloop, same run;
-* managed connection churn >= 0.93 x raw uvloop, same run;
+* managed echo round trips/s >= 0.97 x raw uvloop, same run (issue 10);
+* managed connection churn >= 0.90 x raw uvloop, same run (issue 10);
 * a tracked live connection costs <= 300 bytes more than a plain protocol;
 * a history record costs <= 200 bytes.
+
+The work is split by job: ``echo_servers.py`` (the servers),
+``echo_load.py`` (the load clients and a round's CPU sampling),
+``echo_memory.py`` (the tracemalloc figures); this script drives the rounds
+and reports.
 
 Run: ``python benchmarks/echo.py`` (about a minute; ``--quick`` for a ~10 s
 smoke run; ``--help`` for the knobs).
@@ -49,420 +54,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import gc
-import itertools
-import json
 import math
 import os
-import selectors
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import tracemalloc
-from collections.abc import Callable
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import uvloop
+from _harness import figure, median, order, spread, verdict
+from echo_load import (
+    DISTURBED,
+    Config,
+    Sample,
+    build_client,
+    choose_cpus,
+    python_client,
+    run_round,
+)
+from echo_memory import measure_memory, report_memory
+from echo_servers import serve
 
 import archangel
 
-HERE = Path(__file__).resolve().parent
-CLIENT_SOURCE = HERE / "echo_client.c"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: How long a client may take beyond warm-up + duration (connecting, draining).
-CLIENT_SLACK = 15.0
-DRAIN = 2.0
-#: Other processes taking more than this % of a core mark a round as disturbed.
-DISTURBED = 5
-
-TARGETS = {"pingpong": 0.97, "churn": 0.93}
-MEMORY_TARGETS = {"live": 300, "history": 200}
-
-
-# -- the servers (``--serve raw|managed``, one subprocess per round) ------------
-
-
-class RawEcho(asyncio.Protocol):
-    """The baseline: a plain uvloop echo protocol."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class EchoProcess(archangel.Process, asyncio.Protocol):
-    """The same echo code; inheriting the mixin makes each connection a process."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class FloorEcho(RawEcho):
-    """The ``--floor`` reference: the least tracking any Python code can do.
-
-    A PID and a table entry, made by a Python factory and dropped by a Python
-    ``connection_lost`` (which replaces the baseline's no-op one): no state,
-    no timestamps, no hooks, no history, no counters. What this costs per
-    connection, no pure-Python process manager can avoid.
-    """
-
-    pid = 0
-    table: ClassVar[dict[int, FloorEcho]] = {}
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        del self.table[self.pid]
-
-
-_floor_pids = itertools.count(1)
-
-
-def floor_factory() -> FloorEcho:
-    protocol = FloorEcho()
-    protocol.pid = pid = next(_floor_pids)
-    FloorEcho.table[pid] = protocol
-    return protocol
-
-
-async def serve(variant: str, host: str) -> None:
-    """Serve until SIGINT/SIGTERM or EOF on stdin; print the port, then the counters."""
-    loop = asyncio.get_running_loop()
-    manager = archangel.ProcessManager() if variant == "managed" else None
-    factory: Callable[[], asyncio.Protocol]
-    if manager is not None:
-        factory = manager.register(EchoProcess)
-    else:
-        factory = floor_factory if variant == "floor" else RawEcho
-    server = await loop.create_server(factory, host, 0, backlog=1024)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    stdin = sys.stdin.fileno()
-
-    def on_stdin() -> None:  # EOF: the parent is done with us (or gone)
-        if not os.read(stdin, 4096):
-            loop.remove_reader(stdin)
-            stop.set()
-
-    loop.add_reader(stdin, on_stdin)
-    print("port", server.sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.close()
-    if manager is not None:
-        deadline = loop.time() + DRAIN
-        while len(manager) and loop.time() < deadline:  # EOFs still in flight
-            await asyncio.sleep(0.01)
-        print("counters", json.dumps(manager.counters), flush=True)
-
-
-# -- the Python fallback client (``--client pingpong|churn``) ---------------------
-
-
-@dataclasses.dataclass
-class _Counts:
-    ops: int = 0
-    total: int = 0
-    errors: int = 0
-    stop: bool = False
-
-
-async def python_client(
-    mode: str, host: str, port: int, conns: int, seconds: float, warmup: float, size: int
-) -> None:
-    """The same protocol and output as ``echo_client.c``, on asyncio streams."""
-    counts = _Counts()
-    msg = b"x" * size
-    failures = (OSError, asyncio.IncompleteReadError)
-
-    async def pingpong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while not counts.stop:
-                writer.write(msg)
-                await reader.readexactly(size)
-                counts.ops += 1
-            counts.total += 1
-        except failures:
-            counts.errors += 1
-        finally:
-            writer.close()
-
-    async def churn() -> None:
-        while not counts.stop:
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-                writer.write(msg)
-                await reader.readexactly(size)
-                writer.close()
-                await writer.wait_closed()
-            except failures:
-                counts.errors += 1
-            else:
-                counts.ops += 1
-                counts.total += 1
-
-    if mode == "pingpong":
-        streams = await asyncio.gather(
-            *(asyncio.open_connection(host, port) for _ in range(conns))
-        )
-        tasks = [asyncio.create_task(pingpong(r, w)) for r, w in streams]
-    else:
-        tasks = [asyncio.create_task(churn()) for _ in range(conns)]
-    await asyncio.sleep(warmup)
-    ops0, t0 = counts.ops, time.monotonic()
-    print("start", flush=True)
-    await asyncio.sleep(seconds)
-    ops1, t1 = counts.ops, time.monotonic()
-    print("end", flush=True)
-    counts.stop = True
-    _, pending = await asyncio.wait(tasks, timeout=DRAIN)
-    for task in pending:
-        task.cancel()
-    print(
-        f"result mode={mode} ops={ops1 - ops0} seconds={t1 - t0:.6f} total={counts.total} "
-        f"errors={counts.errors} unfinished={len(pending)}",
-        flush=True,
-    )
-
-
-# -- driving a round -------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Config:
-    rounds: int
-    seconds: float
-    warmup: float
-    conns: int
-    slots: int
-    size: int
-    threads: int
-    host: str
-    client: str | None  # the compiled C client, or None for the Python one
-    spin: bool  # the C client spins instead of sleeping in epoll_wait
-    server_cpus: list[int] | None  # None: not pinned
-    client_cpus: list[int] | None
-
-
-@dataclasses.dataclass
-class Sample:
-    """One client run against one server: rate and both sides' CPU use."""
-
-    rate: float  # ops per second over the measured window
-    ops: int
-    server_cpu: float  # % of one core
-    client_cpu: float
-    client_idle: float  # share of the window a spinning client found nothing to do; nan if unknown
-    others: float  # % of the server's core used by other processes (or stolen)
-    client_others: float  # the same on the client's cores (this script included)
-    server_us: float  # server CPU time per op, microseconds
-    total: int  # connections that completed cleanly, warm-up and drain included
-    errors: int
-    unfinished: int
-
-    @property
-    def client_busy(self) -> float:
-        """The client's CPU use less the polls that found nothing (% of one core)."""
-        if math.isnan(self.client_idle):
-            return self.client_cpu
-        return self.client_cpu * (1 - self.client_idle)
-
-    @property
-    def disturbed(self) -> bool:
-        """Whether other processes took a noticeable share of either side's cores."""
-        return self.others > DISTURBED or self.client_others > DISTURBED
-
-
-class Children:
-    """Every subprocess of the benchmark; all are ended on exit, errors or Ctrl-C."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, bufsize=0, **kwargs)
-        self.procs.append(proc)
-        return proc
-
-    def __enter__(self) -> Children:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
-        self.procs.clear()
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-
-
-def cores_busy(cpus: list[int]) -> int:
-    """Ticks these cores were not idle (steal included: time the VM did not run)."""
-    busy = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *fields = line.split()
-            if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
-                ticks = [int(t) for t in fields[:8]]  # user nice system idle iowait ...
-                busy += sum(ticks) - ticks[3] - ticks[4]  # ... irq softirq steal
-    return busy
-
-
-def pinned(cpus: list[int] | None, cmd: list[str]) -> list[str]:
-    if cpus is None:
-        return cmd
-    return ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
-
-
-def first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """The first line a child prints ("" if it exits first); TimeoutError after ``timeout``."""
-    assert proc.stdout is not None
-    fd, buffer, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            if not selector.select(deadline - time.monotonic()):
-                raise TimeoutError(f"no output from {proc.args!r} in {timeout:.0f} s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode()
-
-
-def client_commands(config: Config, mode: str, port: int) -> list[list[str]]:
-    count = config.conns if mode == "pingpong" else config.slots
-    timing = [str(config.seconds), str(config.warmup)]
-    if config.client is not None:
-        args = [mode, config.host, str(port), str(count), *timing]
-        wait = "spin" if config.spin else "block"
-        return [[config.client, *args, str(config.threads), str(config.size), wait]]
-    # Python fallback: one process per client core, the connections shared out.
-    procs = max(1, len(config.client_cpus or [0]))
-    shares = [count // procs + (i < count % procs) for i in range(procs)]
-    common = ["--host", config.host, "--port", str(port), "--size", str(config.size)]
-    common += ["--seconds", timing[0], "--warmup", timing[1]]
-    return [
-        [sys.executable, __file__, "--client", mode, "--conns", str(share), *common]
-        for share in shares
-        if share
-    ]
-
-
-def run_clients(
-    children: Children, config: Config, mode: str, port: int, server_pid: int
-) -> Sample:
-    """Run the client(s) once; CPU is sampled when all say "start" and all say "end"."""
-    clients = [
-        children.spawn(pinned(config.client_cpus, cmd), stdout=subprocess.PIPE)
-        for cmd in client_commands(config, mode, port)
-    ]
-    pids = [server_pid, *(c.pid for c in clients)]
-    server_cpus, client_cpus = config.server_cpus or [], config.client_cpus or []
-
-    def sample() -> tuple[float, list[int]]:
-        cores = [cores_busy(server_cpus), cores_busy(client_cpus)]
-        return time.monotonic(), [*cores, *map(cpu_ticks, pids)]
-
-    marks = {"start": 0, "end": 0}
-    samples: dict[str, tuple[float, list[int]]] = {}
-    results: list[dict[str, str]] = []
-    timeout = config.warmup + config.seconds + CLIENT_SLACK
-    buffers = {c.stdout.fileno(): b"" for c in clients if c.stdout is not None}
-    # A selector over the raw pipes: every client's "start"/"end" is seen at
-    # once, whichever prints first; CPU is sampled when the last one does.
-    with selectors.DefaultSelector() as selector:
-        for fd in buffers:
-            selector.register(fd, selectors.EVENT_READ)
-        while buffers:
-            ready = selector.select(timeout)
-            if not ready:
-                raise TimeoutError(f"{mode} client(s) gave no output in {timeout:.0f} s")
-            for key, _ in ready:
-                fd = key.fd
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    selector.unregister(fd)
-                    del buffers[fd]
-                    continue
-                *lines, buffers[fd] = (buffers[fd] + chunk).split(b"\n")
-                for line in map(bytes.decode, lines):
-                    if line in marks:
-                        marks[line] += 1
-                        if marks[line] == len(clients):
-                            samples[line] = sample()
-                    elif line.startswith("result "):
-                        results.append(dict(f.split("=", 1) for f in line.split()[1:]))
-    for proc in clients:
-        if proc.wait(timeout=DRAIN + 5) != 0:
-            raise RuntimeError(f"{mode} client {proc.args!r} failed ({proc.returncode})")
-    if len(results) != len(clients) or len(samples) != 2:
-        raise RuntimeError(f"{mode} client(s) ended without a complete report")
-    (t0, ticks0), (t1, ticks1) = samples["start"], samples["end"]
-    used = [(b - a) / CLK_TCK / (t1 - t0) * 100 for a, b in zip(ticks0, ticks1, strict=True)]
-    server_core, client_cores, server, *client = used
-    ops = sum(int(r["ops"]) for r in results)
-    idles = [float(r.get("idle", "-1")) for r in results]
-    return Sample(
-        rate=sum(int(r["ops"]) / float(r["seconds"]) for r in results),
-        ops=ops,
-        server_cpu=server,
-        client_cpu=sum(client),
-        client_idle=statistics.mean(idles) if min(idles) >= 0 else float("nan"),
-        others=max(0.0, server_core - server) if server_cpus else float("nan"),
-        client_others=max(0.0, client_cores - sum(client)) if client_cpus else float("nan"),
-        server_us=server / 100 * (t1 - t0) / max(ops, 1) * 1e6,
-        total=sum(int(r["total"]) for r in results),
-        errors=sum(int(r["errors"]) for r in results),
-        unfinished=sum(int(r["unfinished"]) for r in results),
-    )
-
-
-def run_round(config: Config, variant: str) -> tuple[dict[str, Sample], dict[str, Any] | None]:
-    """One server subprocess: ping-pong, then churn; returns the samples and counters."""
-    with Children() as children:
-        cmd = [sys.executable, __file__, "--serve", variant, "--host", config.host]
-        server = children.spawn(
-            pinned(config.server_cpus, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        first = first_line(server, timeout=30)
-        if not first.startswith("port "):
-            raise RuntimeError(f"{variant} server did not start (said {first!r})")
-        port = int(first.split()[1])
-        samples = {
-            mode: run_clients(children, config, mode, port, server.pid)
-            for mode in ("pingpong", "churn")
-        }
-        out, _ = server.communicate(timeout=DRAIN + 10)  # EOF on its stdin stops it
-        counters = None
-        for line in out.decode().splitlines():
-            if line.startswith("counters "):
-                counters = json.loads(line.split(" ", 1)[1])
-        return samples, counters
+#: managed / raw, of the medians, in the same run (issue 10).
+TARGETS = {"pingpong": 0.97, "churn": 0.90}
 
 
 def share(server: float, client: float) -> str:
@@ -503,15 +119,6 @@ def describe_round(variant: str, samples: dict[str, Sample], counters: Any) -> s
 # -- reporting -------------------------------------------------------------------
 
 
-def spread(values: list[float], fmt: str = ",.0f") -> str:
-    return f"min {min(values):{fmt}}  max {max(values):{fmt}}"
-
-
-def verdict(value: float, target: float, above: bool) -> str:
-    ok = value >= target if above else value <= target
-    return "met" if ok else "NOT met"
-
-
 def bottleneck(
     server: float, client: float, others: float, client_others: float, client_cores: int
 ) -> str:
@@ -545,7 +152,7 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
         samples = results[variant]
         rates = [s.rate for s in samples]
         m = medians[variant] = {
-            key: statistics.median(getattr(s, key) for s in samples)
+            key: median(getattr(s, key) for s in samples)
             for key in (
                 "rate",
                 "server_cpu",
@@ -556,7 +163,7 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
             )
         }
         print(
-            f"  {variant:8}: median {m['rate']:9,.0f} {unit}/s  ({spread(rates)})  "
+            f"  {variant:8}: median {figure(rates, ',.0f', f' {unit}/s')}  "
             f"server cpu {m['server_cpu']:3.0f}%  client busy {m['client_busy']:3.0f}%  "
             f"others {share(m['others'], m['client_others'])}  "
             f"server {m['server_us']:.1f} us/{unit}"
@@ -569,33 +176,29 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
     quiet = [not (m.disturbed or r.disturbed) for m, r in both]
     target = TARGETS[mode]
     caveat = "" if sum(quiet) * 2 >= len(quiet) else "; unreliable: most pairs disturbed (*)"
-    print(
-        f"  ratio managed/raw: {ratio:.3f} of the medians  (target >= {target}: "
-        f"{verdict(ratio, target, above=True)}{caveat})"
-    )
+    print(f"  ratio managed/raw: {ratio:.3f} of the medians")
     marked = " ".join(f"{p:.3f}{'' if q else '*'}" for p, q in zip(pairs, quiet, strict=True))
-    print(
-        f"    per round pair: {marked}  "
-        f"(median {statistics.median(pairs):.3f}, {spread(pairs, '.3f')})"
-    )
+    print(f"    per round pair: {marked}; median {figure(pairs, '.3f')}")
     # CPU per op holds steady when other processes take part of a core; its
     # inverse is the rate ratio a saturated, undisturbed server would show.
     implied = raw["server_us"] / managed["server_us"]
     print(
         f"  server CPU per {unit}, managed/raw: {1 / implied:.3f} of the medians  "
         f"(per round pair {spread(costs, '.3f')})\n"
-        f"    so a saturated server would give a ratio of {implied:.3f}  "
-        f"(target >= {target}: {verdict(implied, target, above=True)})"
+        f"    so a saturated server would give a ratio of {implied:.3f}"
     )
     if not all(quiet):
         undisturbed = [p for p, q in zip(pairs, quiet, strict=True) if q]
         summary = (
-            f"the {len(undisturbed)} undisturbed pairs give a median of "
-            f"{statistics.median(undisturbed):.3f}"
+            f"the {len(undisturbed)} undisturbed pairs give a median of {median(undisturbed):.3f}"
             if undisturbed
             else "no pair was undisturbed"
         )
         print(f"    * other processes took > {DISTURBED}% of a core in that pair; {summary}")
+    name = "ping-pong" if mode == "pingpong" else "churn"
+    print(f"  {verdict(f'{name} managed/raw', ratio, target, at_least=True, fmt='.3f')}{caveat}")
+    what = f"{name} managed/raw from server CPU per {unit}"
+    print(f"  {verdict(what, implied, target, at_least=True, fmt='.3f')}")
     cores = len(config.client_cpus or [0])
     if config.client is not None:  # the C client's threads: one core each at most
         cores = min(cores, config.threads)
@@ -616,142 +219,6 @@ def report(config: Config, mode: str, results: dict[str, list[Sample]]) -> None:
             f"{floor['server_us'] - raw['server_us']:+.1f} us, managed "
             f"{managed['server_us'] - raw['server_us']:+.1f} us"
         )
-
-
-# -- memory ----------------------------------------------------------------------
-
-
-class FakeTransport:
-    """Enough of a transport for ``connection_made`` and ``details()``."""
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def abort(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def traced(build: Callable[[], object]) -> int:
-    """Bytes still allocated (per tracemalloc) by what ``build`` returns."""
-    gc.collect()
-    before = tracemalloc.get_traced_memory()[0]
-    kept = build()
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    del kept
-    return after - before
-
-
-def measure_memory(n: int) -> dict[str, float]:
-    transport = FakeTransport()
-
-    def plain() -> object:
-        protocols = [RawEcho() for _ in range(n)]
-        for protocol in protocols:
-            protocol.connection_made(transport)
-        return protocols
-
-    def live() -> object:
-        manager = archangel.ProcessManager()
-        factory = manager.register(EchoProcess)
-        protocols = [factory() for _ in range(n)]
-        for protocol in protocols:
-            protocol.connection_made(transport)
-        assert len(manager) == n and protocols[-1].state is archangel.ProcessState.RUNNING
-        return manager, protocols
-
-    def exited(history: int) -> Callable[[], object]:
-        def build() -> object:
-            manager = archangel.ProcessManager(history=history)
-            factory = manager.register(EchoProcess)
-            protocols = [factory() for _ in range(n)]
-            for protocol in protocols:
-                protocol.connection_made(transport)
-            for protocol in protocols:
-                protocol.connection_lost(None)
-            assert len(manager) == 0 and len(manager.history) == history
-            return manager  # the protocols are dropped: only the history holds them
-
-        return build
-
-    tracemalloc.start()
-    try:
-        traced(live)  # warm every cache and free list once
-        result = {
-            "plain": traced(plain) / n,
-            "managed": traced(live) / n,
-            "history": (traced(exited(n)) - traced(exited(0))) / n,
-        }
-    finally:
-        tracemalloc.stop()
-    # Cross-check from sizes: the record, the objects only it holds (its pid
-    # and two times) and its slot in the deque (64 per 528-byte block).
-    manager = archangel.ProcessManager(history=1)
-    process = manager.register(EchoProcess)()
-    process.connection_made(transport)
-    process.connection_lost(None)
-    record = manager.history[0]
-    for key, part in {"record": record, "pid": record.pid, "started": record.started}.items():
-        result[f"size {key}"] = sys.getsizeof(part)
-    result["size deque slot"] = 528 / 64
-    return result
-
-
-def report_memory(n: int, memory: dict[str, float]) -> None:
-    extra = memory["managed"] - memory["plain"]
-    live, history = MEMORY_TARGETS["live"], MEMORY_TARGETS["history"]
-    sizes = (
-        memory["size record"],
-        memory["size pid"],
-        2 * memory["size started"],
-        memory["size deque slot"],
-    )
-    print(f"\nmemory (tracemalloc, {n:,} objects each)")
-    print(f"  plain echo protocol     : {memory['plain']:4.0f} B")
-    print(f"  tracked EchoProcess     : {memory['managed']:4.0f} B  (RUNNING, in the table)")
-    print(
-        f"  per tracked connection  : {extra:4.0f} B more  (target <= {live}: "
-        f"{verdict(extra, live, above=False)}): the defaults Process.__new__ sets, the pid "
-        "and start time, the table entry"
-    )
-    print(
-        f"  per history record      : {memory['history']:4.0f} B  (target <= {history}: "
-        f"{verdict(memory['history'], history, above=False)}); by getsizeof: "
-        f"record {sizes[0]:.0f} + pid {sizes[1]:.0f} + two times {sizes[2]:.0f} + deque "
-        f"slot {sizes[3]:.0f} = {sum(sizes):.0f} B"
-    )
-
-
-# -- setting up --------------------------------------------------------------------
-
-
-def build_client(directory: str) -> str | None:
-    """Compile ``echo_client.c``; None (after a note) if that is not possible."""
-    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        print("note: no C compiler found; using the slower multi-process Python client")
-        return None
-    exe = os.path.join(directory, "echo_client")
-    cmd = [compiler, "-O2", "-pthread", "-o", exe, str(CLIENT_SOURCE)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(f"note: {' '.join(cmd)} failed; using the Python client\n{done.stderr}")
-        return None
-    return exe
-
-
-def choose_cpus() -> tuple[list[int] | None, list[int] | None]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if shutil.which("taskset") is None:
-        print("note: taskset not found; server and client are not pinned to cores")
-        return None, None
-    if len(cpus) < 2:
-        print("note: only one core available; server and client share it, not pinned")
-        return None, None
-    return cpus[:1], cpus[1:]
 
 
 def parse_args() -> argparse.Namespace:
@@ -847,8 +314,7 @@ def main() -> None:
         }
         for i in range(config.rounds):
             # Rotate which variant goes first, so a drift favours none.
-            order = variants[i % len(variants) :] + variants[: i % len(variants)]
-            for variant in order:
+            for variant in order(variants, i):
                 samples, counters = run_round(config, variant)
                 for mode, sample in samples.items():
                     results[mode][variant].append(sample)

@@ -18,8 +18,9 @@ Measures, in one run, with the variants interleaved round by round:
   the same producer and consumer joined by an unbounded ``asyncio.Queue``
   grow with the number of items.
 
-Medians and spreads (min-max) over the rounds are printed with the ratios and
-their targets (printed, never asserted):
+Medians and spreads over the rounds (the order of the variants rotating from
+round to round) are printed with the ratios and their targets, all as
+``_harness.py`` defines them (printed, never asserted):
 
 * pipeline throughput >= 0.6 x the plain loop;
 * pipeline throughput >= 10 x aiostream;
@@ -34,12 +35,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
+
+from _harness import median, order, ratio, spread, verdict
 
 from archangel.pipes.pipeline import Pipeline
 
@@ -232,15 +234,11 @@ async def calibrate(supply: float) -> int:
 
 
 def summary(name: str, per_item: list[float]) -> str:
-    med = statistics.median(per_item)
+    med = median(per_item)
     return (
         f"  {name:<20} {1 / med / 1e6:7.2f} M items/s   median {med * 1e9:8.1f} ns/item"
-        f"   spread {min(per_item) * 1e9:.1f}-{max(per_item) * 1e9:.1f} ns"
+        f"   ({spread(per_item, '.1f', ' ns', 1e9)})"
     )
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -254,10 +252,7 @@ async def main(args: argparse.Namespace) -> None:
         print("aiostream is not installed: skipping that comparison (pip install aiostream)")
     print(f"throughput: {n:,} dict items through 5 sync cogs, {args.rounds} rounds")
     for round_ in range(args.rounds):
-        order = list(results)
-        if round_ % 2:
-            order.reverse()
-        for name in order:
+        for name in order(list(results), round_):
             if name == "plain loop":
                 results[name].append(timed(lambda: plain(items), n))
             elif name == "archangel Pipeline":
@@ -272,14 +267,14 @@ async def main(args: argparse.Namespace) -> None:
                 results[name].append((time.perf_counter() - began) / aio_n)
     for name, per_item in results.items():
         print(summary(name, per_item))
-    pipeline = statistics.median(results["archangel Pipeline"])
-    vs_plain = statistics.median(results["plain loop"]) / pipeline
-    ok = verdict(vs_plain >= 0.6)
-    print(f"  pipeline / plain loop: {vs_plain:5.2f} x  (target >= 0.6: {ok})")
+    # Throughput ratios: the baseline's seconds per item over the pipeline's.
+    pipeline = results["archangel Pipeline"]
+    vs_plain = ratio(results["plain loop"], pipeline)
+    print(f"  {verdict('throughput pipeline / plain loop', vs_plain, 0.6, at_least=True)}")
     if stream is not None:
-        vs_aio = statistics.median(results["aiostream pipe"]) / pipeline
-        ok = verdict(vs_aio >= 10)
-        print(f"  pipeline / aiostream:  {vs_aio:5.1f} x  (target >= 10: {ok})")
+        vs_aio = ratio(results["aiostream pipe"], pipeline)
+        what = "throughput pipeline / aiostream"
+        print(f"  {verdict(what, vs_aio, 10, at_least=True, fmt='.1f')}")
 
     small, large = args.mem_n, args.mem_n * 10
     supply = await supply_cost(small)
@@ -300,8 +295,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{large:>7,} items: {peaks[label][1] / 1024:8.0f} KiB"
         )
     growth = peaks["archangel Pipeline"][1] / peaks["archangel Pipeline"][0]
-    ok = verdict(growth <= 2)
-    print(f"  pipeline peak growth at 10 x the items: {growth:.2f} x (target <= 2: {ok})")
+    print(f"  {verdict('pipeline peak at 10 x the items / at 1 x', growth, 2, at_least=False)}")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
