@@ -113,6 +113,21 @@ def state(
 ) -> dict[str, Any]:
     """The state now: processes (up to ``max_processes``), pipelines, bus, tasks."""
     processes = manager.processes()
+    return _head(manager, name, bus_state, addresses) | {
+        "processes": [p.info().as_dict() for p in processes[:max_processes]],
+        "processes_total": len(processes),
+        "pipelines": [p.info().as_dict() for p in processes if p.kind == "pipeline"],
+        "tasks": task_stacks(),
+    }
+
+
+def _head(
+    manager: ProcessManager,
+    name: str,
+    bus_state: str | None,
+    addresses: Sequence[Any],
+) -> dict[str, Any]:
+    """The state's small members, in the order :func:`state` gives them."""
     return {
         "name": name,
         "pid": os.getpid(),
@@ -121,10 +136,6 @@ def state(
         "bus": {"state": bus_state},
         "addresses": [list(a) if isinstance(a, tuple) else a for a in addresses],
         "counters": manager.counters,
-        "processes": [p.info().as_dict() for p in processes[:max_processes]],
-        "processes_total": len(processes),
-        "pipelines": [p.info().as_dict() for p in processes if p.kind == "pipeline"],
-        "tasks": task_stacks(),
     }
 
 
@@ -195,14 +206,7 @@ async def state_text(
     """
     time_slice = _Slice()
     processes = manager.processes()
-    head: dict[str, Any] = {
-        "name": name,
-        "pid": os.getpid(),
-        "time": time.time(),
-        "python": sys.version.split()[0],
-        "bus": {"state": bus_state},
-        "addresses": [list(a) if isinstance(a, tuple) else a for a in addresses],
-        "counters": manager.counters,
+    head = _head(manager, name, bus_state, addresses) | {
         "processes": None,
         "processes_total": len(processes),
         "pipelines": None,
