@@ -90,3 +90,12 @@ def test_echo_server_example_echoes_and_stops_on_ctrl_c() -> None:
     # The reporter task is pid 1, the connection pid 2: its at-exit hook ran.
     assert "pid 2 exited" in out
     assert "'conn': {'started': 1, 'exited': 1" in out and "'running': 0" in out
+
+
+def test_from_rel_example_repeats_while_true_then_stops_the_app() -> None:
+    done = run_example("examples/from_rel.py", "--ticks", "3", "--interval", "0.05")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"echo on port \d+", lines[0]), lines
+    # Three calls: the first has nothing to compare with, then two diffs.
+    assert [line.split(":")[0] for line in lines[1:]] == ["diff", "diff", "done", "stopping"]
