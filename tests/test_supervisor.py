@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -852,3 +856,41 @@ def test_bad_run_time_arguments_are_clear_errors() -> None:
         Supervisor(child, on_give_up="panic")
     assert ChildSpec(child).id == "child" and ChildSpec(child, name="x").id == "x"
     assert issubclass(ChildNotFound, LookupError) and issubclass(DuplicateChild, ValueError)
+
+
+APP_GIVES_UP = """
+import asyncio, sys
+from archangel import App, State, Supervisor
+
+app = App("flaky-app", shutdown_timeout=5)
+
+async def worker():
+    await asyncio.sleep(0.01)
+    raise ConnectionError("the database went away")
+
+@app.bus.on(State.START)
+def start():
+    app.manager.spawn(Supervisor(worker, max_restarts=2, max_seconds=60, name="db-pool"))
+
+sys.exit(app.run(loop=sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_app_whose_top_level_supervisor_gives_up_stops_with_status_1(
+    loop: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "flaky_app.py"
+    script.write_text(APP_GIVES_UP)
+    done = subprocess.run(
+        [sys.executable, str(script), loop],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "flaky-app: supervisor 'db-pool' (pid 1) gave up: RestartLimitExceeded" in done.stderr
+    assert "more than 2 restarts in 60 s" in done.stderr
+    assert "ConnectionError" in done.stderr and "exiting with status 1" in done.stderr
