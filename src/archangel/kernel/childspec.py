@@ -46,9 +46,9 @@ class _Ignore(enum.Enum):
         return "archangel.IGNORE"
 
 
-#: What a child's factory returns to answer "ignore" (OTP's ``ignore``): the
-#: child is not started and the supervisor keeps its spec (a template
-#: supervisor adds no child). ``restart_child`` may try again later.
+#: What a child's factory returns to answer "ignore", as OTP's ``ignore`` does.
+#: The child is not started and the supervisor keeps its spec (a template
+#: supervisor adds no child); ``restart_child`` may try again later.
 IGNORE: Final = _Ignore.IGNORE
 
 
@@ -88,7 +88,7 @@ class ChildSpec:
 
     @property
     def id(self) -> str:
-        """The child's id in its supervisor: ``name``, else the factory's name."""
+        """The child's id in its supervisor, ``name`` or else the factory's name."""
         if self.name is not None:
             return self.name
         qualname = getattr(self.factory, "__qualname__", None)

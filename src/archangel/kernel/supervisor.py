@@ -70,10 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: What a top-level supervisor does when it gives up: ``"stop"``, ``"ignore"``,
-#: or a callable taking the supervisor and its error.
-_GiveUp = str | Callable[["Supervisor", BaseException], object]
-
 
 class _Phase(enum.Enum):
     """The supervisor's own life, beside its process state."""
@@ -155,7 +151,7 @@ class Supervisor(TaskProcess):
         backoff: float | None = None,
         max_backoff: float = 30.0,
         name: str | None = None,
-        on_give_up: _GiveUp = "stop",
+        on_give_up: str | Callable[[Supervisor, BaseException], object] = "stop",
     ) -> None:
         super().__init__(name=name)
         specs = [_spec(c) for c in children]
