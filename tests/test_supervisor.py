@@ -780,6 +780,69 @@ async def test_a_template_supervisor_applies_one_for_all_in_start_order() -> Non
     await manager.shutdown(5)
 
 
+async def test_run_time_calls_wait_for_a_restart_in_its_backoff(clock: VirtualClockLoop) -> None:
+    """Requests are served in turn with the exits: never in the middle of a restart."""
+    workers, manager = Workers(), ProcessManager()
+    sup = manager.spawn(
+        Supervisor(template=workers.factory, backoff=1.0, max_backoff=1.0, max_restarts=5)
+    )
+    first = await sup.start_child(1)
+    await sup.start_child(2)
+    await clock.settle()
+    workers.ends[2].set_exception(RuntimeError("boom"))  # restart after 0.5 to 1 s
+    await clock.settle()
+    terminating = asyncio.ensure_future(sup.terminate_child(first))  # type: ignore[arg-type]
+    await clock.advance(0.4)
+    assert not terminating.done() and first.state is ProcessState.RUNNING  # type: ignore[union-attr]
+    await clock.advance(0.6)
+    assert terminating.done() and first.exit_reason is ExitReason.SHUTDOWN  # type: ignore[union-attr]
+    assert workers.started == [1, 2, 2] and len(sup.children) == 1
+
+    workers.ends[2].set_exception(RuntimeError("boom again"))
+    await clock.settle()
+    starting = asyncio.ensure_future(sup.start_child(3))
+    await clock.settle()
+    stopping = asyncio.ensure_future(sup.stop())  # during the backoff: the request is refused
+    await clock.settle()
+    with pytest.raises(ProcessStateError, match=r"\[running\]> is stopping: cannot start_child"):
+        await starting
+    await stopping
+    assert workers.started == [1, 2, 2] and sup.exit_reason is ExitReason.SHUTDOWN
+    assert len(manager) == 0
+
+
+async def test_a_child_terminated_while_its_restart_failed_stays_down(
+    clock: VirtualClockLoop,
+) -> None:
+    journal, manager = Journal(), ProcessManager()
+    calls = 0
+    inner = journal.child("x")
+
+    def factory() -> Coroutine[Any, Any, None]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("config file missing")
+        return inner()
+
+    sup = manager.spawn(Supervisor(ChildSpec(factory, name="x"), backoff=1.0, max_backoff=1.0))
+    await clock.settle()
+    journal.fail("x", RuntimeError("boom"))
+    await clock.settle()  # in the backoff now
+    terminating = asyncio.ensure_future(sup.terminate_child("x"))
+    await clock.advance(1.0)  # the restart fails; then the request is served
+    await terminating
+    await clock.advance(10.0)
+    assert calls == 2 and sup.children == [] and sup.restarts == 1
+    assert [spec.id for spec in sup.specs] == ["x"]
+    assert await sup.restart_child("x") is not None  # the operator's call, when it suits
+    await clock.settle()
+    assert calls == 3 and journal.starts("x") == 2
+    shutdown = asyncio.ensure_future(manager.shutdown(5))
+    await clock.advance(5)
+    await shutdown
+
+
 # -- IGNORE -------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ logger = logging.getLogger("archangel.kernel.supervisor")  # one logger for the 
 class Child:
     """One child of a supervisor: its spec and, while it runs, its process."""
 
-    __slots__ = ("args", "id", "ignored", "kwargs", "process", "spec")
+    __slots__ = ("args", "id", "ignored", "kwargs", "process", "retry", "spec")
 
     def __init__(
         self,
@@ -42,6 +42,9 @@ class Child:
         self.kwargs: Mapping[str, Any] = kwargs or {}
         self.process: Process | None = None
         self.ignored = False  # its factory answered IGNORE at its last start
+        # Its factory raised at a restart: an event is queued to try again
+        # (and count it). A start or a terminate_child meanwhile cancels that.
+        self.retry = False
 
     @property
     def running(self) -> bool:
@@ -52,6 +55,8 @@ class Child:
         process = self.process
         if self.running:
             status = f"running as pid {process.pid}"  # type: ignore[union-attr]
+        elif self.retry:
+            status = "restarting (its factory raised)"
         else:
             status = "ignored (its factory answered IGNORE)" if self.ignored else "terminated"
         label = repr(self.id) if self.id is not None else f"pid {getattr(process, 'pid', None)}"

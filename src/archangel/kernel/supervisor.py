@@ -335,7 +335,7 @@ class Supervisor(TaskProcess):
         child = find(self, self._children, ref)
         if child.running:
             await stop_children(self, [child])
-        child.process = None
+        child.process, child.retry = None, False
         if child.spec.restart is Restart.TEMPORARY or self.template is not None:
             self._children.remove(child)
 
@@ -429,9 +429,7 @@ class Supervisor(TaskProcess):
             if isinstance(event, _Request):
                 if not event.future.done():
                     event.future.set_exception(
-                        ProcessStateError(
-                            f"{self!r} is ending ({self._phase.value}): cannot {event.operation}()"
-                        )
+                        ProcessStateError(f"{self!r} is stopping: cannot {event.operation}()")
                     )
             else:
                 kept.append(event)
@@ -463,6 +461,7 @@ class Supervisor(TaskProcess):
         if manager is None:
             raise ProcessStateError(f"{self!r} starts children only once spawned by a manager")
         spec = child.spec
+        child.retry = False
         made = spec.factory(*child.args, **child.kwargs)
         child.process = None
         if made is IGNORE:
@@ -479,9 +478,11 @@ class Supervisor(TaskProcess):
         """A child exited (``process``) or could not be restarted (None): apply the strategy."""
         if process is not None and child.process is not process:
             return  # one we stopped on purpose, or one already replaced
+        if process is None and not child.retry:
+            return  # started or terminated (on request) since its restart failed
         if child not in self._children:
             return  # deleted meanwhile
-        child.process = None
+        child.process, child.retry = None, False
         spec = child.spec
         reason = process.exit_reason if process is not None else ExitReason.ERROR
         if spec.restart is Restart.TEMPORARY or (
@@ -525,6 +526,7 @@ class Supervisor(TaskProcess):
                     self._children.remove(sibling)
             except Exception:
                 logger.exception("%r could not restart %r", self, sibling)
+                sibling.retry = True
                 self._events.put_nowait((sibling, None))
 
     def _winding_down(self) -> bool:
