@@ -53,6 +53,33 @@ def test_supervised_example_gives_up_when_the_feed_keeps_failing() -> None:
     assert done.stderr.count("ConnectionError: feed lost") >= 6  # 5 restarts, then no more
 
 
+def test_worker_pool_example_starts_from_a_template_ignores_terminates_and_stops() -> None:
+    done = run_example("examples/worker_pool.py", "--seconds", "0.6")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "shard 1: pid 2",
+        "shard 2: pid 3",
+        "shard 3: ignored",
+        "shard 4: pid 4",
+        "shard 4 worker ended",
+        "shard 4 terminated: <shard pid=4 task [exited shutdown]>",
+        "shard 2 worker ended",  # the App's stop: the pool stops the last started first
+        "shard 1 worker ended",
+        "<shards pid=1 supervisor [exited shutdown]>, restarts=0; exit status 0",
+    ]
+
+
+def test_worker_pool_example_gives_up_on_a_broken_shard_and_the_app_exits_1() -> None:
+    done = run_example("examples/worker_pool.py", "--seconds", "20", "--broken-shard", "2")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.count("shard 2 worker ended") == 4  # the first start, 3 restarts
+    assert done.stdout.splitlines()[-1] == (
+        "<shards pid=1 supervisor [exited error]>, restarts=3; exit status 1"
+    )
+    assert "worker-pool: supervisor 'shards' (pid 1) gave up: RestartLimitExceeded" in done.stderr
+    assert "more than 3 restarts in 2 s" in done.stderr
+
+
 def test_tail_pipeline_example_counts_its_own_log_through_a_rotation() -> None:
     done = run_example("examples/tail_pipeline.py", "--seconds", "2.5", "--every", "1")
     assert done.returncode == 0, done.stderr

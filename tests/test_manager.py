@@ -385,6 +385,45 @@ async def test_killing_a_task_cancels_it() -> None:
     assert manager.counters["killed"] == 1
 
 
+async def test_a_task_that_raises_cancelled_error_itself_failed_and_was_not_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 12: a coroutine's own CancelledError was recorded as ``killed``."""
+    manager = ProcessManager()
+
+    async def gives_up() -> None:
+        await asyncio.sleep(0)
+        raise asyncio.CancelledError("my own reasons")
+
+    async def awaits_a_cancelled_task() -> None:
+        inner = asyncio.get_running_loop().create_future()
+        inner.cancel()
+        await inner  # the inner future's cancellation, let through
+
+    with caplog.at_level(logging.ERROR, logger="archangel.kernel.task"):
+        own = manager.spawn(gives_up)
+        through = manager.spawn(awaits_a_cancelled_task)
+        await own.wait()
+        await through.wait()
+    for proc in (own, through):
+        assert proc.exit_reason is ExitReason.ERROR, proc
+        assert isinstance(proc.error, asyncio.CancelledError)
+    assert own.error.args == ("my own reasons",)  # type: ignore[union-attr]
+    assert manager.counters["killed"] == 0 and manager.counters["failed"] == 2
+    assert [r.exit_reason for r in manager.history] == [ExitReason.ERROR, ExitReason.ERROR]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for proc in (own, through):
+        assert f"pid {proc.pid} ({proc.name}) failed: cancelled, not by kill() or stop()" in logged
+    # kill() and stop() still say what they did.
+    killed, stopped = manager.spawn(asyncio.Event().wait()), manager.spawn(asyncio.Event().wait())
+    await asyncio.sleep(0)
+    killed.kill()
+    await stopped.stop()
+    await killed.wait()
+    assert killed.exit_reason is ExitReason.KILLED and killed.error is None
+    assert stopped.exit_reason is ExitReason.SHUTDOWN and stopped.error is None
+
+
 # -- kill, killall, shutdown ---------------------------------------------------------
 
 

@@ -28,8 +28,10 @@ from .bus.states import State as State
 from .errors import AlreadyRegistered as AlreadyRegistered
 from .errors import ArchangelError as ArchangelError
 from .errors import ChannelFailures as ChannelFailures
+from .errors import ChildNotFound as ChildNotFound
 from .errors import ConsoleError as ConsoleError
 from .errors import DaemonError as DaemonError
+from .errors import DuplicateChild as DuplicateChild
 from .errors import InvalidArgument as InvalidArgument
 from .errors import InvalidTransition as InvalidTransition
 from .errors import ManagerClosed as ManagerClosed
@@ -45,6 +47,7 @@ from .kernel.process import ExitReason as ExitReason
 from .kernel.process import Process as Process
 from .kernel.process import ProcessInfo as ProcessInfo
 from .kernel.process import ProcessState as ProcessState
+from .kernel.supervisor import IGNORE as IGNORE
 from .kernel.supervisor import ChildSpec as ChildSpec
 from .kernel.supervisor import Supervisor as Supervisor
 from .kernel.task import TaskProcess as TaskProcess
@@ -54,16 +57,19 @@ from .pipes.pipeline import Pipeline as Pipeline
 __version__ = _version("archangel")
 
 __all__ = [
+    "IGNORE",
     "STOP",
     "AlreadyRegistered",
     "App",
     "ArchangelError",
     "Bus",
     "ChannelFailures",
+    "ChildNotFound",
     "ChildSpec",
     "Cog",
     "ConsoleError",
     "DaemonError",
+    "DuplicateChild",
     "ExitReason",
     "InvalidArgument",
     "InvalidTransition",

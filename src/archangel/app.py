@@ -28,8 +28,9 @@ request, the drain gets what is left of it, and the walk down from RUN has a
 deadline :data:`STOP_GRACE` seconds later, at which STOP, IDLE, EXIT and
 EXITED subscribers still awaiting are cancelled (see
 :meth:`archangel.bus.Bus.transition`). The exit status tells a clean stop
-(:data:`EXIT_OK`) from a failed step (:data:`EXIT_FAILED`) and a stop that
-had to kill or cancel at the deadline (:data:`EXIT_FORCED`).
+(:data:`EXIT_OK`) from a failed step or a supervisor that gave up
+(:data:`EXIT_FAILED`) and a stop that had to kill or cancel at the deadline
+(:data:`EXIT_FORCED`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .bus.states import State
 from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
 from .kernel.frames import innermost
 from .kernel.manager import ProcessManager
+from .kernel.process import Process
 from .service import asgi, dumps, frameworks, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
 from .service.signals import Action, SignalPolicy
@@ -61,7 +63,8 @@ logger = logging.getLogger(__name__)
 
 #: Exit status of a clean run: stopped when asked, everything ended in time.
 EXIT_OK = 0
-#: Exit status when a lifecycle step failed (a START hook raised, say).
+#: Exit status when a lifecycle step failed (a START hook raised, say), or when a
+#: top-level supervisor gave up and stopped the App (``Supervisor(on_give_up="stop")``).
 EXIT_FAILED = 1
 #: Exit status when the stop was forced: at the shutdown deadline, processes were
 #: killed or at-exit hooks or STOP/EXIT subscribers cancelled. 2 is a usage error.
@@ -203,6 +206,10 @@ class App:
         self._reloads: set[asyncio.Task[Any]] = set()
         self._dump_locks = {"state": asyncio.Lock(), "runlog": asyncio.Lock()}
         self._queued_dumps: dict[str, asyncio.Task[str]] = {}
+        # Why a top-level supervisor of the manager gave up, if one did: the exit
+        # status is then EXIT_FAILED.
+        self._gave_up: str | None = None
+        self.manager.give_up_handler = self._supervisor_gave_up
         self._subscribe()
 
     def __repr__(self) -> str:
@@ -272,8 +279,9 @@ class App:
 
         Uses uvloop when it is installed, unless ``loop="asyncio"``. The
         status is :data:`EXIT_OK` (0) after a clean stop, :data:`EXIT_FAILED`
-        (1) if a lifecycle step failed and :data:`EXIT_FORCED` (3) if the stop
-        ran out of ``shutdown_timeout`` and had to kill or cancel.
+        (1) if a lifecycle step failed or a top-level supervisor gave up (that
+        wins over a forced stop), and :data:`EXIT_FORCED` (3) if the stop ran
+        out of ``shutdown_timeout`` and had to kill or cancel.
         """
         if loop not in ("uvloop", "asyncio"):
             raise InvalidArgument(f"{self!r}: loop must be 'uvloop' or 'asyncio', not {loop!r}")
@@ -342,8 +350,10 @@ class App:
                 self.name,
                 self.shutdown_timeout,
             )
-            return EXIT_FORCED
-        return EXIT_OK
+        if self._gave_up is not None:
+            logger.error("%s: exiting with status %d: %s", self.name, EXIT_FAILED, self._gave_up)
+            return EXIT_FAILED
+        return EXIT_FORCED if self._forced or not kept else EXIT_OK
 
     async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
         """Walk up to RUN unless ``stop`` is set first; whether RUN was reached.
@@ -765,6 +775,25 @@ class App:
         for task in self._reloads:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _supervisor_gave_up(self, supervisor: Process, error: BaseException) -> None:
+        """A top-level supervisor gave up (the manager's ``give_up_handler``): stop the App.
+
+        As OTP ends the application and mode exits with status 1: the App
+        does not run on without those workers. It stops gracefully and exits
+        with :data:`EXIT_FAILED`.
+        """
+        why = (
+            f"supervisor {supervisor.name!r} (pid {supervisor.pid}) gave up: "
+            f"{type(error).__name__}: {error}"
+        )
+        if self._gave_up is None:
+            self._gave_up = why
+        if self._stop is None:  # the App is not running: nothing to stop
+            logger.error("%s: %s", self.name, why)
+            return
+        logger.error("%s: %s; stopping", self.name, why)
+        self.request_stop()
 
     # -- signals ------------------------------------------------------------------------
 

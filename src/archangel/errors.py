@@ -15,8 +15,10 @@ __all__ = [
     "AlreadyRegistered",
     "ArchangelError",
     "ChannelFailures",
+    "ChildNotFound",
     "ConsoleError",
     "DaemonError",
+    "DuplicateChild",
     "FrameworkError",
     "InvalidArgument",
     "InvalidTransition",
@@ -146,6 +148,14 @@ class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
 
 class RestartLimitExceeded(ArchangelError, RuntimeError):
     """A supervisor's children needed more restarts than its limit allows in its window."""
+
+
+class ChildNotFound(ArchangelError, LookupError):
+    """A supervisor has no child of that id (or that process, or that PID)."""
+
+
+class DuplicateChild(ArchangelError, ValueError):
+    """``start_child`` with the id of a child the supervisor already has (running or not)."""
 
 
 class WatcherClosed(ArchangelError, RuntimeError):

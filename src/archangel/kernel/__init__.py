@@ -6,7 +6,9 @@
 ``manager``        :class:`ProcessManager`: PIDs, the table, kill, shutdown
 ``adopt``          making a foreign protocol (aiohttp's, uvicorn's) a process
 ``task``           :class:`TaskProcess`: a coroutine run as a process
+``childspec``      :class:`ChildSpec`, restart types, strategies, :data:`IGNORE`
 ``supervisor``     :class:`Supervisor`: OTP restarts over child processes
+``_children``      a supervisor's table of children: lookup, stop last first
 ``frames``         where code is: stacks and await chains, read from any thread
 =================  ==========================================================
 
@@ -24,6 +26,7 @@ from .process import ExitReason as ExitReason
 from .process import Process as Process
 from .process import ProcessInfo as ProcessInfo
 from .process import ProcessState as ProcessState
+from .supervisor import IGNORE as IGNORE
 from .supervisor import ChildSpec as ChildSpec
 from .supervisor import Restart as Restart
 from .supervisor import Strategy as Strategy
@@ -31,6 +34,7 @@ from .supervisor import Supervisor as Supervisor
 from .task import TaskProcess as TaskProcess
 
 __all__ = [
+    "IGNORE",
     "AdoptedBufferedProtocol",
     "AdoptedProtocol",
     "AiohttpConnection",

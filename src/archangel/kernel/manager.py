@@ -78,6 +78,11 @@ class ProcessManager:
         self._drained: asyncio.Future[None] | None = None
         # Async at-exit hooks being awaited: their PID and the hook, for the log.
         self._hook_tasks: dict[asyncio.Future[Any], tuple[int | None, Any]] = {}
+        #: Called with a top-level supervisor of this manager and its error when
+        #: that supervisor gives up (its ``on_give_up="stop"``, the default). The
+        #: :class:`~archangel.App` running the manager sets it to stop the App;
+        #: None (a bare manager): the supervisor just ends with its error.
+        self.give_up_handler: Callable[[Process, BaseException], object] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

@@ -27,6 +27,12 @@ class TaskProcess(Process):
     passing a coroutine. ``kill`` and ``stop`` cancel the task; override
     :meth:`on_stop` to end more gently. The coroutine's return value is kept
     in :attr:`result`.
+
+    A coroutine that raises :class:`asyncio.CancelledError` on its own (not
+    through ``kill`` or ``stop``: a ``raise CancelledError``, a cancelled
+    inner task's error let through, ``process.task.cancel()`` from outside)
+    exits ``error`` with that ``CancelledError`` in :attr:`error`, and is
+    counted as failed: ``killed`` is kept for ``kill()``.
     """
 
     kind = "task"
@@ -66,9 +72,25 @@ class TaskProcess(Process):
             self._coro.close()
             self._coro = None
         if task.cancelled():
-            if self._archangel_reason is None:
-                self._archangel_reason = ExitReason.KILLED
-            self._exit(None)
+            if self._archangel_reason is not None:  # kill() or stop() cancelled it
+                self._exit(None)
+                return
+            # Nobody here asked for it: the coroutine raised CancelledError on
+            # its own (or someone cancelled ``process.task`` directly). Not a
+            # kill(), which the exit reason "killed" is kept for: it failed,
+            # with that CancelledError (the coroutine's own, with its traceback).
+            exc: BaseException | None = asyncio.CancelledError()
+            try:
+                task.result()
+            except asyncio.CancelledError as cancelled:
+                exc = cancelled
+            logger.error(
+                "pid %s (%s) failed: cancelled, not by kill() or stop()",
+                self._archangel_pid,
+                self.name,
+                exc_info=exc,
+            )
+            self._exit(exc)
             return
         exc = task.exception()
         if exc is None:
