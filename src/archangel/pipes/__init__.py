@@ -32,8 +32,10 @@ from .pipeline import BatchSupply as BatchSupply
 from .pipeline import ErrorSink as ErrorSink
 from .pipeline import Pipeline as Pipeline
 from .pipeline import Supply as Supply
+from .supplies import FileLine as FileLine
 from .supplies import Lines as Lines
 from .supplies import Tail as Tail
+from .supplies import Tails as Tails
 from .supplies import every as every
 from .supplies import lines as lines
 from .supplies import tail as tail
@@ -49,11 +51,13 @@ __all__ = [
     "Change",
     "Cog",
     "ErrorSink",
+    "FileLine",
     "LineServer",
     "Lines",
     "Pipeline",
     "Supply",
     "Tail",
+    "Tails",
     "Watch",
     "WatchEvent",
     "Watcher",
