@@ -103,7 +103,7 @@ class Cog:
             (default 1, which keeps the order of items). Ignored for sync cogs.
         release_every: Seconds between two calls of :meth:`release` while the
             pipeline runs, on the loop's clock; None (the default) arms no
-            timer. Read once, when the pipeline starts.
+            timer. Read once, when the pipeline is made.
     """
 
     concurrency: int = 1
