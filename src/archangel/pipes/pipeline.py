@@ -36,8 +36,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 from ..errors import InvalidArgument
 from ..kernel.process import ExitReason
 from ..kernel.task import TaskProcess
+from ._broadcast import Broadcast
 from .cogs import Cog, CogFunction, IdGetter, Setter, _unwrap, cog_name, default_id
-from .inbox import FailureLog
 from .train import CogCounters, Train, TrainCounters
 
 __all__ = ["BatchSupply", "ErrorSink", "Pipeline", "Supply"]
@@ -155,12 +155,6 @@ _KILLED_BEFORE_MAIN = frozenset({_P.NEW_KILLED, _P.NEW_KILLED_STOPPED})
 _BEFORE_MAIN = frozenset({_P.NEW, _P.NEW_STOPPED, *_KILLED_BEFORE_MAIN})
 _DONE = frozenset({_P.DONE, _P.DONE_STOPPED})
 
-#: Names :meth:`Pipeline.notify` refuses: the methods the pipeline itself calls
-#: on cogs and supplies, which a broadcast must not trigger out of turn.
-RESERVED_NOTIFICATIONS = frozenset(
-    {"attach", "batches", "close", "done", "finish", "notify", "release", "release_every"}
-)
-
 
 class Pipeline(TaskProcess):
     """A supply and a train of cogs, run as a process (kind ``"pipeline"``).
@@ -248,10 +242,11 @@ class Pipeline(TaskProcess):
         self._feeder: asyncio.Task[None] | None = None
         self._crash: BaseException | None = None
         self._done = 0  # how many cogs have had done() called, in train order
-        #: How many notification handlers raised (see :meth:`notify`).
-        self.notify_failed = 0
-        self._handlers: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
-        self._notify_logs: dict[tuple[str, str], FailureLog] = {}
+        parts: list[tuple[str, object]] = [(f"supply {cog_name(supply)}", supply)]
+        parts += [(f"cog {c.name}", cog) for c, cog in zip(self.train.stats, cogs, strict=True)]
+        if sink is not None:
+            parts.append((f"sink {cog_name(sink)}", sink))
+        self._broadcast = Broadcast(self, parts, self.train.id_getter, log_rate)
         for cog in cogs:
             if isinstance(_unwrap(cog)[0], Cog):
                 cog.attach(self)  # type: ignore[attr-defined]
@@ -436,79 +431,17 @@ class Pipeline(TaskProcess):
 
         Raises:
             InvalidArgument: ``name`` is not a public method name, or is one the
-                pipeline calls itself (:data:`RESERVED_NOTIFICATIONS`).
+                pipeline calls itself (``finish``, ``done``, ``release``, ``close``...).
         """
-        handlers = self._handlers.get(name)
-        if handlers is None:
-            handlers = self._handlers[name] = self._find_handlers(name)
         if self._phase in _DONE:
+            self._broadcast.handlers(name)  # a bad name is still refused
             return 0
-        called = 0
-        for label, handler in handlers:
-            try:
-                result = handler(*args)
-            except Exception as exc:
-                self._notify_failure(name, label, args, exc)
-                continue
-            if inspect.isawaitable(result):
-                close = getattr(result, "close", None)
-                if callable(close):
-                    close()  # never awaited: no "never awaited" warning either
-                error = TypeError(f"{name}() of {label} is async: notification handlers are sync")
-                self._notify_failure(name, label, args, error)
-                continue
-            called += 1
-        return called
+        return self._broadcast.send(name, args)
 
-    def _find_handlers(self, name: str) -> list[tuple[str, Callable[..., Any]]]:
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise InvalidArgument(f"{self!r}: cannot notify {name!r}: not a public method name")
-        if name in RESERVED_NOTIFICATIONS:
-            raise InvalidArgument(
-                f"{self!r}: cannot notify {name!r}: the pipeline calls that method itself"
-            )
-        parts: list[tuple[str, Any]] = [(f"supply {cog_name(self.supply)}", self.supply)]
-        parts += [
-            (f"cog {c.name}", cog) for c, cog in zip(self.train.stats, self.cogs, strict=True)
-        ]
-        if self.train.sink is not None:
-            parts.append((f"sink {cog_name(self.train.sink)}", self.train.sink))
-        found = []
-        for label, part in parts:
-            handler = getattr(part, name, None)
-            if callable(handler):
-                found.append((label, handler))
-        return found
-
-    def _notify_failure(
-        self, name: str, label: str, args: tuple[Any, ...], exc: Exception
-    ) -> None:
-        self.notify_failed += 1
-        first = args[0] if args else name
-        if not isinstance(first, str | int):
-            try:
-                first = self.train.id_getter(first)
-            except Exception:
-                first = default_id(first)
-        log = self._notify_logs.get((name, label))
-        if log is None:
-            log = FailureLog(f"{name}() of {label}", self.train.log_rate)
-            self._notify_logs[name, label] = log
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # notified from outside the loop: no rate limit to keep
-            logger.error(
-                "%s: %s() of %s of pipeline %s (pid %s) raised %r",
-                first,
-                name,
-                label,
-                self.name,
-                self.pid,
-                exc,
-                exc_info=exc,
-            )
-            return
-        log.failed(self, first, exc)
+    @property
+    def notify_failed(self) -> int:
+        """How many notification handlers raised (or were async), over every :meth:`notify`."""
+        return self._broadcast.failed
 
     def _crashed(self, exc: BaseException) -> None:
         self._crash = exc
@@ -576,8 +509,7 @@ class Pipeline(TaskProcess):
                 "pipeline %s (pid %s): %d items in flight dropped", self.name, self.pid, dropped
             )
         self.train.flush_logs()
-        for log in self._notify_logs.values():
-            log.flush(self)
+        self._broadcast.flush()
         cogs = self.train.cogs
         while self._done < len(cogs):
             index = self._done
