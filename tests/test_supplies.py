@@ -308,6 +308,53 @@ def test_a_tail_of_no_file_or_of_one_file_twice_is_refused(tmp_path: Path) -> No
         tail([])
     with pytest.raises(InvalidArgument, match="given twice"):
         tail([tmp_path / "a", str(tmp_path / "a")])
+    with pytest.raises(InvalidArgument, match=r"several files go in one list: tail\(\[a, b\]\)"):
+        tail(tmp_path / "a", tmp_path / "b")  # type: ignore[call-overload]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_killed_tail_of_several_files_releases_every_watch_and_file(
+    tmp_path: Path,
+) -> None:
+    paths = [tmp_path / f"{n}.log" for n in range(3)]
+    for path in paths:
+        path.write_text("line\n")
+    before = _open_fds()
+    supply = tail(paths, from_start=True)
+    seen: list[str] = []
+    pipeline = Pipeline(supply, sink=seen.append)
+    pipeline.start()
+    await until(lambda: len(seen) == 3 and all(one._watches for one in supply.tails))
+    assert _open_fds() > before  # the files, and one inotify fd (or none when polling)
+    pipeline.kill()
+    await pipeline.wait()
+    assert pipeline.exit_reason is ExitReason.KILLED
+    assert _open_fds() == before
+    assert all(not one._watches for one in supply.tails)
+
+
+async def test_one_file_failing_ends_a_tail_of_several_with_its_error(tmp_path: Path) -> None:
+    if not inotify_available():
+        pytest.skip("a removed directory is noticed through inotify here")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "gone").mkdir()
+    kept, gone = tmp_path / "kept" / "a.log", tmp_path / "gone" / "b.log"
+    kept.write_text("")
+    seen: list[str] = []
+    supply = tail([kept, gone])
+    pipeline = Pipeline(supply, sink=seen.append)
+    pipeline.start()
+    await until(lambda: all(one._watches for one in supply.tails))
+    append(kept, "before\n")
+    await until(lambda: seen == ["before"])
+    shutil.rmtree(tmp_path / "gone")
+    await pipeline.wait()
+    assert pipeline.exit_reason is ExitReason.ERROR
+    assert isinstance(pipeline.error, FileNotFoundError)
+    assert "gone" in str(pipeline.error)
 
 
 async def test_lines_of_a_stream_reader_in_batches() -> None:

@@ -128,9 +128,16 @@ def tail(
         (or give it to a pipeline) to follow.
 
     Raises:
-        InvalidArgument: An empty list, a file given twice, or a negative
+        InvalidArgument: An empty list, a file given twice, a second path
+            where ``from_start`` goes (``tail(a, b)``), or a negative
             ``rotated_grace``.
     """
+    second: object = from_start
+    if isinstance(second, str | bytes | os.PathLike):
+        # tail(a, b) would read a from its start and never follow b.
+        raise InvalidArgument(
+            f"tail({path!r}, {second!r}): several files go in one list: tail([a, b])"
+        )
     if with_path or not isinstance(path, str | os.PathLike):
         paths = [path] if isinstance(path, str | os.PathLike) else list(path)
         return Tails(
