@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from archangel import InvalidArgument
+from archangel import InvalidArgument, ProcessStateError
 from archangel.pipes.cogs import (
     Cog,
     attrgetter,
@@ -22,6 +22,7 @@ from archangel.pipes.cogs import (
     keep,
     mapper,
 )
+from archangel.pipes.pipeline import Pipeline
 
 
 class Point(NamedTuple):
@@ -140,3 +141,42 @@ def test_concurrent_accepts_async_and_async_generator_cogs_only() -> None:
         concurrent(fetch, limit=0)
     with pytest.raises(InvalidArgument, match="only an async cog"):
         concurrent(lambda item: (item,))
+
+
+def test_a_cog_knows_its_pipeline_only_once_in_one() -> None:
+    class Lone(Cog):
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+    lone = Lone(3)
+    with pytest.raises(ProcessStateError, match=r"Lone\(size=3\) is not in a pipeline yet"):
+        lone.pipeline  # noqa: B018
+    with pytest.raises(ProcessStateError):
+        lone.notify("event_finished", 1)
+    assert lone.release(0.0) is None and lone.release_every is None
+    pipeline = Pipeline([], lone)
+    assert lone.pipeline is pipeline
+    assert repr(lone) == "Lone(size=3)"  # the pipeline is not one of its arguments
+
+
+def test_concurrent_forwards_handlers_and_release_to_the_wrapped_cog() -> None:
+    class Timed(Cog):
+        release_every = 2.0
+
+        async def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+        def release(self, now: float) -> list[Any]:
+            return [now]
+
+        def event_finished(self, event_id: Any) -> str:
+            return f"finished {event_id}"
+
+    wrapped: Any = concurrent(Timed(), 4)
+    assert wrapped.release_every == 2.0 and wrapped.release(5.0) == [5.0]
+    assert wrapped.event_finished(7) == "finished 7"
+    with pytest.raises(AttributeError):
+        wrapped.no_such_handler  # noqa: B018

@@ -92,6 +92,26 @@ def test_tail_pipeline_example_counts_its_own_log_through_a_rotation() -> None:
     assert int(values["in"]) == sum(int(values[k]) for k in ("out", "swallowed", "failed"))
 
 
+def test_sessions_pipeline_example_pairs_times_out_and_releases_every_event() -> None:
+    # Seed 10: a logout is forgotten 0.15 s in, so a login times out on the timer.
+    done = run_example("examples/sessions_pipeline.py", "--seconds", "2.5", "--seed", "10")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, out)
+        assert found is not None, (pattern, out)
+        return int(found.group(1))
+
+    closed, renamed = number(r"sessions: (\d+) closed"), number(r"(\d+) renamed")
+    assert closed > 0 and renamed == 2 * closed  # a login and its logout, merged
+    assert "raw texts still held: 0" in out  # every event_finished freed its resource
+    assert number(r"released by the timer: (\d+)") >= 1
+    assert "tail: rotations per file [1, 0]" in out  # auth.log rotated, app.log not
+    counters = dict(re.findall(r"'(\w+)': (\d+)", out.split("pipeline counters: ")[1]))
+    assert int(counters["out"]) == number(r"(\d+) finished") and counters["failed"] == "0"
+
+
 def test_echo_server_example_echoes_and_stops_on_ctrl_c() -> None:
     server = subprocess.Popen(
         [sys.executable, "examples/echo_server.py", "--port", "0"],

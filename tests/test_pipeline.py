@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from archangel import ExitReason, InvalidArgument, ProcessManager
-from archangel.pipes.cogs import Cog, concurrent, keep, mapper
+from archangel.pipes.cogs import Cog, concurrent, itemsetter, keep, mapper
 from archangel.pipes.inbox import FailureLog
 from archangel.pipes.pipeline import Pipeline
 from tests.helpers import until
@@ -831,3 +831,329 @@ def test_the_two_longest_line_defaults_have_names_of_their_own() -> None:
         (line_server.LineServer, line_server._MAX_PEER_LINE),
     ]:
         assert inspect.signature(fn).parameters["max_line"].default == default
+
+
+# -- broadcasts: notify ---------------------------------------------------------------
+
+
+class Stash(Cog):
+    """Keeps a resource per event id until the event is finished; follows renames."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.resources: dict[Any, list[Any]] = {}
+
+    def __call__(self, item: dict[str, Any]) -> tuple[dict[str, Any]]:
+        self.resources[item["id"]] = [f"buffer of {item['id']}"]
+        return (item,)
+
+    def event_renamed(self, old: Any, new: Any) -> None:
+        self.log.append(f"stash renamed {old}->{new}")
+        self.resources.setdefault(new, []).extend(self.resources.pop(old))
+
+    def event_finished(self, event_id: Any) -> None:
+        self.log.append(f"stash finished {event_id}")
+        del self.resources[event_id]
+
+
+class Pair(Cog):
+    """Merges items two by two into one event under a new id (and says so)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.first: dict[str, Any] | None = None
+
+    def __call__(self, item: dict[str, Any]) -> tuple[dict[str, Any]] | None:
+        if self.first is None:
+            self.first = item
+            return None
+        first, self.first = self.first, None
+        merged = {"id": f"{first['id']}+{item['id']}", "parts": [first["id"], item["id"]]}
+        for part in merged["parts"]:
+            self.notify("event_renamed", part, merged["id"])
+        return (merged,)
+
+    def event_finished(self, event_id: Any) -> None:
+        self.log.append(f"pair finished {event_id}")
+
+
+class Supply:
+    """An iterable supply that hears notifications too (deadbeat's supplies are cogs)."""
+
+    def __init__(self, n: int, log: list[str]) -> None:
+        self.n = n
+        self.log = log
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter([{"id": i} for i in range(self.n)])
+
+    def event_finished(self, event_id: Any) -> None:
+        self.log.append(f"supply finished {event_id}")
+
+
+async def test_notify_reaches_supply_cogs_and_sink_in_train_order() -> None:
+    log: list[str] = []
+    stash, pair = Stash(log), Pair(log)
+    pipeline: Pipeline
+
+    class Store:
+        def __init__(self) -> None:
+            self.stored: list[Any] = []
+
+        def __call__(self, item: dict[str, Any]) -> None:
+            self.stored.append(item["id"])
+            assert pipeline.notify("event_finished", item["id"]) == 4
+
+        def event_finished(self, event_id: Any) -> None:
+            log.append(f"sink finished {event_id}")
+
+    store = Store()
+    pipeline = Pipeline(Supply(4, log), stash, pair, sink=store, name="pairs")
+    assert stash.pipeline is pipeline and pair.pipeline is pipeline
+    await pipeline.run()
+    assert store.stored == ["0+1", "2+3"]
+    assert log == [
+        "stash renamed 0->0+1",
+        "stash renamed 1->0+1",
+        "stash renamed 2->2+3",
+        "stash renamed 3->2+3",
+        "supply finished 0+1",
+        "stash finished 0+1",
+        "pair finished 0+1",
+        "sink finished 0+1",
+        "supply finished 2+3",
+        "stash finished 2+3",
+        "pair finished 2+3",
+        "sink finished 2+3",
+    ]
+    assert stash.resources == {}  # every per-event resource was released
+    assert pipeline.notify_failed == 0
+    assert pipeline.notify("event_finished", "late") == 0  # ended: nobody is called
+    assert log[-1] == "sink finished 2+3"
+
+
+async def test_a_failing_or_async_handler_is_logged_and_counted_and_the_rest_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    class Fragile(Cog):
+        def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+        def event_finished(self, event_id: Any) -> None:
+            calls.append("fragile")
+            raise KeyError(event_id)
+
+    class Eager(Cog):
+        async def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+        async def event_finished(self, event_id: Any) -> None:  # not allowed: handlers are sync
+            calls.append("never")
+
+    class Steady(Cog):
+        def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+        def event_finished(self, event_id: Any) -> None:
+            calls.append(f"steady {event_id}")
+
+    caplog.set_level(logging.ERROR)
+    pipeline = Pipeline(forever([]), Fragile(), concurrent(Eager(), 2), Steady(), name="frail")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    assert pipeline.notify("event_finished", "ev-7") == 1
+    assert calls == ["fragile", "steady ev-7"]
+    assert pipeline.notify_failed == 2
+    assert pipeline.details()["notify_failed"] == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("ev-7: event_finished() of cog Fragile of pipeline frail")
+    assert "raised KeyError('ev-7')" in lines[0]
+    assert lines[1].startswith("ev-7: event_finished() of cog Eager of pipeline frail")
+    assert "is async: notification handlers are sync" in lines[1]
+    await pipeline.stop()
+    assert pipeline.exit_reason is ExitReason.SHUTDOWN
+
+
+def test_notify_refuses_the_names_the_pipeline_calls_itself() -> None:
+    pipeline = Pipeline([], Recorder("a", []))
+    for name in ("finish", "done", "release", "close", "_private", "not a name"):
+        with pytest.raises(InvalidArgument, match="cannot notify"):
+            pipeline.notify(name)
+    assert pipeline.notify("nobody_has_this") == 0
+
+
+# -- ids: id_setter ---------------------------------------------------------------------
+
+
+async def numbered_async(n: int) -> AsyncIterator[dict[str, int]]:
+    for i in range(n):
+        yield {"n": i}
+
+
+@pytest.mark.parametrize("supply", ["sync", "async"])
+async def test_id_setter_gives_every_item_an_id_that_failures_name(
+    supply: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def picky(item: dict[str, Any]) -> tuple[dict[str, Any]]:
+        if item["n"] == 3:
+            raise ValueError("three")
+        return (item,)
+
+    failed: list[Any] = []
+    out: list[dict[str, Any]] = []
+    caplog.set_level(logging.ERROR)
+    items = numbered_async(5) if supply == "async" else [{"n": i} for i in range(5)]
+    pipeline = Pipeline(
+        items,
+        picky,
+        sink=out.append,
+        errors=lambda item, exc, cog: failed.append(item),
+        id_setter=itemsetter("id"),
+        ids=(f"ev-{i}" for i in itertools.count(100)),
+        name="ids",
+    )
+    await pipeline.run()
+    assert [item["id"] for item in out] == ["ev-100", "ev-101", "ev-102", "ev-104"]
+    assert failed == [{"n": 3, "id": "ev-103"}]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("ev-103: cog picky of pipeline ids")
+    assert identity(pipeline.counters)
+
+
+async def test_id_setter_may_wrap_items_and_its_failures_are_counted() -> None:
+    def wrap(line: str, event_id: object) -> dict[str, Any]:
+        if not line:
+            raise ValueError("an empty line has no event")
+        return {"id": event_id, "line": line}
+
+    out: list[dict[str, Any]] = []
+    failed: list[tuple[Any, Any]] = []
+    pipeline = Pipeline(
+        ["a", "", "b"],
+        mapper(lambda e: e),
+        sink=out.append,
+        id_setter=wrap,
+        errors=lambda item, exc, cog: failed.append((item, cog)),
+    )
+    counters = await pipeline.run()
+    assert out == [{"id": 1, "line": "a"}, {"id": 3, "line": "b"}]  # the ids are unique
+    assert failed == [("", wrap)]
+    assert (counters["in"], counters["out"], counters["failed"]) == (3, 2, 1)
+    assert identity(counters)
+
+
+def test_ids_without_an_id_setter_are_refused() -> None:
+    with pytest.raises(InvalidArgument, match="without an id_setter"):
+        Pipeline([], ids=iter([1, 2]))
+    with pytest.raises(InvalidArgument, match="not callable"):
+        Pipeline([], id_setter="id")  # type: ignore[arg-type]
+
+
+# -- timed release ------------------------------------------------------------------------
+
+
+class Window(Cog):
+    """Holds every item ``hold`` seconds (loop time), released by its timer."""
+
+    def __init__(self, hold: float, every: float) -> None:
+        self.hold = hold
+        self.release_every = every
+        self.held: list[tuple[float, Any]] = []
+        self.calls: list[float] = []
+        self.finished = False
+
+    def __call__(self, item: Any) -> None:
+        self.held.append((asyncio.get_running_loop().time() + self.hold, item))
+
+    def release(self, now: float) -> list[Any]:
+        assert not self.finished, "release() after finish()"
+        self.calls.append(now)
+        due = [item for when, item in self.held if when <= now]
+        self.held = [(when, item) for when, item in self.held if when > now]
+        return due
+
+    def finish(self) -> list[Any]:
+        self.finished = True
+        return [item for _, item in self.held]
+
+
+class AsyncWindow(Window):
+    async def release(self, now: float) -> list[Any]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().release(now)
+
+
+@pytest.mark.parametrize("window", [Window, AsyncWindow])
+async def test_a_cog_releases_held_items_on_its_timer(clock: Any, window: type[Window]) -> None:
+    async def slow(item: Any) -> tuple[Any]:  # an inbox between the window and the sink
+        await asyncio.sleep(0)
+        return (item * 10,)
+
+    out: list[int] = []
+    cog = window(hold=2.5, every=1.0)
+    pipeline = Pipeline(forever([1, 2, 3]), cog, slow, sink=out.append)
+    pipeline.start()
+    await clock.settle()
+    assert cog.held and out == []
+    await clock.advance(2.0)  # ticks at +1 and +2: nothing due yet
+    assert out == [] and len(cog.calls) == 2
+    await clock.advance(1.0)  # the tick at +3 releases them
+    assert out == [10, 20, 30]
+    assert pipeline.phase == "running"
+    counters = pipeline.cog_counters[0]
+    assert (counters["swallowed"], counters["flushed"], counters["out"]) == (3, 3, 3)
+    assert all_identities(pipeline)
+    await pipeline.stop()
+    calls = len(cog.calls)
+    await clock.advance(5.0)
+    assert len(cog.calls) == calls  # no release after finish (its timer is gone)
+
+
+async def test_held_items_not_yet_due_still_come_out_at_finish(clock: Any) -> None:
+    out: list[int] = []
+    cog = Window(hold=10.0, every=1.0)
+    pipeline = Pipeline(forever([1, 2]), cog, sink=out.append)
+    pipeline.start()
+    await clock.advance(3.0)
+    assert out == [] and len(cog.calls) == 3
+    await pipeline.stop()
+    assert out == [1, 2] and all_identities(pipeline)
+
+
+async def test_a_killed_pipeline_stops_its_release_timers(clock: Any) -> None:
+    cog = Window(hold=0.5, every=1.0)
+    pipeline = Pipeline(forever([1]), cog)
+    pipeline.start()
+    await clock.advance(1.0)
+    assert len(cog.calls) == 1
+    pipeline.kill()
+    await pipeline.wait()
+    await clock.advance(5.0)
+    assert len(cog.calls) == 1
+
+
+async def test_timed_release_on_a_real_clock() -> None:
+    out: list[int] = []
+    cog = Window(hold=0.0, every=0.01)
+    pipeline = Pipeline(forever([1, 2]), cog, sink=out.append)
+    pipeline.start()
+    await until(lambda: out == [1, 2])
+    await pipeline.stop()
+    assert all_identities(pipeline)
+
+
+def test_a_bad_release_every_is_refused() -> None:
+    for every in (0, -1.0, float("nan"), "1", True):
+        with pytest.raises(InvalidArgument, match="release_every"):
+            Pipeline([], Window(hold=1, every=every))  # type: ignore[arg-type]
+
+    class NoRelease:
+        release_every = 1.0
+
+        def __call__(self, item: Any) -> tuple[Any]:
+            return (item,)
+
+    with pytest.raises(InvalidArgument, match="has no release"):
+        Pipeline([], NoRelease())

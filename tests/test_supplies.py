@@ -10,12 +10,22 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from archangel import ExitReason, ProcessManager
+from archangel import ExitReason, InvalidArgument, ProcessManager
 from archangel.pipes.pipeline import Pipeline
-from archangel.pipes.supplies import LineBuffer, Tail, every, line_server, lines, tail
+from archangel.pipes.supplies import (
+    FileLine,
+    LineBuffer,
+    Tail,
+    Tails,
+    every,
+    line_server,
+    lines,
+    tail,
+)
 from archangel.pipes.watch import Watcher, inotify_available
 from tests.helpers import until
 
@@ -33,9 +43,9 @@ async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[Watcher]:
 class Follow:
     """Runs a pipeline over a tail; lines arrive on a queue the test awaits."""
 
-    def __init__(self, supply: Tail) -> None:
+    def __init__(self, supply: Tail | Tails) -> None:
         self.supply = supply
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.pipeline = Pipeline(supply, sink=self.queue.put_nowait, name="follow")
 
     async def __aenter__(self) -> Follow:
@@ -46,7 +56,7 @@ class Follow:
         await self.pipeline.stop()
         assert self.pipeline.exit_reason is ExitReason.SHUTDOWN
 
-    async def expect(self, *expected: str) -> None:
+    async def expect(self, *expected: Any) -> None:
         async with asyncio.timeout(5):
             got = [await self.queue.get() for _ in expected]
         assert got == list(expected)
@@ -55,6 +65,9 @@ class Follow:
     async def settled(self) -> None:
         """The tail has caught up: it is waiting on its watch again."""
         await until(lambda: self.pipeline._reading)
+        supply = self.supply
+        if isinstance(supply, Tails):  # and each file's reader watches its directory
+            await until(lambda: all(one._watches for one in supply.tails))
 
 
 def append(path: Path, text: str) -> None:
@@ -227,6 +240,121 @@ def test_line_buffer_splits_holds_and_cuts() -> None:
     assert raw.feed(b"\xff\r\n") == [b"\xff"]
     with pytest.raises(ValueError, match="max_line"):
         LineBuffer(max_line=0)
+
+
+# -- tail of several files ------------------------------------------------------------------
+
+
+async def test_tail_follows_several_files_each_through_its_own_rotation(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("old a\n")
+    b.write_text("old b\n")
+    supply = tail([a, b], watcher=watcher, rotated_grace=0.2, with_path=True)
+    assert isinstance(supply, Tails) and supply.paths == [str(a), str(b)]
+    async with Follow(supply) as follow:
+        await follow.settled()
+        append(a, "a 1\n")
+        await follow.expect(FileLine(str(a), "a 1"))
+        append(b, "b 1\n")
+        await follow.expect(FileLine(str(b), "b 1"))
+        with a.open("a", buffering=1) as old:
+            os.rename(a, tmp_path / "a.log.1")  # rotate a, not b
+            old.write("a late\n")  # a's writer has not reopened yet
+            a.write_text("a fresh\n")
+            append(b, "b 2\n")
+            got = [await asyncio.wait_for(follow.queue.get(), 5) for _ in range(3)]
+        # Interleaved as they came; each file's lines in their order.
+        assert sorted(got) == sorted(
+            [FileLine(str(a), "a late"), FileLine(str(a), "a fresh"), FileLine(str(b), "b 2")]
+        )
+        assert got.index(FileLine(str(a), "a late")) < got.index(FileLine(str(a), "a fresh"))
+        await until(lambda: supply.tails[0].rotations == 1)
+        append(a, "a 2\n")
+        append(b, "b 3\n")
+        got = [await asyncio.wait_for(follow.queue.get(), 5) for _ in range(2)]
+        assert sorted(got) == [FileLine(str(a), "a 2"), FileLine(str(b), "b 3")]
+        assert [one.rotations for one in supply.tails] == [1, 0]
+        assert supply.rotations == 1 and "rotations=1" in repr(supply)
+
+
+async def test_tail_of_several_files_yields_plain_lines_and_waits_for_missing_ones(
+    tmp_path: Path,
+) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "later.log"
+    a.write_text("")
+    async with Follow(tail([a, b])) as follow:  # its own watcher, shared by both files
+        await follow.settled()
+        append(a, "from a\n")
+        await follow.expect("from a")
+        b.write_text("from b, from its start\n")
+        await follow.expect("from b, from its start")
+    assert follow.pipeline.counters["in"] == 2
+
+
+async def test_a_single_file_tail_tagged_with_its_path(tmp_path: Path) -> None:
+    log = tmp_path / "one.log"
+    log.write_text("x\n")
+    supply = tail(log, True, with_path=True)
+    assert isinstance(supply, Tails)
+    async with Follow(supply) as follow:
+        await follow.expect(FileLine(str(log), "x"))
+    assert isinstance(tail(log), Tail)
+
+
+def test_a_tail_of_no_file_or_of_one_file_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="no file to follow"):
+        tail([])
+    with pytest.raises(InvalidArgument, match="given twice"):
+        tail([tmp_path / "a", str(tmp_path / "a")])
+    with pytest.raises(InvalidArgument, match=r"several files go in one list: tail\(\[a, b\]\)"):
+        tail(tmp_path / "a", tmp_path / "b")  # type: ignore[call-overload]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_killed_tail_of_several_files_releases_every_watch_and_file(
+    tmp_path: Path,
+) -> None:
+    paths = [tmp_path / f"{n}.log" for n in range(3)]
+    for path in paths:
+        path.write_text("line\n")
+    before = _open_fds()
+    supply = tail(paths, from_start=True)
+    seen: list[str] = []
+    pipeline = Pipeline(supply, sink=seen.append)
+    pipeline.start()
+    await until(lambda: len(seen) == 3 and all(one._watches for one in supply.tails))
+    assert _open_fds() > before  # the files, and one inotify fd (or none when polling)
+    pipeline.kill()
+    await pipeline.wait()
+    assert pipeline.exit_reason is ExitReason.KILLED
+    assert _open_fds() == before
+    assert all(not one._watches for one in supply.tails)
+
+
+async def test_one_file_failing_ends_a_tail_of_several_with_its_error(tmp_path: Path) -> None:
+    if not inotify_available():
+        pytest.skip("a removed directory is noticed through inotify here")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "gone").mkdir()
+    kept, gone = tmp_path / "kept" / "a.log", tmp_path / "gone" / "b.log"
+    kept.write_text("")
+    seen: list[str] = []
+    supply = tail([kept, gone])
+    pipeline = Pipeline(supply, sink=seen.append)
+    pipeline.start()
+    await until(lambda: all(one._watches for one in supply.tails))
+    append(kept, "before\n")
+    await until(lambda: seen == ["before"])
+    shutil.rmtree(tmp_path / "gone")
+    await pipeline.wait()
+    assert pipeline.exit_reason is ExitReason.ERROR
+    assert isinstance(pipeline.error, FileNotFoundError)
+    assert "gone" in str(pipeline.error)
 
 
 async def test_lines_of_a_stream_reader_in_batches() -> None:

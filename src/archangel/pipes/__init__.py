@@ -9,6 +9,7 @@
 ``line_server``        a TCP/Unix line server whose connections feed a pipeline
 ``watch``              :class:`Watcher`: inotify (or polling) on files and folders
 ``_tail``              following one file through its rotations
+``_broadcast``         a pipeline's broadcasts to its parts (``notify``)
 ``_lines``             splitting bytes into lines
 ``_watch_backends``    inotify and polling, behind :class:`Watcher`
 =====================  ======================================================
@@ -32,8 +33,10 @@ from .pipeline import BatchSupply as BatchSupply
 from .pipeline import ErrorSink as ErrorSink
 from .pipeline import Pipeline as Pipeline
 from .pipeline import Supply as Supply
+from .supplies import FileLine as FileLine
 from .supplies import Lines as Lines
 from .supplies import Tail as Tail
+from .supplies import Tails as Tails
 from .supplies import every as every
 from .supplies import lines as lines
 from .supplies import tail as tail
@@ -49,11 +52,13 @@ __all__ = [
     "Change",
     "Cog",
     "ErrorSink",
+    "FileLine",
     "LineServer",
     "Lines",
     "Pipeline",
     "Supply",
     "Tail",
+    "Tails",
     "Watch",
     "WatchEvent",
     "Watcher",

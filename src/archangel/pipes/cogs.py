@@ -7,8 +7,11 @@ swallow it (deadbeat's contract, structlog's processor chain with fan-out)::
         return (json.loads(line),)
 
 Stateful cogs subclass :class:`Cog`, which adds :meth:`Cog.finish` (hand back
-the items still held when the pipeline stops) and :meth:`Cog.done` (release
-resources). Async cogs (``async def``) and async-generator cogs are allowed;
+the items still held when the pipeline stops), :meth:`Cog.done` (release
+resources), :meth:`Cog.release` (hand back held items on a timer, every
+:attr:`Cog.release_every` seconds) and :attr:`Cog.pipeline` (the pipeline the
+cog is in, to :meth:`~archangel.pipes.pipeline.Pipeline.notify` the other
+cogs). Async cogs (``async def``) and async-generator cogs are allowed;
 :func:`concurrent` lets an async cog work on several items at once.
 
 Getters and setters keep cogs ignorant of the item's shape: a cog asks for
@@ -37,9 +40,12 @@ from collections.abc import (
     MutableMapping,
     MutableSequence,
 )
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, ProcessStateError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 __all__ = [
     "Cog",
@@ -81,19 +87,28 @@ _reprs.maxother = 40
 
 
 class Cog:
-    """Base class for stateful cogs: adds :meth:`finish` and :meth:`done`.
+    """Base class for stateful cogs: adds :meth:`finish`, :meth:`done` and :meth:`release`.
 
     A subclass defines ``__call__(self, item)`` (sync, ``async def``, or an
     async generator) with the same contract as a plain cog. Save the
     ``__init__`` arguments under the same names: :meth:`__repr__` shows the
     public attributes, which you will appreciate in logs and in ``ps``.
 
+    Any other public method is a possible *notification handler*: the
+    pipeline's :meth:`~archangel.pipes.pipeline.Pipeline.notify` calls it by
+    name (deadbeat's broadcasts, e.g. ``event_finished(event_id)``).
+
     Attributes:
         concurrency: For an async cog, how many items it may work on at once
             (default 1, which keeps the order of items). Ignored for sync cogs.
+        release_every: Seconds between two calls of :meth:`release` while the
+            pipeline runs, on the loop's clock; None (the default) arms no
+            timer. Read once, when the pipeline is made.
     """
 
     concurrency: int = 1
+    release_every: float | None = None
+    _pipeline: Pipeline | None = None
 
     def finish(self) -> Output | Awaitable[Output]:
         """Return the items still held; the pipeline is stopping.
@@ -114,6 +129,41 @@ class Cog:
         is logged and the other cogs still get theirs.
         """
         return None
+
+    def release(self, now: float) -> Output | Awaitable[Output]:
+        """Return the held items whose time has come; called every :attr:`release_every` s.
+
+        ``now`` is the loop's time of the call. The items returned go through
+        the rest of the train, exactly as those :meth:`finish` returns (they
+        are counted as ``flushed``). Calls never overlap, and none comes
+        after :meth:`finish` has been called or once the pipeline was killed.
+        May be ``async def``; if it raises, that is logged and the timer goes on.
+        """
+        return None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Called by the :class:`~archangel.pipes.pipeline.Pipeline` made with this cog.
+
+        Keeps the pipeline for :attr:`pipeline` and :meth:`notify`. A subclass
+        that overrides it calls ``super().attach(pipeline)``. A cog belongs to
+        one pipeline: made part of a second one, it refers to that one.
+        """
+        self._pipeline = pipeline
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline this cog is in.
+
+        Raises:
+            ProcessStateError: No pipeline was made with this cog yet.
+        """
+        if self._pipeline is None:
+            raise ProcessStateError(f"{self!r} is not in a pipeline yet: no pipeline to notify")
+        return self._pipeline
+
+    def notify(self, name: str, *args: Any) -> int:
+        """``self.pipeline.notify(name, *args)``: broadcast to the cogs of its pipeline."""
+        return self.pipeline.notify(name, *args)
 
     def __repr__(self) -> str:
         public = ", ".join(
@@ -167,6 +217,12 @@ class _Concurrent:
     def done(self) -> Awaitable[None] | None:
         done = getattr(self.cog, "done", None)
         return done() if callable(done) else None
+
+    def __getattr__(self, name: str) -> Any:
+        # Notification handlers, release and release_every are the wrapped cog's.
+        if name == "cog":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.cog, name)
 
     def __repr__(self) -> str:
         return f"concurrent({self.cog!r}, limit={self.concurrency})"

@@ -14,6 +14,10 @@ items a cog flushes pass through the cogs after it), and finally ``done`` on
 every cog. Killed, it cancels everything at once, counts the items it held
 as ``dropped`` and still calls ``done``.
 
+:meth:`Pipeline.notify` broadcasts to the supply, the cogs and the sink by
+method name (deadbeat's ``Train.notify``); an ``id_setter`` gives every item
+taken from the supply a unique id, which log lines and failures name.
+
 What this module is not: it does not read files or sockets (see
 :mod:`archangel.supplies`), defines no cogs (see :mod:`archangel.cogs`) and
 does not run them (see :mod:`archangel.train`).
@@ -32,7 +36,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 from ..errors import InvalidArgument
 from ..kernel.process import ExitReason
 from ..kernel.task import TaskProcess
-from .cogs import CogFunction, IdGetter, default_id
+from ._broadcast import Broadcast
+from .cogs import Cog, CogFunction, IdGetter, Setter, _unwrap, cog_name, default_id
 from .train import CogCounters, Train, TrainCounters
 
 __all__ = ["BatchSupply", "ErrorSink", "Pipeline", "Supply"]
@@ -148,6 +153,7 @@ _TRANSITIONS: Mapping[_Event, Mapping[_Phase, _Phase]] = {
 
 _KILLED_BEFORE_MAIN = frozenset({_P.NEW_KILLED, _P.NEW_KILLED_STOPPED})
 _BEFORE_MAIN = frozenset({_P.NEW, _P.NEW_STOPPED, *_KILLED_BEFORE_MAIN})
+_DONE = frozenset({_P.DONE, _P.DONE_STOPPED})
 
 
 class Pipeline(TaskProcess):
@@ -166,15 +172,26 @@ class Pipeline(TaskProcess):
             item; must not block. Its own failures are logged (with the
             item's id, rate-limited like a cog's) and ignored.
         id_getter: Names an item in log lines (default :func:`~archangel.cogs.default_id`).
+        id_setter: Gives every item taken from the supply a unique id:
+            ``id_setter(item, id) -> item`` (a setter, such as
+            ``itemsetter("id")``, or a function wrapping the item). Without
+            one no id is set and nothing is spent per item on ids.
+        ids: The ids ``id_setter`` hands out, in order; by default 1, 2, 3...
+            (unique within the pipeline). Pass e.g. ``(uuid.uuid4().hex for
+            _ in itertools.count())`` for ids unique across processes.
         batch: How many items of a sync iterable to take at a time.
         buffer: The bound of each inbox (before every async cog and an async sink).
         log_rate: At most this many failure log lines per second per cog (and
             for the error sink); the rest are counted and summarised
             ("suppressed K").
 
+    Every :class:`~archangel.pipes.cogs.Cog` of the train is told its pipeline
+    (:meth:`~archangel.pipes.cogs.Cog.attach`), so it can :meth:`notify`.
+
     Raises:
-        InvalidArgument: A cog, sink or error sink that is not callable, or a
-            ``batch``/``buffer`` below 1.
+        InvalidArgument: A cog, sink, error sink or ``id_setter`` that is not
+            callable, ``ids`` without an ``id_setter``, a ``batch``/``buffer``
+            below 1, or a cog with a bad ``release_every``.
     """
 
     kind = "pipeline"
@@ -188,15 +205,21 @@ class Pipeline(TaskProcess):
         sink: Callable[[Any], Any] | None = None,
         errors: ErrorSink | None = None,
         id_getter: IdGetter | None = None,
+        id_setter: Setter | None = None,
+        ids: Iterable[object] | None = None,
         batch: int = 512,
         buffer: int = 256,
         log_rate: int = 10,
     ) -> None:
         if not isinstance(supply, Iterable | AsyncIterable | BatchSupply):
             raise InvalidArgument(f"Pipeline supply {supply!r} is not an iterable")
-        for cog in (*cogs, sink, errors):
+        for cog in (*cogs, sink, errors, id_setter):
             if cog is not None and not callable(cog):
-                raise InvalidArgument(f"Pipeline cog, sink or error sink {cog!r} is not callable")
+                raise InvalidArgument(
+                    f"Pipeline cog, sink, error sink or id_setter {cog!r} is not callable"
+                )
+        if ids is not None and id_setter is None:
+            raise InvalidArgument(f"Pipeline ids {ids!r} given without an id_setter to set them")
         if batch < 1 or buffer < 1:
             raise InvalidArgument(f"Pipeline batch and buffer must be >= 1, got {batch}, {buffer}")
         if name is not None:
@@ -209,6 +232,8 @@ class Pipeline(TaskProcess):
             sink=sink,
             errors=errors,
             id_getter=id_getter or default_id,
+            id_setter=id_setter,
+            ids=ids,
             buffer=buffer,
             log_rate=log_rate,
             on_crash=self._crashed,
@@ -217,6 +242,14 @@ class Pipeline(TaskProcess):
         self._feeder: asyncio.Task[None] | None = None
         self._crash: BaseException | None = None
         self._done = 0  # how many cogs have had done() called, in train order
+        parts: list[tuple[str, object]] = [(f"supply {cog_name(supply)}", supply)]
+        parts += [(f"cog {c.name}", cog) for c, cog in zip(self.train.stats, cogs, strict=True)]
+        if sink is not None:
+            parts.append((f"sink {cog_name(sink)}", sink))
+        self._broadcast = Broadcast(self, parts, self.train.id_getter, log_rate)
+        for cog in cogs:
+            if isinstance(_unwrap(cog)[0], Cog):
+                cog.attach(self)  # type: ignore[attr-defined]
 
     # -- what ps and the console read -----------------------------------------
 
@@ -261,6 +294,7 @@ class Pipeline(TaskProcess):
         return {
             "phase": self._phase.shown,
             **self.counters,
+            "notify_failed": self.notify_failed,
             "buffers": [list(b) for b in self.buffers],
             "cogs": [{"cog": c.name, **c} for c in self.train.stats],
         }
@@ -344,7 +378,7 @@ class Pipeline(TaskProcess):
                 await _close(iterator)
 
     async def _feed_sync(self, iterator: Any) -> None:
-        islice, size, take, sleep = itertools.islice, self.batch, self.train.take, asyncio.sleep
+        islice, size, take, sleep = itertools.islice, self.batch, self.train.enter, asyncio.sleep
         while self._phase is _Phase.RUNNING:
             batch = list(islice(iterator, size))
             if not batch:
@@ -358,7 +392,7 @@ class Pipeline(TaskProcess):
         # on CPython 3.11, 100,000 items one a read through a pass-through cog
         # (best of 8): 2.29 µs an item with the booleans this replaced, 2.42 µs
         # like this; through _move() with Enum's own hash it was 3.3 µs.
-        take, running = self.train.take, _Phase.RUNNING
+        take, running = self.train.enter, _Phase.RUNNING
         on_read, on_read_end = _TRANSITIONS[_Event.READ], _TRANSITIONS[_Event.READ_END]
         while self._phase is running:
             self._phase = on_read.get(self._phase, self._phase)
@@ -372,6 +406,42 @@ class Pipeline(TaskProcess):
                 await take([got])
             elif got:
                 await take(got if isinstance(got, list) else list(got))
+
+    # -- broadcasts -------------------------------------------------------------
+
+    def notify(self, name: str, *args: Any) -> int:
+        """Call ``name(*args)`` on every part of the train that has such a method.
+
+        deadbeat's ``Train.notify``: the supply, then the cogs in train order,
+        then the sink, each if it has a method ``name``. The usual ones are
+        ``event_finished(event_id)`` (the event is through: release whatever
+        is held for it) and ``event_renamed(old_id, new_id)`` (an event goes on
+        under a new id, merged or split). Call it from a cog, the sink, or any
+        code on the pipeline's loop; handlers are plain (sync) methods and run
+        at once, before ``notify`` returns.
+
+        A handler that raises (or is ``async def``) is logged with the first
+        argument as the id and the handler named, rate-limited like a cog's
+        failures, and counted in :attr:`notify_failed`; the others are still
+        called. Handlers are looked up by the first ``notify`` of each name.
+        Once the pipeline has ended (every cog's ``done`` ran), nothing is called.
+
+        Returns:
+            How many handlers ran without raising.
+
+        Raises:
+            InvalidArgument: ``name`` is not a public method name, or is one the
+                pipeline calls itself (``finish``, ``done``, ``release``, ``close``...).
+        """
+        if self._phase in _DONE:
+            self._broadcast.handlers(name)  # a bad name is still refused
+            return 0
+        return self._broadcast.send(name, args)
+
+    @property
+    def notify_failed(self) -> int:
+        """How many notification handlers raised (or were async), over every :meth:`notify`."""
+        return self._broadcast.failed
 
     def _crashed(self, exc: BaseException) -> None:
         self._crash = exc
@@ -417,6 +487,7 @@ class Pipeline(TaskProcess):
     async def _cleanup(self) -> None:
         """Cancel what still runs, count what was in flight as dropped, call ``done``."""
         interrupted = False
+        self.train.stop_timers()
         tasks = self.train.tasks()
         if self._feeder is not None:
             tasks.append(self._feeder)
@@ -438,6 +509,7 @@ class Pipeline(TaskProcess):
                 "pipeline %s (pid %s): %d items in flight dropped", self.name, self.pid, dropped
             )
         self.train.flush_logs()
+        self._broadcast.flush()
         cogs = self.train.cogs
         while self._done < len(cogs):
             index = self._done

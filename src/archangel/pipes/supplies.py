@@ -4,7 +4,9 @@ A supply is any iterable or async iterable (see :class:`~archangel.Pipeline`).
 This module has the usual ones:
 
 * :func:`tail` follows a file the way ``tail -F`` does: appends, truncation,
-  rotation, a file that does not exist yet;
+  rotation, a file that does not exist yet; given several files
+  (``tail([a, b])``, a :class:`Tails`), it follows each of them so, their
+  lines interleaved as they come, tagged with their file if asked;
 * :func:`lines` splits an :class:`asyncio.StreamReader` (or anything with an
   ``async read(n)``) into lines;
 * :func:`every` ticks on the loop's clock without drift;
@@ -25,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, NamedTuple, Protocol, overload
 
 from ..bus import timers
 from ..errors import InvalidArgument, WatcherClosed
@@ -36,12 +38,14 @@ from .line_server import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
 
 __all__ = [
+    "FileLine",
     "LineBuffer",
     "LineConnection",
     "LineServer",
     "LineSupply",
     "Lines",
     "Tail",
+    "Tails",
     "every",
     "line_server",
     "lines",
@@ -59,8 +63,12 @@ _RELEVANT = Change.OVERFLOW | Change.SELF_DELETED | Change.SELF_MOVED
 # -- tail ---------------------------------------------------------------------------
 
 
-def tail(
-    path: str | os.PathLike[str],
+_Path = str | os.PathLike[str]
+
+
+@overload
+def tail(  # type: ignore[overload-overlap]  # a str is a Sequence too: this one comes first
+    path: _Path,
     from_start: bool = False,
     watcher: Watcher | None = None,
     *,
@@ -68,11 +76,40 @@ def tail(
     errors: str = "replace",
     max_line: int = MAX_STREAM_LINE,
     rotated_grace: float = ROTATED_GRACE,
-) -> Tail:
-    """Follow the lines appended to a file, like ``tail -F``.
+) -> Tail: ...
+
+
+@overload
+def tail(
+    path: Sequence[_Path],
+    from_start: bool = False,
+    watcher: Watcher | None = None,
+    *,
+    encoding: str | None = "utf-8",
+    errors: str = "replace",
+    max_line: int = MAX_STREAM_LINE,
+    rotated_grace: float = ROTATED_GRACE,
+    with_path: bool = False,
+) -> Tails: ...
+
+
+def tail(
+    path: _Path | Sequence[_Path],
+    from_start: bool = False,
+    watcher: Watcher | None = None,
+    *,
+    encoding: str | None = "utf-8",
+    errors: str = "replace",
+    max_line: int = MAX_STREAM_LINE,
+    rotated_grace: float = ROTATED_GRACE,
+    with_path: bool = False,
+) -> Tail | Tails:
+    """Follow the lines appended to a file (or to several), like ``tail -F``.
 
     Args:
-        path: The file. Its directory must exist; the file need not: then
+        path: The file, or a list (any sequence) of files: then each is
+            followed as one file would be, with its own rotations (a
+            :class:`Tails`). A directory must exist; a file need not: then
             the tail waits for it and reads it from its start.
         from_start: Read the file from its start instead of from its end.
         watcher: The :class:`~archangel.watch.Watcher` to use (shared: the
@@ -83,10 +120,36 @@ def tail(
         max_line: The longest partial line held, in bytes.
         rotated_grace: Seconds a rotated file is still read after its
             writer last appended to it.
+        with_path: Each item is a :class:`FileLine` ``(path, line)`` rather
+            than the line alone (a :class:`Tails` even for one path).
 
     Returns:
-        A :class:`Tail`: iterate it (or give it to a pipeline) to follow.
+        A :class:`Tail` for one path, a :class:`Tails` for a list: iterate it
+        (or give it to a pipeline) to follow.
+
+    Raises:
+        InvalidArgument: An empty list, a file given twice, a second path
+            where ``from_start`` goes (``tail(a, b)``), or a negative
+            ``rotated_grace``.
     """
+    second: object = from_start
+    if isinstance(second, str | bytes | os.PathLike):
+        # tail(a, b) would read a from its start and never follow b.
+        raise InvalidArgument(
+            f"tail({path!r}, {second!r}): several files go in one list: tail([a, b])"
+        )
+    if with_path or not isinstance(path, str | os.PathLike):
+        paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+        return Tails(
+            paths,
+            from_start,
+            watcher,
+            encoding=encoding,
+            errors=errors,
+            max_line=max_line,
+            rotated_grace=rotated_grace,
+            with_path=with_path,
+        )
     return Tail(
         path,
         from_start,
@@ -180,9 +243,12 @@ class Tail(LineSupply):
         for watch in list(self._watches):
             watch.close()
 
-    async def batches(self) -> AsyncGenerator[list[Any], None]:
+    def batches(self) -> AsyncGenerator[list[Any], None]:
         """Follow the file; yields lists of the lines ready (see :class:`Tail`)."""
-        watcher = self.watcher if self.watcher is not None else Watcher()
+        return self._batches(self.watcher)
+
+    async def _batches(self, shared: Watcher | None) -> AsyncGenerator[list[Any], None]:
+        watcher = shared if shared is not None else Watcher()
         buffer = LineBuffer(self.encoding, self.errors, self.max_line)
         follower = Follower(self, buffer, watcher)
         directory, name = os.path.split(self.path)
@@ -212,8 +278,164 @@ class Tail(LineSupply):
             if watch is not None:
                 self._watches.discard(watch)
                 watch.close()
+            if shared is None:
+                watcher.close()
+
+
+class FileLine(NamedTuple):
+    """A line of one of the files of a :class:`Tails` made ``with_path=True``."""
+
+    #: The file's path, as :attr:`Tail.path` (absolute).
+    path: str
+    #: The line (``str``, or ``bytes`` with ``encoding=None``).
+    line: Any
+
+
+_Read = tuple[int, list[Any] | BaseException | None]
+
+
+class Tails(LineSupply):
+    """Follows several files at once: made by :func:`tail` given a list of paths.
+
+    Each file is followed by a :class:`Tail` of its own (:attr:`tails`, in the
+    order given), with everything a :class:`Tail` survives, each rotation
+    handled for its file alone; the tails share one
+    :class:`~archangel.watch.Watcher` (the one given, or one per iteration).
+    Lines come interleaved as they arrive: whatever the files have ready is
+    handed over as one batch, each file's lines in their order. With
+    ``with_path`` each item is a :class:`FileLine` naming its file.
+
+    While the pipeline is slow, each file reads at most one batch ahead
+    (about a megabyte), so memory stays bounded. A file whose tail fails (its
+    directory was removed) ends the whole supply with that error, once the
+    lines already read are handed over; closing (the pipeline's ``stop``)
+    ends it once every file has handed over what it read.
+
+    Attributes:
+        tails: The :class:`Tail` of each file, in the order given.
+        with_path: Whether items are :class:`FileLine` tuples.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[_Path],
+        from_start: bool = False,
+        watcher: Watcher | None = None,
+        *,
+        encoding: str | None = "utf-8",
+        errors: str = "replace",
+        max_line: int = MAX_STREAM_LINE,
+        rotated_grace: float = ROTATED_GRACE,
+        with_path: bool = False,
+    ) -> None:
+        if isinstance(paths, str | bytes | os.PathLike):
+            raise InvalidArgument(f"Tails: paths must be a list of paths, not {paths!r}")
+        self.tails = [
+            Tail(
+                p,
+                from_start,
+                watcher,
+                encoding=encoding,
+                errors=errors,
+                max_line=max_line,
+                rotated_grace=rotated_grace,
+            )
+            for p in paths
+        ]
+        if not self.tails:
+            raise InvalidArgument("tail(): no file to follow (an empty list of paths)")
+        seen: set[str] = set()
+        for one in self.tails:
+            if one.path in seen:
+                raise InvalidArgument(f"tail(): the file {one.path!r} is given twice")
+            seen.add(one.path)
+        self.watcher = watcher
+        self.with_path = with_path
+
+    def __repr__(self) -> str:
+        paths = ", ".join(repr(p) for p in self.paths)
+        return f"<Tails [{paths}] rotations={self.rotations} truncations={self.truncations}>"
+
+    @property
+    def paths(self) -> list[str]:
+        """The files followed, absolute, in the order given."""
+        return [one.path for one in self.tails]
+
+    @property
+    def rotations(self) -> int:
+        """Rotations seen, summed over the files (each :class:`Tail` has its own)."""
+        return sum(one.rotations for one in self.tails)
+
+    @property
+    def truncations(self) -> int:
+        """Truncations seen, summed over the files."""
+        return sum(one.truncations for one in self.tails)
+
+    def close(self) -> None:
+        """End the iterations in progress once every file has handed over what it read."""
+        for one in self.tails:
+            one.close()
+
+    async def batches(self) -> AsyncGenerator[list[Any], None]:
+        """Follow every file; yields lists of the lines ready (see :class:`Tails`)."""
+        loop = asyncio.get_running_loop()
+        watcher = self.watcher if self.watcher is not None else Watcher()
+        # One reader task per file, each a plain Tail on the shared watcher:
+        # the single-file machinery, rotations and all, runs unchanged. The
+        # queue holds at most one batch per file: a slow pipeline slows them.
+        queue: asyncio.Queue[_Read] = asyncio.Queue(len(self.tails))
+        readers = [
+            loop.create_task(self._read(index, one, watcher, queue), name=f"tail {one.path}")
+            for index, one in enumerate(self.tails)
+        ]
+        running = len(readers)
+        try:
+            while running:
+                ready = [await queue.get()]
+                while not queue.empty():
+                    ready.append(queue.get_nowait())
+                batch: list[Any] = []
+                failure: BaseException | None = None
+                for index, got in ready:
+                    if got is None or isinstance(got, BaseException):
+                        running -= 1
+                        failure = failure or got
+                    elif self.with_path:
+                        path = self.tails[index].path
+                        batch.extend([FileLine(path, line) for line in got])
+                    else:
+                        batch.extend(got)
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
+        finally:
+            for reader in readers:
+                reader.cancel()
+            pending = [r for r in readers if not r.done()]
+            while pending:
+                try:
+                    await asyncio.wait(pending)
+                except asyncio.CancelledError:
+                    break  # cancelled again: the readers are cancelled and end by themselves
+                pending = [r for r in pending if not r.done()]
             if self.watcher is None:
                 watcher.close()
+
+    @staticmethod
+    async def _read(index: int, one: Tail, watcher: Watcher, queue: asyncio.Queue[_Read]) -> None:
+        # The shared watcher is lent to the Tail for this iteration only (a
+        # Tail made without one would open an inotify fd of its own per file).
+        end: BaseException | None = None
+        batches = one._batches(watcher)
+        try:
+            async for lines in batches:
+                await queue.put((index, lines))
+        except Exception as exc:
+            end = exc
+        finally:
+            await batches.aclose()
+        await queue.put((index, end))
 
 
 async def _changed(watch: Watch, name: str, follower: Follower) -> None:

@@ -9,6 +9,11 @@ between them: a train of sync cogs costs about what a plain loop does. An
 inbox that is full makes its producer wait, so a slow stage slows the supply
 instead of growing memory.
 
+What a pipeline uses only when asked costs nothing per item otherwise: ids
+are set by :meth:`Train.take_ids` only with an ``id_setter`` (the feeder
+calls :attr:`Train.enter`, one or the other), and release timers are armed
+only for the cogs that set ``release_every``.
+
 This module runs items through cogs and counts them. It knows nothing of
 supplies or of the process lifecycle: that is :mod:`archangel.pipeline`.
 """
@@ -19,12 +24,16 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..bus import timers
+from ..errors import InvalidArgument
 from .cogs import (
     CogFunction,
     IdGetter,
+    Setter,
     _is_async,
     _is_async_gen,
     _unwrap,
@@ -47,7 +56,7 @@ class CogCounters(Mapping[str, float]):
     Keys: ``in`` (items received), ``out`` (items output, including those
     flushed by ``finish``), ``swallowed`` (inputs that produced nothing),
     ``failed`` (inputs that raised: what they had output is dropped),
-    ``flushed`` (items ``finish`` returned), ``dropped`` (inputs the cog was
+    ``flushed`` (items ``finish`` or a timed ``release`` returned), ``dropped`` (inputs the cog was
     working on when the pipeline was killed), ``in_flight`` (inputs it is
     working on now) and ``seconds`` (time spent in the cog, on the loop's
     clock; for an async cog, from the call until its result). The cog's
@@ -99,8 +108,9 @@ class TrainCounters(Mapping[str, int]):
 
     Keys: ``in`` (items taken from the supply), ``out`` (items the last cog
     output and the sink accepted), ``swallowed`` and ``failed`` (summed over
-    the cogs; ``failed`` also counts items the sink raised on), ``flushed``
-    (items the cogs' ``finish`` returned), ``dropped`` (items abandoned when
+    the cogs; ``failed`` also counts items the sink or the ``id_setter``
+    raised on), ``flushed`` (items the cogs' ``finish`` and ``release``
+    returned), ``dropped`` (items abandoned when
     the pipeline was killed: in an inbox, or being worked on) and
     ``in_flight`` (items inside the train now, 0 once the pipeline has
     ended). For a train of cogs that output at most one item per input,
@@ -122,7 +132,7 @@ class TrainCounters(Mapping[str, int]):
         if key == "swallowed":
             return sum(c.swallowed for c in train.stats)
         if key == "failed":
-            return sum(c.failed for c in train.stats) + train.sink_failed
+            return sum(c.failed for c in train.stats) + train.sink_failed + train.id_failed
         if key == "flushed":
             return sum(c.flushed for c in train.stats)
         if key == "dropped":
@@ -174,10 +184,21 @@ class Train:
         sink: Receives what the last cog outputs (sync, or async: a stage).
         errors: Called as ``errors(item, exception, cog)`` per failed item.
         id_getter: Names an item in log lines.
+        id_setter: Puts a unique id into every item taken from the supply,
+            ``id_setter(item, id) -> item``; None sets none.
+        ids: Where the ids come from (default 1, 2, 3...).
         buffer: The bound of each inbox.
         log_rate: Failure log lines per second per cog (and for the error sink).
         on_crash: Called with an unexpected exception of a worker (a bug).
+
+    Raises:
+        InvalidArgument: A cog whose ``release_every`` is not a positive number
+            of seconds, or that has no callable ``release``.
     """
+
+    #: How a batch from the supply enters the train: :meth:`take`, or
+    #: :meth:`take_ids` when there is an ``id_setter``.
+    enter: Callable[[list[Any]], Awaitable[None]]
 
     def __init__(
         self,
@@ -187,6 +208,8 @@ class Train:
         sink: Callable[[Any], Any] | None = None,
         errors: Callable[[Any, BaseException, Any], object] | None = None,
         id_getter: IdGetter = default_id,
+        id_setter: Setter | None = None,
+        ids: Iterable[object] | None = None,
         buffer: int = 256,
         log_rate: int = 10,
         on_crash: Callable[[BaseException], None] | None = None,
@@ -196,17 +219,59 @@ class Train:
         self.sink = sink
         self.errors = errors
         self.id_getter = id_getter
+        self.id_setter = id_setter
+        self.ids: Iterator[object] = iter(ids) if ids is not None else itertools.count(1)
+        self.enter = self.take if id_setter is None else self.take_ids
         self.on_crash = on_crash
-        self.n_in = self.n_out = self.sink_failed = self.n_dropped = 0
+        self.log_rate = log_rate
+        self.n_in = self.n_out = self.sink_failed = self.n_dropped = self.id_failed = 0
         self.n_sunk = 0  # items handed to the sink (accepted, failed, or still there)
         self.stats = [CogCounters(cog_name(cog)) for cog in cogs]
         self.logs = [FailureLog(f"cog {c.name}", log_rate) for c in self.stats]
         self.logs.append(FailureLog(f"sink {cog_name(sink)}", log_rate))
+        self.logs.append(FailureLog(f"id_setter {cog_name(id_setter)}", log_rate))
         self.errors_log = FailureLog(f"error sink {cog_name(errors)}", log_rate)
         self.clock: Callable[[], float] = _no_clock
         self._fns: list[Any] = []
+        self._release_fns: dict[int, Callable[[float], Any]] = {}
+        #: Cog index -> seconds between its timed releases, for the cogs that set one.
+        self.release_every = self._release_intervals()
+        self._timers: dict[int, timers.Timer] = {}
+        self._releasing: dict[int, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stages = self._compile(buffer)
         self.first = self.stages[0]
+        self._stage_of: dict[int, Stage] = {}
+        for stage in self.stages:
+            if stage.index is not None and stage.index < len(self.cogs):
+                self._stage_of[stage.index] = stage
+            for index in range(stage.first, stage.stop):
+                self._stage_of[index] = stage
+
+    def _release_intervals(self) -> dict[int, float]:
+        """Cog index -> its ``release_every``, for the cogs that set one."""
+        found: dict[int, float] = {}
+        for index, (cog, counters) in enumerate(zip(self.cogs, self.stats, strict=True)):
+            every = getattr(cog, "release_every", None)
+            if every is None:
+                continue
+            if (
+                isinstance(every, bool)
+                or not isinstance(every, int | float)
+                or not (math.isfinite(every) and every > 0)
+            ):
+                raise InvalidArgument(
+                    f"cog {counters.name}: release_every must be a positive number of seconds "
+                    f"or None, not {every!r}"
+                )
+            release = getattr(cog, "release", None)
+            if not callable(release):
+                raise InvalidArgument(
+                    f"cog {counters.name}: release_every is {every!r} but it has no release()"
+                )
+            found[index] = float(every)
+            self._release_fns[index] = release
+        return found
 
     def _compile(self, bound: int) -> list[Stage]:
         n = len(self.cogs)
@@ -237,16 +302,26 @@ class Train:
         return in_cogs + in_inboxes + self.n_sunk - self.n_out - self.sink_failed
 
     def start(self, loop: asyncio.AbstractEventLoop, label: str) -> None:
-        """Start the worker tasks of the async stages on ``loop``."""
+        """Start the worker tasks of the async stages and the release timers on ``loop``."""
         self.clock = loop.time
+        self._loop = loop
         for stage in self.stages[1:]:
             name = f"{label}:{cog_name(stage.fn)}"
             work = self._work if stage.index != len(self.cogs) else self._sink_work
             stage.workers = [loop.create_task(work(stage), name=name) for _ in range(stage.limit)]
+        for index, every in self.release_every.items():
+            self._timers[index] = timers.every(loop, every, self._tick, index)
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """Every worker task."""
-        return [task for stage in self.stages[1:] for task in stage.workers]
+        """Every worker task, and the timed releases on their way."""
+        workers = [task for stage in self.stages[1:] for task in stage.workers]
+        return workers + list(self._releasing.values())
+
+    def stop_timers(self) -> None:
+        """Cancel every release timer (a release on its way is one of :meth:`tasks`)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     def drop(self) -> int:
         """Count every item still in flight as dropped; return how many there were.
@@ -277,6 +352,29 @@ class Train:
         items = self.through(0, first.stop, batch)
         if items:
             await self.emit(first, items)
+
+    async def take_ids(self, batch: list[Any]) -> None:
+        """:meth:`take`, each item first given the next id through the ``id_setter``.
+
+        An item the setter raises on (or that finds the ids exhausted) is
+        taken in and failed at once: counted, logged and given to the error
+        sink like a cog's failure.
+        """
+        setter, ids = self.id_setter, self.ids
+        assert setter is not None
+        named: list[Any] = []
+        failures: list[tuple[Any, Exception]] = []
+        for item in batch:
+            try:
+                named.append(setter(item, next(ids)))
+            except Exception as exc:
+                failures.append((item, exc))
+        if failures:
+            self.n_in += len(failures)
+            for item, error in failures:
+                self.fail(len(self.cogs) + 1, item, error)
+        if named:
+            await self.take(named)
 
     async def emit(self, stage: Stage, items: list[Any]) -> None:
         """Hand what ``stage`` output to the next stage's inbox, or to the sink."""
@@ -424,17 +522,22 @@ class Train:
         """Count a failed item, log it (rate-limited) and give it to the error sink.
 
         The item was in flight at cog ``index`` (or at the sink, for
-        ``len(cogs)``); it no longer is. Failures of the error sink are logged
-        with the item's id, rate-limited too.
+        ``len(cogs)``); it no longer is. ``len(cogs) + 1`` is the
+        ``id_setter``, which the item never got through. Failures of the error
+        sink are logged with the item's id, rate-limited too.
         """
-        if index < len(self.stats):
+        n = len(self.stats)
+        if index < n:
             counters = self.stats[index]
             counters.failed += 1
             counters.in_flight -= 1
             cog: Any = self.cogs[index]
-        else:
+        elif index == n:
             self.sink_failed += 1
             cog = self.sink
+        else:
+            self.id_failed += 1
+            cog = self.id_setter
         try:
             item_id = self.id_getter(item)
         except Exception:
@@ -452,13 +555,24 @@ class Train:
     # -- finishing ------------------------------------------------------------------
 
     async def finish(self, stage: Stage) -> None:
-        """Call ``finish`` on the cogs of ``stage`` in order; flush what they return."""
+        """Call ``finish`` on the cogs of ``stage`` in order; flush what they return.
+
+        A cog's release timer is stopped first, and a release on its way
+        awaited: no release comes after ``finish``.
+        """
         if stage.index is not None and stage.index < len(self.cogs):
             await self._finish(stage.index, stage)
         for index in range(stage.first, stage.stop):
             await self._finish(index, stage)
 
     async def _finish(self, index: int, stage: Stage) -> None:
+        if index in self.release_every:
+            timer = self._timers.pop(index, None)
+            if timer is not None:
+                timer.cancel()
+            releasing = self._releasing.pop(index, None)
+            if releasing is not None:
+                await releasing
         finish = getattr(self.cogs[index], "finish", None)
         if not callable(finish):
             return
@@ -475,12 +589,59 @@ class Train:
                 counters.name,
             )
             return
+        await self._flush(index, stage, items)
+
+    async def _flush(self, index: int, stage: Stage, items: list[Any]) -> None:
+        """Pass what cog ``index`` output on its own (finish, release) down the train."""
         if items:
+            counters = self.stats[index]
             counters.flushed += len(items)
             counters.n_out += len(items)
             items = self.through(max(index + 1, stage.first), stage.stop, items)
             if items:
                 await self.emit(stage, items)
+
+    # -- timed releases ---------------------------------------------------------------
+
+    def _tick(self, index: int) -> bool:
+        """A release timer's call: ``release(now)`` on cog ``index``; the timer goes on.
+
+        A sync release that returns nothing (the usual tick: nothing is due
+        yet) costs no task; what must be awaited (an async release, an inbox
+        to put the items in) runs as a task, and the ticks that come while it
+        is on its way are skipped, so releases never overlap.
+        """
+        releasing = self._releasing.get(index)
+        if releasing is not None and not releasing.done():
+            return True
+        try:
+            result = self._release_fns[index](self.clock())
+        except Exception:
+            self._release_failed(index)
+            return True
+        if result and self._loop is not None:
+            name = f"{self.owner.name}:{self.stats[index].name}.release"
+            self._releasing[index] = self._loop.create_task(
+                self._release(index, result), name=name
+            )
+        return True
+
+    async def _release(self, index: int, result: Any) -> None:
+        try:
+            if inspect.isawaitable(result):
+                result = await result
+            items = list(result) if result else []
+        except Exception:
+            self._release_failed(index)
+            return
+        await self._flush(index, self._stage_of[index], items)
+
+    def _release_failed(self, index: int) -> None:
+        logger.exception(
+            "%s: release() of cog %s raised; its timer goes on",
+            self._label(),
+            self.stats[index].name,
+        )
 
     def flush_logs(self) -> None:
         """Log the summaries of suppressed failure lines."""
