@@ -29,6 +29,7 @@ __all__ = [
     "ReadOnlyAttribute",
     "RestartLimitExceeded",
     "WatcherClosed",
+    "WebError",
 ]
 
 
@@ -95,6 +96,10 @@ class FrameworkError(ArchangelError, RuntimeError):
 
 class ConsoleError(ArchangelError, RuntimeError):
     """The management console could not start or was used wrongly."""
+
+
+class WebError(ArchangelError, RuntimeError):
+    """The web endpoints (metrics, probes) could not start or were set up wrongly."""
 
 
 class PidFileUnusable(PidFileError):
