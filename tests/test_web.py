@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import textwrap
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +393,31 @@ async def test_a_port_in_use_is_a_loud_error_naming_the_address() -> None:
             second.start()
         with pytest.raises(WebError, match="has already been started"):
             second.start()
+
+
+# -- the documentation ------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "web.rst"
+
+
+def _exposed(name: str, kind: str) -> str:
+    return name + {"counter": "_total", "info": "_info"}.get(kind, "")
+
+
+def test_the_page_lists_every_family_with_its_type_and_labels() -> None:
+    page = DOCS.read_text()
+    rows = re.findall(r"   \* - ``(archangel_\w+)``\n     - (\w+)\n     -(.*)\n", page)
+    documented = {
+        name: (kind, tuple(re.findall(r"``(\w+)``", labels))) for name, kind, labels in rows
+    }
+    exposed = {_exposed(name, kind): (kind, labels) for name, (kind, labels) in FAMILIES.items()}
+    assert documented == exposed
+
+
+def test_the_documented_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    page = DOCS.read_text()
+    blocks = re.findall(r"\.\. code-block:: (\w+)\n\n((?:(?:    .*)?\n)+)", page)
+    code = next(body for kind, body in blocks if kind == "python" and "app.run()" in body)
+    output = next(body for kind, body in blocks if kind == "text")
+    exec(compile(textwrap.dedent(code), "docs/web.rst", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == textwrap.dedent(output).strip() + "\n"
