@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -25,7 +27,7 @@ from prometheus_client.samples import Sample
 
 from archangel import App, ChildSpec, Pipeline, Process, ProcessManager, State, Supervisor
 from archangel.errors import ArchangelError, WebError
-from archangel.web import WebServer
+from archangel.web import WebServer, probes
 from archangel.web.metrics import FAMILIES
 from tests.helpers import until
 
@@ -382,6 +384,26 @@ def test_bad_settings_are_refused_when_the_app_is_made(
 ) -> None:
     with pytest.raises(WebError, match=message):
         App("bad", web=options)
+
+
+def test_readiness_before_the_app_runs_and_for_a_bare_manager() -> None:
+    assert probes.ready(App("idle")) == (False, "not ready: state INITIAL, ready only in RUN")
+    assert probes.ready(None) == (True, "ready: a manager without a lifecycle")
+
+
+def test_a_missing_extra_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['aiohttp'] = None\n"  # as if aiohttp were not installed
+        "from archangel import App\n"
+        "App('no-extra', web=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("archangel.errors.WebError: archangel's web endpoints need aiohttp")
+    assert last.endswith("pip install 'archangel[web]'")
 
 
 async def test_a_port_in_use_is_a_loud_error_naming_the_address() -> None:
