@@ -13,13 +13,13 @@ copy and the one in ``docs/app.rst`` to it):
 state      prio  the App's own work
 =========  ====  ===========================================================
 ENTER        10  install the signal policy, acquire the pidfile
-START        90  drop privileges (after user hooks bound their ports), console
+START        90  drop privileges (after user hooks bound their ports), console, web
 RUN          10  systemd READY=1 and watchdog; tell a daemon's launcher it runs
 STOP         10  systemd STOPPING=1; stop accepting (close every server)
 STOP         55  served frameworks: stop their connections, aiohttp's on_shutdown
 STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
 STOP         70  served frameworks: aiohttp's on_cleanup, the ASGI lifespan shutdown
-EXIT         90  close the console, release the pidfile, remove the handlers;
+EXIT         90  close the console and web, release the pidfile, remove the handlers;
                  finish the dumps and cancel the reloads still running
 =========  ====  ===========================================================
 
@@ -49,7 +49,12 @@ from typing import Any, ClassVar
 
 from .bus.bus import Bus
 from .bus.states import State
-from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
+from .errors import (
+    ChannelFailures,
+    FrameworkError,
+    InvalidArgument,
+    ProcessStateError,
+)
 from .kernel.frames import innermost
 from .kernel.manager import ProcessManager
 from .kernel.process import Process
@@ -152,6 +157,11 @@ class App:
         group: Drop to this group after START.
         console: Start a management console at START: True for the defaults,
             or a mapping of :class:`archangel.console.Console` arguments.
+        web: Serve metrics and health probes at START (the ``web`` extra):
+            True for the defaults, or a mapping of
+            :class:`archangel.web.WebServer` arguments (``host``, ``port``,
+            ``token``, ``block_threshold``...). Checked here: a non-loopback
+            ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
         history: How many completed processes the manager remembers.
     """
 
@@ -167,6 +177,7 @@ class App:
         user: str | int | None = None,
         group: str | int | None = None,
         console: bool | Mapping[str, Any] = False,
+        web: bool | Mapping[str, Any] = False,
         history: int = 1000,
     ) -> None:
         if shutdown_timeout < 0:
@@ -188,6 +199,14 @@ class App:
             {} if console is True else (console or None)
         )
         self.console: Any = None
+        #: The :class:`archangel.web.WebServer`, made here, started at START.
+        self.web: Any = None
+        if web:
+            self.web = _web_server(self, {} if web is True else web)
+        #: Reloads run so far (each ``reload`` published on the bus), for the metrics.
+        self.reload_count = 0
+        #: Dumps written so far, by kind, for the metrics.
+        self.dump_counts = {"state": 0, "runlog": 0}
         #: Set by the ``archangel run --daemon`` launcher: told once RUN is reached.
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
@@ -215,6 +234,11 @@ class App:
     def __repr__(self) -> str:
         return f"<App {self.name!r} [{self.bus.state.name}] {self.manager!r}>"
 
+    @property
+    def stopping(self) -> bool:
+        """True from the first stop request on (``/readyz`` turns unready then)."""
+        return self._stop is not None and self._stop.is_set()
+
     #: The App's own lifecycle hooks, the table the module docstring and
     #: docs/app.rst show: ``(state, priority, hook, what it does)``. A hook is an
     #: App method that :meth:`_subscribe` subscribes; a ``Serving.`` hook is
@@ -225,7 +249,7 @@ class App:
             State.START,
             90,
             "_start",
-            "drop privileges (after user hooks bound their ports), console",
+            "drop privileges (after user hooks bound their ports), console, web",
         ),
         (
             State.RUN,
@@ -261,7 +285,7 @@ class App:
             State.EXIT,
             90,
             "_exit",
-            "close the console, release the pidfile, remove the handlers; "
+            "close the console and web, release the pidfile, remove the handlers; "
             "finish the dumps and cancel the reloads still running",
         ),
     )
@@ -436,6 +460,7 @@ class App:
             while True:
                 self._reload_again = False
                 systemd.reloading()
+                self.reload_count += 1
                 try:
                     await self.bus.publish("reload")
                 except ChannelFailures:
@@ -475,6 +500,11 @@ class App:
             return await self._write_dump(which)
 
     async def _write_dump(self, which: str) -> str:
+        path = await self._write_dump_file(which)
+        self.dump_counts[which] += 1
+        return path
+
+    async def _write_dump_file(self, which: str) -> str:
         if which == "state":
             # Built in slices: a dump of 50,000 processes must not stall the loop.
             text = await dumps.state_text(
@@ -734,6 +764,9 @@ class App:
             self.console = Console(self, **self.console_options)
             self.console.start()
             logger.info("%s: console on %s", self.name, self.console.address)
+        if self.web is not None:
+            self.web.start()
+            logger.info("%s: metrics and probes on %s", self.name, self.web.url)
 
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")
@@ -767,6 +800,8 @@ class App:
         self._watchdog.stop()
         if self.console is not None:
             self.console.close()
+        if self.web is not None:
+            self.web.close()
         if self.pidfile is not None:
             self.pidfile.release()
         self.signals.uninstall()
@@ -825,6 +860,15 @@ class App:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _web_server(app: App, options: Mapping[str, Any]) -> Any:
+    """The App's :class:`archangel.web.WebServer` (made, not started)."""
+    # archangel.web raises WebError naming the extra when aiohttp or
+    # prometheus_client is missing: an App(web=...) fails here, not at START.
+    from .web import WebServer
+
+    return WebServer(app, **options)
 
 
 def _addresses(server: asyncio.Server) -> list[Any]:

@@ -31,6 +31,7 @@ __all__ = [
     "ReadOnlyAttribute",
     "RestartLimitExceeded",
     "WatcherClosed",
+    "WebError",
 ]
 
 
@@ -97,6 +98,10 @@ class FrameworkError(ArchangelError, RuntimeError):
 
 class ConsoleError(ArchangelError, RuntimeError):
     """The management console could not start or was used wrongly."""
+
+
+class WebError(ArchangelError, RuntimeError):
+    """The web endpoints (metrics, probes) could not start or were set up wrongly."""
 
 
 class PidFileUnusable(PidFileError):
