@@ -332,11 +332,11 @@ class App:
         await self._stop.wait()
         assert self._deadline is not None  # set with the stop request
         try:
-            kept = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
+            walked = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
         except ChannelFailures as exc:
             logger.error("%s did not stop cleanly: %s", self.name, exc)
             return EXIT_FAILED
-        if self._forced or not kept:
+        if self._forced or not walked.kept:
             logger.warning(
                 "%s: stop forced: not everything ended within shutdown_timeout (%g s)",
                 self.name,

@@ -14,6 +14,7 @@ from .bus import DEFAULT_PRIORITY as DEFAULT_PRIORITY
 from .bus import STOP as STOP
 from .bus import Bus as Bus
 from .bus import Callback as Callback
+from .bus import TransitionResults as TransitionResults
 from .states import ERROR_STATES as ERROR_STATES
 from .states import LIFECYCLE as LIFECYCLE
 from .states import LIFECYCLE_EDGES as LIFECYCLE_EDGES
@@ -21,6 +22,7 @@ from .states import State as State
 from .states import StateGraph as StateGraph
 from .states import Walk as Walk
 from .timers import EventQueue as EventQueue
+from .timers import ScheduledEvent as ScheduledEvent
 from .timers import Scheduler as Scheduler
 from .timers import Timer as Timer
 
@@ -33,9 +35,11 @@ __all__ = [
     "Bus",
     "Callback",
     "EventQueue",
+    "ScheduledEvent",
     "Scheduler",
     "State",
     "StateGraph",
     "Timer",
+    "TransitionResults",
     "Walk",
 ]

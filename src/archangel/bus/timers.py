@@ -2,7 +2,8 @@
 
 :class:`EventQueue` is the data structure behind :meth:`archangel.bus.Bus.schedule`:
 pure, it is told the time instead of reading a clock, so tests drive it without a
-loop. :class:`Scheduler` runs one on a loop, for the bus. :class:`Timer` (made by
+loop. :class:`Scheduler` runs one on a loop, for the bus, and hands out a
+:class:`ScheduledEvent` for each message, to cancel it. :class:`Timer` (made by
 :func:`every` or :meth:`archangel.bus.Bus.every`) calls a function at a fixed rate
 through ``loop.call_at``; it is the one periodic call of archangel (the
 ``every`` supply, the polling watcher and the systemd watchdog are built on
@@ -17,6 +18,7 @@ only to refuse a deadline that is a wall-clock reading (see :meth:`Scheduler.add
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 import inspect
 import itertools
@@ -24,12 +26,12 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ..errors import InvalidArgument
 
-__all__ = ["EventQueue", "Scheduler", "Timer", "every", "next_deadline"]
+__all__ = ["EventQueue", "ScheduledEvent", "Scheduler", "Timer", "every", "next_deadline"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,39 @@ class EventQueue(Generic[T]):
         """The earliest deadline among the timed events, or None if there are none."""
         return self._timed[0][0] if self._timed else None
 
+    def next_due(self, now: float) -> float | None:
+        """When the next event is due (pyzenkit's ``when``), None if the queue is empty.
+
+        A sequential event is due at once (``now``); a timed one at its
+        deadline, which is earlier than ``now`` when it is overdue.
+        """
+        deadline = self.next_deadline()
+        if self._sequential:
+            return now if deadline is None else min(now, deadline)
+        return deadline
+
+    def remove(self, event: T) -> bool:
+        """Take ``event`` (found by identity) out of the queue; False if it is not in it.
+
+        The other events keep their order. It costs a walk through the queue
+        (``O(n)``): the queue is for events that mostly get sent, not for
+        thousands of timeouts that mostly get cancelled (``loop.call_later``
+        is for those).
+        """
+        for index, queued in enumerate(self._sequential):
+            if queued is event:
+                del self._sequential[index]
+                return True
+        timed = self._timed
+        for index, entry in enumerate(timed):
+            if entry[2] is event:
+                last = timed.pop()
+                if index < len(timed):
+                    timed[index] = last
+                    heapq.heapify(timed)
+                return True
+        return False
+
     def clear(self) -> int:
         """Drop every event; return how many there were."""
         count = len(self)
@@ -97,12 +132,83 @@ class EventQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._sequential) + len(self._timed)
 
+    def __iter__(self) -> Iterator[T]:
+        """The events in the queue: the sequential ones in order, then the timed ones unsorted."""
+        yield from self._sequential
+        for _, _, event in self._timed:
+            yield event
+
     def __repr__(self) -> str:
         return f"<EventQueue {len(self._sequential)} queued, {len(self._timed)} timed>"
 
 
-#: The type of a queued message, a tuple of channel, arguments and keyword arguments.
-Message = tuple[Hashable, tuple[Any, ...], dict[str, Any]]
+class _Status(enum.Enum):
+    PENDING = "pending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class ScheduledEvent:
+    """A message queued by :meth:`archangel.bus.Bus.schedule`; cancel it before it is sent.
+
+    What :meth:`~archangel.bus.Bus.schedule` returns: :meth:`cancel` takes
+    the message out of the queue (deadbeat's ``Escapement.dequeue``). Do not
+    create one directly.
+    """
+
+    __slots__ = ("_scheduler", "_status", "args", "channel", "deadline", "kwargs", "piped")
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        channel: Hashable,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deadline: float | None,
+        piped: bool,
+    ) -> None:
+        self._scheduler = scheduler
+        self._status = _Status.PENDING
+        #: The channel the message goes to.
+        self.channel = channel
+        #: The positional arguments of the publish (for a piped one, the value first).
+        self.args = args
+        #: The keyword arguments of the publish.
+        self.kwargs = kwargs
+        #: The loop time it is due at, or None for a queued (untimed) message.
+        self.deadline = deadline
+        #: True when it goes through :meth:`~archangel.channels.Channels.pipe`.
+        self.piped = piped
+
+    @property
+    def pending(self) -> bool:
+        """True while the message waits in the queue (not sent, not cancelled)."""
+        return self._status is _Status.PENDING
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` took the message out of the queue."""
+        return self._status is _Status.CANCELLED
+
+    def cancel(self) -> bool:
+        """Take the message out of the queue, so it is never sent.
+
+        Returns:
+            True if it was taken out; False when it was sent already (or is
+            being sent: a publish under way is not interrupted), was cancelled
+            already, or the queue was closed (:meth:`archangel.bus.Bus.close`).
+        """
+        if self._status is not _Status.PENDING:
+            return False
+        if not self._scheduler.remove(self):
+            return False
+        self._status = _Status.CANCELLED
+        return True
+
+    def __repr__(self) -> str:
+        how = "pipe" if self.piped else "publish"
+        when = "queued" if self.deadline is None else f"at {self.deadline:.3f}"
+        return f"<ScheduledEvent {how} {self.channel!r} {when} [{self._status.value}]>"
 
 
 class Scheduler:
@@ -118,33 +224,49 @@ class Scheduler:
     Args:
         send: The coroutine function that delivers a message (``bus.publish``).
         owner: Named in log lines.
+        pipe: The coroutine function that delivers a piped message
+            (``bus.pipe``, pyzenkit's callback chain); without it, ``add(...,
+            pipe=True)`` is refused.
     """
 
-    __slots__ = ("_drainer", "_owner", "_send", "_wakeup", "queue")
+    __slots__ = ("_drainer", "_owner", "_pipe", "_send", "_wakeup", "queue")
 
-    def __init__(self, send: Callable[..., Awaitable[Any]], owner: object) -> None:
+    def __init__(
+        self,
+        send: Callable[..., Awaitable[Any]],
+        owner: object,
+        pipe: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
         self._send = send
+        self._pipe = pipe
         self._owner = owner
         #: The messages waiting to be sent.
-        self.queue: EventQueue[Message] = EventQueue()
+        self.queue: EventQueue[ScheduledEvent] = EventQueue()
         self._drainer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
 
     def add(
         self,
         loop: asyncio.AbstractEventLoop,
-        message: Message,
+        channel: Hashable,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         *,
         delay: float | None = None,
         at: float | None = None,
         first: bool = False,
-    ) -> None:
-        """Queue ``message``; the arguments are those of :meth:`archangel.bus.Bus.schedule`.
+        pipe: bool = False,
+    ) -> ScheduledEvent:
+        """Queue a message; the arguments are those of :meth:`archangel.bus.Bus.schedule`.
+
+        Returns:
+            The message's :class:`ScheduledEvent`, to cancel it.
 
         Raises:
             InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either;
                 a ``delay`` or ``at`` that is not a finite number; an ``at`` that
-                is a wall-clock reading (nearer ``time.time()`` than ``loop.time()``).
+                is a wall-clock reading (nearer ``time.time()`` than ``loop.time()``);
+                ``pipe=True`` with no value to pipe, or on a scheduler without one.
         """
         if delay is not None and at is not None:
             raise InvalidArgument("schedule() takes delay or at, not both")
@@ -152,26 +274,51 @@ class Scheduler:
             raise InvalidArgument("schedule(first=True) is for queued events, not timed ones")
         if delay is not None and not _finite(delay):
             raise InvalidArgument(f"schedule(delay={delay!r}): delay must be a finite number")
+        if pipe and self._pipe is None:
+            raise InvalidArgument(f"{self._owner!r} cannot pipe scheduled messages")
+        if pipe and not args:
+            raise InvalidArgument(
+                f"schedule({channel!r}, pipe=True) needs the value to pass down the chain, "
+                "as its first argument"
+            )
         if at is not None:
             _check_loop_time(loop, at, "schedule(at=...)")
-        if delay is not None:
-            self.queue.push_at(loop.time() + delay, message)
-        elif at is not None:
-            self.queue.push_at(at, message)
+        deadline = loop.time() + delay if delay is not None else at
+        event = ScheduledEvent(self, channel, args, kwargs, deadline, pipe)
+        if deadline is not None:
+            self.queue.push_at(deadline, event)
         elif first:
-            self.queue.push_front(message)
+            self.queue.push_front(event)
         else:
-            self.queue.push(message)
+            self.queue.push(event)
         if self._drainer is None or self._drainer.done():
             self._drainer = loop.create_task(self._drain(loop))
-        elif self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)  # something new may be due before the alarm
+        else:
+            self._wake()  # something new may be due before the alarm
+        return event
+
+    def remove(self, event: ScheduledEvent) -> bool:
+        """Take ``event`` out of the queue (for :meth:`ScheduledEvent.cancel`)."""
+        if not self.queue.remove(event):
+            return False
+        self._wake()  # the alarm may be for it; an empty queue ends the drainer
+        return True
+
+    def next_due(self, loop: asyncio.AbstractEventLoop | None) -> float | None:
+        """When the next message is due, on ``loop``'s clock (see :meth:`EventQueue.next_due`)."""
+        if loop is None or not self.queue:
+            return None
+        return self.queue.next_due(loop.time())
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         queue = self.queue
         while queue:
-            message = queue.pop_due(loop.time())
-            if message is None:  # only timed events are left, and none is due yet
+            event = queue.pop_due(loop.time())
+            if event is None:  # only timed events are left, and none is due yet
                 self._wakeup = wakeup = loop.create_future()
                 deadline = queue.next_deadline()
                 assert deadline is not None
@@ -183,9 +330,11 @@ class Scheduler:
                     if self._wakeup is wakeup:
                         self._wakeup = None
                 continue
-            channel, args, kwargs = message
+            event._status = _Status.SENT
+            send = self._pipe if event.piped and self._pipe is not None else self._send
+            channel = event.channel
             try:
-                await self._send(channel, *args, **kwargs)
+                await send(channel, *event.args, **event.kwargs)
             except Exception:
                 logger.exception("%r: scheduled message to %r failed", self._owner, channel)
             except asyncio.CancelledError:
@@ -197,7 +346,12 @@ class Scheduler:
             await asyncio.sleep(0)
 
     def close(self) -> int:
-        """Drop the queued messages and stop the draining task; return how many were dropped."""
+        """Drop the queued messages and stop the draining task; return how many were dropped.
+
+        The dropped messages count as cancelled (:attr:`ScheduledEvent.cancelled`).
+        """
+        for event in self.queue:
+            event._status = _Status.CANCELLED
         dropped = self.queue.clear()
         drainer, self._drainer = self._drainer, None
         if drainer is not None and not drainer.done() and not drainer.get_loop().is_closed():
@@ -262,7 +416,7 @@ class Timer:
     it, so they share the rules below.
 
     * The first call comes one interval after the timer is made, or ``delay``
-      seconds after (0: at the loop's next iteration).
+      seconds after (0: at the loop's next iteration, mode's ``exec_first``).
     * Deadlines are measured from the schedule, not from when a call ends:
       the next deadline is the previous deadline plus the interval, so the
       timer does not drift; every deadline is ``first + k * interval``.
@@ -288,15 +442,21 @@ class Timer:
       was cancelled); only :meth:`cancel` (or the loop's shutdown cancelling
       the call in progress) stops the timer. Return False or call
       :meth:`cancel` to stop it.
+    * :meth:`rearm` starts it again, with a new first delay, whether it was
+      cancelled, ended or is still going (rel's ``timeout(...).add(delay)``).
     """
 
     __slots__ = (
+        "__weakref__",
         "_args",
         "_callback",
         "_cancelled",
         "_deadline",
+        "_deferred",
+        "_generation",
         "_handle",
         "_loop",
+        "_running",
         "_task",
         "interval",
         "missed",
@@ -314,8 +474,7 @@ class Timer:
     ) -> None:
         if not (_finite(interval) and interval > 0):
             raise InvalidArgument(f"a timer's interval must be positive, not {interval!r}")
-        if delay is not None and not (_finite(delay) and delay >= 0):
-            raise InvalidArgument(f"a timer's first delay must be >= 0, not {delay!r}")
+        _check_delay(delay, "a timer's first delay")
         self._loop = loop
         #: Seconds between deadlines.
         self.interval = float(interval)
@@ -323,6 +482,12 @@ class Timer:
         self._args = args
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
+        # A call is in progress (sync, or the awaited one); re-armed from inside
+        # it (arm when it ends); bumped by every cancel() and rearm(), so a call
+        # that ends after either knows that the timer is no longer its own.
+        self._running = False
+        self._deferred = False
+        self._generation = 0
         #: How many times the callback was called.
         self.ticks = 0
         #: How many deadlines were skipped because the loop was late.
@@ -343,60 +508,110 @@ class Timer:
 
     @property
     def cancelled(self) -> bool:
-        """True once :meth:`cancel` was called."""
+        """True once :meth:`cancel` was called (and :meth:`rearm` was not, since)."""
         return self._cancelled
 
     def cancel(self) -> None:
         """Stop the timer; a call in progress (an awaited coroutine) is cancelled too.
 
         Idempotent. Calling it from inside the callback stops the timer after
-        that call.
+        that call. :meth:`rearm` starts it again.
         """
         if self._cancelled:
             return
         self._cancelled = True
+        self._generation += 1
+        self._deferred = False
         self._deadline = None
+        self._stop_pending()
+
+    def rearm(self, delay: float | None = None) -> None:
+        """Arm the timer again: the next call ``delay`` seconds from now (rel's ``add``).
+
+        Works on a cancelled timer, on one whose callback ended it (a falsy
+        return), and on one still going, whose next deadline moves. The grid
+        starts anew: the deadlines are ``now + delay + k * interval``.
+        :attr:`ticks` and :attr:`missed` go on counting. A call in progress
+        (an awaited coroutine) is cancelled, as by :meth:`cancel`, so calls
+        never overlap; called from inside the callback, the new deadline holds
+        once the call is over, whatever the call returns.
+
+        Args:
+            delay: Seconds until the next call (0: the loop's next iteration);
+                one interval when None.
+
+        Raises:
+            InvalidArgument: ``delay`` is negative or not a number; the timer's
+                loop is closed.
+        """
+        _check_delay(delay, f"{self!r}: rearm() delay")
+        loop = self._loop
+        if loop.is_closed():
+            raise InvalidArgument(f"{self!r} cannot be re-armed: its loop is closed")
+        inside = self._running and (self._task is None or self._task is asyncio.current_task(loop))
+        self._generation += 1
+        self._cancelled = False
+        self._deadline = loop.time() + (self.interval if delay is None else float(delay))
+        if inside:
+            self._deferred = True  # armed when the call in progress is over
+            return
+        self._stop_pending()
+        self._handle = loop.call_at(self._deadline, self._fire)
+
+    def _stop_pending(self) -> None:
+        """Drop the armed call and cancel an awaited call in progress (not from itself)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        task = self._task
-        if (
-            task is not None
-            and not self._loop.is_closed()
-            and task is not asyncio.current_task(self._loop)
-        ):
-            task.cancel()
+        task, self._task = self._task, None
+        if task is not None and not self._loop.is_closed():
+            if task is asyncio.current_task(self._loop):
+                self._task = task  # cancel() from inside the call: it ends by itself
+            else:
+                task.cancel()
+                self._running = False
 
     def _fire(self) -> None:
         self._handle = None
         self.ticks += 1
+        generation = self._generation
+        self._running = True
         try:
             result = self._callback(*self._args)
         except (Exception, asyncio.CancelledError):  # nothing cancels a plain call
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
             result = True
         if inspect.isawaitable(result):
-            self._task = self._loop.create_task(self._finish(result))
+            self._task = self._loop.create_task(self._finish(result, generation))
         else:
-            self._rearm(result)
+            self._running = False
+            self._next(result, generation)
 
-    async def _finish(self, awaitable: Awaitable[Any]) -> None:
+    async def _finish(self, awaitable: Awaitable[Any], generation: int) -> None:
         try:
             result = await awaitable
         except Exception:
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
             result = True
         except asyncio.CancelledError:
-            if _cancel_requested():  # cancel(), or the loop shutting down
+            if _cancel_requested():  # cancel(), rearm(), or the loop shutting down
                 raise
             logger.exception("%r: tick %d was cancelled; the timer goes on", self, self.ticks)
             result = True
-        self._task = None
-        self._rearm(result)
+        if self._task is asyncio.current_task():
+            self._task = None
+            self._running = False
+        self._next(result, generation)
 
-    def _rearm(self, keep_going: Any) -> None:
-        if self._cancelled or self._deadline is None:
+    def _next(self, keep_going: Any, generation: int) -> None:
+        """After a call: arm the next one, unless the timer is over or no longer the call's."""
+        if self._deferred and not self._running:  # rearm() from inside the call just over
+            self._deferred = False
+            assert self._deadline is not None
+            self._handle = self._loop.call_at(self._deadline, self._fire)
             return
+        if generation != self._generation or self._cancelled or self._deadline is None:
+            return  # cancelled, or re-armed from outside while the call ran
         if not keep_going:
             self._deadline = None
             return
@@ -414,6 +629,11 @@ class Timer:
         else:
             status = "active"
         return f"<Timer every {self.interval:g}s {name} [{status}] ticks={self.ticks}>"
+
+
+def _check_delay(delay: object, what: str) -> None:
+    if delay is not None and not (_finite(delay) and delay >= 0):  # type: ignore[operator]
+        raise InvalidArgument(f"{what} must be >= 0, not {delay!r}")
 
 
 def next_deadline(previous: float, interval: float, now: float) -> tuple[float, int]:
