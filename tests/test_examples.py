@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
@@ -90,3 +92,20 @@ def test_echo_server_example_echoes_and_stops_on_ctrl_c() -> None:
     # The reporter task is pid 1, the connection pid 2: its at-exit hook ran.
     assert "pid 2 exited" in out
     assert "'conn': {'started': 1, 'exited': 1" in out and "'running': 0" in out
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_signals_and_timers_example_binds_signals_cancels_events_and_rearms(loop: str) -> None:
+    done = run_example("examples/signals_and_timers.py", "--loop", loop)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "callback: SIGUSR1",
+        "channel config-changed: SIGHUP",
+        "queued: 1, next due in 30 s",
+        "answer came; cancelled: True, queued: 0",
+        "chain: HELLO",
+        "poll 1",
+        "cancelled after 1 poll",
+        "poll 2",
+        "poll 3",
+    ]
