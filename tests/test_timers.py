@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from archangel.bus.bus import Bus
+from archangel.bus.queue import EventQueue
 from archangel.bus.states import State
-from archangel.bus.timers import EventQueue, every, next_deadline
+from archangel.bus.timers import every, next_deadline
 from archangel.errors import InvalidArgument
 from tests.conftest import VirtualClockLoop
 

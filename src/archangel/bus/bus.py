@@ -30,8 +30,9 @@ from .channels import DEFAULT_PRIORITY as DEFAULT_PRIORITY
 from .channels import STOP as STOP
 from .channels import Callback as Callback
 from .channels import Channels
+from .queue import ScheduledEvent, Scheduler
 from .states import LIFECYCLE, State, StateGraph
-from .timers import ScheduledEvent, Scheduler, Timer
+from .timers import Timer
 
 __all__ = ["DEFAULT_PRIORITY", "STOP", "Bus", "Callback", "TransitionResults"]
 
@@ -289,7 +290,7 @@ class Bus(Channels, Generic[S]):
         a timed event that is due runs before the queued ones, and timed events
         due at the same instant run in the order they were scheduled. Events are published one at a
         time by a task that lives while the queue is not empty; a failing one
-        is logged and the queue goes on (see :class:`archangel.timers.Scheduler`).
+        is logged and the queue goes on (see :class:`archangel.bus.queue.Scheduler`).
         Call from the loop's thread.
 
         ``pipe=True`` sends the event through :meth:`~archangel.channels.Channels.pipe`
@@ -304,7 +305,7 @@ class Bus(Channels, Generic[S]):
         decades from now.
 
         Returns:
-            The event's :class:`~archangel.timers.ScheduledEvent`:
+            The event's :class:`~archangel.bus.queue.ScheduledEvent`:
             ``event.cancel()`` takes it out of the queue (deadbeat's ``dequeue``).
             :attr:`queued` and :attr:`next_due` tell what the queue holds.
 
