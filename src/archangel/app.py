@@ -60,7 +60,7 @@ from .kernel.manager import ProcessManager
 from .kernel.process import Process
 from .service import asgi, dumps, frameworks, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
-from .service.signals import Action, SignalPolicy
+from .service.signals import Action, Binding, SignalPolicy
 
 __all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "STOP_GRACE", "App"]
 
@@ -150,7 +150,11 @@ class App:
         runlog_file: Where SIGUSR1 writes the runlog JSON; default
             ``<tmpdir>/<name>.runlog.json``; relative paths as ``state_file``.
         signals: A :class:`SignalPolicy`, a mapping of overrides for one, or
-            None for the defaults.
+            None for the defaults. A signal maps to an action name, a callable
+            (``{"USR1": my_callback}``, called with the signal; async ones run
+            as tasks) or a bus channel's name (``{"HUP": "my-channel"}``,
+            published with the signal), or a list of them, one per delivery.
+            The handlers the App replaced are put back when it exits.
         pidfile: Path of a pidfile to hold while running; relative paths as
             ``state_file``.
         user: Drop to this user after START (names or ids).
@@ -364,11 +368,11 @@ class App:
         await self._stop.wait()
         assert self._deadline is not None  # set with the stop request
         try:
-            kept = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
+            walked = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
         except ChannelFailures as exc:
             logger.error("%s did not stop cleanly: %s", self.name, exc)
             return EXIT_FAILED
-        if self._forced or not kept:
+        if self._forced or not walked.kept:
             logger.warning(
                 "%s: stop forced: not everything ended within shutdown_timeout (%g s)",
                 self.name,
@@ -832,9 +836,28 @@ class App:
 
     # -- signals ------------------------------------------------------------------------
 
-    def handle_signal(self, sig: signal.Signals, action: Action) -> None:
-        """Carry out one signal's action (the policy calls this on the loop)."""
-        if action is Action.GRACEFUL:
+    def handle_signal(self, sig: signal.Signals, action: Binding) -> None:
+        """Carry out what one delivery of a signal does (the policy calls this on the loop).
+
+        ``action`` is an :class:`~archangel.service.signals.Action`; a callable,
+        called with ``sig`` (a coroutine it returns runs as a task, cancelled
+        at EXIT if still running); or a bus channel's name, emitted on
+        :attr:`bus` with ``sig``. What a callable or a subscriber raises is
+        logged, never raised into the loop: a bad handler does not take the
+        service down.
+        """
+        if isinstance(action, str):
+            if not self.bus.has_subscribers(action):
+                logger.warning(
+                    "%s: %s is bound to channel %r, which has no subscribers",
+                    self.name,
+                    sig.name,
+                    action,
+                )
+            self.bus.emit(action, sig)
+        elif not isinstance(action, Action):
+            self._call_signal_handler(sig, action)
+        elif action is Action.GRACEFUL:
             self.request_stop()
         elif action is Action.QUICK:
             self.request_stop(quick=True)
@@ -846,6 +869,25 @@ class App:
             self.reload()
         elif action in (Action.RUNLOG, Action.STATE):
             self._background(self._dump_logged(action.value), f"{action.value} signal")
+
+    def _call_signal_handler(self, sig: signal.Signals, handler: Callable[..., Any]) -> None:
+        try:
+            result = handler(sig)
+        except Exception:
+            logger.exception("%s: the %s handler %r failed", self.name, sig.name, handler)
+            return
+        if inspect.isawaitable(result):
+            task = self._background(_awaited(result), f"{sig.name} handler")
+            self._reloads.add(task)  # cancelled at EXIT, as a reload hook is
+
+            def done(task: asyncio.Future[Any]) -> None:
+                self._reloads.discard(task)
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    logger.error(
+                        "%s: the %s handler %r failed", self.name, sig.name, handler, exc_info=exc
+                    )
+
+            task.add_done_callback(done)
 
     async def _dump_logged(self, which: str) -> None:
         try:
@@ -869,6 +911,10 @@ def _web_server(app: App, options: Mapping[str, Any]) -> Any:
     from .web import WebServer
 
     return WebServer(app, **options)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _addresses(server: asyncio.Server) -> list[Any]:

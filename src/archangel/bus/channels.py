@@ -221,6 +221,18 @@ class Channels:
 
         return decorate
 
+    def clear(self) -> int:
+        """Remove every subscriber of every channel (magicbus's ``clear``); return how many.
+
+        A publish already under way still calls the subscribers it started
+        with. Latches (:meth:`when`) are not subscribers: they stay.
+        """
+        count = sum(map(len, self._subscriptions.values()))
+        self._subscriptions.clear()
+        self._plans.clear()
+        self._proven.clear()
+        return count
+
     def has_subscribers(self, channel: Hashable) -> bool:
         """Whether anything is subscribed to ``channel``."""
         return channel in self._plans
