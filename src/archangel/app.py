@@ -381,7 +381,7 @@ class App:
         if self._gave_up is not None:
             logger.error("%s: exiting with status %d: %s", self.name, EXIT_FAILED, self._gave_up)
             return EXIT_FAILED
-        return EXIT_FORCED if self._forced or not kept else EXIT_OK
+        return EXIT_FORCED if self._forced or not walked.kept else EXIT_OK
 
     async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
         """Walk up to RUN unless ``stop`` is set first; whether RUN was reached.
