@@ -102,6 +102,25 @@ class _Writer(TelnetWriter):
 
     slc_simulated = False
 
+    #: telnetlib3's option tables, each holding the writer's own ``_check_waiters``.
+    _OPTION_TABLES = ("pending_option", "local_option", "remote_option")
+
+    def release(self) -> None:
+        """Drop what ties the writer to itself, once its connection is over.
+
+        Each of telnetlib3's option tables keeps a bound method of the writer
+        (called on every change), a reference cycle its ``close()`` leaves in
+        place; so a writer, with the reader, the buffers and the session it
+        reaches, would wait for the cyclic garbage collector, which in a busy
+        service may run minutes later. Without them an ended session is freed
+        as soon as its last reference goes.
+        """
+        for name in self._OPTION_TABLES:
+            table = getattr(self, name, None)
+            if hasattr(table, "_on_change"):
+                table._on_change = None
+        self._protocol = None
+
     def close(self) -> None:
         """End the session; its protocol closes the connection (a lingering close)."""
         if not self.connection_closed:
@@ -278,4 +297,6 @@ class ConsoleProtocol(TelnetServer):
             self._linger.cancel()
             self._linger = None
         self._socket = None
+        if isinstance(self.writer, _Writer):
+            self.writer.release()  # no cycle left: freed with its last reference
         self._released(self)
