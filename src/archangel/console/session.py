@@ -358,4 +358,5 @@ class Session:
             return False
         settings.throttle.refund(address)
         self.authenticated = True
+        logger.info("console: session from %s let in (good token)", self.peer)
         return True
