@@ -184,7 +184,7 @@ async def test_too_many_sessions_are_refused_and_slots_come_back() -> None:
             refused = [text for _, text in results if "too many sessions (16 open)" in text]
             assert len(accepted) == 16
             assert len(refused) == 184
-            assert "16 session(s)" in await accepted[0].ask("stats")
+            assert "16 sessions open" in await accepted[0].ask("stats")
             await asyncio.gather(*(c.close() for c, _ in results))
 
             async def admitted() -> bool:

@@ -167,7 +167,7 @@ async def test_archangel_console_command_in_a_subprocess() -> None:
             out, err = await command.communicate(b"ps\nquit\n")
     assert command.returncode == 0, err.decode()
     text = out.decode()
-    assert "archangel console (manager): 1 processes running" in text
+    assert "archangel console (manager): 1 process running" in text
     assert re.search(r"^\s*1\s+light\s+new\s", text, re.M)
     assert "showing 1-1 of 1" in text
     assert text.rstrip().endswith("bye")

@@ -23,7 +23,7 @@ from ..errors import ConsoleError
 from ..kernel.manager import ProcessManager
 from .actions import action_commands
 from .apploop import AppLoop
-from .commands import CommandTable, Context
+from .commands import CommandTable, Context, plural
 from .diagnostics import diagnostic_commands
 from .guard import Digest
 from .listen import bind_unix, is_loopback, remove_unix
@@ -361,7 +361,8 @@ class Console:
 
         def banner() -> str:  # when a session begins: the count then, not at start
             text = (
-                f"archangel console ({what}): {len(manager)} processes running; "
+                f"archangel console ({what}): {plural(len(manager), 'process', 'processes')} "
+                "running; "
                 "type 'help' for commands"
             )
             return text + warning if self.repl else text
