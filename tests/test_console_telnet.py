@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import telnetlib3
 
+import archangel
 from archangel import ProcessManager, ProcessState
 from archangel.console import Console
 from archangel.console.client import TOKEN_ENV, main, run_client
@@ -20,6 +21,8 @@ from archangel.errors import ConsoleError
 from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, settled
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the archangel under test comes from, for the subprocesses that run it.
+SRC = str(Path(archangel.__file__).resolve().parent.parent)
 
 
 async def read_until(reader: telnetlib3.TelnetReader, marker: str, timeout: float = 10) -> str:
@@ -245,3 +248,36 @@ async def test_connections_are_logged_by_the_console_at_debug_not_by_telnetlib3_
         r.name.startswith("telnetlib3.server") and r.getMessage().startswith("Connection from")
         for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("given", ["--token", "environment"])
+async def test_archangel_console_with_a_token_never_shows_the_token_prompt(given: str) -> None:
+    with Console(ProcessManager(), token="tok") as console:
+        assert isinstance(console.address, tuple)
+        address = "{}:{}".format(*console.address)
+
+        async def run(token: str) -> tuple[int | None, str]:
+            env = {**os.environ, "PYTHONPATH": SRC}
+            argv = [sys.executable, "-m", "archangel", "console", address]
+            if given == "--token":
+                argv += ["--token", token]
+            else:
+                env[TOKEN_ENV] = token
+            command = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            async with asyncio.timeout(30):
+                out, _ = await command.communicate(b"ps\n")
+            return command.returncode, out.decode()
+
+        status, out = await run("tok")
+        assert status == 0
+        assert out.startswith("archangel console (manager): 0 processes running"), out
+        assert "token:" not in out
+        status, out = await run("wrong")
+        assert status == 1
+        assert out == "bad token: disconnected\n"
