@@ -46,11 +46,55 @@ SIGNALS = {
     "check": 0,
 }
 
+_SIGNAL_NAMES = ", ".join(name.upper() for name in SIGNALS if name != "check") + " or check"
+
+
+def signal_name(text: str) -> str:
+    """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
+
+    Raises:
+        argparse.ArgumentTypeError: Not one of :data:`SIGNALS`; the message lists them.
+    """
+    name = text.strip().lower()
+    if name.startswith("sig") and name[3:] in SIGNALS and name != "sigcheck":
+        name = name[3:]
+    if name not in SIGNALS:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
+    return name
+
+
+def umask_value(text: str) -> int:
+    """``--umask``: octal digits (``022``, ``0o022``) up to ``777``.
+
+    Raises:
+        argparse.ArgumentTypeError: Not octal, or out of range.
+    """
+    digits = text.strip().lower().removeprefix("0o")
+    if not digits or not all(c in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a umask: give octal digits 000-777, e.g. 022"
+        )
+    return int(digits, 8)
+
+
 _LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
     """A command-line mistake reported as status 2."""
+
+
+_DEMO_DESCRIPTION = """\
+The demo service: an echo server, a tailing pipeline and the management
+console, on 127.0.0.1. Every echo connection is a process and appends each
+line it echoes to a log file; a pipeline tails that log, parses it and counts
+the lines per peer; the process table is printed every few seconds. Ctrl-C
+stops it all gracefully."""
+
+_DEMO_EPILOG = """\
+then, in other terminals:
+  printf 'hello\\n' | nc -q1 127.0.0.1 8888   a connection comes and goes
+  archangel console 127.0.0.1:8023           ps, info 1, kill 1, pipes, help"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,12 +104,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run the demo service on 127.0.0.1", description=demo.__doc__)
-    p.add_argument("--port", type=int, default=8888, help="echo port (default 8888; 0: any)")
-    p.add_argument("--console-port", type=int, default=8023, help="console port (default 8023)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between ps printouts")
-    p.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p = sub.add_parser(
+        "demo",
+        help="run the demo service on 127.0.0.1",
+        description=_DEMO_DESCRIPTION,
+        epilog=_DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--port", type=int, default=8888, metavar="PORT", help="echo port (default 8888; 0: any)"
+    )
+    p.add_argument(
+        "--console-port",
+        type=int,
+        default=8023,
+        metavar="PORT",
+        help="console port (default 8023; 0: any)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between two printouts of the process table (default 5)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this long (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (default uvloop)",
+    )
 
     p = sub.add_parser(
         "run",
@@ -77,7 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", help="hold this pidfile while running")
     p.add_argument("--user", help="drop to this user after binding")
     p.add_argument("--group", help="drop to this group after binding")
-    p.add_argument("--umask", type=lambda s: int(s, 8), default=None, help="octal, e.g. 022")
+    p.add_argument(
+        "--umask",
+        type=umask_value,
+        default=None,
+        metavar="OCTAL",
+        help="file mode creation mask, octal 000-777 (e.g. 022)",
+    )
     p.add_argument("--workdir", default=None, help="directory to run in (daemon: default /)")
     p.add_argument("--log-file", default=None, help="append logs (and a daemon's stdio) here")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -89,7 +170,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Send a signal to the running service (check: only test that it runs).",
     )
     p.add_argument("--pidfile", required=True)
-    p.add_argument("signal", choices=tuple(SIGNALS))
+    p.add_argument(
+        "signal",
+        type=signal_name,
+        metavar="SIGNAL",
+        help=f"{_SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+    )
 
     p = sub.add_parser(
         "status",
