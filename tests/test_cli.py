@@ -7,6 +7,7 @@ signals and real services.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -173,3 +174,161 @@ def test_demo_help_keeps_its_examples_and_describes_every_option(columns: str) -
         assert described in options
     width = int(columns)
     assert all(len(line) <= max(width, 80) for line in lines)
+
+
+# -- run: the exit statuses, case by case ------------------------------------------------
+
+RUN_APPS = """
+import asyncio
+from archangel import App, State
+
+def ready(app):
+    app.bus.subscribe(State.RUN, lambda: print("running", flush=True))
+    return app
+
+def clean():
+    return ready(App("clean", shutdown_timeout=2))
+
+def stuck():  # a STOP subscriber that never returns
+    app = ready(App("stuck", shutdown_timeout=0.5))
+
+    async def never():
+        await asyncio.Event().wait()
+
+    app.bus.subscribe(State.STOP, never)
+    return app
+
+def broken():  # a start that fails
+    app = App("broken")
+
+    def fail():
+        raise OSError("the backend is down")
+
+    app.bus.subscribe(State.START, fail)
+    return app
+"""
+
+
+@pytest.fixture
+def apps(tmp_path: Path) -> Path:
+    (tmp_path / "run_apps.py").write_text(RUN_APPS)
+    return tmp_path
+
+
+def run_until_running(apps: Path, target: str, *signals: int, args: tuple[str, ...] = ()) -> int:
+    """Run ``target`` in the foreground, send ``signals`` once it runs; its exit status."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "archangel", "run", target, "--loop=asyncio", *args],
+        cwd=apps,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(apps)])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "running\n"
+        for signum in signals:
+            proc.send_signal(signum)
+        return proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_run_exits_0_after_a_clean_stop(signum: int, apps: Path) -> None:
+    pidfile = apps / "clean.pid"
+    status = run_until_running(apps, "run_apps:clean", signum, args=(f"--pidfile={pidfile}",))
+    assert status == 0
+    assert not pidfile.exists()
+
+
+def test_run_exits_3_after_a_stop_forced_at_the_shutdown_timeout(apps: Path) -> None:
+    assert run_until_running(apps, "run_apps:stuck", signal.SIGTERM) == 3
+
+
+def test_run_exits_1_when_the_start_fails(apps: Path) -> None:
+    done = cli("run", "run_apps:broken", "--loop=asyncio", cwd=apps)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].endswith("broken could not start: the backend is down")
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+@pytest.mark.parametrize("kind", ["directory", "fifo", "missing directory"])
+def test_run_refuses_an_unusable_pidfile_in_one_line_with_status_6(
+    kind: str, daemon: bool, apps: Path
+) -> None:
+    pidfile = apps / "svc.pid"
+    if kind == "directory":
+        pidfile.mkdir()
+        said = f"pidfile {pidfile} is a directory"
+    elif kind == "fifo":
+        os.mkfifo(pidfile)
+        said = f"pidfile {pidfile} is not a regular file"
+    else:
+        pidfile = apps / "nowhere" / "svc.pid"
+        said = f"cannot create pidfile {pidfile}: directory {pidfile.parent} does not exist"
+    args = ["run", "run_apps:clean", f"--pidfile={pidfile}", "--loop=asyncio"]
+    done = cli(*args, *(["--daemon"] if daemon else []), cwd=apps)
+    assert done.returncode == 6
+    assert done.stderr == f"archangel run: {said}\n"  # one line, before anything started
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+def test_run_refuses_a_pidfile_held_by_a_live_instance_with_status_1(
+    daemon: bool, apps: Path
+) -> None:
+    pidfile = apps / "svc.pid"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "archangel", "run", "run_apps:clean", f"--pidfile={pidfile}"],
+        cwd=apps,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(apps)])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline() == "running\n"
+        args = ["run", "run_apps:clean", f"--pidfile={pidfile}", "--loop=asyncio"]
+        done = cli(*args, *(["--daemon"] if daemon else []), cwd=apps)
+        assert done.returncode == 1
+        assert done.stderr == (
+            f"archangel run: clean could not start: pidfile {pidfile} is held by running "
+            f"process {first.pid}\n"
+        )
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+        first.communicate()
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ("--workdir=/nonexistent", "cannot change directory to /nonexistent: No such file"),
+        ("--log-file=/nonexistent/svc.log", "cannot open log file /nonexistent/svc.log: No such"),
+    ],
+)
+def test_run_reports_a_bad_workdir_or_log_file_in_one_line_with_status_1(
+    option: str, said: str, apps: Path
+) -> None:
+    done = cli("run", "run_apps:clean", option, "--loop=asyncio", cwd=apps)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"archangel run: {said}")
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_run_refuses_an_unknown_log_level_or_target_with_status_2(apps: Path) -> None:
+    done = cli("run", "run_apps:clean", "--log-level=LOUD", cwd=apps)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "archangel run: error: argument --log-level: unknown level 'LOUD': "
+        "use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+    done = cli("run", "run_apps:nothing", cwd=apps)
+    assert done.returncode == 2
+    assert done.stderr == "archangel run: module 'run_apps' has no 'nothing'\n"

@@ -139,8 +139,8 @@ class _Writer(TelnetWriter):
         as soon as its last reference goes.
         """
         for name in self._OPTION_TABLES:
-            table = getattr(self, name, None)
-            if hasattr(table, "_on_change"):
+            table: Any = getattr(self, name, None)
+            if table is not None and hasattr(table, "_on_change"):
                 table._on_change = None
         self._protocol = None
 
