@@ -198,6 +198,15 @@ def stuck():  # a STOP subscriber that never returns
     app.bus.subscribe(State.STOP, never)
     return app
 
+def badstop():  # a STOP subscriber that raises
+    app = ready(App("badstop", shutdown_timeout=2))
+
+    def fail():
+        raise RuntimeError("flush failed")
+
+    app.bus.subscribe(State.STOP, fail)
+    return app
+
 def broken():  # a start that fails
     app = App("broken")
 
@@ -252,6 +261,15 @@ def test_run_exits_1_when_the_start_fails(apps: Path) -> None:
     done = cli("run", "run_apps:broken", "--loop=asyncio", cwd=apps)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].endswith("broken could not start: the backend is down")
+    done = cli("run", "run_apps:clean", "--user=nosuchuser", "--loop=asyncio", cwd=apps)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].endswith(
+        "clean could not start: unknown user 'nosuchuser'"
+    )
+
+
+def test_run_exits_1_when_a_step_of_the_stop_fails(apps: Path) -> None:
+    assert run_until_running(apps, "run_apps:badstop", signal.SIGTERM) == 1
 
 
 @pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
