@@ -17,11 +17,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import NotRegistered
 from ..kernel.process import Process, ProcessState
 from .apploop import Outcome, Status, TimeSlice
-from .commands import Command, CommandError, Context, Terminal, parse_pid
-from .render import clip
+from .commands import (
+    Command,
+    CommandError,
+    Context,
+    Terminal,
+    clip_word,
+    parse_pid,
+    plural,
+    unknown_pid,
+)
+from .render import describe_error
 
 __all__ = ["action_commands"]
 
@@ -60,7 +68,10 @@ class _Actions:
         if outcome.status is Status.CLOSED:
             return False, f"{what}: the app loop is closed"
         error = outcome.error
-        return False, f"{what} failed: {type(error).__name__}: {error}"
+        if isinstance(error, OSError) and error.strerror:  # no Python quotes around the path
+            where = f": {error.filename}" if error.filename else ""
+            return False, f"{what} failed: {type(error).__name__}: {error.strerror}{where}"
+        return False, f"{what} failed: {describe_error(error) if error else 'unknown error'}"
 
     # -- kill ---------------------------------------------------------------------------
 
@@ -80,10 +91,9 @@ class _Actions:
             report: list[tuple[int, str]] = []
             time_slice = TimeSlice()
             for pid in pids:
-                try:
-                    process = manager[pid]
-                except NotRegistered as exc:
-                    report.append((pid, str(exc)))
+                process = manager.get(pid)
+                if process is None:
+                    report.append((pid, unknown_pid(manager, pid)))
                     continue
                 process.kill()
                 found.append((pid, process))
@@ -95,17 +105,19 @@ class _Actions:
                 await asyncio.sleep(_EXIT_POLL)
             for pid, process in found:
                 if process.state is ProcessState.EXITED:
-                    reason = process.exit_reason.value if process.exit_reason else "?"
-                    report.append((pid, f"killed ({process.name}, exit: {reason})"))
+                    reason = process.exit_reason.value if process.exit_reason else "unknown"
+                    report.append((pid, f"pid {pid}: killed ({process.name}, exit: {reason})"))
                 else:
-                    report.append((pid, f"kill sent; still exiting after {EXIT_WAIT:g} s"))
+                    report.append(
+                        (pid, f"pid {pid}: kill sent; still exiting after {EXIT_WAIT:g} s")
+                    )
             return sorted(report)
 
         what = f"kill {' '.join(map(str, pids))}"
         ok, value = await self._run(what, kill_and_wait, finish=EXIT_WAIT + 1.0)
         if not ok:
             return str(value)
-        return "\n".join(f"pid {pid}: {text}" for pid, text in value)
+        return "\n".join(text for _, text in value)
 
     async def killall(self, args: list[str], terminal: Terminal) -> str:
         if len(args) != 1:
@@ -147,9 +159,11 @@ class _Actions:
         if not ok:
             return str(value)
         killed, left = value
+        kind = clip_word(kind)
         if not killed:
-            return f"no running processes of kind {clip(kind, 40)!r}"
-        text = f"killed {killed} process(es) of kind {kind!r}: {killed - left} exited"
+            return f"no running processes of kind {kind}"
+        count = plural(killed, "process", "processes")
+        text = f"killed {count} of kind {kind}: {killed - left} exited"
         return text + (f", {left} still exiting" if left else "")
 
     # -- app actions -----------------------------------------------------------------------

@@ -7,13 +7,22 @@ is the point: they work while it is blocked, and ``stack`` shows where.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from typing import Any
 
-from ..errors import NotRegistered
 from ..kernel.frames import await_chain, thread_frames
-from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
+from .commands import (
+    Command,
+    CommandError,
+    Context,
+    Terminal,
+    parse_options,
+    parse_pid,
+    plural,
+    unknown_pid,
+)
 from .render import (
     PROCESS_HEADERS,
     clip,
@@ -93,7 +102,8 @@ class _Diagnostics:
             f"app loop lag: {format_ms(lag['now'])} now, {format_ms(lag['max_10s'])} max in 10 s"
         )
         lines.append(
-            f"console: up {format_age(console['uptime'])}, {console['sessions']} session(s)"
+            f"console: up {format_age(console['uptime'])}, "
+            f"{plural(console['sessions'], 'session')} open"
         )
         return "\n".join(lines)
 
@@ -195,10 +205,9 @@ class _Diagnostics:
         if len(args) != 1:
             raise CommandError("usage: where PID")
         pid = parse_pid(args[0])
-        try:
-            process = self.context.manager[pid]
-        except NotRegistered as exc:
-            raise CommandError(str(exc)) from None
+        process = self.context.manager.get(pid)
+        if process is None:
+            raise CommandError(unknown_pid(self.context.manager, pid))
         task = getattr(process, "task", None)
         if task is None or not hasattr(task, "get_coro"):
             return (
@@ -208,13 +217,11 @@ class _Diagnostics:
         if task.done():
             return f"pid {pid}: its task has finished"
         frames, awaiting = await_chain(task.get_coro())
-        text = f"pid {pid} {process.name!r}, task {task.get_name()!r}, innermost await last:"
+        text = f"pid {pid} ({process.name}), task {task.get_name()}, innermost await last:"
         if frames:
             text += "\n" + format_stack(frames)
         if awaiting is not None:
-            name = type(awaiting).__name__
-            what = "a future" if name == "FutureIter" else clip(repr(awaiting), 200)
-            text += f"\n  awaiting {what}"
+            text += f"\n  awaiting {_awaited(awaiting)}"
         return text
 
     # -- bus -------------------------------------------------------------------------
@@ -251,7 +258,22 @@ def _channel_name(channel: Any) -> str:
 
 def _callable_name(callback: Any) -> str:
     name = getattr(callback, "__qualname__", None)
-    return name if isinstance(name, str) else repr(callback)
+    if isinstance(name, str):
+        return name
+    inner = getattr(callback, "func", None)  # functools.partial
+    if inner is not None and inner is not callback:
+        return f"{_callable_name(inner)} (partial)"
+    return f"a {type(callback).__name__} object"
+
+
+def _awaited(awaiting: Any) -> str:
+    """What a task waits for, in words (not its repr, which shows internals)."""
+    if isinstance(awaiting, asyncio.Task):
+        return f"task {clip(awaiting.get_name(), 80)}"
+    name = type(awaiting).__name__
+    if name == "FutureIter" or isinstance(awaiting, asyncio.Future):
+        return "a future"
+    return f"a {name}"
 
 
 def diagnostic_commands(context: Context) -> list[Command]:

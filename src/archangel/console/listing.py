@@ -23,9 +23,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..kernel.process import Process, ProcessInfo, ProcessState
-from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
+from .commands import Command, CommandError, Context, Terminal, clip_word, parse_options, parse_pid
 from .render import (
     PROCESS_HEADERS,
+    describe_error,
     format_age,
     format_details,
     format_time,
@@ -80,7 +81,7 @@ def _state(text: str) -> ProcessState:
         return ProcessState(text.lower())
     except ValueError:
         states = ", ".join(s.value for s in ProcessState)
-        raise CommandError(f"unknown state {text!r}: expected one of {states}") from None
+        raise CommandError(f"unknown state {clip_word(text)}: expected one of {states}") from None
 
 
 def _page(opts: dict[str, Any], default: int = PAGE) -> tuple[int, int]:
@@ -131,7 +132,7 @@ class _Listing:
     async def ps(self, args: list[str], terminal: Terminal) -> str:
         opts, positional = parse_options(args, _PS_OPTIONS, _PS_ALIASES)
         if len(positional) > 1:
-            raise CommandError(f"ps takes at most one KIND, got {' '.join(positional)!r}")
+            raise CommandError(f"ps takes at most one KIND, got {clip_word(' '.join(positional))}")
         kinds_text = opts.get("--kind") or (positional[0] if positional else None)
         limit, offset = _page(opts)
         procs = self.context.manager.processes()  # one atomic snapshot
@@ -148,7 +149,8 @@ class _Listing:
         reverse = sort.startswith("-")
         key = _SORT_KEYS.get(sort.lstrip("-"))
         if key is None:
-            raise CommandError(f"cannot sort by {sort!r}: expected one of {', '.join(_SORT_KEYS)}")
+            keys = ", ".join(_SORT_KEYS)
+            raise CommandError(f"cannot sort by {clip_word(sort)}: expected one of {keys}")
         total = len(procs)
         if sort == "-pid":  # the snapshot is in PID order
             procs.reverse()
@@ -225,7 +227,7 @@ class _Listing:
             ("ended", format_time(record.ended)),
             ("lifetime", format_age(age)),
             ("exit", record.exit_reason.value if record.exit_reason else "-"),
-            ("error", repr(record.error) if record.error is not None else "-"),
+            ("error", describe_error(record.error) if record.error is not None else "-"),
             ("at-exit", f"{hooks} hooks pending" if process is not None else "-"),
             ("details", format_details(record.details, 200) or "-"),
         ]
@@ -243,7 +245,7 @@ class _Listing:
             try:
                 count = int(positional[0])
             except ValueError:
-                raise CommandError(f"not a count: {positional[0]!r}") from None
+                raise CommandError(f"not a count: {clip_word(positional[0])}") from None
             if not 1 <= count <= MAX_PAGE:
                 raise CommandError(f"N must be between 1 and {MAX_PAGE}, not {count}")
         records = list(self.context.manager.history)
@@ -269,7 +271,7 @@ class _Listing:
                 format_time(r.ended),
                 format_age(None if r.started is None or r.ended is None else r.ended - r.started),
                 r.name,
-                repr(r.error) if r.error is not None else format_details(r.details),
+                describe_error(r.error) if r.error is not None else format_details(r.details),
             )
             for r in records
         )

@@ -17,6 +17,7 @@ from ..kernel.process import Process, ProcessInfo
 
 __all__ = [
     "clip",
+    "describe_error",
     "format_age",
     "format_details",
     "format_ms",
@@ -102,7 +103,13 @@ def safe_details(process: Process) -> Mapping[str, Any]:
     try:
         return process.details()
     except Exception as exc:
-        return {"details-error": repr(exc)}
+        return {"details-error": describe_error(exc)}
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as an operator reads it: ``ValueError: bad header`` (not its repr)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def process_row(process: Process, now: float) -> tuple[str, ...]:

@@ -99,7 +99,9 @@ class SessionTable:
             return False
         ended, _, victim = max(candidates, key=lambda c: (c[0], c[1]))
         if not ended:
-            logger.info("console: closed idle unauthenticated session %s for a new one", victim)
+            logger.info(
+                "console: closed idle unauthenticated session %s for a new one", victim.peer
+            )
         victim.end("\nclosed to make room for another session\n", abort=True)
         return True
 
@@ -116,7 +118,7 @@ class SessionTable:
         for protocol in list(self.open):
             session = protocol.session
             if session is not None and not protocol.ended and session.idle > timeout:
-                logger.info("console: session %s idle for %g s: closed", protocol, timeout)
+                logger.info("console: session %s idle for %g s: closed", protocol.peer, timeout)
                 protocol.end(f"\nidle for {timeout:g} s: disconnected\n")
 
     # -- giving memory back ---------------------------------------------------------
