@@ -39,7 +39,7 @@ def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Completed
 HOLDER = """
 import fcntl, os, signal, sys
 path = sys.argv[1]
-for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT"):
+for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT", "SIGALRM"):
     signal.signal(getattr(signal, name), lambda n, f: print(signal.Signals(n).name, flush=True))
 with open(path, "w") as file:
     file.write(f"{os.getpid()}\\n")
@@ -75,6 +75,7 @@ def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
         ("Hup", "SIGHUP"),
         ("SIGUSR2", "SIGUSR2"),
         ("usr1", "SIGUSR1"),
+        ("alrm", "SIGALRM"),
     ],
 )
 def test_signal_takes_any_spelling_of_a_signal_name(
@@ -108,7 +109,7 @@ def test_an_unknown_signal_name_is_refused_with_the_valid_ones(
     last = done.stderr.rstrip("\n").splitlines()[-1]
     assert last == (
         f"archangel signal: error: argument SIGNAL: unknown signal {name!r}: "
-        "use INT, TERM, QUIT, HUP, USR1, USR2 or check"
+        "use INT, TERM, QUIT, HUP, USR1, USR2, ALRM or check"
     )
 
 

@@ -48,6 +48,7 @@ SIGNALS = {
     "hup": signal.SIGHUP,
     "usr1": signal.SIGUSR1,
     "usr2": signal.SIGUSR2,
+    "alrm": signal.SIGALRM,
     "check": 0,
 }
 
