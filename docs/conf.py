@@ -16,13 +16,23 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
     "stategraph",
+    "publicapi",
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-nitpicky = False
+# Every cross-reference must resolve (``sphinx-build -n``, and here for any build).
+nitpicky = True
+# The build has no network: the inventories are kept in docs/_inventories/
+# (Python 3.11's from Debian's python3.11-doc, aiohttp 3.8's from
+# python-aiohttp-doc); the URLs are where the links point.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3.11/", "_inventories/python.inv"),
+    "aiohttp": ("https://docs.aiohttp.org/en/stable/", "_inventories/aiohttp.inv"),
+}
 html_theme = "alabaster"
 exclude_patterns = ["_build"]
