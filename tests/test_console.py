@@ -14,7 +14,7 @@ from typing import Any
 
 from archangel import App, ExitReason, Process, ProcessManager, ProcessState, State, TaskProcess
 from archangel.console import Console
-from archangel.console.commands import GIL_SLICE
+from archangel.console.commands import _GIL_SLICE
 from tests.console_helpers import PROMPT, BlockingClient, Light, RawClient
 from tests.helpers import serve, until
 
@@ -500,7 +500,7 @@ async def test_quit_and_ctrl_d_end_the_session() -> None:
     before = sys.getswitchinterval()
     with Console(ProcessManager()) as console:
         async with await RawClient.open(console.address) as client:
-            assert sys.getswitchinterval() == GIL_SLICE  # short GIL slices while a session is open
+            assert sys.getswitchinterval() == _GIL_SLICE  # short GIL slices while a session is open
             await client.send("quit\n")
             assert "bye" in await client.read_all()
         await until(lambda: sys.getswitchinterval() == before)

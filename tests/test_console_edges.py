@@ -30,7 +30,7 @@ from archangel.console import Console
 from archangel.console import table as console_table
 from archangel.console.client import TelnetFilter
 from archangel.console.guard import Digest, Throttle
-from archangel.console.protocol import READ_LIMIT, ConsoleProtocol
+from archangel.console.protocol import _READ_LIMIT, ConsoleProtocol
 from archangel.errors import ConsoleError
 from archangel.service import dumps
 from tests.console_helpers import (
@@ -46,7 +46,7 @@ from tests.console_helpers import (
 )
 
 #: What the reader may hold: twice its limit before it pauses, plus one read of the socket.
-READ_BOUND = 2 * READ_LIMIT + 256 * 1024
+READ_BOUND = 2 * _READ_LIMIT + 256 * 1024
 
 
 def tool(name: str) -> str:
@@ -276,7 +276,7 @@ async def test_memory_freed_by_ended_sessions_is_given_back(
 ) -> None:
     # The C allocator keeps what it freed; once sessions stop ending, the console
     # asks glibc (Debian's C library) to give it back: malloc_trim(0).
-    monkeypatch.setattr(console_table, "TRIM_AFTER", 0.05)
+    monkeypatch.setattr(console_table, "_TRIM_AFTER", 0.05)
     with Console(registered(10)) as console:
         assert console._table._trim is not None, "no malloc_trim: not glibc?"
         for _ in range(3):

@@ -16,7 +16,7 @@ import telnetlib3
 import archangel
 from archangel import ProcessManager, ProcessState
 from archangel.console import Console
-from archangel.console.client import TOKEN_ENV, main, run_client
+from archangel.console.client import _TOKEN_ENV, main, run_client
 from archangel.errors import ConsoleError
 from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, settled
 
@@ -185,7 +185,7 @@ async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         assert status == 0 and "no processes match" in out
         status, out = await asyncio.to_thread(_run, address, "ps\n", "wrong")
         assert status == 1 and "bad token: disconnected" in out
-        monkeypatch.setenv(TOKEN_ENV, "tok")
+        monkeypatch.setenv(_TOKEN_ENV, "tok")
         monkeypatch.setattr("sys.stdin", io.StringIO("ps\n"))
         assert await asyncio.to_thread(main, [address]) == 0
     with pytest.raises(ConsoleError, match="not HOST:PORT"):
@@ -262,7 +262,7 @@ async def test_archangel_console_with_a_token_never_shows_the_token_prompt(given
             if given == "--token":
                 argv += ["--token", token]
             else:
-                env[TOKEN_ENV] = token
+                env[_TOKEN_ENV] = token
             command = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,

@@ -4,7 +4,8 @@ Users import ``archangel.Process`` and ``archangel.pipes.tail``, not
 ``archangel.kernel.process.Process``; the reference should say so, and a link
 written either way should land on the same entry. The directive renders the
 module's docstring (``automodule`` without members), then each name the module
-defines and exports (its ``__all__``, less those it merely re-exports) at its
+defines and exports (its ``__all__``, less those it re-exports from another
+public module: they are documented there) at its
 public path: the shortest package on the way down (``archangel``, then the
 layer package) whose ``__all__`` exports the same object, else the module
 itself.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from typing import Any, ParamSpec, TypeVar
 
 from docutils import nodes
@@ -63,12 +65,19 @@ STDLIB_ALIASES = {
 
 
 def public_path(module: str, name: str, obj: Any) -> str:
-    """The shortest package above ``module`` exporting ``obj`` as ``name``, else ``module``."""
+    """The shortest package above ``module`` exporting ``obj`` as ``name``, else ``module``.
+
+    A package whose submodule has the same name (``archangel.pipes.line_server``
+    is a module and the function the package exports) is passed over: the two
+    would share one entry.
+    """
     parts = module.split(".")
     for depth in range(1, len(parts)):
         package = importlib.import_module(".".join(parts[:depth]))
-        if name in getattr(package, "__all__", ()) and getattr(package, name, None) is obj:
-            return package.__name__
+        exported = name in getattr(package, "__all__", ())
+        if exported and getattr(package, name, None) is obj:
+            if f"{package.__name__}.{name}" not in sys.modules:
+                return package.__name__
     return module
 
 
@@ -98,7 +107,9 @@ class PublicModule(SphinxDirective):
             if name in excluded:
                 continue
             obj = getattr(module, name)
-            defined_here = getattr(obj, "__module__", modname) == modname
+            home = getattr(obj, "__module__", modname)
+            # Names from a private module are documented where they are exported.
+            defined_here = home == modname or home.rpartition(".")[2].startswith("_")
             if inspect.isclass(obj) and defined_here:
                 lines += [f".. autoclass:: {public_path(modname, name, obj)}.{name}", ""]
             elif inspect.isfunction(obj) and defined_here:

@@ -84,7 +84,7 @@ STOP_GRACE = 1.0
 #: Seconds the tasks still running after the lifecycle ended get to unwind once
 #: cancelled, and that asynchronous generators and the default executor get to
 #: close, before the loop is closed without them.
-LEAVE_GRACE = 1.0
+_LEAVE_GRACE = 1.0
 
 
 def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
@@ -100,7 +100,7 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
         task.cancel()
     left: set[asyncio.Task[Any]] = set()
     if tasks:
-        _, left = loop.run_until_complete(asyncio.wait(tasks, timeout=LEAVE_GRACE))
+        _, left = loop.run_until_complete(asyncio.wait(tasks, timeout=_LEAVE_GRACE))
     for task in tasks - left:
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
@@ -115,7 +115,7 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
             "%s: task %r ignored its cancellation for %g s; left behind, waiting at %s",
             name,
             task.get_name(),
-            LEAVE_GRACE,
+            _LEAVE_GRACE,
             innermost(task.get_coro()) or "?",
         )
     closings = {
@@ -124,9 +124,9 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
     }
     for what, closing in closings.items():
         try:
-            loop.run_until_complete(asyncio.wait_for(closing, LEAVE_GRACE))
+            loop.run_until_complete(asyncio.wait_for(closing, _LEAVE_GRACE))
         except TimeoutError:
-            logger.warning("%s: %s did not end within %g s", name, what, LEAVE_GRACE)
+            logger.warning("%s: %s did not end within %g s", name, what, _LEAVE_GRACE)
     return bool(left)
 
 

@@ -41,7 +41,7 @@ __all__ = ["EXIT_STATUS", "load_app", "main"]
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
 
-SIGNALS = {
+_SIGNALS = {
     "int": signal.SIGINT,
     "term": signal.SIGTERM,
     "quit": signal.SIGQUIT,
@@ -52,19 +52,19 @@ SIGNALS = {
     "check": 0,
 }
 
-_SIGNAL_NAMES = ", ".join(name.upper() for name in SIGNALS if name != "check") + " or check"
+_SIGNAL_NAMES = ", ".join(name.upper() for name in _SIGNALS if name != "check") + " or check"
 
 
 def signal_name(text: str) -> str:
     """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
 
     Raises:
-        argparse.ArgumentTypeError: Not one of :data:`SIGNALS`; the message lists them.
+        argparse.ArgumentTypeError: Not a signal the command knows; the message lists them.
     """
     name = text.strip().lower()
-    if name.startswith("sig") and name[3:] in SIGNALS and name != "sigcheck":
+    if name.startswith("sig") and name[3:] in _SIGNALS and name != "sigcheck":
         name = name[3:]
-    if name not in SIGNALS:
+    if name not in _SIGNALS:
         raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
     return name
 
@@ -318,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _signal(args: argparse.Namespace) -> int:
-    signum = SIGNALS[args.signal]
+    signum = _SIGNALS[args.signal]
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:
         print(f"sent SIG{args.signal.upper()} to pid {pid}")

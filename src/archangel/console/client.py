@@ -28,7 +28,7 @@ from ..errors import ConsoleError
 __all__ = ["main", "parse_address", "run_client"]
 
 #: Environment variable read for the token when ``--token`` is not given.
-TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
+_TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
 
 _IAC, _DONT, _DO, _WONT, _WILL, _SB, _SE = 255, 254, 253, 252, 251, 250, 240
 
@@ -288,9 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Talk to an archangel management console.",
     )
     parser.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
-    parser.add_argument("--token", help=f"the console's token (default: ${TOKEN_ENV})")
+    parser.add_argument("--token", help=f"the console's token (default: ${_TOKEN_ENV})")
     args = parser.parse_args(argv)
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    token = args.token if args.token is not None else os.environ.get(_TOKEN_ENV)
     try:
         return run_client(args.address, token)
     except ConsoleError as exc:

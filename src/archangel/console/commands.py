@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 #: While a session is open, the console thread gives the GIL up at least this often.
-GIL_SLICE = 0.001
+_GIL_SLICE = 0.001
 
 # The switch interval is one setting for the whole interpreter, so the count
 # of sessions open (in any console of the process) is process-wide too.
@@ -52,7 +52,7 @@ _slices_saved = 0.0
 
 @contextlib.contextmanager
 def short_gil_slices() -> Iterator[None]:
-    """Lower the interpreter's GIL switch interval to :data:`GIL_SLICE` while in the block.
+    """Lower the interpreter's GIL switch interval to ``_GIL_SLICE`` while in the block.
 
     A console session runs Python code on the console's thread (sorting
     100,000 processes, say); with the default 5 ms switch interval the app's
@@ -68,15 +68,15 @@ def short_gil_slices() -> Iterator[None]:
     with _slices_lock:
         if _slices_depth == 0:
             _slices_saved = sys.getswitchinterval()
-            if _slices_saved > GIL_SLICE:
-                sys.setswitchinterval(GIL_SLICE)
+            if _slices_saved > _GIL_SLICE:
+                sys.setswitchinterval(_GIL_SLICE)
         _slices_depth += 1
     try:
         yield
     finally:
         with _slices_lock:
             _slices_depth -= 1
-            if _slices_depth == 0 and _slices_saved > GIL_SLICE:
+            if _slices_depth == 0 and _slices_saved > _GIL_SLICE:
                 sys.setswitchinterval(_slices_saved)
 
 

@@ -24,7 +24,7 @@ from .commands import (
     unknown_pid,
 )
 from .render import (
-    PROCESS_HEADERS,
+    _PROCESS_HEADERS,
     clip,
     format_age,
     format_ms,
@@ -37,8 +37,8 @@ from .render import (
 __all__ = ["diagnostic_commands"]
 
 _WINDOWS = (1.0, 10.0, 60.0)
-TOP_INTERVAL = 1.0
-TOP_ROWS = 15
+_TOP_INTERVAL = 1.0
+_TOP_ROWS = 15
 
 
 class _Diagnostics:
@@ -120,7 +120,7 @@ class _Diagnostics:
         stats = self._stats()
         procs = self.context.manager.processes()
         now = time.time()
-        newest = procs[-TOP_ROWS:][::-1]
+        newest = procs[-_TOP_ROWS:][::-1]
         clock = time.strftime("%H:%M:%S")
         lines = [
             f"archangel top  {clock}  (any key leaves)",
@@ -128,7 +128,7 @@ class _Diagnostics:
             self._format_stats(stats),
             "",
             f"newest of {len(procs)} running:",
-            table(PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
+            table(_PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
         ]
         return "\n".join(clip(line, width) if "\n" not in line else line for line in lines)
 
@@ -136,7 +136,7 @@ class _Diagnostics:
         opts, positional = parse_options(args, {"--interval": float}, {"-i": "--interval"})
         if positional:
             raise CommandError("usage: top [-i SECONDS]")
-        interval = max(0.2, opts.get("--interval", TOP_INTERVAL))
+        interval = max(0.2, opts.get("--interval", _TOP_INTERVAL))
         while True:
             await terminal.show("\x1b[H\x1b[2J" + self._top_screen(terminal.width) + "\n")
             if await terminal.key(interval):

@@ -55,7 +55,7 @@ LINGER = 10.0
 #: Lines of telnet trouble logged per connection; the rest are counted in one line.
 TELNET_LOG_LIMIT = 20
 #: The reader pauses the socket above twice this many unread bytes.
-READ_LIMIT = 1 << 14
+_READ_LIMIT = 1 << 14
 
 _telnet_log = logging.getLogger("archangel.console.session.telnet")
 logger = logging.getLogger("archangel.console.session")
@@ -205,7 +205,7 @@ class ConsoleProtocol(TelnetServer):
             encoding=False,  # bytes in and out: the session decodes UTF-8 itself
             timeout=0,  # telnetlib3's idle timeout: off (the console has its own)
             connect_maxwait=1.0,  # only bounds background negotiation
-            limit=READ_LIMIT,
+            limit=_READ_LIMIT,
             writer_factory=_Writer,
         )
         self._settings = settings

@@ -37,7 +37,7 @@ __all__ = ["Console"]
 logger = logging.getLogger(__name__)
 
 #: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
-THREAD_TIMEOUT = 10.0
+_THREAD_TIMEOUT = 10.0
 
 
 class _State(enum.Enum):
@@ -225,11 +225,11 @@ class Console:
             target=self._thread_main, name=f"archangel-console-{id(self):x}", daemon=True
         )
         self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
+        if not self._ready.wait(_THREAD_TIMEOUT):
             self.close()
-            raise ConsoleError(f"{self!r} did not start listening in {THREAD_TIMEOUT:g} s")
+            raise ConsoleError(f"{self!r} did not start listening in {_THREAD_TIMEOUT:g} s")
         if self._error is not None:
-            self._thread.join(THREAD_TIMEOUT)
+            self._thread.join(_THREAD_TIMEOUT)
             self._state = _State.CLOSED
             error = self._error
             self._error = None
@@ -260,9 +260,9 @@ class Console:
                 pass
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(THREAD_TIMEOUT)
+            thread.join(_THREAD_TIMEOUT)
             if thread.is_alive():
-                logger.error("%r: the console thread did not end in %g s", self, THREAD_TIMEOUT)
+                logger.error("%r: the console thread did not end in %g s", self, _THREAD_TIMEOUT)
 
     def __enter__(self) -> Console:
         if self._state is _State.NEW:

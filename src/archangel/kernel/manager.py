@@ -28,7 +28,7 @@ from .process import _EMPTY, _EXITED, ExitReason, Process
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
-__all__ = ["History", "ProcessManager"]
+__all__ = ["CANCEL_GRACE", "KILL_GRACE", "History", "ProcessManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _P = TypeVar("_P", bound=Process)
 _T = TypeVar("_T", bound=TaskProcess)
 _time = time.time
 
-NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
+_NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
 #: How long killed processes get to report their exit (``shutdown``, a supervisor):
 #: a protocol reports on the loop's next iteration, a task once its ``finally``
@@ -243,10 +243,10 @@ class ProcessManager:
         except KeyError:
             counts = self._moved_kind(process)
         counts.exited += 1
-        if reason is not NORMAL:
-            if reason is KILLED:
+        if reason is not _NORMAL:
+            if reason is _KILLED:
                 counts.killed += 1
-            elif reason is ERROR:
+            elif reason is _ERROR:
                 counts.failed += 1
                 error = process._archangel_error
                 if error is not None and self._history.maxlen:
@@ -261,7 +261,7 @@ class ProcessManager:
                     process._archangel_ended,
                     reason,
                     process._archangel_error,
-                    process.details() if reason is ERROR or process.keep_details else _EMPTY,
+                    process.details() if reason is _ERROR or process.keep_details else _EMPTY,
                 )
             )
         if self._drained is not None and not procs and not self._drained.done():

@@ -68,10 +68,10 @@ _EXITED = ProcessState.EXITED
 #: protocols use those for their own (telnetlib3, h11 and websockets keep a
 #: ``_state``), and a subclass's attribute of the same name would silently
 #: overwrite the mixin's. A prefix that names its owner cannot clash by accident.
-PREFIX = "_archangel_"
+_PREFIX = "_archangel_"
 
 #: The public names of the bookkeeping: readable, never assignable.
-BOOKKEEPING = ("pid", "manager", "state", "started", "ended", "exit_reason", "error", "parent")
+_BOOKKEEPING = ("pid", "manager", "state", "started", "ended", "exit_reason", "error", "parent")
 
 #: Errors a transport passes to ``connection_lost`` when the peer went away
 #: abruptly rather than closing: a reset (RST: ``SO_LINGER`` 0, a crashed or
@@ -121,7 +121,7 @@ def _read_only(public: str, doc: str) -> property:
             obj=self,
         )
 
-    return property(operator.attrgetter(PREFIX + public), refuse, refuse, doc)
+    return property(operator.attrgetter(_PREFIX + public), refuse, refuse, doc)
 
 
 def _clash(cls: type) -> None:
@@ -134,7 +134,7 @@ def _clash(cls: type) -> None:
     for klass in cls.__mro__:
         if klass is Process or klass is object:
             continue
-        names = [n for n in BOOKKEEPING if n in klass.__dict__]
+        names = [n for n in _BOOKKEEPING if n in klass.__dict__]
         if names:
             listed = ", ".join(repr(n) for n in names)
             if klass is cls:
@@ -206,7 +206,7 @@ def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
 #: What archangel itself writes on a process: they bypass a class's own
 #: ``__setattr__`` (see _wrap_setattr).
 _DIRECT = frozenset(
-    {"transport", *(PREFIX + n for n in (*BOOKKEEPING, "reason", "hooks", "waiters", "name"))}
+    {"transport", *(_PREFIX + n for n in (*_BOOKKEEPING, "reason", "hooks", "waiters", "name"))}
 )
 
 

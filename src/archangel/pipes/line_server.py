@@ -42,7 +42,7 @@ from ._lines import LineBuffer, LineSupply
 if TYPE_CHECKING:
     from ..kernel.manager import ProcessManager
 
-__all__ = ["LineConnection", "LineServer", "line_server"]
+__all__ = ["BUFFER", "LineConnection", "LineServer", "line_server"]
 
 logger = logging.getLogger(__name__)
 

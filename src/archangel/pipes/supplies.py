@@ -38,6 +38,7 @@ from .line_server import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
 
 __all__ = [
+    "ROTATED_GRACE",
     "FileLine",
     "LineBuffer",
     "LineConnection",

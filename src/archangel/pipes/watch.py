@@ -41,7 +41,16 @@ from typing import Protocol
 from ..errors import InvalidArgument, WatcherClosed
 from ._watch_backends import Change, Inotify, Polling, WatchEvent, inotify_available
 
-__all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available", "wait_any"]
+__all__ = [
+    "MAX_PENDING",
+    "POLL_INTERVAL",
+    "Change",
+    "Watch",
+    "WatchEvent",
+    "Watcher",
+    "inotify_available",
+    "wait_any",
+]
 
 logger = logging.getLogger(__name__)
 
