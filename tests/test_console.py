@@ -500,7 +500,8 @@ async def test_quit_and_ctrl_d_end_the_session() -> None:
     before = sys.getswitchinterval()
     with Console(ProcessManager()) as console:
         async with await RawClient.open(console.address) as client:
-            assert sys.getswitchinterval() == _GIL_SLICE  # short GIL slices while a session is open
+            # Short GIL slices while a session is open.
+            assert sys.getswitchinterval() == _GIL_SLICE
             await client.send("quit\n")
             assert "bye" in await client.read_all()
         await until(lambda: sys.getswitchinterval() == before)

@@ -1,4 +1,4 @@
-"""Sphinx directive ``.. publicmodule:: archangel.kernel.process``: a module, its names at their public paths.
+"""Sphinx directive ``.. publicmodule:: MODULE``: a module, its names at their public paths.
 
 Users import ``archangel.Process`` and ``archangel.pipes.tail``, not
 ``archangel.kernel.process.Process``; the reference should say so, and a link
@@ -75,9 +75,9 @@ def public_path(module: str, name: str, obj: Any) -> str:
     for depth in range(1, len(parts)):
         package = importlib.import_module(".".join(parts[:depth]))
         exported = name in getattr(package, "__all__", ())
-        if exported and getattr(package, name, None) is obj:
-            if f"{package.__name__}.{name}" not in sys.modules:
-                return package.__name__
+        clash = f"{package.__name__}.{name}" in sys.modules
+        if exported and not clash and getattr(package, name, None) is obj:
+            return package.__name__
     return module
 
 
