@@ -149,46 +149,70 @@ def _missing_reference(
     module = node.get("py:module") or ""
     klass = node.get("py:class") or ""
     candidates = [target] if target.startswith("archangel") else []
-    candidates += [f"{module}.{klass}.{target}", f"{module}.{target}"] if module else []
+    if module:
+        candidates += [f"{module}.{klass}.{target}", f"{module}.{target}"]
+        # A docstring's names are the defining module's, not the public path's.
+        found = _lookup(f"{module}.{klass.partition('.')[0]}") if klass else None
+        home = getattr(found[0], "__module__", None) if found else None
+        if isinstance(home, str) and home != module:
+            candidates += [f"{home}.{klass}.{target}", f"{home}.{target}"]
     for candidate in candidates:
         found = _lookup(candidate)
         if found is None:
             continue
-        obj, public = found
-        if isinstance(obj, TypeVar | ParamSpec):
+        obj, public, exported = found
+        if not exported or isinstance(obj, TypeVar | ParamSpec):
+            # Type variables, aliases and helpers a module keeps to itself
+            # (private, or left out of its ``__all__``) have no entry.
             return contnode
-        if public != target:
-            resolved = env.domains["py"].resolve_xref(
-                env, node["refdoc"], app.builder, node["reftype"], public, node, contnode
-            )
-            if resolved is not None:
-                return resolved
+        resolved = env.domains["py"].resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], public, node, contnode
+        )
+        if resolved is not None:
+            return resolved
     return None
 
 
-def _lookup(dotted: str) -> tuple[Any, str] | None:
-    """The object ``dotted`` names, and the name it is documented under, if it exists."""
+def _lookup(dotted: str) -> tuple[Any, str, bool] | None:
+    """What ``dotted`` names: the object, its documented name, whether it is exported.
+
+    The documented name is the public path of the module-level object it
+    starts from; an attribute a class inherits is looked for on the class that
+    defines it.
+    """
     parts = dotted.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
-            obj: Any = importlib.import_module(".".join(parts[:split]))
+            head: Any = importlib.import_module(".".join(parts[:split]))
         except ImportError:
             continue
         break
     else:
         return None
     attrs = parts[split:]
-    head = obj
-    for attr in attrs:
+    if not all(attrs):
+        return None
+    try:
+        first = getattr(head, attrs[0])
+    except AttributeError:
+        return None
+    obj, rest = first, attrs[1:]
+    if rest and inspect.isclass(first):
+        owner = next((c for c in first.__mro__ if rest[0] in c.__dict__), first)
+        first, attrs = owner, [owner.__name__, *rest]
+    for attr in rest:
         try:
             obj = getattr(obj, attr)
         except AttributeError:
             return None
-    first = getattr(head, attrs[0])
     home = getattr(first, "__module__", None)
     if not isinstance(home, str) or not home.startswith("archangel"):
         home = head.__name__
-    return obj, ".".join([public_path(home, attrs[0], first), *attrs])
+    defining = importlib.import_module(home)
+    exported = attrs[0] in getattr(defining, "__all__", ()) or attrs[0] in getattr(
+        head, "__all__", ()
+    )
+    return obj, ".".join([public_path(home, attrs[0], first), *attrs]), exported
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -2,19 +2,19 @@
 
 A :class:`Bus` carries messages between the parts of an app (magicbus's bus,
 rel's helpers and pyzenkit's event queue, on asyncio) and walks a state graph
-(:mod:`archangel.states`), publishing each state it enters on the channel named
+(:mod:`archangel.bus.states`), publishing each state it enters on the channel named
 by that state. The channels themselves (subscribing, publishing, emitting,
-asking, piping, latches) are :class:`archangel.channels.Channels`, which
+asking, piping, latches) are :class:`archangel.bus.channels.Channels`, which
 :class:`Bus` extends; this module adds the state machine, the event queue and
 the timers. What it is not: it does no I/O, installs no signal handlers (the
-app turns signals into :meth:`~archangel.channels.Channels.emit` calls) and
+app turns signals into :meth:`~archangel.bus.channels.Channels.emit` calls) and
 starts no threads.
 
-Threading: :meth:`~archangel.channels.Channels.emit` may be called from any
+Threading: :meth:`~archangel.bus.channels.Channels.emit` may be called from any
 thread; everything else belongs to the loop the bus runs on. The bus binds to
 the running loop whenever :meth:`~Bus.transition`, :meth:`~Bus.wait`,
 :meth:`~Bus.schedule`, :meth:`~Bus.every` or
-:meth:`~archangel.channels.Channels.emit` runs in one.
+:meth:`~archangel.bus.channels.Channels.emit` runs in one.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class TransitionResults(list[list[Any]], Generic[S]):
     """What :meth:`Bus.transition` returns: what the subscribers returned (magicbus).
 
     A list with one entry per state entered, in the order entered: the list
-    of that state's subscribers' results, as :meth:`~archangel.channels.Channels.publish`
+    of that state's subscribers' results, as :meth:`~archangel.bus.channels.Channels.publish`
     returns it. Made by the bus; read it.
     """
 
@@ -67,12 +67,12 @@ class TransitionResults(list[list[Any]], Generic[S]):
 class Bus(Channels, Generic[S]):
     """Channels with prioritised subscribers, and a state machine published through them.
 
-    ``Bus()`` runs on the lifecycle graph (:data:`archangel.states.LIFECYCLE`)
+    ``Bus()`` runs on the lifecycle graph (:data:`archangel.bus.states.LIFECYCLE`)
     and starts in ``State.INITIAL``. A channel is any hashable; a state's
     channel is the state itself. Subscribing and sending messages
-    (:meth:`~archangel.channels.Channels.subscribe`,
-    :meth:`~archangel.channels.Channels.publish` and the rest) come from
-    :class:`~archangel.channels.Channels`.
+    (:meth:`~archangel.bus.channels.Channels.subscribe`,
+    :meth:`~archangel.bus.channels.Channels.publish` and the rest) come from
+    :class:`~archangel.bus.channels.Channels`.
 
     Args:
         graph: The state graph to walk; the lifecycle by default.
@@ -128,7 +128,7 @@ class Bus(Channels, Generic[S]):
         state's error state (published with the ``ChannelFailures`` as its
         argument), then on to the graph's final state: on the way to RUN, a
         failure in START leads to START_ERROR, STOP, IDLE, EXIT, EXITED. Failures on the way
-        are collected too; the walk still ends (see :mod:`archangel.states`).
+        are collected too; the walk still ends (see :mod:`archangel.bus.states`).
         Having arrived, the bus keeps the error in :attr:`error` and raises it.
         If cancelled, the bus stays in the state it had entered.
 
@@ -138,7 +138,7 @@ class Bus(Channels, Generic[S]):
                 app's stop). A subscriber still awaiting at the deadline is
                 cancelled, logged with its state and where it was awaiting, and
                 the walk goes on to the next one. Each awaitable subscriber gets
-                at least :data:`~archangel.channels.DEADLINE_GRACE` seconds from
+                at least :data:`~archangel.bus.channels.DEADLINE_GRACE` seconds from
                 its start, even past the deadline, so a step that begins late
                 can still do its work; one that has not ended that long after
                 its cancellation (it caught it and went on) is left behind,
@@ -293,8 +293,8 @@ class Bus(Channels, Generic[S]):
         is logged and the queue goes on (see :class:`archangel.bus.queue.Scheduler`).
         Call from the loop's thread.
 
-        ``pipe=True`` sends the event through :meth:`~archangel.channels.Channels.pipe`
-        instead of :meth:`~archangel.channels.Channels.publish`: pyzenkit's
+        ``pipe=True`` sends the event through :meth:`~archangel.bus.channels.Channels.pipe`
+        instead of :meth:`~archangel.bus.channels.Channels.publish`: pyzenkit's
         callback chain, where the first argument is the value each subscriber
         gets from the one before (``schedule("event", value, pipe=True)``).
 
@@ -365,7 +365,7 @@ class Bus(Channels, Generic[S]):
 
         The first call comes one interval from now, or ``delay`` seconds from
         now: ``delay=0`` makes it at the loop's next iteration (mode's
-        ``exec_first``). See :class:`archangel.timers.Timer` for the contract
+        ``exec_first``). See :class:`archangel.bus.timers.Timer` for the contract
         (no drift, missed ticks skipped, exceptions logged, ``rearm()`` after
         ``cancel()``). :meth:`close` cancels the timer, also one re-armed
         after it had ended.

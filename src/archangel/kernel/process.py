@@ -21,7 +21,7 @@ silently corrupting the manager's table.
 
 This module knows nothing of managers beyond the two calls a process makes on
 its own (``manager._exited`` and ``manager._await_hook``); PIDs and tables
-live in :mod:`archangel.manager`.
+live in :mod:`archangel.kernel.manager`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :class:`ProcessState` and :class:`ExitReason` name a process's lifecycle;
 :class:`ProcessInfo` is the snapshot that ``ps`` lists and the history keeps,
 and :class:`History` the read-only view of a manager's completed processes.
-No behaviour here: :mod:`archangel.process` and :mod:`archangel.manager` use
+No behaviour here: :mod:`archangel.kernel.process` and :mod:`archangel.kernel.manager` use
 these.
 """
 

@@ -19,7 +19,7 @@ one at a time. Lines are ``str`` without their terminator (``encoding=None``
 keeps bytes).
 
 What this module is not: it does not parse lines (that is a cog's job) and
-does not watch files itself (see :mod:`archangel.watch`).
+does not watch files itself (see :mod:`archangel.pipes.watch`).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def tail(
             :class:`Tails`). A directory must exist; a file need not: then
             the tail waits for it and reads it from its start.
         from_start: Read the file from its start instead of from its end.
-        watcher: The :class:`~archangel.watch.Watcher` to use (shared: the
+        watcher: The :class:`~archangel.pipes.watch.Watcher` to use (shared: the
             tail adds its watches and removes them, never closes it); by
             default each iteration makes its own and closes it.
         encoding: How to decode lines; None yields bytes.

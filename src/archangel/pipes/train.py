@@ -15,7 +15,7 @@ calls :attr:`Train.enter`, one or the other), and release timers are armed
 only for the cogs that set ``release_every``.
 
 This module runs items through cogs and counts them. It knows nothing of
-supplies or of the process lifecycle: that is :mod:`archangel.pipeline`.
+supplies or of the process lifecycle: that is :mod:`archangel.pipes.pipeline`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ where inotify is missing (or with ``Watcher(polling=True)``);
 same for both: something was created, modified, deleted or moved, under a
 name. The two differ where the kernel knows more: an inotify watch on a file
 follows the file (its inode) through a rename, a polling watch follows the
-path; watch the directory to follow a name, as :func:`archangel.supplies.tail`
+path; watch the directory to follow a name, as :func:`archangel.pipes.supplies.tail`
 does.
 
 The backends (``_watch_backends``) serve the :class:`Watcher` that made them
