@@ -63,6 +63,9 @@ STDLIB_ALIASES = {
     "asyncio.trsock.TransportSocket": "socket.socket",
 }
 
+#: Standard-library types the Python documentation files as data, not classes.
+STDLIB_DATA = {"types.FrameType", "types.TracebackType", "types.CodeType"}
+
 
 def public_path(module: str, name: str, obj: Any) -> str:
     """The shortest package above ``module`` exporting ``obj`` as ``name``, else ``module``.
@@ -118,8 +121,9 @@ class PublicModule(SphinxDirective):
                 lines += [
                     f".. py:data:: {name}",
                     f"   :module: {public_path(modname, name, obj)}",
-                    f"   :value: {obj!r}",
                 ]
+                if len(repr(obj)) <= 60:  # a table is better read in its module's docs
+                    lines.append(f"   :value: {obj!r}")
                 if public_path(modname, name, obj) != modname:
                     lines.append(f"   :canonical: {modname}.{name}")
                 lines.append("")
@@ -142,6 +146,9 @@ def _missing_reference(
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
+    if target in STDLIB_DATA:
+        node["reftype"] = "data"
+        return None
     if target in STDLIB_ALIASES:
         # Handlers run by priority: intersphinx's, next, looks up the public name.
         node["reftarget"] = STDLIB_ALIASES[target]
@@ -150,12 +157,13 @@ def _missing_reference(
     klass = node.get("py:class") or ""
     candidates = [target] if target.startswith("archangel") else []
     if module:
-        candidates += [f"{module}.{klass}.{target}", f"{module}.{target}"]
+        candidates += [f"{module}.{klass}.{target}"] if klass else []
+        candidates.append(f"{module}.{target}")
         # A docstring's names are the defining module's, not the public path's.
         found = _lookup(f"{module}.{klass.partition('.')[0]}") if klass else None
         home = getattr(found[0], "__module__", None) if found else None
         if isinstance(home, str) and home != module:
-            candidates += [f"{home}.{klass}.{target}", f"{home}.{target}"]
+            candidates += [f"{home}.{klass}.{target}", f"{home}.{target}"]  # klass is set
     for candidate in candidates:
         found = _lookup(candidate)
         if found is None:
@@ -200,11 +208,14 @@ def _lookup(dotted: str) -> tuple[Any, str, bool] | None:
     if rest and inspect.isclass(first):
         owner = next((c for c in first.__mro__ if rest[0] in c.__dict__), first)
         first, attrs = owner, [owner.__name__, *rest]
-    for attr in rest:
+    for i, attr in enumerate(rest):
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            return None
+            # An instance attribute (set in ``__init__``) is not on the class.
+            if i < len(rest) - 1 or not inspect.isclass(obj):
+                return None
+            obj = None
     home = getattr(first, "__module__", None)
     if not isinstance(home, str) or not home.startswith("archangel"):
         home = head.__name__

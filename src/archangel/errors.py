@@ -128,10 +128,11 @@ class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
 
     An :class:`ExceptionGroup`, so ``except* OSError`` picks out the failures it
     knows. :attr:`channel` is the channel whose subscribers failed (None for a
-    failed transition, whose :attr:`exceptions` are the ``ChannelFailures`` of
+    failed transition, whose :attr:`~BaseExceptionGroup.exceptions` are the ``ChannelFailures`` of
     each state that failed).
     """
 
+    #: The channel whose subscribers failed (None for a failed transition).
     channel: Hashable
 
     def __new__(

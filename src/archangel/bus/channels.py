@@ -66,7 +66,7 @@ class _Stop(enum.Enum):
         return "archangel.STOP"
 
 
-#: Returned by a :meth:`Channels.pipe` subscriber, ends the chain.
+#: Returned by a :meth:`~archangel.bus.channels.Channels.pipe` subscriber, ends the chain.
 STOP: Final = _Stop.STOP
 
 

@@ -49,9 +49,9 @@ class Key(enum.Enum):
     """Events other than an entered line."""
 
     INTERRUPT = "interrupt"
-    """Ctrl-C (or telnet IP): the line was abandoned."""
+    """Ctrl-C (or telnet IP) abandoned the line."""
     EOF = "eof"
-    """Ctrl-D on an empty line: the user wants to leave."""
+    """Ctrl-D on an empty line; the user wants to leave."""
     TOO_LONG = "too long"
     """A line longer than the limit was entered and dropped."""
 

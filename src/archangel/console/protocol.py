@@ -212,7 +212,9 @@ class ConsoleProtocol(TelnetServer):
         self._opened = opened
         self._released = released
         self._made = made
+        #: The session, made when the connection is (None until then).
         self.session: Session | None = None
+        #: The task running :attr:`session`, set by the server.
         self.task: asyncio.Task[None] | None = None
         self.peer = "-"
         self._socket: asyncio.WriteTransport | None = None  # until closed for good

@@ -52,7 +52,7 @@ class SessionTable:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        #: Slots taken: from a protocol's creation until its socket is closed.
+        #: Slots taken, from a protocol's creation until its socket is closed.
         self.taken = 0
         #: Protocols given their connection, and holding a slot.
         self.open: set[ConsoleProtocol] = set()

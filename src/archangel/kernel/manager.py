@@ -296,7 +296,7 @@ class ProcessManager:
 
     @property
     def history(self) -> History:
-        """Completed processes, oldest first, newest last: ``ProcessInfo`` records.
+        """Completed processes as ``ProcessInfo`` records, oldest first and newest last.
 
         A read-only sequence bounded by the ``history`` argument; it keeps
         records, never the processes. Iterating takes a snapshot, so it is
@@ -339,7 +339,7 @@ class ProcessManager:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """Totals and per-kind counts: started, exited, killed, failed, running."""
+        """Totals and per-kind counts (started, exited, killed, failed, running)."""
         kinds = {}
         for kind, c in list(self._kinds.items()):
             kinds[kind] = {

@@ -29,7 +29,7 @@ class ExitReason(enum.Enum):
     """Why a process exited."""
 
     NORMAL = "normal"
-    """It ended on its own: the peer closed, the coroutine returned."""
+    """It ended on its own (the peer closed, the coroutine returned)."""
     ERROR = "error"
     """It ended with an exception, kept in ``process.error``."""
     KILLED = "killed"

@@ -34,7 +34,7 @@ class Change(enum.Flag):
     """What happened. A directory watch names the entry in :attr:`WatchEvent.name`."""
 
     CREATED = enum.auto()
-    """A new entry (polling: also an entry replaced by another file of the same name)."""
+    """A new entry (with polling, also an entry replaced by another file of the same name)."""
     MODIFIED = enum.auto()
     """Written to or truncated."""
     ATTRIB = enum.auto()

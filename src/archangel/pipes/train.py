@@ -78,6 +78,7 @@ class CogCounters(Mapping[str, float]):
     )
 
     def __init__(self, name: str) -> None:
+        #: The cog's label.
         self.name = name
         self.n_in = self.n_out = self.swallowed = self.failed = self.flushed = 0
         self.dropped = self.in_flight = 0

@@ -72,6 +72,7 @@ class Watch:
     def __init__(self, watcher: Watcher, path: str, is_dir: bool) -> None:
         self.path = path
         self.is_dir = is_dir
+        #: True once the watch has ended (closed, or ended by the kernel when its path went away).
         self.closed = False
         self._watcher = watcher
         self._events: collections.deque[WatchEvent] = collections.deque()
@@ -128,7 +129,7 @@ async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
     without a task per watch.
 
     Returns:
-        The events pending on all of them, watch by watch: possibly none,
+        The events pending on all of them, watch by watch; possibly none,
         when one was closed (check :attr:`Watch.closed`).
     """
     events = [event for watch in watches for event in watch.pending()]

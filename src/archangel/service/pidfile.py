@@ -277,7 +277,7 @@ def read_pid(path: StrPath) -> int:
         path: The pidfile.
 
     Returns:
-        The PID: a positive integer no larger than the system allows.
+        The PID, a positive integer no larger than the system allows.
 
     Raises:
         PidFileUnusable: ``reason`` is ``"missing"`` (no such file),

@@ -76,6 +76,8 @@ Binding: TypeAlias = Action | str | Callable[[signal.Signals], Any]
 
 _SpecValue: TypeAlias = Binding | Sequence[Binding] | None
 
+#: The actions each signal takes, one per delivery (the last repeating), unless
+#: a ``SignalPolicy`` override changes them.
 DEFAULT_POLICY: Mapping[signal.Signals, tuple[Action, ...]] = {
     signal.SIGINT: (Action.GRACEFUL, Action.QUICK, Action.IMMEDIATE),
     signal.SIGTERM: (Action.GRACEFUL, Action.QUICK),
