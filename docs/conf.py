@@ -1,15 +1,16 @@
 """Sphinx configuration for archangel's documentation."""
 
 import sys
-from importlib.metadata import version as _version
 from pathlib import Path
+
+import archangel
 
 sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "archangel"
 author = "the archangel developers"
 copyright = "2026, the archangel developers"
-release = _version("archangel")
+release = archangel.__version__
 version = release
 
 extensions = [

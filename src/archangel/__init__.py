@@ -56,7 +56,7 @@ from .kernel.task import TaskProcess as TaskProcess
 from .pipes.cogs import Cog as Cog
 from .pipes.pipeline import Pipeline as Pipeline
 
-__version__ = _version("archangel")
+__version__ = _version("archangel-asyncio")  # the distribution name (pyproject.toml)
 
 __all__ = [
     "IGNORE",
