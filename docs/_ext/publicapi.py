@@ -20,10 +20,19 @@ itself.
 
 Options: ``:members: A, B`` (only those), ``:exclude-members: A, B``.
 
-The extension also resolves what type hints spell through private modules of
-the standard library (``asyncio.events.AbstractEventLoop`` is documented as
-``asyncio.AbstractEventLoop``), and renders type variables (``_T``) as plain
-text: they have no entry anywhere.
+The extension also resolves, where Sphinx finds no entry (``missing-reference``):
+
+- names spelled the way the code sees them: relative to the module that
+  defines a docstring (``:class:`Watcher``` in ``archangel.pipes.watch``) or
+  by module path (``archangel.pipes.supplies.tail``), to the public entry;
+  an inherited attribute to the entry on the class that defines it;
+- standard-library names spelled through private modules, as type hints do
+  (``asyncio.events.AbstractEventLoop`` is filed as ``asyncio.AbstractEventLoop``);
+- names with no entry by design, shown as plain text: type variables, and
+  what a module keeps to itself (private, or left out of its ``__all__``:
+  ``_Record``, the ``StrPath`` alias).
+
+Anything else stays a warning, and ``-W -n`` fails on it.
 """
 
 from __future__ import annotations
