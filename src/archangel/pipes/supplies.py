@@ -301,7 +301,7 @@ class Tails(LineSupply):
     Each file is followed by a :class:`Tail` of its own (:attr:`tails`, in the
     order given), with everything a :class:`Tail` survives, each rotation
     handled for its file alone; the tails share one
-    :class:`~archangel.watch.Watcher` (the one given, or one per iteration).
+    :class:`~archangel.pipes.watch.Watcher` (the one given, or one per iteration).
     Lines come interleaved as they arrive: whatever the files have ready is
     handed over as one batch, each file's lines in their order. With
     ``with_path`` each item is a :class:`FileLine` naming its file.

@@ -197,8 +197,8 @@ class Train:
             of seconds, or that has no callable ``release``.
     """
 
-    #: How a batch from the supply enters the train: :meth:`take`, or
-    #: :meth:`take_ids` when there is an ``id_setter``.
+    #: How a batch from the supply enters the train (:meth:`take`, or
+    #: :meth:`take_ids` when there is an ``id_setter``).
     enter: Callable[[list[Any]], Awaitable[None]]
 
     def __init__(
