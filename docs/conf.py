@@ -31,12 +31,15 @@ nitpicky = True
 # The build has no network: the inventories are kept in docs/_inventories/
 # (Python 3.11's from Debian's python3.11-doc, aiohttp 3.8's from
 # python-aiohttp-doc); the URLs are where the links point.
-# Third-party names in signatures that no inventory here files: telnetlib3 and
-# websockets publish none we keep.
+# Third-party names in signatures that no inventory here files.
 nitpick_ignore = [
     ("py:class", "telnetlib3.TelnetServer"),
     ("py:class", "telnetlib3.server.TelnetServer"),
     ("py:class", "WebSocketServer"),  # websockets.asyncio.server.Server, imported for typing
+    # prometheus_client's documentation is not Sphinx: no inventory exists.
+    ("py:class", "prometheus_client.metrics_core.Metric"),
+    ("py:class", "prometheus_client.metrics.Histogram"),
+    ("py:class", "prometheus_client.registry.CollectorRegistry"),
 ]
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3.11/", "_inventories/python.inv"),

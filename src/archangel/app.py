@@ -62,7 +62,7 @@ from .service import asgi, dumps, frameworks, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
 from .service.signals import Action, Binding, SignalPolicy
 
-__all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "STOP_GRACE", "App"]
+__all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "LEAVE_GRACE", "STOP_GRACE", "App"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ STOP_GRACE = 1.0
 #: Seconds the tasks still running after the lifecycle ended get to unwind once
 #: cancelled, and that asynchronous generators and the default executor get to
 #: close, before the loop is closed without them.
-_LEAVE_GRACE = 1.0
+LEAVE_GRACE = 1.0
 
 
 def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
@@ -100,7 +100,7 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
         task.cancel()
     left: set[asyncio.Task[Any]] = set()
     if tasks:
-        _, left = loop.run_until_complete(asyncio.wait(tasks, timeout=_LEAVE_GRACE))
+        _, left = loop.run_until_complete(asyncio.wait(tasks, timeout=LEAVE_GRACE))
     for task in tasks - left:
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
@@ -115,7 +115,7 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
             "%s: task %r ignored its cancellation for %g s; left behind, waiting at %s",
             name,
             task.get_name(),
-            _LEAVE_GRACE,
+            LEAVE_GRACE,
             innermost(task.get_coro()) or "?",
         )
     closings = {
@@ -124,9 +124,9 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
     }
     for what, closing in closings.items():
         try:
-            loop.run_until_complete(asyncio.wait_for(closing, _LEAVE_GRACE))
+            loop.run_until_complete(asyncio.wait_for(closing, LEAVE_GRACE))
         except TimeoutError:
-            logger.warning("%s: %s did not end within %g s", name, what, _LEAVE_GRACE)
+            logger.warning("%s: %s did not end within %g s", name, what, LEAVE_GRACE)
     return bool(left)
 
 

@@ -37,8 +37,8 @@ from .watch import LoopWatch
 
 __all__ = ["FAMILIES", "LAG_BUCKETS", "Collector", "registry"]
 
-#: Buckets of the lag histogram, in seconds: a healthy loop answers in well
-#: under a millisecond; a blocked one in seconds.
+#: Buckets of the lag histogram in seconds (a healthy loop answers in well
+#: under a millisecond, a blocked one in seconds).
 LAG_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip

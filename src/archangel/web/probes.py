@@ -24,13 +24,13 @@ from .watch import LoopWatch
 __all__ = ["live", "ready"]
 
 #: A watch whose last tick is older than this many tick intervals has stopped.
-STALE_TICKS = 20
+_STALE_TICKS = 20
 
 
 def live(watch: LoopWatch, live_threshold: float) -> tuple[bool, str]:
     """Whether the process is alive: the web side ticks and the app loop answers."""
     since = time.monotonic() - watch.heartbeat
-    if since > max(1.0, STALE_TICKS * watch.tick_interval):
+    if since > max(1.0, _STALE_TICKS * watch.tick_interval):
         return False, f"not live: the web side's lag watch has not run for {format_ms(since)}"
     blocked = watch.apploop.blocked_for
     if blocked > live_threshold:

@@ -53,7 +53,7 @@ DEFAULT_PORT = 9100
 #: Seconds the app loop may go without answering before ``/livez`` fails.
 LIVE_THRESHOLD = 10.0
 #: How long ``start()`` waits for the thread to listen, and ``close()`` for it to end.
-THREAD_TIMEOUT = 10.0
+_THREAD_TIMEOUT = 10.0
 
 _INDEX = """archangel {what}
 /metrics  Prometheus metrics (text exposition)
@@ -185,11 +185,11 @@ class WebServer:
             target=self._thread_main, name=f"archangel-web-{id(self):x}", daemon=True
         )
         self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
+        if not self._ready.wait(_THREAD_TIMEOUT):
             self.close()
-            raise WebError(f"{self!r} did not start listening in {THREAD_TIMEOUT:g} s")
+            raise WebError(f"{self!r} did not start listening in {_THREAD_TIMEOUT:g} s")
         if self._error is not None:
-            self._thread.join(THREAD_TIMEOUT)
+            self._thread.join(_THREAD_TIMEOUT)
             self._state = _State.CLOSED
             error, self._error = self._error, None
             raise WebError(
@@ -213,9 +213,9 @@ class WebServer:
                 pass
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(THREAD_TIMEOUT)
+            thread.join(_THREAD_TIMEOUT)
             if thread.is_alive():
-                logger.error("%r: the web thread did not end in %g s", self, THREAD_TIMEOUT)
+                logger.error("%r: the web thread did not end in %g s", self, _THREAD_TIMEOUT)
 
     def __enter__(self) -> WebServer:
         if self._state is _State.NEW:

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 #: Frames of the blocking stack shown in the warning (innermost kept).
-STACK_LIMIT = 30
+_STACK_LIMIT = 30
 
 
 class LoopWatch:
@@ -75,7 +75,7 @@ class LoopWatch:
 
     @property
     def tick_interval(self) -> float:
-        """Seconds between ticks: a fifth of the threshold, at most the probe interval."""
+        """Seconds between ticks, a fifth of the threshold (at most the probe interval)."""
         interval = self.apploop.probe_interval
         if self.block_threshold is not None:
             interval = min(interval, self.block_threshold / 5)
@@ -132,5 +132,5 @@ class LoopWatch:
         if not frames:
             return head + " (its thread's stack is not known)"
         return f"{head}; app loop thread {thread_id}, innermost call last:\n" + format_stack(
-            frames, STACK_LIMIT
+            frames, _STACK_LIMIT
         )
