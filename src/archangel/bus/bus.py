@@ -53,8 +53,8 @@ class TransitionResults(list[list[Any]], Generic[S]):
 
     def __init__(self) -> None:
         super().__init__()
-        #: The states entered, in order: ``results[i]`` is what ``states[i]``'s
-        #: subscribers returned.
+        #: The states entered, in order (``results[i]`` is what ``states[i]``'s
+        #: subscribers returned).
         self.states: list[S] = []
         #: False when subscribers were cut short at the transition's deadline.
         self.kept = True
@@ -148,7 +148,7 @@ class Bus(Channels, Generic[S]):
                 their own.
 
         Returns:
-            What the subscribers returned (magicbus's list of lists): a
+            What the subscribers returned (magicbus's list of lists), a
             :class:`TransitionResults`, one list per state entered, in order,
             each the results of that state's publish (None for a subscriber cut
             short). Its :attr:`~TransitionResults.states` are the states

@@ -172,7 +172,7 @@ class ScheduledEvent:
         self.kwargs = kwargs
         #: The loop time it is due at, or None for a queued (untimed) message.
         self.deadline = deadline
-        #: True when it goes through :meth:`~archangel.channels.Channels.pipe`.
+        #: True when it goes through :meth:`~archangel.bus.channels.Channels.pipe`.
         self.piped = piped
 
     @property

@@ -140,7 +140,7 @@ class TelnetFilter:
 
 
 #: What the console asks a session for first when it has a token.
-TOKEN_PROMPT = "token: "
+_TOKEN_PROMPT = "token: "
 
 
 class PromptEater:
@@ -163,10 +163,10 @@ class PromptEater:
             return text
         self._held += text
         if self._state == "prompt":
-            if TOKEN_PROMPT.startswith(self._held) and not final:
+            if _TOKEN_PROMPT.startswith(self._held) and not final:
                 return ""  # could still be the prompt
-            if self._held.startswith(TOKEN_PROMPT):
-                self._held = self._held[len(TOKEN_PROMPT) :]
+            if self._held.startswith(_TOKEN_PROMPT):
+                self._held = self._held[len(_TOKEN_PROMPT) :]
                 self._state = "newline"
             else:
                 self._state = "done"

@@ -80,7 +80,7 @@ class _QuietConnections(logging.Filter):
 
 
 #: The loggers of telnetlib3 that name a console connection in their lines.
-TELNETLIB3_LOGGERS = ("telnetlib3.server_base", "telnetlib3.server")
+_TELNETLIB3_LOGGERS = ("telnetlib3.server_base", "telnetlib3.server")
 
 
 def describe_peer(peername: Any) -> str:
@@ -333,5 +333,5 @@ class ConsoleProtocol(TelnetServer):
 
 
 _quiet = _QuietConnections()
-for _name in TELNETLIB3_LOGGERS:
+for _name in _TELNETLIB3_LOGGERS:
     logging.getLogger(_name).addFilter(_quiet)
