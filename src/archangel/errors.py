@@ -66,10 +66,10 @@ class NotAProcess(ArchangelError, TypeError):
 
 
 class ReadOnlyAttribute(ArchangelError, AttributeError):
-    """An assignment to a process's bookkeeping (``pid``, ``state``, ``manager``...).
+    """An assignment to (or ``del`` of) a process's bookkeeping (``pid``, ``state``...).
 
     Those attributes are archangel's and read-only; ``name`` names the one
-    assigned and ``obj`` the process, as for any ``AttributeError``.
+    assigned or deleted and ``obj`` the process, as for any ``AttributeError``.
     """
 
 
