@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvicorn
 from aiohttp import web, web_server
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
@@ -468,6 +469,55 @@ async def test_a_handler_given_to_serve_is_refused_with_the_right_entry_point() 
 
     with pytest.raises(InvalidArgument, match=r"coroutine function.*serve_streams\(\)"):
         await App("x").serve(handler, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("target", [object(), 42, "app:main"], ids=["object", "int", "str"])
+async def test_serving_what_is_not_servable_lists_what_is(target: Any) -> None:
+    app = App("x")
+    with pytest.raises(InvalidArgument) as caught:
+        await app.serve(target, "127.0.0.1", 0)
+    message = str(caught.value)
+    assert f"cannot serve {target!r}" in message and "<App 'x'" in message
+    for accepted in (
+        "protocol factory",
+        "web.Application",
+        "web.AppRunner",
+        "web_server.Server",
+        "uvicorn.Config",
+        "serve_asgi()",
+        "serve_streams()",
+        "serve_websockets()",
+    ):
+        assert accepted in message, (accepted, message)
+    assert app.addresses == [] and len(app.manager) == 0
+
+
+async def test_an_asgi_application_given_to_serve_points_to_serve_asgi() -> None:
+    class Asgi:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            pass
+
+    with pytest.raises(InvalidArgument, match=r"ASGI application.*serve_asgi\(\) serves"):
+        await App("x").serve(Asgi(), "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"workers": 4}, {"reload": True}, {"limit_max_requests": 100}],
+    ids=["workers", "reload", "limit_max_requests"],
+)
+async def test_uvicorns_process_management_settings_are_refused_not_ignored(
+    setting: dict[str, Any],
+) -> None:
+    app = App("x")
+    [(name, value)] = setting.items()
+    with pytest.raises(InvalidArgument, match=rf"{name}={value!r}.*reuse_port=True"):
+        await app.serve_asgi(asgi_app(Slow()), "127.0.0.1", 0, **setting)
+    with pytest.raises(InvalidArgument, match=rf"{name}={value!r}"):
+        await app.serve(uvicorn.Config(asgi_app(Slow()), **setting), "127.0.0.1", 0)
+    assert app.addresses == []
+    server = await app.serve_asgi(asgi_app(Slow()), "127.0.0.1", 0, workers=1, lifespan="off")
+    server.close()  # one worker is what the App does: accepted
 
 
 def test_archangel_imports_no_framework() -> None:

@@ -513,9 +513,14 @@ class App:
 
         Raises:
             InvalidArgument: Under socket activation, ``fd_name`` names no
-                inherited socket left; or ``protocol_factory`` is a coroutine
-                function (a handler, not a factory: see :meth:`serve_streams`,
-                :meth:`serve_websockets`, :meth:`serve_asgi`).
+                inherited socket left; or ``protocol_factory`` is none of the
+                above: not callable, or a coroutine
+                function or object with an async ``__call__`` (a handler or an
+                ASGI application, not a factory: see :meth:`serve_streams`,
+                :meth:`serve_websockets`, :meth:`serve_asgi`). The message
+                lists what is accepted. A ``uvicorn.Config`` that sets
+                ``workers`` above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` is refused too, naming the setting.
             FrameworkError: The ASGI application failed its lifespan startup.
         """
         serving = self._serving_of(protocol_factory)
@@ -528,11 +533,19 @@ class App:
                 kwargs.setdefault("backlog", config.backlog)
                 if config.ssl is not None:
                     kwargs.setdefault("ssl", config.ssl)
-        elif inspect.iscoroutinefunction(protocol_factory):
+        elif not callable(protocol_factory):
             raise InvalidArgument(
-                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function is a "
-                "handler, not a protocol factory; serve_streams() serves an asyncio streams "
-                "handler, serve_websockets() a websockets handler, serve_asgi() an ASGI app"
+                f"{self!r} cannot serve {protocol_factory!r}: not a protocol factory nor a "
+                f"framework object it knows. {_SERVABLE}"
+            )
+        elif inspect.iscoroutinefunction(protocol_factory) or (
+            not isinstance(protocol_factory, type)
+            and inspect.iscoroutinefunction(getattr(protocol_factory, "__call__", None))
+        ):
+            raise InvalidArgument(
+                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function (or an "
+                "object with an async __call__) is a handler or an ASGI application, not a "
+                f"protocol factory. {_SERVABLE}"
             )
         else:
             factory = self.manager.register(protocol_factory)
@@ -559,6 +572,10 @@ class App:
         Raises:
             FrameworkError: uvicorn is not installed, or the application
                 failed its lifespan startup.
+            InvalidArgument: ``config`` sets what belongs to uvicorn's own
+                process management, which the App does not do: ``workers``
+                above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` (see :doc:`/serving`).
         """
         try:
             import uvicorn
@@ -804,6 +821,15 @@ def _addresses(server: asyncio.Server) -> list[Any]:
 
 #: ``tcp_info.tcpi_sacked``: for a listening TCP socket, Linux reports its
 #: backlog there (``sk_max_ack_backlog``, what ``ss -ltn`` shows as Send-Q).
+#: What ``App.serve`` accepts, for its refusals.
+_SERVABLE = (
+    "serve() takes a protocol factory (a Process subclass, an asyncio.Protocol class, any "
+    "callable returning a protocol) or a framework object: an aiohttp web.Application, "
+    "web.AppRunner or low-level web_server.Server, or a uvicorn.Config; serve_asgi() serves "
+    "an ASGI application, serve_streams() an asyncio streams handler (reader, writer), "
+    "serve_websockets() a websockets handler"
+)
+
 _TCP_INFO_BACKLOG = struct.Struct("=8x6I")
 _TCP_LISTEN = 10
 
