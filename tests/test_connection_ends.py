@@ -193,7 +193,6 @@ class _Resetting:
         return default
 
 
-
 # -- a client that resets a streams handler ---------------------------------------------
 
 

@@ -540,7 +540,7 @@ class App:
             )
         elif inspect.iscoroutinefunction(protocol_factory) or (
             not isinstance(protocol_factory, type)
-            and inspect.iscoroutinefunction(getattr(protocol_factory, "__call__", None))
+            and inspect.iscoroutinefunction(type(protocol_factory).__call__)
         ):
             raise InvalidArgument(
                 f"{self!r} cannot serve {protocol_factory!r}: a coroutine function (or an "
