@@ -48,7 +48,13 @@ from typing import Any, ClassVar
 
 from .bus.bus import Bus
 from .bus.states import State
-from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
+from .errors import (
+    ChannelFailures,
+    FrameworkError,
+    InvalidArgument,
+    ProcessStateError,
+    check_number,
+)
 from .kernel.frames import innermost
 from .kernel.manager import ProcessManager
 from .service import asgi, dumps, frameworks, streams, systemd
@@ -150,6 +156,12 @@ class App:
         console: Start a management console at START: True for the defaults,
             or a mapping of :class:`archangel.console.Console` arguments.
         history: How many completed processes the manager remembers.
+
+    Raises:
+        InvalidArgument: ``name`` is not a str, ``shutdown_timeout`` is not a
+            number of seconds ``>= 0`` (a str such as ``"30"``, a bool, NaN,
+            a negative number), or ``history`` is not an int ``>= 0``; the
+            message names the argument and the value given.
     """
 
     def __init__(
@@ -166,8 +178,10 @@ class App:
         console: bool | Mapping[str, Any] = False,
         history: int = 1000,
     ) -> None:
-        if shutdown_timeout < 0:
-            raise InvalidArgument(f"App {name!r}: shutdown_timeout must be >= 0")
+        if not isinstance(name, str):
+            raise InvalidArgument(f"App name must be a str, got {name!r}")
+        check_number(shutdown_timeout, f"App {name!r}: shutdown_timeout")
+        check_number(history, f"App {name!r}: history", integer=True)
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self.manager = ProcessManager(history, name=name)
