@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -152,6 +154,38 @@ async def test_aiohttp_kill_cancels_the_handler(
     slow.go.set()
     await asyncio.sleep(0.01)
     assert not slow.finished  # no ghost request running on, unseen
+    server.close()
+    assert watched(caplog) == []
+
+
+@pytest.mark.parametrize("cancellation", [False, True], ids=["default", "handler_cancellation"])
+async def test_an_aiohttp_client_reset_ends_the_connection_and_the_handler_as_aiohttp_says(
+    caplog: pytest.LogCaptureFixture, cancellation: bool
+) -> None:
+    """The connection's process ends normally at the reset; its handler runs on
+    (aiohttp's default) or is cancelled (``handler_cancellation=True``)."""
+    manager, slow = ProcessManager(), Slow()
+    aio = web_server.Server(aiohttp_handler(slow), handler_cancellation=cancellation)
+    server, port = await serve(manager.register(aio))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await asyncio.wait_for(slow.started.wait(), 10)
+    [process] = manager
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # with linger 0: an RST, not a FIN
+    await asyncio.wait_for(process.wait(), 10)
+    assert process.exit_reason is ExitReason.NORMAL and process.error is None
+    assert manager.counters["failed"] == 0 and len(manager) == 0
+    if cancellation:
+        await until(lambda: slow.cancelled, timeout=10)
+    else:
+        await asyncio.sleep(0.01)
+        assert not slow.cancelled  # still running, outside the table
+        slow.go.set()
+        await until(lambda: slow.finished, timeout=10)
     server.close()
     assert watched(caplog) == []
 
