@@ -56,6 +56,7 @@ from .errors import (
     check_number,
 )
 from .kernel.frames import innermost
+from .kernel.holders import hold
 from .kernel.manager import ProcessManager
 from .service import asgi, dumps, frameworks, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
@@ -426,9 +427,7 @@ class App:
         if running is not None and not running.done() and self.bus.state is State.RUN:
             self._reload_again = True
             return running
-        task = self._background(self._reload(), "reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        task = hold(self._reloads, self._background(self._reload(), "reload"))
         self._reloading = task
         return task
 
@@ -824,9 +823,7 @@ class App:
 
     def _background(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}: {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return hold(self._tasks, task)
 
 
 def _addresses(server: asyncio.Server) -> list[Any]:

@@ -8,6 +8,7 @@
 ``task``           :class:`TaskProcess`: a coroutine run as a process
 ``supervisor``     :class:`Supervisor`: OTP restarts over child processes
 ``frames``         where code is: stacks and await chains, read from any thread
+``holders``        background-task holders and waiter lists, off the hot path
 =================  ==========================================================
 
 The kernel imports :mod:`archangel.errors` only (``tests/test_layers.py``).

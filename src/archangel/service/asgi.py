@@ -18,6 +18,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
+from ..bus.timers import Timer, every
 from ..errors import FrameworkError, InvalidArgument
 from ..kernel.adopt import ConnectionProcess
 from .serving import Serving
@@ -145,7 +146,7 @@ class UvicornServing(Serving):
     """
 
     _lifespan: Any = None
-    _timer: asyncio.TimerHandle | None = None
+    _timer: Timer | None = None
     _started = False
 
     def __init__(self, target: Any, manager: Any) -> None:
@@ -185,15 +186,16 @@ class UvicornServing(Serving):
                 f"the ASGI application {config.app!r} failed its lifespan startup "
                 "(uvicorn logged why)"
             )
-        self._loop = asyncio.get_running_loop()
-        self._tick()
+        self._headers()
+        self._timer = every(asyncio.get_running_loop(), 1.0, self._headers)
         return self._protocol
 
-    def _tick(self) -> None:
+    def _headers(self) -> bool:
+        """Set the responses' ``date`` (and ``server``) headers, as uvicorn's main loop does."""
         config = self.target
         date = [(b"date", formatdate(usegmt=True).encode())] if config.date_header else []
         self._state.default_headers = date + config.encoded_headers
-        self._timer = self._loop.call_later(1.0, self._tick)
+        return True  # the timer goes on
 
     def _protocol(self) -> asyncio.Protocol:
         config = self.target
