@@ -54,8 +54,10 @@ from .errors import (
     FrameworkError,
     InvalidArgument,
     ProcessStateError,
+    check_number,
 )
 from .kernel.frames import innermost
+from .kernel.holders import hold
 from .kernel.manager import ProcessManager
 from .kernel.process import Process
 from .service import asgi, dumps, frameworks, streams, systemd
@@ -167,6 +169,12 @@ class App:
             ``token``, ``block_threshold``...). Checked here: a non-loopback
             ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
         history: How many completed processes the manager remembers.
+
+    Raises:
+        InvalidArgument: ``name`` is not a str, ``shutdown_timeout`` is not a
+            number of seconds ``>= 0`` (a str such as ``"30"``, a bool, NaN,
+            a negative number), or ``history`` is not an int ``>= 0``; the
+            message names the argument and the value given.
     """
 
     def __init__(
@@ -184,8 +192,10 @@ class App:
         web: bool | Mapping[str, Any] = False,
         history: int = 1000,
     ) -> None:
-        if shutdown_timeout < 0:
-            raise InvalidArgument(f"App {name!r}: shutdown_timeout must be >= 0")
+        if not isinstance(name, str):
+            raise InvalidArgument(f"App name must be a str, got {name!r}")
+        check_number(shutdown_timeout, f"App {name!r}: shutdown_timeout")
+        check_number(history, f"App {name!r}: history", integer=True)
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self.manager = ProcessManager(history, name=name)
@@ -450,9 +460,7 @@ class App:
         if running is not None and not running.done() and self.bus.state is State.RUN:
             self._reload_again = True
             return running
-        task = self._background(self._reload(), "reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        task = hold(self._reloads, self._background(self._reload(), "reload"))
         self._reloading = task
         return task
 
@@ -557,9 +565,14 @@ class App:
 
         Raises:
             InvalidArgument: Under socket activation, ``fd_name`` names no
-                inherited socket left; or ``protocol_factory`` is a coroutine
-                function (a handler, not a factory: see :meth:`serve_streams`,
-                :meth:`serve_websockets`, :meth:`serve_asgi`).
+                inherited socket left; or ``protocol_factory`` is none of the
+                above: not callable, or a coroutine
+                function or object with an async ``__call__`` (a handler or an
+                ASGI application, not a factory: see :meth:`serve_streams`,
+                :meth:`serve_websockets`, :meth:`serve_asgi`). The message
+                lists what is accepted. A ``uvicorn.Config`` that sets
+                ``workers`` above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` is refused too, naming the setting.
             FrameworkError: The ASGI application failed its lifespan startup.
         """
         serving = self._serving_of(protocol_factory)
@@ -572,11 +585,19 @@ class App:
                 kwargs.setdefault("backlog", config.backlog)
                 if config.ssl is not None:
                     kwargs.setdefault("ssl", config.ssl)
-        elif inspect.iscoroutinefunction(protocol_factory):
+        elif not callable(protocol_factory):
             raise InvalidArgument(
-                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function is a "
-                "handler, not a protocol factory; serve_streams() serves an asyncio streams "
-                "handler, serve_websockets() a websockets handler, serve_asgi() an ASGI app"
+                f"{self!r} cannot serve {protocol_factory!r}: not a protocol factory nor a "
+                f"framework object it knows. {_SERVABLE}"
+            )
+        elif inspect.iscoroutinefunction(protocol_factory) or (
+            not isinstance(protocol_factory, type)
+            and inspect.iscoroutinefunction(type(protocol_factory).__call__)
+        ):
+            raise InvalidArgument(
+                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function (or an "
+                "object with an async __call__) is a handler or an ASGI application, not a "
+                f"protocol factory. {_SERVABLE}"
             )
         else:
             factory = self.manager.register(protocol_factory)
@@ -603,6 +624,10 @@ class App:
         Raises:
             FrameworkError: uvicorn is not installed, or the application
                 failed its lifespan startup.
+            InvalidArgument: ``config`` sets what belongs to uvicorn's own
+                process management, which the App does not do: ``workers``
+                above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` (see :doc:`/serving`).
         """
         try:
             import uvicorn
@@ -899,9 +924,7 @@ class App:
 
     def _background(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}: {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return hold(self._tasks, task)
 
 
 def _web_server(app: App, options: Mapping[str, Any]) -> Any:
@@ -923,6 +946,15 @@ def _addresses(server: asyncio.Server) -> list[Any]:
 
 #: ``tcp_info.tcpi_sacked``: for a listening TCP socket, Linux reports its
 #: backlog there (``sk_max_ack_backlog``, what ``ss -ltn`` shows as Send-Q).
+#: What ``App.serve`` accepts, for its refusals.
+_SERVABLE = (
+    "serve() takes a protocol factory (a Process subclass, an asyncio.Protocol class, any "
+    "callable returning a protocol) or a framework object: an aiohttp web.Application, "
+    "web.AppRunner or low-level web_server.Server, or a uvicorn.Config; serve_asgi() serves "
+    "an ASGI application, serve_streams() an asyncio streams handler (reader, writer), "
+    "serve_websockets() a websockets handler"
+)
+
 _TCP_INFO_BACKLOG = struct.Struct("=8x6I")
 _TCP_LISTEN = 10
 

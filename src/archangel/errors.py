@@ -8,6 +8,8 @@ do not know archangel. Messages name the object and its state.
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
@@ -69,10 +71,10 @@ class NotAProcess(ArchangelError, TypeError):
 
 
 class ReadOnlyAttribute(ArchangelError, AttributeError):
-    """An assignment to a process's bookkeeping (``pid``, ``state``, ``manager``...).
+    """An assignment to (or ``del`` of) a process's bookkeeping (``pid``, ``state``...).
 
     Those attributes are archangel's and read-only; ``name`` names the one
-    assigned and ``obj`` the process, as for any ``AttributeError``.
+    assigned or deleted and ``obj`` the process, as for any ``AttributeError``.
     """
 
 
@@ -180,3 +182,21 @@ def coerce_enum(enum_type: type[_E], value: object, what: str) -> _E:
     except ValueError:
         expected = ", ".join(repr(member.value) for member in enum_type)
         raise InvalidArgument(f"{what} must be one of {expected}, got {value!r}") from None
+
+
+def check_number(value: object, what: str, *, integer: bool = False) -> None:
+    """Raise :class:`InvalidArgument` unless ``value`` is a number ``>= 0``.
+
+    A real number (an ``int`` when ``integer``), not a bool and not NaN;
+    ``what`` says whose argument it is, e.g. ``"App 'web': shutdown_timeout"``,
+    and the message quotes the value given (``'30'``, ``True``, ``-1``).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or (integer and not isinstance(value, numbers.Integral))
+    ):
+        expected = "an int" if integer else "a number of seconds"
+        raise InvalidArgument(f"{what} must be {expected} >= 0, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise InvalidArgument(f"{what} must be >= 0, got {value!r}")

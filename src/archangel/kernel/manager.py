@@ -21,7 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
-from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
+from ..errors import (
+    AlreadyRegistered,
+    ManagerClosed,
+    NotAProcess,
+    NotRegistered,
+    check_number,
+)
 from .adopt import adopt
 from .frames import clear_frames, innermost
 from .process import _EMPTY, _EXITED, ExitReason, Process
@@ -64,8 +70,8 @@ class ProcessManager:
     """
 
     def __init__(self, history: int = 1000, *, name: str | None = None) -> None:
-        if history < 0:
-            raise InvalidArgument(f"history must be >= 0, got {history}")
+        owner = "ProcessManager" if name is None else f"ProcessManager {name!r}"
+        check_number(history, f"{owner}: history", integer=True)
         self.name = name or "manager"
         # Records are plain tuples (cheap to build on every exit, and small);
         # the ``history`` property turns them into ProcessInfo when read.

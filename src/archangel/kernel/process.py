@@ -113,7 +113,7 @@ def _read_only(public: str, doc: str) -> property:
     ``process.pid`` costs a few nanoseconds more than a plain attribute.
     """
 
-    def refuse(self: Process, *_: Any) -> NoReturn:
+    def refuse_set(self: Process, _value: Any) -> NoReturn:
         raise ReadOnlyAttribute(
             f"cannot set {public!r} on {self!r}: it is archangel's bookkeeping "
             f"(read-only); keep your own data under another name",
@@ -121,7 +121,15 @@ def _read_only(public: str, doc: str) -> property:
             obj=self,
         )
 
-    return property(operator.attrgetter(_PREFIX + public), refuse, refuse, doc)
+    def refuse_delete(self: Process) -> NoReturn:
+        raise ReadOnlyAttribute(
+            f"cannot delete {public!r} of {self!r}: it is archangel's bookkeeping "
+            f"(read-only), not an attribute of yours",
+            name=public,
+            obj=self,
+        )
+
+    return property(operator.attrgetter(_PREFIX + public), refuse_set, refuse_delete, doc)
 
 
 def _clash(cls: type) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..errors import InvalidArgument, WatcherClosed
+from ..kernel.holders import park, wake_all
 from ._watch_backends import Change, Inotify, Polling, WatchEvent, inotify_available
 
 __all__ = [
@@ -98,7 +99,7 @@ class Watch:
         while not self._events:
             if self.closed:
                 raise WatcherClosed(f"{self!r} is closed: no more events")
-            await _park(asyncio.get_running_loop().create_future(), (self,))
+            await park((self._waiters,))
         return self.pending()
 
     def __aiter__(self) -> Watch:
@@ -116,10 +117,7 @@ class Watch:
             self._watcher._remove(self)
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        wake_all(self._waiters)
 
 
 async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
@@ -135,24 +133,8 @@ async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
     events = [event for watch in watches for event in watch.pending()]
     if events or any(watch.closed for watch in watches):
         return events
-    await _park(asyncio.get_running_loop().create_future(), watches)
+    await park(watch._waiters for watch in watches)
     return [event for watch in watches for event in watch.pending()]
-
-
-async def _park(future: asyncio.Future[None], watches: Sequence[Watch]) -> None:
-    """Wait on ``future`` until one of ``watches`` wakes it; leave none of them holding it."""
-    for watch in watches:
-        watch._waiters.append(future)
-    try:
-        await future
-    finally:
-        if not future.done():
-            future.cancel()
-        # A wait that timed out (a tail looking again every 0.1 s) must not
-        # leave its future behind on a watch that never fires: they would pile up.
-        for watch in watches:
-            if future in watch._waiters:
-                watch._waiters.remove(future)
 
 
 class _Backend(Protocol):

@@ -30,6 +30,7 @@ from typing import Any
 import aiofiles
 
 from ..kernel.frames import innermost
+from ..kernel.holders import hold
 from ..kernel.manager import ProcessManager
 
 __all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
@@ -260,9 +261,7 @@ async def write_text(path: str | os.PathLike[str], pieces: Iterable[str]) -> str
     own, so no single step holds the loop (or the GIL) for long.
     """
     target = os.fspath(path)
-    write = asyncio.ensure_future(_write_atomically(target, list(pieces)))
-    _writes.add(write)
-    write.add_done_callback(_writes.discard)
+    write = hold(_writes, asyncio.ensure_future(_write_atomically(target, list(pieces))))
     await asyncio.shield(write)
     return target
 
