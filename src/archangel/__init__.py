@@ -20,6 +20,7 @@ The package is one folder per layer; imports point down only, and
 =====================  ====================================================
 """
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
 from .app import App as App
@@ -56,7 +57,10 @@ from .kernel.task import TaskProcess as TaskProcess
 from .pipes.cogs import Cog as Cog
 from .pipes.pipeline import Pipeline as Pipeline
 
-__version__ = _version("archangel-asyncio")  # the distribution name (pyproject.toml)
+try:
+    __version__ = _version("archangel-asyncio")  # the distribution name (pyproject.toml)
+except _NotInstalled:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "IGNORE",
