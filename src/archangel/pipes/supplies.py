@@ -167,10 +167,14 @@ class Tail(LineSupply):
         self.rotated_grace = rotated_grace
         self.rotations = 0
         self.truncations = 0
+        self.lost_bytes = 0
         self._watches: set[Watch] = set()
 
     def __repr__(self) -> str:
-        return f"<Tail {self.path!r} rotations={self.rotations} truncations={self.truncations}>"
+        return (
+            f"<Tail {self.path!r} rotations={self.rotations} truncations={self.truncations} "
+            f"lost_bytes={self.lost_bytes}>"
+        )
 
     def close(self) -> None:
         """End the iterations in progress once they have handed over what they read.
