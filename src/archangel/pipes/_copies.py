@@ -32,7 +32,9 @@ import re
 import stat
 import zlib
 
-__all__ = ["Copy", "after", "holder", "ordered", "scan"]
+__all__ = ["Copy", "after", "heads", "holder", "made_since", "ordered", "scan"]
+
+_KNOWN = 32  # first bytes enough to tell one copy from another
 
 _SCANS = 5  # scans at most while logrotate renames the copies; then the last one is used
 
@@ -162,10 +164,40 @@ def holder(copies: list[Copy], head: bytes, mark: bytes, pos: int) -> Copy | Non
     return None
 
 
-def after(copies: list[Copy], first: Copy) -> list[Copy]:
-    """The copies made after ``first``, oldest first: the same shape, newer."""
+def after(copies: list[Copy], first: Copy, now: bytes) -> list[Copy]:
+    """The copies made after ``first``, oldest first: the same shape, newer.
+
+    They end before a copy of what the file holds ``now`` (its first bytes):
+    logrotate is making the next copy, and those lines come from the file.
+    """
     same = ordered([c for c in copies if c.shape == first.shape])
-    return same[same.index(first) + 1 :]
+    newer = same[same.index(first) + 1 :]
+    ends = next((i for i, c in enumerate(newer) if _alike(c.head(_KNOWN), now)), len(newer))
+    return newer[:ends]
+
+
+def heads(copies: list[Copy]) -> frozenset[bytes]:
+    """What tells ``copies`` from the copies made later (see :func:`made_since`)."""
+    return frozenset(c.head(_KNOWN) for c in copies)
+
+
+def made_since(copies: list[Copy], known: frozenset[bytes] | None, now: bytes) -> list[Copy]:
+    """The copies not ``known`` (by :func:`heads`, earlier), oldest first, but for
+    one of what the file holds ``now``: those of a file that was empty then."""
+    if known is None:  # no earlier look: nothing to tell them by
+        return []
+    new = []
+    for c in copies:
+        head = c.head(_KNOWN)
+        if head and head not in known and not _alike(head, now):
+            new.append(c)
+    return ordered(new)
+
+
+def _alike(head: bytes, now: bytes) -> bool:
+    """Whether a copy starting with ``head`` is one of content starting with ``now``
+    (either may be the shorter: a copy being made, a file just written)."""
+    return bool(head) and bool(now) and head[: len(now)] == now[: len(head)]
 
 
 def ordered(copies: list[Copy]) -> list[Copy]:

@@ -66,8 +66,6 @@ READ_AHEAD = 1 << 20
 #: Bytes before the position read kept to recognise the file: a truncation
 #: the file outgrew changes them, and the copy of a copy-truncate holds them.
 MARK = 256
-#: First bytes of a copy that tell it from the others.
-KNOWN = 32
 #: How often a file with no watch of its own is looked at, in seconds.
 ROTATED_POLL = 0.1
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
@@ -116,7 +114,7 @@ class Follower:
         self._files: list[_File] = []  # oldest first; the last one is followed
         # The first bytes of the copies beside the file at the last truncation:
         # a copy made since, of a file then empty, is known by not being there.
-        self._known: set[bytes] | None = None
+        self._known: frozenset[bytes] | None = None
 
     # -- what the tail waits on -----------------------------------------------
 
@@ -328,25 +326,10 @@ class Follower:
             return False
         found = _copies.scan(self._tail.path, {g.id for g in self._files})
         try:
-            return bool(self._made_since(found, os.pread(f.fd, KNOWN, 0), self._known))
+            return bool(_copies.made_since(found, self._known, os.pread(f.fd, MARK, 0)))
         finally:
             for c in found:
                 c.close()
-
-    @staticmethod
-    def _made_since(
-        found: list[_copies.Copy], now: bytes, known: set[bytes] | None
-    ) -> list[_copies.Copy]:
-        """The copies of ``found`` whose first bytes are not ``known``, oldest first,
-        but for one of what the file holds ``now``."""
-        if known is None:  # no truncation yet: nothing to tell them by
-            return []
-        new = []
-        for c in found:
-            head = c.head(KNOWN)
-            if head and head not in known and not (now and head[: len(now)] == now[: len(head)]):
-                new.append(c)
-        return _copies.ordered(new)
 
     def _truncation(self, f: _File) -> bool:
         """Read ``f`` again from its start; True if copies are to be read first."""
@@ -382,23 +365,17 @@ class Follower:
         """
         found = _copies.scan(self._tail.path, {g.id for g in self._files})
         try:
-            known, self._known = self._known, {c.head(KNOWN) for c in found}
+            known, self._known = self._known, _copies.heads(found)
             if not (f.head or f.mark):  # it was empty: what was copied since
-                return self._open_copies(f, self._made_since(found, now[:KNOWN], known))
+                return self._open_copies(f, _copies.made_since(found, known, now))
             first = _copies.holder(found, f.head, f.mark, f.pos)
             if first is None:
-                if f.mark or f.head:
-                    # No copy holds it: the file was emptied in place, or its copy
-                    # is gone. What it held past the position is lost, as far as seen.
-                    self._lose(max(f.size - f.pos, 0) + len(f.buffer.partial), [], f)
-                    f.buffer.clear()
+                # No copy holds it: the file was emptied in place, or its copy is
+                # gone. What it held past the position is lost, as far as seen.
+                self._lose(max(f.size - f.pos, 0) + len(f.buffer.partial), [], f)
+                f.buffer.clear()
                 return []
-            chain = [first]
-            for c in _copies.after(found, first):
-                if now and c.head(len(now)) == now:
-                    break
-                chain.append(c)
-            return self._open_copies(f, chain)
+            return self._open_copies(f, [first, *_copies.after(found, first, now)])
         finally:
             for c in found:
                 if c.fd >= 0:
