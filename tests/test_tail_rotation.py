@@ -432,6 +432,58 @@ async def test_a_rotation_while_a_slow_pipeline_holds_the_tail_back(
     assert (supply.truncations, supply.rotations) == ((1, 0) if mode == "copytruncate" else (0, 1))
 
 
+@pytest.mark.parametrize("names", ["dateext", "compressed"])
+async def test_copies_made_while_a_slow_pipeline_holds_the_tail_back(
+    names: str, watcher: Watcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three copy-truncates by hand while the tail waits on its sink: named by
+    date (ordered by modification time, a look-alike that is no copy beside
+    them), or numbered with the middle one gzipped (counted lost, once)."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    (tmp_path / "app.log.pos").write_bytes(fixed(range(900, 910)))  # no copy: never read
+    gate, entered, got = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(line: str) -> None:
+        entered.set()
+        await gate.wait()
+        got.append(line)
+
+    supply = tail(log, watcher=watcher)
+    pipeline = Pipeline(supply, sink=slow, buffer=1, name="slow")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    writer = log.open("ab", buffering=0)
+    try:
+        writer.write(fixed(range(100)))
+        async with asyncio.timeout(5):
+            await entered.wait()
+        await until(lambda: not pipeline._reading)  # the tail waits for the sink
+        for n, first in enumerate((100, 200, 300), 1):
+            writer.write(fixed(range(first, first + 100)))
+            copy = tmp_path / (f"app.log-2026010{n}" if names == "dateext" else f"app.log.{4 - n}")
+            shutil.copyfile(log, copy)
+            os.truncate(log, 0)
+        if names == "compressed":
+            gz = await asyncio.create_subprocess_exec("gzip", str(tmp_path / "app.log.2"))
+            assert await gz.wait() == 0
+        writer.write(fixed(range(400, 450)))
+    finally:
+        writer.close()
+    gate.set()
+    await until(lambda: bool(got) and got[-1] == "line 000449")
+    await pipeline.stop()
+    lost = range(200, 300) if names == "compressed" else range(0)
+    assert got == [f"line {n:06d}" for n in range(450) if n not in lost]
+    assert supply.lost_bytes == len(fixed(lost))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if names == "compressed":
+        (warning,) = warnings  # one per truncation
+        assert f"{len(fixed(lost))} bytes" in warning and "app.log.2.gz" in warning
+    else:
+        assert not warnings
+
+
 async def test_a_rotated_file_truncated_then_written_again(
     watcher: Watcher, tmp_path: Path
 ) -> None:
