@@ -13,6 +13,11 @@ lets it write ``QUOTA`` more lines just before each logrotate run, so the two
 race. Every line must come out of the tail once, in order; with copytruncate
 no line twice, in order, and a missing line only inside logrotate's own
 copy/truncate window, measured from the copies.
+
+A slow pipeline (a sink slower than the writer) lags several copy-truncate
+rotations behind, ten run back to back: every line still comes once, in order,
+from the copies; what only compressed copies held is missing and counted to
+the byte in ``Tail.lost_bytes``.
 """
 
 from __future__ import annotations

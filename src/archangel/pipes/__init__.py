@@ -9,6 +9,7 @@
 ``line_server``        a TCP/Unix line server whose connections feed a pipeline
 ``watch``              :class:`Watcher`: inotify (or polling) on files and folders
 ``_tail``              following one file through its rotations
+``_copies``            the copies a copy-truncate leaves: found, ordered, measured
 ``_lines``             splitting bytes into lines
 ``_watch_backends``    inotify and polling, behind :class:`Watcher`
 =====================  ======================================================

@@ -18,6 +18,10 @@ The rules:
   numbered copies (``.1``, ``.2.gz``) are ordered by their number (the higher
   the older: logrotate renames ``.1`` to ``.2`` as it makes a new ``.1``);
   other names (``dateext``) by their modification time, which a rename keeps.
+* A copy of what the file holds now (logrotate making the next one) is not
+  one of them: its lines are read from the file. A file that was empty when
+  the tail last looked has no first bytes to find its copy by: the copies
+  made since are those whose first bytes no copy had then.
 * A compressed copy cannot be read; its size is known for gzip (logrotate's
   default ``compresscmd``: the size gzip records at the end of the file, modulo
   4 GiB), not for the others (xz, bzip2, zstd, lz4, recognised by their magic
