@@ -489,6 +489,43 @@ async def test_copies_made_while_a_slow_pipeline_holds_the_tail_back(
         assert not warnings
 
 
+async def test_a_copy_deleted_before_a_slow_pipeline_got_there(
+    watcher: Watcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the tail had measured of the file and not read, its copy gone
+    (``rotate 0``), is counted lost and said in one warning."""
+    log = tmp_path / "app.log"
+    old = fixed(range(200_000))  # about 2.3 MiB: more than one READ_AHEAD
+    log.write_bytes(b"")
+    gate, entered, got = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(line: str) -> None:
+        entered.set()
+        await gate.wait()
+        got.append(line)
+
+    supply = tail(log, watcher=watcher)
+    pipeline = Pipeline(supply, sink=slow, buffer=1, name="slow")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    with log.open("ab", buffering=0) as writer:
+        writer.write(old)  # read up to READ_AHEAD, its size measured
+        async with asyncio.timeout(5):
+            await entered.wait()
+        await until(lambda: not pipeline._reading)  # the tail waits for the sink
+        os.truncate(log, 0)  # a copy-truncate whose copy is deleted at once
+        writer.write(fixed(range(500_000, 500_010)))
+    gate.set()
+    await until(lambda: bool(got) and got[-1] == "line 500009")
+    await pipeline.stop()
+    delivered = [line for line in got if line < "line 500000"]
+    assert delivered == [f"line {n:06d}" for n in range(len(delivered))]
+    assert 0 < len(delivered) < 200_000
+    assert supply.lost_bytes == len(old) - len(fixed(range(len(delivered))))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"{supply.lost_bytes} bytes" in warning and "no copy" in warning
+
+
 async def test_a_rotated_file_truncated_then_written_again(
     watcher: Watcher, tmp_path: Path
 ) -> None:

@@ -349,8 +349,12 @@ class Follower:
                 "y" if len(copies) == 1 else "ies",
             )
         held = len(f.buffer.partial)  # neither in a copy nor counted lost: cut by the copy
-        if held:
-            logger.info("%s: truncated; dropping a partial line of %d bytes", tail.path, held)
+        if held or not copies:
+            logger.info(
+                "%s: truncated; reading from its start%s",
+                tail.path,
+                f" (dropping a partial line of {held} bytes)" if held else "",
+            )
         f.buffer.clear()
         f.pos, f.mark, f.size = 0, b"", 0
         f.head = head
