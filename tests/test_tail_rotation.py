@@ -13,11 +13,17 @@ lets it write ``QUOTA`` more lines just before each logrotate run, so the two
 race. Every line must come out of the tail once, in order; with copytruncate
 no line twice, in order, and a missing line only inside logrotate's own
 copy/truncate window, measured from the copies.
+
+A slow pipeline (a sink slower than the writer) lags several copy-truncate
+rotations behind, ten run back to back: every line still comes once, in order,
+from the copies; what only compressed copies held is missing and counted to
+the byte in ``Tail.lost_bytes``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import os
 import shutil
@@ -36,6 +42,7 @@ from tests.helpers import until
 INTERVAL = 0.005
 ROTATIONS = 10
 QUOTA = 10000  # lines the writer may write per rotation, at full speed
+SLOW_QUOTA = 50000  # lines per rotation with the slow pipeline
 HEAD = 100  # lines it writes after each rotation, past its quota
 WAIT = 20.0  # generous: a loaded 2-core machine
 
@@ -257,6 +264,99 @@ async def test_every_line_once_in_order_through_ten_logrotate_rotations(
     assert len(missing) <= sum(sizes), (missing, windows)
 
 
+SLOW_MODES = {
+    "copytruncate": "copytruncate",
+    "delaycompress": "copytruncate\n    compress\n    delaycompress",
+    "compress": "copytruncate\n    compress",  # each copy gzipped at once: not readable
+}
+
+
+def copy_lines(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+@pytest.mark.parametrize("mode", list(SLOW_MODES))
+async def test_a_slow_pipeline_through_ten_copytruncate_rotations_in_a_row(
+    mode: str, watcher: Watcher, tmp_path: Path
+) -> None:
+    """The audit's case: the pipeline is slower than the writer, so the tail's
+    position lags several copy-truncate rotations behind the file."""
+    log = tmp_path / "app.log"
+    supply = tail(log, watcher=watcher)
+    got: list[int] = []
+
+    async def slow(line: str) -> None:  # about 100,000 lines a second: slower than the writer
+        got.append(int(line))
+        if len(got) % 1000 == 0:
+            await asyncio.sleep(0.01)
+
+    pipeline = Pipeline(supply, sink=slow, buffer=16, name="slow")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    writer = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", WRITER, str(log), str(SLOW_QUOTA), str(HEAD), "copytruncate"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert writer.stdin is not None and writer.stdout is not None
+    command, said = writer.stdin.write, writer.stdout
+    try:
+        assert await read_line(said) == "ready"
+        (tmp_path / "conf").write_text(
+            f"{log} {{\n    rotate 20\n    {SLOW_MODES[mode]}\n"
+            f"    postrotate\n        kill -HUP {writer.pid}\n    endscript\n}}\n"
+        )
+        command(b"go\n")
+        await until(lambda: bool(got), WAIT)  # the tail has the file open
+        for _ in range(ROTATIONS):  # back to back: the tail is not waited for
+            command(b"go\n")
+            await rotate(tmp_path)
+            assert (await read_line(said)).split()[0] == "at"
+        writer.stdin.close()
+        done, total, _ = (await read_line(said)).split()
+        assert done == "done"
+        async with asyncio.timeout(WAIT):
+            await writer.wait()
+        last = int(total) - 1  # in the file itself: never lost
+        await until(lambda: bool(got) and got[-1] >= last, 3 * WAIT)
+    finally:
+        if writer.returncode is None:
+            writer.kill()
+            await writer.wait()
+        await pipeline.stop()
+    bad = next((i for i, (a, b) in enumerate(itertools.pairwise(got)) if a >= b), None)
+    assert bad is None, f"duplicated or reordered at {bad}: {got[bad - 3 : bad + 4]}"
+    assert supply.truncations >= 1
+    # The generations of the file, oldest first (the copies, then the file).
+    datas = sorted(
+        (d for d in map(copy_lines, tmp_path.glob("app.log*")) if d.strip()),
+        key=lambda d: int(d.split(maxsplit=1)[0]),
+    )
+    generations = [[int(n) for n in d[: d.rfind(b"\n") + 1].split()] for d in datas]
+    windows = [(older[-1], newer[0]) for older, newer in itertools.pairwise(generations)]
+    missing = set(range(int(total))) - set(got)
+    in_copies = missing & {n for ns in generations for n in ns}
+    outside = [n for n in missing - in_copies if not any(a < n < b for a, b in windows)]
+    assert not outside, f"lost outside logrotate's copy/truncate windows {windows}: {outside[:20]}"
+    # What a copy held and the tail could not read (compressed before it got
+    # there) is counted, to the byte: from the first line missing to the copy's end.
+    lost = 0
+    for data, numbers in zip(datas, generations, strict=True):
+        gone = [n for n in numbers if n in in_copies]
+        if gone:
+            first = b"%d\n" % gone[0]
+            lost += len(data) - (0 if data.startswith(first) else data.index(b"\n" + first) + 1)
+    print(
+        f"{mode}: {total} lines, {supply.truncations} truncations noticed, "
+        f"{len(missing - in_copies)} in copy/truncate windows, {len(in_copies)} in "
+        f"compressed copies ({supply.lost_bytes} bytes counted lost)"
+    )
+    assert supply.lost_bytes == lost
+    if mode == "copytruncate":  # every copy readable: nothing but the windows lost
+        assert not in_copies
+
+
 def _first_difference(got: list[int], total: int) -> str:
     for index, (a, b) in enumerate(zip(got, range(total), strict=False)):
         if a != b:
@@ -335,6 +435,95 @@ async def test_a_rotation_while_a_slow_pipeline_holds_the_tail_back(
     await pipeline.stop()
     assert got == [f"line {n:06d}" for n in range(400)]
     assert (supply.truncations, supply.rotations) == ((1, 0) if mode == "copytruncate" else (0, 1))
+
+
+@pytest.mark.parametrize("names", ["dateext", "compressed"])
+async def test_copies_made_while_a_slow_pipeline_holds_the_tail_back(
+    names: str, watcher: Watcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three copy-truncates by hand while the tail waits on its sink: named by
+    date (ordered by modification time, a look-alike that is no copy beside
+    them), or numbered with the middle one gzipped (counted lost, once)."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    (tmp_path / "app.log.pos").write_bytes(fixed(range(900, 910)))  # no copy: never read
+    gate, entered, got = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(line: str) -> None:
+        entered.set()
+        await gate.wait()
+        got.append(line)
+
+    supply = tail(log, watcher=watcher)
+    pipeline = Pipeline(supply, sink=slow, buffer=1, name="slow")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    writer = log.open("ab", buffering=0)
+    try:
+        writer.write(fixed(range(100)))
+        async with asyncio.timeout(5):
+            await entered.wait()
+        await until(lambda: not pipeline._reading)  # the tail waits for the sink
+        for n, first in enumerate((100, 200, 300), 1):
+            writer.write(fixed(range(first, first + 100)))
+            copy = tmp_path / (f"app.log-2026010{n}" if names == "dateext" else f"app.log.{4 - n}")
+            shutil.copyfile(log, copy)
+            os.truncate(log, 0)
+        if names == "compressed":
+            gz = await asyncio.create_subprocess_exec("gzip", str(tmp_path / "app.log.2"))
+            assert await gz.wait() == 0
+        writer.write(fixed(range(400, 450)))
+    finally:
+        writer.close()
+    gate.set()
+    await until(lambda: bool(got) and got[-1] == "line 000449")
+    await pipeline.stop()
+    lost = range(200, 300) if names == "compressed" else range(0)
+    assert got == [f"line {n:06d}" for n in range(450) if n not in lost]
+    assert supply.lost_bytes == len(fixed(lost))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if names == "compressed":
+        (warning,) = warnings  # one per truncation
+        assert f"{len(fixed(lost))} bytes" in warning and "app.log.2.gz" in warning
+    else:
+        assert not warnings
+
+
+async def test_a_copy_deleted_before_a_slow_pipeline_got_there(
+    watcher: Watcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the tail had measured of the file and not read, its copy gone
+    (``rotate 0``), is counted lost and said in one warning."""
+    log = tmp_path / "app.log"
+    old = fixed(range(200_000))  # about 2.3 MiB: more than one READ_AHEAD
+    log.write_bytes(b"")
+    gate, entered, got = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(line: str) -> None:
+        entered.set()
+        await gate.wait()
+        got.append(line)
+
+    supply = tail(log, watcher=watcher)
+    pipeline = Pipeline(supply, sink=slow, buffer=1, name="slow")
+    pipeline.start()
+    await until(lambda: pipeline._reading)
+    with log.open("ab", buffering=0) as writer:
+        writer.write(old)  # read up to READ_AHEAD, its size measured
+        async with asyncio.timeout(5):
+            await entered.wait()
+        await until(lambda: not pipeline._reading)  # the tail waits for the sink
+        os.truncate(log, 0)  # a copy-truncate whose copy is deleted at once
+        writer.write(fixed(range(500_000, 500_010)))
+    gate.set()
+    await until(lambda: bool(got) and got[-1] == "line 500009")
+    await pipeline.stop()
+    delivered = [line for line in got if line < "line 500000"]
+    assert delivered == [f"line {n:06d}" for n in range(len(delivered))]
+    assert 0 < len(delivered) < 200_000
+    assert supply.lost_bytes == len(old) - len(fixed(range(len(delivered))))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"{supply.lost_bytes} bytes" in warning and "no copy" in warning
 
 
 async def test_a_rotated_file_truncated_then_written_again(

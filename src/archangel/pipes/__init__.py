@@ -10,6 +10,7 @@
 ``watch``              :class:`Watcher`: inotify (or polling) on files and folders
 ``_tail``              following one file through its rotations
 ``_broadcast``         a pipeline's broadcasts to its parts (``notify``)
+``_copies``            the copies a copy-truncate leaves: found, ordered, measured
 ``_lines``             splitting bytes into lines
 ``_watch_backends``    inotify and polling, behind :class:`Watcher`
 =====================  ======================================================

@@ -23,13 +23,19 @@ The rules it keeps (each has its test in ``tests/test_supplies.py`` or
   inode through ``/proc/self/fd``, since the directory watch reports its
   writes under another name or not at all; failing that it is looked at every
   ``ROTATED_POLL`` seconds.
-* A truncation is the file shorter than the position read, or the
-  ``MARK`` bytes before that position changed (truncated and written past it
-  again before the tail looked). What the tail had not read yet is looked for
-  in the copy a copy-truncate rotation left beside the file: a file of the
-  same directory whose name starts with the file's name, holding the same
-  bytes before that position. It is read from there to its end before the
-  file is read again from its start.
+* A truncation is the file shorter than the position read, the ``MARK``
+  bytes before that position changed (truncated and written past it again
+  before the tail looked), or, before anything was read, its first bytes
+  changed. Each read takes the ``MARK`` bytes before the position with it, so
+  a truncation is noticed at the next read, not after a ``READ_AHEAD`` of the
+  next content.
+* What the tail had not read yet is looked for in the copies a copy-truncate
+  rotation left beside the file (see :mod:`._copies`): the one holding what
+  was read is read on from the position, then every copy made after it, oldest
+  first, then the file from its start. A tail that lags several rotations
+  behind (a slow pipeline) so loses nothing while the copies are there.
+  What is in no copy it can read (compressed, deleted) is counted in
+  ``Tail.lost_bytes`` and logged, one warning per truncation.
 * A file whose inode is already open (a symlink swapped back, a file renamed
   back) is not opened twice, so nothing is read twice.
 """
@@ -42,6 +48,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import _copies
 from ._lines import LineBuffer
 
 if TYPE_CHECKING:
@@ -67,7 +74,19 @@ _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 class _File:
     """One file open for reading: the one followed, a rotated one, or a copy."""
 
-    __slots__ = ("buffer", "copy", "fd", "id", "mark", "own_watch", "pos", "quiet_since", "watch")
+    __slots__ = (
+        "buffer",
+        "copy",
+        "fd",
+        "head",
+        "id",
+        "mark",
+        "own_watch",
+        "pos",
+        "quiet_since",
+        "size",
+        "watch",
+    )
 
     def __init__(self, fd: int, ident: tuple[int, int], buffer: LineBuffer) -> None:
         self.fd = fd
@@ -75,6 +94,8 @@ class _File:
         self.buffer = buffer
         self.pos = 0
         self.mark = b""  # up to MARK bytes before pos
+        self.head = os.pread(fd, MARK, 0)  # its first bytes: the content it holds
+        self.size = 0  # the size it was last seen at, content unchanged
         self.quiet_since = 0.0
         self.copy = False  # a copy-truncate's copy: read to its end, then closed
         self.own_watch = False  # the directory watch does not report its writes
@@ -84,13 +105,16 @@ class _File:
 class Follower:
     """Follows the file of a :class:`~archangel.pipes.supplies.Tail`: no waiting."""
 
-    __slots__ = ("_files", "_tail", "_template", "_watcher")
+    __slots__ = ("_files", "_known", "_tail", "_template", "_watcher")
 
     def __init__(self, tail: Tail, template: LineBuffer, watcher: Watcher) -> None:
         self._tail = tail
         self._template = template
         self._watcher = watcher
         self._files: list[_File] = []  # oldest first; the last one is followed
+        # The first bytes of the copies beside the file at the last truncation:
+        # a copy made since, of a file then empty, is known by not being there.
+        self._known: frozenset[bytes] | None = None
 
     # -- what the tail waits on -----------------------------------------------
 
@@ -264,95 +288,145 @@ class Follower:
         size = os.fstat(f.fd).st_size if limit is None else limit
         if self._truncated(f, size) and self._truncation(f):
             return False
-        fd, pos, feed, done = f.fd, f.pos, f.buffer.feed, False
+        fd = f.fd
         while budget[0] > 0:
-            want = CHUNK if limit is None else min(CHUNK, limit - pos)
-            if want <= 0:
-                done = True
-                break
-            data = os.pread(fd, want, pos)
+            pos, mark = f.pos, f.mark
+            # At the limit, the mark is still read: the file may have been rewritten.
+            want = CHUNK if limit is None else max(0, min(CHUNK, limit - pos))
+            data = os.pread(fd, len(mark) + want, pos - len(mark))
+            if not data.startswith(mark):  # truncated since the last read
+                if self._truncation(f):
+                    return False
+                continue
+            f.size = max(f.size, size)  # the size measured before: the same content
+            data = data[len(mark) :]
             if data:
-                pos += len(data)
+                f.pos = pos + len(data)
                 budget[0] -= len(data)
-                f.mark = (f.mark + data)[-MARK:] if len(data) < MARK else data[-MARK:]
-                lines.extend(feed(data))
-            if len(data) < want:  # a regular file's end
-                done = True
-                break
-        f.pos = pos
-        return done
-
-    def _truncated(self, f: _File, size: int) -> bool:
-        """Whether the file is now shorter than what was read, or was rewritten over it."""
-        if size < f.pos:
-            return True
-        mark = f.mark
-        return bool(mark) and os.pread(f.fd, len(mark), f.pos - len(mark)) != mark
-
-    def _truncation(self, f: _File) -> bool:
-        """Read ``f`` again from its start; True if its copy is to be read first."""
-        tail = self._tail
-        tail.truncations += 1
-        copy = self._copy_of(f) if f is self._files[-1] else None
-        if copy is not None:
-            # The copy holds what was not read yet: read it first, to its end,
-            # with the partial line held (the copy goes on with it).
-            copy.buffer, f.buffer = f.buffer, self._new_buffer()
-            self._files.insert(self._files.index(f), copy)
-            logger.info(
-                "%s: truncated; reading what was not read yet from its copy, then the file "
-                "from its start",
-                tail.path,
-            )
-            f.pos, f.mark = 0, b""
-            return True
-        held = len(f.buffer.partial)
-        logger.info(
-            "%s: truncated; reading from its start%s",
-            tail.path,
-            f" (dropping a partial line of {held} bytes)" if held else "",
-        )
-        f.buffer.clear()
-        f.pos, f.mark = 0, b""
+                f.mark = (mark + data)[-MARK:] if len(data) < MARK else data[-MARK:]
+                if len(f.head) < MARK and pos <= len(f.head):  # a head seen short grows
+                    f.head += data[len(f.head) - pos : MARK - pos]
+                lines.extend(f.buffer.feed(data))
+            if len(data) < want or want == 0:  # a regular file's end, or the limit
+                return True
         return False
 
-    def _copy_of(self, f: _File) -> _File | None:
-        """The copy a copy-truncate left of ``f``, positioned where ``f`` was read to."""
-        mark = f.mark
-        if not mark:
-            return None
-        directory, base = os.path.split(self._tail.path)
-        held = {g.id for g in self._files}
-        candidates: list[tuple[int, str]] = []
+    def _truncated(self, f: _File, size: int) -> bool:
+        """Whether the file is now shorter than what was read, or its first bytes
+        changed before any was read (the MARK is checked as it is read)."""
+        if size < f.pos:
+            return True
+        if f.pos or not size:
+            return False
+        if f.head:
+            return os.pread(f.fd, len(f.head), 0) != f.head
+        # Empty when the last truncation was handled: a copy made since says it
+        # was written and truncated again meanwhile.
+        if self._known is None or f is not self._files[-1]:
+            return False
+        found = _copies.scan(self._tail.path, {g.id for g in self._files})
         try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.name == base or not entry.name.startswith(base):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if (
-                        stat.S_ISREG(st.st_mode)
-                        and st.st_size > f.pos
-                        and (st.st_ino, st.st_dev) not in held
-                    ):
-                        candidates.append((st.st_mtime_ns, entry.path))
-        except OSError:
-            return None
-        for _, path in sorted(candidates, reverse=True):  # the newest copy first
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
+            return bool(_copies.made_since(found, self._known, os.pread(f.fd, MARK, 0)))
+        finally:
+            for c in found:
+                c.close()
+
+    def _truncation(self, f: _File) -> bool:
+        """Read ``f`` again from its start; True if copies are to be read first."""
+        tail = self._tail
+        tail.truncations += 1
+        # The content the file holds now, taken before the copies are looked at: a
+        # truncation after this is noticed later, its copy found by this head.
+        head = os.pread(f.fd, MARK, 0)
+        copies = self._copies_of(f, head) if f is self._files[-1] else []
+        if copies:
+            self._files[self._files.index(f) : self._files.index(f)] = copies
+            logger.info(
+                "%s: truncated; reading what was not read yet from %d cop%s, then the file "
+                "from its start",
+                tail.path,
+                len(copies),
+                "y" if len(copies) == 1 else "ies",
+            )
+        held = len(f.buffer.partial)  # neither in a copy nor counted lost: cut by the copy
+        if held or not copies:
+            logger.info(
+                "%s: truncated; reading from its start%s",
+                tail.path,
+                f" (dropping a partial line of {held} bytes)" if held else "",
+            )
+        f.buffer.clear()
+        f.pos, f.mark, f.size = 0, b"", 0
+        f.head = head
+        return bool(copies)
+
+    def _copies_of(self, f: _File, now: bytes) -> list[_File]:
+        """The copies to read before the file again, oldest first; counts what is lost.
+
+        The first one goes on where ``f`` was read to, with the partial line held.
+        A copy that starts with ``now``, the file's first bytes, is a copy of what
+        the file holds now (logrotate is making the next one): it is not read.
+        """
+        found = _copies.scan(self._tail.path, {g.id for g in self._files})
+        try:
+            known, self._known = self._known, _copies.heads(found)
+            if not (f.head or f.mark):  # it was empty: what was copied since
+                return self._open_copies(f, _copies.made_since(found, known, now))
+            first = _copies.holder(found, f.head, f.mark, f.pos)
+            if first is None:
+                # No copy holds it: the file was emptied in place, or its copy is
+                # gone. What it held past the position is lost, as far as seen.
+                self._lose(max(f.size - f.pos, 0) + len(f.buffer.partial), [], f)
+                f.buffer.clear()
+                return []
+            return self._open_copies(f, [first, *_copies.after(found, first, now)])
+        finally:
+            for c in found:
+                if c.fd >= 0:
+                    c.close()
+
+    def _open_copies(self, f: _File, chain: list[_copies.Copy]) -> list[_File]:
+        """A :class:`_File` for each copy of ``chain`` left to read; counts the others."""
+        opened: list[_File] = []
+        lost, unread = 0, []
+        for c in chain:
+            at = f.pos if c is chain[0] else 0
+            cut = at - len(f.buffer.partial) if c is chain[0] else 0  # where the line held began
+            if c.compressed:
+                if c.size is None or c.size > cut:
+                    lost += max((c.size or 0) - cut, 0)
+                    unread.append(c)
+                if c is chain[0]:
+                    f.buffer.clear()  # the rest of its line is in the compressed copy
                 continue
-            if os.pread(fd, len(mark), f.pos - len(mark)) == mark:
-                st = os.fstat(fd)
-                copy = _File(fd, (st.st_ino, st.st_dev), f.buffer)
-                copy.pos, copy.mark, copy.copy = f.pos, mark, True
-                return copy
-            os.close(fd)
-        return None
+            if c.size is not None and c.size <= at:
+                continue  # read to its end already (or past it, before the truncation)
+            g = _File(c.fd, c.id, f.buffer if at else self._new_buffer())
+            if at:
+                g.pos, g.mark = at, f.mark
+                f.buffer = self._new_buffer()
+            g.copy = True
+            c.fd = -1  # g's now: not closed with the copies left
+            opened.append(g)
+        if unread:
+            self._lose(lost, unread, f)
+        return opened
+
+    def _lose(self, count: int, unread: list[_copies.Copy], f: _File) -> None:
+        """Count and log what no copy can give back: one warning per truncation."""
+        if count <= 0 and not unread:
+            return
+        self._tail.lost_bytes += max(count, 0)
+        unknown = [c.name for c in unread if c.size is None]
+        logger.warning(
+            "%s: truncated; %d bytes it had not read are lost%s%s",
+            self._tail.path,
+            max(count, 0),
+            (": they are in compressed copies (" + ", ".join(c.name for c in unread) + ")")
+            if unread
+            else f" (read {f.pos} of the {f.size} bytes seen; no copy of the rest is beside it)",
+            f", and more in {', '.join(unknown)} (size unknown)" if unknown else "",
+        )
 
     def _let_go(self, f: _File, what: str) -> None:
         """Close a copy read to its end; its unterminated last line was cut by the copy."""

@@ -184,29 +184,40 @@ class Tail(LineSupply):
       position read, or the 256 bytes before that position change (it was
       truncated and written past it again before the tail looked), reading
       restarts at its start and a partial line held from before is dropped.
-      What the tail had not read yet is first read from the copy, if there is
-      one beside the file: a file of the same directory whose name starts
-      with the file's name (``app.log.1``, ``app.log-20260101``, not yet
-      compressed) holding the same bytes up to that position; the partial
-      line goes on in the copy, and the copy's own unterminated end is
-      dropped. Lines written between the copy and the truncation are in
-      neither, and lost.
+      What the tail had not read yet is first read from the copies beside
+      the file (files of the same directory whose name starts with the
+      file's name: ``app.log.1``, ``app.log-20260101``): the one holding the
+      same first bytes and the same bytes before that position, from there
+      (the partial line goes on in it), then every copy made after it,
+      oldest first (logrotate's ``.1``, ``.2`` by number, other names by
+      modification time), so a tail that lags several rotations behind loses
+      nothing while the copies are there. A copy's unterminated end is
+      dropped. What is only in a compressed copy, or in one already deleted,
+      is counted in :attr:`lost_bytes` and logged (one warning per
+      truncation). Lines written between the copy and the truncation are in
+      neither, and lost (logrotate documents that window).
     * **a symlink** to the file, swapped to another one (a rotation) or back
       (the file is read on from where it was, not again).
     * **a missing file**: it is waited for, then read from its start.
 
-    A tail that does not look at the file between two rotations of it (its
-    pipeline held it back longer than the time between them) cannot know the
-    file in the middle: that file's lines are missed.
+    A tail that does not look at the file between two rename rotations of it
+    (its pipeline held it back longer than the time between them) cannot
+    know the file in the middle: that file's lines are missed.
 
     Each iteration (``async for``, or a pipeline reading :meth:`batches`)
-    follows the file afresh; :attr:`rotations` and :attr:`truncations` count
-    across iterations.
+    follows the file afresh; :attr:`rotations`, :attr:`truncations` and
+    :attr:`lost_bytes` count across iterations.
 
     Attributes:
         path: The file followed.
         rotations: How many times a new file replaced the one followed.
         truncations: How many times the file was found truncated.
+        lost_bytes: Bytes the file held that the tail could not read: at a
+            truncation, what it had not read yet that is only in compressed
+            copies (gzip records their size; other compressors' copies add
+            nothing here, and are named in the warning) or in no copy (then as
+            much of the file as the tail had seen). Not the copy-truncate
+            window, which no reader can see.
     """
 
     def __init__(
@@ -231,10 +242,14 @@ class Tail(LineSupply):
         self.rotated_grace = rotated_grace
         self.rotations = 0
         self.truncations = 0
+        self.lost_bytes = 0
         self._watches: set[Watch] = set()
 
     def __repr__(self) -> str:
-        return f"<Tail {self.path!r} rotations={self.rotations} truncations={self.truncations}>"
+        return (
+            f"<Tail {self.path!r} rotations={self.rotations} truncations={self.truncations} "
+            f"lost_bytes={self.lost_bytes}>"
+        )
 
     def close(self) -> None:
         """End the iterations in progress once they have handed over what they read.
