@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.resources
+import itertools
 import json
 import logging
 import time
@@ -65,6 +66,8 @@ EVENT_INTERVAL = 1.0
 SERIES_LENGTH = 300
 #: Completed processes sent with each event.
 HISTORY_ROWS = 20
+#: Seconds a closing WebSocket waits for the page's answer.
+CLOSE_TIMEOUT = 1.0
 #: The largest page of ``/api/processes``.
 MAX_LIMIT = 1000
 #: The files under ``static/`` that are served, with their types.
@@ -87,7 +90,7 @@ SECURITY_HEADERS = {
 
 
 class _Sample:
-    __slots__ = ("when", "started", "exited", "conns", "items_in", "items_out")
+    __slots__ = ("conns", "exited", "items_in", "items_out", "started", "when")
 
     def __init__(
         self, when: float, started: int, exited: int, conns: int, items_in: int, items_out: int
@@ -134,7 +137,12 @@ class Series:
                     items_out += counts.get("out", 0)
         self._samples.append(
             _Sample(
-                time.monotonic(), counters["started"], counters["exited"], conns, items_in, items_out
+                time.monotonic(),
+                counters["started"],
+                counters["exited"],
+                conns,
+                items_in,
+                items_out,
             )
         )
 
@@ -148,7 +156,7 @@ class Series:
         now = time.monotonic()
         samples = list(self._samples)
         rates = []
-        for before, after in zip(samples, samples[1:], strict=False):
+        for before, after in itertools.pairwise(samples):
             span = after.when - before.when
             if span <= 0:
                 continue
@@ -317,7 +325,6 @@ class Dashboard:
                     "started": process.started,
                     "strategy": getattr(getattr(process, "strategy", None), "value", None),
                     "restarts": getattr(process, "restarts", None),
-                    "max_restarts": getattr(process, "max_restarts", None),
                     "children": [
                         {
                             "pid": child.pid,
@@ -487,27 +494,31 @@ class Dashboard:
         # A WebSocket is not held to the same origin by the browser: refuse
         # another site's page, which could otherwise read what is sent here.
         self.guard.check_origin(request, required=False)
-        socket = web.WebSocketResponse(heartbeat=30.0)
+        socket = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_TIMEOUT)
         await socket.prepare(request)
         closing = self._closing_event()
         self.viewers += 1
+        # The page sends nothing: a message read is its close (or an error).
+        reading = asyncio.ensure_future(socket.receive())
+        ending = asyncio.ensure_future(closing.wait())
         try:
             with short_gil_slices():
-                reading = asyncio.ensure_future(socket.receive())
-                while not closing.is_set() and not socket.closed:
+                while not socket.closed:
                     await socket.send_str(to_json(await self.event()))
                     done, _ = await asyncio.wait(
-                        {reading, asyncio.ensure_future(closing.wait())},
+                        {reading, ending},
                         timeout=EVENT_INTERVAL,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
-                    if reading in done:  # the page closed it (it sends nothing else)
+                    if done:
                         break
-                reading.cancel()
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError):  # the page went away
             pass
         finally:
             self.viewers -= 1
+            for task in (reading, ending):
+                task.cancel()
+            await asyncio.gather(reading, ending, return_exceptions=True)
             await socket.close()
         return socket
 

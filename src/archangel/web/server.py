@@ -32,8 +32,6 @@ from ..console.listen import is_loopback
 from ..errors import WebError
 from ..kernel.manager import ProcessManager
 from . import probes
-from .auth import Guard
-from .dashboard import Dashboard
 from .metrics import Collector, registry
 from .target import AppLike, unwrap
 from .watch import LoopWatch
@@ -46,6 +44,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         f"archangel's web endpoints need aiohttp and prometheus_client ({exc}): "
         "pip install 'archangel[web]'"
     ) from exc
+
+# These import aiohttp too: after the check above, so a missing extra is named.
+from .auth import Guard
+from .dashboard import Dashboard
 
 __all__ = ["DEFAULT_PORT", "LIVE_THRESHOLD", "WebServer"]
 
