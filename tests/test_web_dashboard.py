@@ -327,6 +327,11 @@ async def test_forged_and_cross_origin_posts_are_refused(running: Any) -> None:
             "cross-site request refused",
         ),
         (
+            {"Origin": "null", "Cookie": cookie, "X-CSRF-Token": csrf},
+            403,
+            "Origin does not match Host",
+        ),
+        (
             {"Origin": "http://evil.example", "Authorization": f"Bearer {TOKEN}"},
             403,
             "Origin does not match Host",
