@@ -546,3 +546,115 @@ async def test_a_browser_shows_the_blocked_loop_and_its_stack(running: Any) -> N
     # The table is served by the web's thread: it fills while the loop is blocked.
     for worker in workers:
         assert f'data-pid="{worker.pid}"' in dom
+
+
+class Browser:
+    """A headless Chromium driven over the DevTools protocol (a WebSocket), one page."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self.socket = socket
+        self._id = 0
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        await self.socket.send_json({"id": self._id, "method": method, "params": params})
+        while True:  # events of the page come in between: skip them
+            message = json.loads((await self.socket.receive(timeout=BROWSER_TIMEOUT)).data)
+            if message.get("id") == self._id:
+                assert "error" not in message, message
+                result: dict[str, Any] = message["result"]
+                return result
+
+    async def run(self, script: str) -> Any:
+        """Evaluate ``script`` in the page (awaiting a promise); its value."""
+        answer = await self.call(
+            "Runtime.evaluate", expression=script, awaitPromise=True, returnByValue=True
+        )
+        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
+        return answer["result"].get("value")
+
+    async def wait(self, condition: str) -> Any:
+        """Wait in the page until the expression ``condition`` is truthy; its value."""
+        return await self.run(
+            "new Promise((done, fail) => { const end = Date.now() + 10000;"
+            f" (function poll() {{ const value = ({condition});"
+            " if (value) done(value); else if (Date.now() > end) fail(new Error('timed out'));"
+            " else setTimeout(poll, 20); })(); })"
+        )
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A headless Chromium with a blank page, driven over its DevTools WebSocket."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip(
+            "chromium is not installed (apt-get install chromium; nox's tests session does)"
+        )
+    with tempfile.TemporaryDirectory(prefix="archangel-chromium-") as profile:
+        process = await asyncio.create_subprocess_exec(
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            active = Path(profile) / "DevToolsActivePort"
+            await until(lambda: len(active.read_text().split()) >= 2 if active.exists() else False)
+            port = active.read_text().split()[0]
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"http://127.0.0.1:{port}/json/list") as response:
+                    pages = [p for p in await response.json() if p["type"] == "page"]
+                async with client.ws_connect(pages[0]["webSocketDebuggerUrl"]) as socket:
+                    yield Browser(socket)
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+async def test_a_browser_logs_in_and_kills_a_process(running: Any, browser: Browser) -> None:
+    app = await running(App("clicked", web={"port": 0, "token": TOKEN}))
+    workers = [app.manager.spawn(sleeper(), name=f"worker-{n}") for n in range(3)]
+    victim = workers[1]
+    await browser.call("Page.navigate", url=f"{app.web.url}/")
+    await browser.wait("document.querySelectorAll('#proc-rows tr').length === 3")
+    assert await browser.run("!document.getElementById('login').hidden")
+    assert await browser.run("[...document.querySelectorAll('button.kill')].every(b => b.hidden)")
+
+    def log_in(token: str) -> str:
+        return (
+            f"document.getElementById('login-token').value = {json.dumps(token)};"
+            " document.querySelector('#login button').click()"
+        )
+
+    await browser.run(log_in("not-it"))
+    assert await browser.wait("document.getElementById('result-text').textContent") == (
+        "wrong token"
+    )
+    await browser.run(log_in(TOKEN))
+    await browser.wait("!document.getElementById('app-actions').hidden")
+    await browser.run(
+        "window.confirm = () => true;"  # the operator says yes
+        f" document.querySelector('button.kill[data-pid=\"{victim.pid}\"]').click()"
+    )
+    result = await browser.wait(
+        "document.getElementById('result-text').textContent.startsWith('pid')"
+        " && document.getElementById('result-text').textContent"
+    )
+    assert result == f"pid {victim.pid}: killed (worker-1, exit: killed)"
+    assert app.manager.get(victim.pid) is None
+    assert app.manager.get(workers[0].pid) is workers[0]
+    # The session is a cookie the page's script cannot read.
+    assert await browser.run("document.cookie") == ""
+    await browser.run("document.getElementById('logout').click()")
+    await browser.wait("!document.getElementById('login').hidden")
