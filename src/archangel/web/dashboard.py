@@ -210,7 +210,7 @@ class Dashboard:
         apploop: The bridge to the app's loop (the lag probe's too).
         guard: Who may act.
         block_threshold: Seconds without an answer after which the page
-            says the loop is blocked (the lag probe's interval if None).
+            says the loop is blocked (twice the lag probe's interval if None).
         action_timeout: Seconds an action waits for the app loop to pick it
             up before answering that it is queued (the console's default).
     """
