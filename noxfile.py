@@ -39,6 +39,7 @@ def typecheck(session: nox.Session) -> None:
 
 #: Tools the tests drive for real, as operators use them: command -> Debian package.
 DEBIAN_TOOLS = {
+    "chromium": "chromium",
     "logrotate": "logrotate",
     "nc": "netcat-openbsd",
     "socat": "socat",

@@ -163,7 +163,7 @@ class App:
         group: Drop to this group after START.
         console: Start a management console at START: True for the defaults,
             or a mapping of :class:`archangel.console.Console` arguments.
-        web: Serve metrics and health probes at START (the ``web`` extra):
+        web: Serve metrics, health probes and the dashboard at START (the ``web`` extra):
             True for the defaults, or a mapping of
             :class:`archangel.web.WebServer` arguments (``host``, ``port``,
             ``token``, ``block_threshold``...). Checked here: a non-loopback

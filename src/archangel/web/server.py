@@ -5,15 +5,17 @@ aiohttp server on it, so ``/metrics``, ``/livez`` and ``/readyz`` answer
 while the app's loop is blocked (and ``/livez`` says so). Endpoints:
 
 ==============  ===========================================================
-``/``           a short text index of the endpoints
+``/``           the live dashboard (:mod:`archangel.web.dashboard`)
+``/api/...``    the dashboard's JSON, event stream and actions
 ``/metrics``    Prometheus exposition (:mod:`archangel.web.metrics`)
 ``/livez``      200 while the app loop answers, 503 once it is stuck
 ``/readyz``     200 only in RUN; 503 from the first moment of a stop
 ==============  ===========================================================
 
 This module wires the parts (thread, loop, routes); the metrics, the probes'
-answers and the lag watch each live in their own module. It serves nothing
-that changes the app: there is no action endpoint.
+answers, the lag watch, the dashboard and who may act through it
+(:mod:`archangel.web.auth`) each live in their own module. Only the
+dashboard's actions change the app, and only with the token.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "pip install 'archangel[web]'"
     ) from exc
 
+# These import aiohttp too: after the check above, so a missing extra is named.
+from .auth import Guard
+from .dashboard import Dashboard
+
 __all__ = ["DEFAULT_PORT", "LIVE_THRESHOLD", "WebServer"]
 
 logger = logging.getLogger(__name__)
@@ -55,11 +61,8 @@ LIVE_THRESHOLD = 10.0
 #: How long ``start()`` waits for the thread to listen, and ``close()`` for it to end.
 _THREAD_TIMEOUT = 10.0
 
-_INDEX = """archangel {what}
-/metrics  Prometheus metrics (text exposition)
-/livez    liveness: 200 while the app loop answers, 503 once it is blocked
-/readyz   readiness: 200 only in RUN, 503 from the first moment of a stop
-"""
+#: Seconds the server gives open requests (event streams) to end when it closes.
+SHUTDOWN_TIMEOUT = 1.0
 
 
 class _State(enum.Enum):
@@ -77,9 +80,10 @@ class WebServer:
         host: Address to bind; loopback by default. Any other address needs
             a ``token``.
         port: TCP port; 0 picks a free one (see :attr:`address`).
-        token: The operator's secret. The endpoints served now only read,
-            and answer without it; the dashboard's actions (to come) will
-            require it. Never shown in a page or a log.
+        token: The operator's secret. Everything that reads answers
+            without it; the dashboard's actions (kill, stop, reload, dump)
+            exist only with it and require it (:mod:`archangel.web.auth`).
+            Never shown in a page or a log.
         block_threshold: Seconds the app loop may go without answering
             before a warning with its stack is logged; None turns it off.
         live_threshold: Seconds without an answer after which ``/livez`` fails.
@@ -132,6 +136,10 @@ class WebServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.watch: LoopWatch | None = None
+        #: Who may act through the dashboard (the token, sessions, throttle).
+        self.guard = Guard(token, loopback=is_loopback(host))
+        #: The dashboard; made by :meth:`start`.
+        self.dashboard: Dashboard | None = None
 
     def __repr__(self) -> str:  # never the token
         host, port = self._address or (self.host, self.port)
@@ -180,6 +188,9 @@ class WebServer:
             probe_interval=self.probe_interval,
         )
         self.watch = LoopWatch(apploop, self.block_threshold)
+        self.dashboard = Dashboard(
+            self.manager, self.app, apploop, self.guard, block_threshold=self.block_threshold
+        )
         self._state = _State.RUNNING
         self._thread = threading.Thread(
             target=self._thread_main, name=f"archangel-web-{id(self):x}", daemon=True
@@ -255,7 +266,10 @@ class WebServer:
         metrics_registry, histogram = registry(collector)
         self.watch.observe = histogram.observe
         runner = web.AppRunner(
-            self._application(metrics_registry), access_log=None, handle_signals=False
+            self._application(metrics_registry),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await runner.setup()
         try:
@@ -269,23 +283,22 @@ class WebServer:
         host, port = runner.addresses[0][:2]
         self._address = (host, port)
         self._ready.set()
-        watching = asyncio.create_task(self.watch.run())
+        assert self.dashboard is not None
+        tasks = [asyncio.create_task(self.watch.run()), asyncio.create_task(self.dashboard.run())]
         try:
             await self._stop.wait()
         finally:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+            self.dashboard.closing()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
 
     def _application(self, metrics_registry: Any) -> web.Application:
-        what = f"app {getattr(self.app, 'name', '')!s}".rstrip() if self.app else "manager"
         watch = self.watch
         assert watch is not None
         live_threshold = self.live_threshold
         app_target = self.app
-
-        async def index(request: web.Request) -> web.Response:
-            return web.Response(text=_INDEX.format(what=what))
 
         async def metrics(request: web.Request) -> web.Response:
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -301,7 +314,8 @@ class WebServer:
             return web.Response(text=text + "\n", status=200 if ok else 503)
 
         application = web.Application()
-        application.router.add_get("/", index)
+        assert self.dashboard is not None
+        self.dashboard.add_routes(application)
         application.router.add_get("/metrics", metrics)
         application.router.add_get("/livez", livez)
         application.router.add_get("/readyz", readyz)
