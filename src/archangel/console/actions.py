@@ -31,11 +31,12 @@ from .commands import (
 )
 from .render import describe_error
 
-__all__ = ["action_commands"]
+__all__ = ["MAX_KILL", "action_commands"]
 
 #: How long ``kill`` and ``killall`` wait for processes to exit once killed.
 _EXIT_WAIT = 5.0
-_MAX_KILL = 1000
+#: The most PIDs one ``kill`` takes (the console and the web dashboard).
+MAX_KILL = 1000
 #: How often the app loop is polled, while waiting for killed processes to exit.
 _EXIT_POLL = 0.005
 
@@ -79,8 +80,8 @@ class _Actions:
         if not args:
             raise CommandError("usage: kill PID [PID...]")
         pids = list(dict.fromkeys(parse_pid(a) for a in args))
-        if len(pids) > _MAX_KILL:
-            raise CommandError(f"at most {_MAX_KILL} pids at a time; use killall KIND")
+        if len(pids) > MAX_KILL:
+            raise CommandError(f"at most {MAX_KILL} pids at a time; use killall KIND")
         manager = self.context.manager
 
         async def kill_and_wait() -> list[tuple[int, str]]:

@@ -46,11 +46,11 @@ logger = logging.getLogger(__name__)
 #: The header that carries a session's CSRF token.
 CSRF_HEADER = "X-CSRF-Token"
 #: Seconds a login session lasts.
-SESSION_TTL = 12 * 3600.0
+_SESSION_TTL = 12 * 3600.0
 #: Sessions kept at once (the oldest goes first).
-MAX_SESSIONS = 64
+_MAX_SESSIONS = 64
 #: The longest token accepted in a login form or header (longer is wrong anyway).
-MAX_TOKEN = 4096
+_MAX_TOKEN = 4096
 
 
 class Refused(Exception):
@@ -139,7 +139,7 @@ class Guard:
             raise Refused(429, "too many token attempts: try again later")
         if wait:
             await asyncio.sleep(wait)
-        if len(given) <= MAX_TOKEN and hmac.compare_digest(
+        if len(given) <= _MAX_TOKEN and hmac.compare_digest(
             given.encode("utf-8", "replace"), self._token.encode()
         ):
             self.throttle.refund(peer)
@@ -189,15 +189,15 @@ class Guard:
         now = time.monotonic()
         for sid in [s for s, v in self._sessions.items() if v.expires < now]:
             del self._sessions[sid]
-        while len(self._sessions) >= MAX_SESSIONS:
+        while len(self._sessions) >= _MAX_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
         sid = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        self._sessions[sid] = _Session(csrf, now + SESSION_TTL)
+        self._sessions[sid] = _Session(csrf, now + _SESSION_TTL)
         response.set_cookie(
             self.cookie_name(request),
             sid,
-            max_age=int(SESSION_TTL),
+            max_age=int(_SESSION_TTL),
             path="/",
             httponly=True,
             samesite="Strict",

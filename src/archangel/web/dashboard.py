@@ -61,23 +61,23 @@ logger = logging.getLogger(__name__)
 _PACKAGE = __name__.rpartition(".")[0]
 
 #: Seconds between two events of the stream (and two samples of the rates).
-EVENT_INTERVAL = 1.0
+_EVENT_INTERVAL = 1.0
 #: Samples kept for the plots: five minutes at one a second.
-SERIES_LENGTH = 300
+_SERIES_LENGTH = 300
 #: Completed processes sent with each event.
-HISTORY_ROWS = 20
+_HISTORY_ROWS = 20
 #: Seconds a closing WebSocket waits for the page's answer.
-CLOSE_TIMEOUT = 1.0
+_CLOSE_TIMEOUT = 1.0
 #: The largest page of ``/api/processes``.
-MAX_LIMIT = 1000
+_MAX_LIMIT = 1000
 #: The files under ``static/`` that are served, with their types.
-STATIC = {
+_STATIC = {
     "index.html": "text/html",
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
 }
 #: Sent with every dashboard response: nothing loaded from elsewhere, no framing.
-SECURITY_HEADERS = {
+_SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -115,7 +115,7 @@ class Series:
         length: Samples kept.
     """
 
-    def __init__(self, manager: ProcessManager, apploop: AppLoop, length: int = SERIES_LENGTH):
+    def __init__(self, manager: ProcessManager, apploop: AppLoop, length: int = _SERIES_LENGTH):
         self.manager = manager
         self.apploop = apploop
         self._samples: collections.deque[_Sample] = collections.deque(maxlen=length)
@@ -169,7 +169,7 @@ class Series:
                     ),
                 ]
             )
-        horizon = SERIES_LENGTH
+        horizon = _SERIES_LENGTH
         lag = [
             [round(sent - now, 3), round(seconds, 6)]
             for sent, seconds in list(self.apploop.lags)
@@ -258,7 +258,7 @@ class Dashboard:
                 self.series.sample()
             except Exception:  # never let one bad sample end the sampler
                 logger.exception("%r: sampling the counters failed", self)
-            await asyncio.sleep(EVENT_INTERVAL)
+            await asyncio.sleep(_EVENT_INTERVAL)
 
     def _closing_event(self) -> asyncio.Event:
         if self._closing is None:
@@ -287,8 +287,8 @@ class Dashboard:
         """One page of ``ps --json`` for the query's filters (JSON text)."""
         argv = ["ps", "--json"]
         limit = _integer(query, "limit", 50)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise Refused(400, f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+        if not 1 <= limit <= _MAX_LIMIT:
+            raise Refused(400, f"limit must be between 1 and {_MAX_LIMIT}, not {limit}")
         argv += ["--limit", str(limit), "--offset", str(_integer(query, "offset", 0))]
         for key in ("kind", "state", "name", "sort"):
             value = query.get(key, "")
@@ -299,7 +299,7 @@ class Dashboard:
             raise Refused(400, reply.removeprefix("error: "))
         return reply
 
-    async def history(self, count: int = HISTORY_ROWS, kind: str = "") -> Any:
+    async def history(self, count: int = _HISTORY_ROWS, kind: str = "") -> Any:
         """The newest ``count`` completed processes (``history --json``)."""
         argv = ["history", str(count), "--json"]
         if kind:
@@ -437,7 +437,7 @@ class Dashboard:
         except Refused as refused:
             response = _error(refused.status, refused.reason)
         if not response.prepared:
-            response.headers.update(SECURITY_HEADERS)
+            response.headers.update(_SECURITY_HEADERS)
         return response
 
     async def _page(self, request: web.Request) -> web.Response:
@@ -445,7 +445,7 @@ class Dashboard:
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in STATIC or name == "index.html":
+        if name not in _STATIC or name == "index.html":
             raise web.HTTPNotFound()
         return _file(name)
 
@@ -454,7 +454,7 @@ class Dashboard:
         return web.Response(text=text, content_type="application/json")
 
     async def _history(self, request: web.Request) -> web.Response:
-        count = _integer(request.query, "n", HISTORY_ROWS)
+        count = _integer(request.query, "n", _HISTORY_ROWS)
         return _json(await self.history(count, request.query.get("kind", "")))
 
     async def _pipelines(self, request: web.Request) -> web.Response:
@@ -468,7 +468,7 @@ class Dashboard:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS}
+            headers={"Content-Type": "text/event-stream", **_SECURITY_HEADERS}
         )
         await response.prepare(request)
         closing = self._closing_event()
@@ -481,7 +481,7 @@ class Dashboard:
                     data = to_json(await self.event())
                     await response.write(f"event: overview\ndata: {data}\n\n".encode())
                     try:
-                        await asyncio.wait_for(closing.wait(), EVENT_INTERVAL)
+                        await asyncio.wait_for(closing.wait(), _EVENT_INTERVAL)
                     except TimeoutError:
                         pass
         except (ConnectionError, RuntimeError):  # the page went away
@@ -494,7 +494,7 @@ class Dashboard:
         # A WebSocket is not held to the same origin by the browser: refuse
         # another site's page, which could otherwise read what is sent here.
         self.guard.check_origin(request, required=False)
-        socket = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_TIMEOUT)
+        socket = web.WebSocketResponse(heartbeat=30.0, timeout=_CLOSE_TIMEOUT)
         await socket.prepare(request)
         closing = self._closing_event()
         self.viewers += 1
@@ -507,7 +507,7 @@ class Dashboard:
                     await socket.send_str(to_json(await self.event()))
                     done, _ = await asyncio.wait(
                         {reading, ending},
-                        timeout=EVENT_INTERVAL,
+                        timeout=_EVENT_INTERVAL,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     if done:
@@ -585,16 +585,16 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, reason: str) -> web.Response:
     response = _json({"error": reason}, status=status)
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(_SECURITY_HEADERS)
     return response
 
 
 def _file(name: str) -> web.Response:
     data = importlib.resources.files(_PACKAGE).joinpath("static", name).read_bytes()
-    kind = STATIC[name]
+    kind = _STATIC[name]
     return web.Response(body=data, content_type=kind, charset="utf-8")
 
 
 def static_files() -> Iterator[str]:
     """The names of the files the page is made of (for the packaging test)."""
-    yield from STATIC
+    yield from _STATIC

@@ -62,7 +62,7 @@ LIVE_THRESHOLD = 10.0
 _THREAD_TIMEOUT = 10.0
 
 #: Seconds the server gives open requests (event streams) to end when it closes.
-SHUTDOWN_TIMEOUT = 1.0
+_SHUTDOWN_TIMEOUT = 1.0
 
 
 class _State(enum.Enum):
@@ -269,7 +269,7 @@ class WebServer:
             self._application(metrics_registry),
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
         )
         await runner.setup()
         try:
