@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
 from .adopt import adopt
 from .frames import clear_frames, innermost
-from .process import _EMPTY, _EXITED, ExitReason, Process
+from .process import _EMPTY, _EXITED, ExitReason, Process, _check_count
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
@@ -48,10 +48,12 @@ CANCEL_GRACE = 0.1
 
 
 class _KindCounts:
-    __slots__ = ("exited", "failed", "killed", "started")
+    __slots__ = ("exited", "failed", "killed", "started", "user")
 
     def __init__(self) -> None:
         self.started = self.exited = self.killed = self.failed = 0
+        # The user counts (Process.inc) of this kind's exited processes.
+        self.user: dict[str, float] | None = None
 
 
 class ProcessManager:
@@ -73,6 +75,10 @@ class ProcessManager:
         self._procs: dict[int, Process] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
+        # User statistics: the live processes that counted (pid -> their counts,
+        # the very dict the process holds) and the manager's (the app's) own.
+        self._counting: dict[int, dict[str, float]] = {}
+        self._user: dict[str, float] = {}
         self._closing = False
         self._shutdown_task: asyncio.Task[bool] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -143,6 +149,9 @@ class ProcessManager:
         if counts is None:
             counts = self._kinds[process.kind] = _KindCounts()
         counts.started += 1
+        stats = process._archangel_stats
+        if stats is not None:  # it counted before it was registered
+            self._counting[pid] = stats
         return process
 
     def _class_factory(self, cls: type[_P]) -> Callable[..., _P]:
@@ -243,6 +252,11 @@ class ProcessManager:
         except KeyError:
             counts = self._moved_kind(process)
         counts.exited += 1
+        counting = self._counting
+        if counting:  # some process counted: fold its counts into its kind's
+            stats = counting.pop(process._archangel_pid, None)  # type: ignore[arg-type]
+            if stats:
+                _add(counts, stats)
         if reason is not NORMAL:
             if reason is KILLED:
                 counts.killed += 1
@@ -278,6 +292,30 @@ class ProcessManager:
         if counts is None:
             counts = self._kinds[process.kind] = _KindCounts()
         return counts
+
+    def _fold(self, kind: str, stats: dict[str, float]) -> None:
+        """Add counts made by an exited process of ``kind`` to that kind's totals."""
+        counts = self._kinds.get(kind)
+        if counts is None:
+            counts = self._kinds[kind] = _KindCounts()
+        _add(counts, stats)
+
+    # -- user statistics --------------------------------------------------------
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Count ``n`` more of the event ``name`` for the service as a whole.
+
+        The manager's own statistics (``App.inc`` counts here), beside the
+        processes' (:meth:`Process.inc`): :attr:`counters` shows them under
+        ``"user"``; the runlog gives their rates.
+
+        Raises:
+            InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
+                not a finite number.
+        """
+        _check_count(self, name, n)
+        user = self._user
+        user[name] = user.get(name, 0) + n
 
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)
@@ -339,8 +377,15 @@ class ProcessManager:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """Totals and per-kind counts: started, exited, killed, failed, running."""
-        kinds = {}
+        """Totals and per-kind counts: started, exited, killed, failed, running.
+
+        With user statistics, once something counted: a kind's ``"user"`` holds
+        the counts of its processes (:meth:`Process.inc`: the exited ones'
+        folded in, the live ones' as they are now), and the top-level
+        ``"user"`` the manager's own (:meth:`inc`).
+        """
+        kinds: dict[str, dict[str, Any]] = {}
+        users: dict[str, dict[str, float]] = {}
         for kind, c in list(self._kinds.items()):
             kinds[kind] = {
                 "started": c.started,
@@ -349,11 +394,24 @@ class ProcessManager:
                 "failed": c.failed,
                 "running": c.started - c.exited,
             }
+            if c.user:
+                users[kind] = c.user.copy()
+        for pid, stats in list(self._counting.items()):
+            process = self._procs.get(pid)
+            if process is not None and stats:
+                user = users.setdefault(process.kind, {})
+                for name, n in stats.copy().items():
+                    user[name] = user.get(name, 0) + n
         totals = {
             key: sum(k[key] for k in kinds.values())
             for key in ("started", "exited", "killed", "failed", "running")
         }
-        return {**totals, "kinds": kinds}
+        for kind, user in users.items():
+            kinds.setdefault(kind, dict.fromkeys(totals, 0))["user"] = user
+        counters: dict[str, Any] = {**totals, "kinds": kinds}
+        if self._user:
+            counters["user"] = self._user.copy()
+        return counters
 
     # -- ending ---------------------------------------------------------------
 
@@ -497,6 +555,14 @@ class ProcessManager:
         finally:
             self._drained = None
         return True
+
+
+def _add(counts: _KindCounts, stats: dict[str, float]) -> None:
+    user = counts.user
+    if user is None:
+        user = counts.user = {}
+    for name, n in stats.items():
+        user[name] = user.get(name, 0) + n
 
 
 def _kill(process: Process) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from ..errors import NotAProcess, ReadOnlyAttribute, coerce_enum
+from ..errors import InvalidArgument, NotAProcess, ReadOnlyAttribute, coerce_enum
 from .records import ExitReason as ExitReason
 from .records import ProcessInfo as ProcessInfo
 from .records import ProcessState as ProcessState
@@ -163,6 +163,25 @@ def _clash(cls: type) -> None:
             )
 
 
+def _check_count(owner: object, name: object, n: object) -> None:
+    """Refuse a user statistic that is not ``inc(name: str, n: number)``.
+
+    Raises:
+        InvalidArgument: naming ``owner``, the name and the count.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(
+            f"{owner!r}: inc() takes a statistic's name, a non-empty string, not {name!r}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int | float) or n != n or n in (_INF, -_INF):
+        raise InvalidArgument(
+            f"{owner!r}: inc({name!r}, n) takes a finite number to add, not {n!r}"
+        )
+
+
+_INF = float("inf")
+
+
 def _instrumented(fn: _F) -> _F:
     fn._archangel_instrumented = True  # type: ignore[attr-defined]
     return fn
@@ -206,7 +225,10 @@ def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
 #: What archangel itself writes on a process: they bypass a class's own
 #: ``__setattr__`` (see _wrap_setattr).
 _DIRECT = frozenset(
-    {"transport", *(PREFIX + n for n in (*BOOKKEEPING, "reason", "hooks", "waiters", "name"))}
+    {
+        "transport",
+        *(PREFIX + n for n in (*BOOKKEEPING, "reason", "hooks", "waiters", "name", "stats")),
+    }
 )
 
 
@@ -264,6 +286,11 @@ class Process:
     _archangel_waiters: list[asyncio.Future[None]] | None
     _archangel_name: str | None
     _archangel_parent: Process | None
+    #: The process's own counts (:meth:`inc`). A class-level default, not one of
+    #: ``__new__``'s: a process that never counts pays nothing for it, neither a
+    #: store per connection nor room in its attributes; the first ``inc`` makes
+    #: the dict.
+    _archangel_stats: dict[str, float] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Every default, always in this order (the order the accept path
@@ -381,6 +408,55 @@ class Process:
         except Exception:  # a closed transport may refuse
             return _EMPTY
         return {"peer": peer} if peer else _EMPTY
+
+    # -- user statistics ------------------------------------------------------
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Count ``n`` more of the event ``name``: the process's own statistics.
+
+        pyzenkit's ``inc_statistic``. The counts show in :meth:`statistics`,
+        in the manager's :attr:`~ProcessManager.counters` (summed per kind,
+        under ``kinds[kind]["user"]``), so in the runlog with their rates, the
+        state dump and the console's ``stats``. When the process exits its
+        counts are folded into its kind's totals, so none is lost; a count
+        made after the exit (in an at-exit hook, say) goes to those totals
+        at once. Counts made before the process is registered stay its own:
+        they reach the manager's totals only for a process registered with
+        ``manager.register(process)`` or ``spawn``.
+
+        Raises:
+            InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
+                not a finite number (a bool is not a number here).
+        """
+        stats = self._archangel_stats
+        if (
+            stats is not None
+            and type(n) is int
+            and name in stats
+            and self._archangel_state is not _EXITED
+        ):
+            stats[name] += n
+            return
+        self._inc_slowly(name, n)
+
+    def _inc_slowly(self, name: str, n: float) -> None:
+        """:meth:`inc` off its fast path: check, make the dict, tell the manager."""
+        _check_count(self, name, n)
+        stats = self._archangel_stats
+        manager = self._archangel_manager
+        if stats is None:
+            stats = {}
+            _object_setattr(self, PREFIX + "stats", stats)
+            if manager is not None and self._archangel_state is not _EXITED:
+                manager._counting[self._archangel_pid] = stats  # type: ignore[index]
+        stats[name] = stats.get(name, 0) + n
+        if self._archangel_state is _EXITED and manager is not None:
+            manager._fold(self.kind, {name: n})  # its counts were folded at the exit
+
+    def statistics(self) -> dict[str, float]:
+        """What :meth:`inc` counted, ``{name: count}`` (a copy; empty if nothing)."""
+        stats = self._archangel_stats
+        return stats.copy() if stats else {}
 
     def info(self) -> ProcessInfo:
         """A :class:`ProcessInfo` snapshot; ``details`` names the parent's PID, if any."""
