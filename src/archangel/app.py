@@ -215,7 +215,7 @@ class App:
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
         self.runlog = dumps.Runlog(self.manager, name)
-        self._stats_line = statistics.Statistics(lambda: statistics.counters(self.manager))
+        self._stats_line: statistics.Statistics | None = None  # made at RUN, on the loop's clock
         self._periodic: list[Timer] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -590,6 +590,7 @@ class App:
         return True
 
     def _log_statistics(self) -> bool:
+        assert self._stats_line is not None  # made with the timer
         _, stats, seconds = self._stats_line()
         logger.info("%s: %s", self.name, statistics.format_statistics(stats, seconds))
         return True
@@ -849,6 +850,9 @@ class App:
         if self.runlog_interval is not None:
             self._periodic.append(self.bus.every(self.runlog_interval, self._periodic_runlog))
         if self.stats_interval is not None:
+            self._stats_line = statistics.Statistics(
+                lambda: statistics.counters(self.manager), asyncio.get_running_loop().time
+            )
             self._periodic.append(self.bus.every(self.stats_interval, self._log_statistics))
         if self.daemon is not None:
             self.daemon.ready()
