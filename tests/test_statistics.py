@@ -125,6 +125,25 @@ def test_counts_made_before_registering_reach_the_manager() -> None:
     assert manager.counters["kinds"]["job"]["user"] == {"early": 2}
 
 
+class Greeter(Process, asyncio.Protocol):
+    kind = "greeter"
+
+    def __init__(self) -> None:
+        self.inc("made")  # before the factory registers it
+
+
+def test_a_protocols_counts_from_its_init_join_the_totals_at_its_next_count() -> None:
+    manager = ProcessManager()
+    factory = manager.register(Greeter)
+    greeter = factory()
+    assert "user" not in manager.counters["kinds"]["greeter"]
+    assert greeter.statistics() == {"made": 1}
+    greeter.inc("greeted")
+    assert manager.counters["kinds"]["greeter"]["user"] == {"made": 1, "greeted": 1}
+    factory().inc("greeted", 2)
+    assert manager.counters["kinds"]["greeter"]["user"] == {"made": 2, "greeted": 3}
+
+
 def test_the_manager_and_the_app_count_their_own_under_user(tmp_path: Path) -> None:
     manager = ProcessManager()
     assert "user" not in manager.counters

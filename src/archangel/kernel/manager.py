@@ -52,7 +52,8 @@ class _KindCounts:
 
     def __init__(self) -> None:
         self.started = self.exited = self.killed = self.failed = 0
-        # The user counts (Process.inc) of this kind's exited processes.
+        # The user counts (Process.inc) of this kind's processes, live and exited:
+        # each count of a registered process is added here as it is made.
         self.user: dict[str, float] | None = None
 
 
@@ -75,9 +76,8 @@ class ProcessManager:
         self._procs: dict[int, Process] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
-        # User statistics: the live processes that counted (pid -> their counts,
-        # the very dict the process holds) and the manager's (the app's) own.
-        self._counting: dict[int, dict[str, float]] = {}
+        # The manager's (the app's) own user statistics; the processes' are
+        # their kinds' (_KindCounts.user).
         self._user: dict[str, float] = {}
         self._closing = False
         self._shutdown_task: asyncio.Task[bool] | None = None
@@ -149,9 +149,8 @@ class ProcessManager:
         if counts is None:
             counts = self._kinds[process.kind] = _KindCounts()
         counts.started += 1
-        stats = process._archangel_stats
-        if stats is not None:  # it counted before it was registered
-            self._counting[pid] = stats
+        if process._archangel_stats is not None:  # it counted before it was registered
+            self._join_kind(process)
         return process
 
     def _class_factory(self, cls: type[_P]) -> Callable[..., _P]:
@@ -252,11 +251,6 @@ class ProcessManager:
         except KeyError:
             counts = self._moved_kind(process)
         counts.exited += 1
-        counting = self._counting
-        if counting:  # some process counted: fold its counts into its kind's
-            stats = counting.pop(process._archangel_pid, None)  # type: ignore[arg-type]
-            if stats:
-                _add(counts, stats)
         if reason is not NORMAL:
             if reason is KILLED:
                 counts.killed += 1
@@ -293,12 +287,19 @@ class ProcessManager:
             counts = self._kinds[process.kind] = _KindCounts()
         return counts
 
-    def _fold(self, kind: str, stats: dict[str, float]) -> None:
-        """Add counts made by an exited process of ``kind`` to that kind's totals."""
-        counts = self._kinds.get(kind)
-        if counts is None:
-            counts = self._kinds[kind] = _KindCounts()
-        _add(counts, stats)
+    def _join_kind(self, process: Process) -> None:
+        """Make a registered process's counts add to its kind's totals, from the ones it has."""
+        counts = process._archangel_stats
+        if counts is None or counts.kind is not None:
+            return
+        kind = self._kinds.get(process.kind)
+        if kind is None:
+            kind = self._kinds[process.kind] = _KindCounts()
+        if kind.user is None:
+            kind.user = {}
+        totals = counts.kind = kind.user
+        for name, n in counts.own.items():
+            totals[name] = totals.get(name, 0) + n
 
     # -- user statistics --------------------------------------------------------
 
@@ -313,8 +314,11 @@ class ProcessManager:
             InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
                 not a finite number.
         """
-        _check_count(self, name, n)
         user = self._user
+        if type(n) is int and name in user:  # a name counted before: checked then
+            user[name] += n
+            return
+        _check_count(self, name, n)
         user[name] = user.get(name, 0) + n
 
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
@@ -380,12 +384,10 @@ class ProcessManager:
         """Totals and per-kind counts: started, exited, killed, failed, running.
 
         With user statistics, once something counted: a kind's ``"user"`` holds
-        the counts of its processes (:meth:`Process.inc`: the exited ones'
-        folded in, the live ones' as they are now), and the top-level
-        ``"user"`` the manager's own (:meth:`inc`).
+        the counts of its processes (:meth:`Process.inc`), live and exited,
+        and the top-level ``"user"`` the manager's own (:meth:`inc`).
         """
         kinds: dict[str, dict[str, Any]] = {}
-        users: dict[str, dict[str, float]] = {}
         for kind, c in list(self._kinds.items()):
             kinds[kind] = {
                 "started": c.started,
@@ -395,19 +397,11 @@ class ProcessManager:
                 "running": c.started - c.exited,
             }
             if c.user:
-                users[kind] = c.user.copy()
-        for pid, stats in list(self._counting.items()):
-            process = self._procs.get(pid)
-            if process is not None and stats:
-                user = users.setdefault(process.kind, {})
-                for name, n in stats.copy().items():
-                    user[name] = user.get(name, 0) + n
+                kinds[kind]["user"] = c.user.copy()
         totals = {
             key: sum(k[key] for k in kinds.values())
             for key in ("started", "exited", "killed", "failed", "running")
         }
-        for kind, user in users.items():
-            kinds.setdefault(kind, dict.fromkeys(totals, 0))["user"] = user
         counters: dict[str, Any] = {**totals, "kinds": kinds}
         if self._user:
             counters["user"] = self._user.copy()
@@ -555,14 +549,6 @@ class ProcessManager:
         finally:
             self._drained = None
         return True
-
-
-def _add(counts: _KindCounts, stats: dict[str, float]) -> None:
-    user = counts.user
-    if user is None:
-        user = counts.user = {}
-    for name, n in stats.items():
-        user[name] = user.get(name, 0) + n
 
 
 def _kill(process: Process) -> None:

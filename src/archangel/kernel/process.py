@@ -182,6 +182,21 @@ def _check_count(owner: object, name: object, n: object) -> None:
 _INF = float("inf")
 
 
+class _Counts:
+    """A process's user statistics: its own counts, and its kind's totals it adds to.
+
+    Every count goes to both (``kind`` is the manager's dict for the
+    process's kind, None until the process is registered), so the kind's
+    totals need nothing at the exit and reading them walks no process.
+    """
+
+    __slots__ = ("kind", "own")
+
+    def __init__(self) -> None:
+        self.own: dict[str, float] = {}
+        self.kind: dict[str, float] | None = None
+
+
 def _instrumented(fn: _F) -> _F:
     fn._archangel_instrumented = True  # type: ignore[attr-defined]
     return fn
@@ -286,11 +301,11 @@ class Process:
     _archangel_waiters: list[asyncio.Future[None]] | None
     _archangel_name: str | None
     _archangel_parent: Process | None
-    #: The process's own counts (:meth:`inc`). A class-level default, not one of
+    #: The process's counts (:meth:`inc`). A class-level default, not one of
     #: ``__new__``'s: a process that never counts pays nothing for it, neither a
     #: store per connection nor room in its attributes; the first ``inc`` makes
-    #: the dict.
-    _archangel_stats: dict[str, float] | None = None
+    #: them.
+    _archangel_stats: _Counts | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Every default, always in this order (the order the accept path
@@ -417,46 +432,48 @@ class Process:
         pyzenkit's ``inc_statistic``. The counts show in :meth:`statistics`,
         in the manager's :attr:`~ProcessManager.counters` (summed per kind,
         under ``kinds[kind]["user"]``), so in the runlog with their rates, the
-        state dump and the console's ``stats``. When the process exits its
-        counts are folded into its kind's totals, so none is lost; a count
-        made after the exit (in an at-exit hook, say) goes to those totals
-        at once. Counts made before the process is registered stay its own:
-        they reach the manager's totals only for a process registered with
-        ``manager.register(process)`` or ``spawn``.
+        state dump and the console's ``stats``. Each count of a registered
+        process goes to its kind's totals as it is made, so the totals keep
+        it once the process has exited (counts made after the exit, in an
+        at-exit hook, say, too). Counts made before the process is
+        registered join the totals when it is registered with
+        ``manager.register(process)`` or ``spawn``, or at its next count.
 
         Raises:
             InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
                 not a finite number (a bool is not a number here).
         """
-        stats = self._archangel_stats
-        if (
-            stats is not None
-            and type(n) is int
-            and name in stats
-            and self._archangel_state is not _EXITED
-        ):
-            stats[name] += n
-            return
+        counts = self._archangel_stats
+        if counts is not None and type(n) is int:
+            kind = counts.kind
+            own = counts.own
+            if kind is not None and name in own:  # then ``kind`` has ``name`` too
+                own[name] += n
+                kind[name] += n
+                return
         self._inc_slowly(name, n)
 
     def _inc_slowly(self, name: str, n: float) -> None:
-        """:meth:`inc` off its fast path: check, make the dict, tell the manager."""
+        """:meth:`inc` off its fast path: check, make the counts, join the kind's totals."""
         _check_count(self, name, n)
-        stats = self._archangel_stats
-        manager = self._archangel_manager
-        if stats is None:
-            stats = {}
-            _object_setattr(self, PREFIX + "stats", stats)
-            if manager is not None and self._archangel_state is not _EXITED:
-                manager._counting[self._archangel_pid] = stats  # type: ignore[index]
-        stats[name] = stats.get(name, 0) + n
-        if self._archangel_state is _EXITED and manager is not None:
-            manager._fold(self.kind, {name: n})  # its counts were folded at the exit
+        counts = self._archangel_stats
+        if counts is None:
+            counts = _Counts()
+            _object_setattr(self, PREFIX + "stats", counts)
+        own = counts.own
+        own[name] = own.get(name, 0) + n
+        if counts.kind is None:
+            manager = self._archangel_manager
+            if manager is not None:  # registered since its last count: join the kind's totals
+                manager._join_kind(self)
+            return
+        kind = counts.kind
+        kind[name] = kind.get(name, 0) + n
 
     def statistics(self) -> dict[str, float]:
         """What :meth:`inc` counted, ``{name: count}`` (a copy; empty if nothing)."""
-        stats = self._archangel_stats
-        return stats.copy() if stats else {}
+        counts = self._archangel_stats
+        return counts.own.copy() if counts is not None else {}
 
     def info(self) -> ProcessInfo:
         """A :class:`ProcessInfo` snapshot; ``details`` names the parent's PID, if any."""
