@@ -72,7 +72,7 @@ def finished(why: str) -> None:
 
 @app.bus.on("port")  # the first answer wins, as rel's ask()
 def port() -> int:
-    host, number = app.addresses[0]
+    _host, number = app.addresses[0]
     return int(number)
 
 

@@ -219,6 +219,45 @@ async def test_serves_a_unix_socket(tmp_path: Path) -> None:
     assert await task == 0
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"shutdown_timeout": "30"},
+            "shutdown_timeout must be a number of seconds >= 0, got '30'",
+        ),
+        (
+            {"shutdown_timeout": True},
+            "shutdown_timeout must be a number of seconds >= 0, got True",
+        ),
+        (
+            {"shutdown_timeout": None},
+            "shutdown_timeout must be a number of seconds >= 0, got None",
+        ),
+        ({"shutdown_timeout": float("nan")}, "shutdown_timeout must be >= 0, got nan"),
+        ({"shutdown_timeout": -0.5}, "shutdown_timeout must be >= 0, got -0.5"),
+        ({"history": "10"}, "history must be an int >= 0, got '10'"),
+        ({"history": 2.5}, "history must be an int >= 0, got 2.5"),
+        ({"history": False}, "history must be an int >= 0, got False"),
+        ({"history": -1}, "history must be >= 0, got -1"),
+    ],
+)
+def test_app_arguments_are_checked_naming_the_argument_and_value(
+    arguments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        App("web", **arguments)  # type: ignore[arg-type]
+    assert str(caught.value) == f"App 'web': {message}"
+
+
+def test_app_numbers_that_are_numbers_are_taken() -> None:
+    assert App("web", shutdown_timeout=0).shutdown_timeout == 0
+    assert App("web", shutdown_timeout=2.5).shutdown_timeout == 2.5
+    assert repr(App("web", history=0).manager.history) == "<History 0 of at most 0>"
+    with pytest.raises(InvalidArgument, match="App name must be a str, got 5"):
+        App(5)  # type: ignore[arg-type]
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="shutdown_timeout must be >= 0"):
         App("x", shutdown_timeout=-1)

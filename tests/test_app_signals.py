@@ -292,3 +292,91 @@ def test_overlapping_sighups_reload_one_at_a_time_and_systemd_sees_one_ready(
         assert pending(notify) == []  # nothing more was sent
     finally:
         notify.close()
+
+
+BOUND_SIGNALS = """
+    import signal
+    def on_usr1(sig):
+        print(f"callback got {sig.name}")
+
+    async def on_alrm(sig):
+        await asyncio.sleep(0)
+        print(f"async callback got {sig.name}")
+        raise RuntimeError("a bad handler")
+
+    def broken(sig):
+        raise ValueError("a bad sync handler")
+
+    app = App(
+        "bound",
+        signals={
+            "USR1": on_usr1,
+            "HUP": "my-channel",
+            "ALRM": on_alrm,
+            "USR2": [broken, "state"],
+            "WINCH": "nobody-listens",
+        },
+    )
+    app.bus.subscribe("my-channel", lambda sig: print(f"channel got {sig.name}"))
+    app.bus.subscribe(State.RUN, lambda: print("running"))
+    status = app.run(loop=sys.argv[1])
+    print("status", status)
+    sys.exit(status)
+"""
+
+
+@LOOPS
+def test_any_signal_runs_a_callback_or_publishes_on_a_channel(
+    run_child: RunChild, loop: str
+) -> None:
+    """Today a callable or a channel for a signal is refused when the App is made."""
+    child = run_child(BOUND_SIGNALS, loop)
+    child.expect("running")
+    child.kill(signal.SIGUSR1)
+    child.expect("callback got SIGUSR1")
+    child.kill(signal.SIGHUP)
+    child.expect("channel got SIGHUP")
+    child.kill(signal.SIGALRM)
+    child.expect("async callback got SIGALRM")
+    child.kill(signal.SIGUSR2)
+    child.expect("SIGUSR2 received (#1): broken")
+    child.kill(signal.SIGWINCH)
+    child.expect("bound: SIGWINCH is bound to channel 'nobody-listens', which has no subscribers")
+    child.kill(signal.SIGUSR1)  # the service is still up after the failing handlers
+    child.expect("callback got SIGUSR1")
+    child.kill(signal.SIGTERM)
+    child.expect("status 0")
+    assert child.process.wait(timeout=30) == 0
+    text = "\n".join(child.seen)
+    assert "bound: the SIGALRM handler" in text and "RuntimeError: a bad handler" in text
+    assert "bound: the SIGUSR2 handler" in text and "ValueError: a bad sync handler" in text
+
+
+RESTORED_HANDLER = """
+    import signal
+    signal.signal(signal.SIGUSR1, lambda signum, frame: print("my own handler ran"))
+    app = App("restored")
+
+    @app.bus.on(State.RUN)
+    def running():
+        print("running")
+        app.request_stop()
+
+    status = app.run(loop=sys.argv[1])
+    print("status", status)
+    signal.raise_signal(signal.SIGUSR1)  # the App's SIGUSR1 (runlog) is gone: mine is back
+    print("still alive")
+"""
+
+
+@LOOPS
+def test_the_handlers_the_app_replaced_are_put_back_when_it_exits(
+    run_child: RunChild, loop: str
+) -> None:
+    """Today they are reset to the default: the SIGUSR1 after the App kills the process."""
+    child = run_child(RESTORED_HANDLER, loop)
+    child.expect("running")
+    child.expect("status 0")
+    child.expect("my own handler ran")
+    child.expect("still alive")
+    assert child.process.wait(timeout=30) == 0

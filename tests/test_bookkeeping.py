@@ -150,8 +150,10 @@ def test_assigning_the_bookkeeping_raises_naming_it(name: str) -> None:
         setattr(proc, name, "mine")
     assert isinstance(caught.value, AttributeError) and isinstance(caught.value, ArchangelError)
     assert caught.value.name == name and caught.value.obj is proc
-    with pytest.raises(ReadOnlyAttribute, match=f"'{name}'"):
+    deleting = f"cannot delete '{name}' of <Echo pid=1 .*archangel's bookkeeping"
+    with pytest.raises(ReadOnlyAttribute, match=deleting) as caught:
         delattr(proc, name)
+    assert caught.value.name == name and caught.value.obj is proc
     assert getattr(proc, name) is before
     # name, kind and transport stay the user's to set.
     proc.name, proc.kind, proc.transport = "mine", "custom", None

@@ -80,6 +80,52 @@ async def test_transition_to_the_current_state_publishes_nothing(bus: Bus[State]
     assert log == []
 
 
+async def test_transition_returns_what_the_subscribers_returned(bus: Bus[State]) -> None:
+    """magicbus's ``transition()`` returns the output: a list of lists, per state entered."""
+    bus.subscribe(State.ENTER, lambda: "entered")
+    bus.subscribe(State.IDLE, lambda: 1, priority=10)
+
+    async def idle_too() -> int:
+        await asyncio.sleep(0)
+        return 2
+
+    bus.subscribe(State.IDLE, idle_too, priority=20)
+    results = await bus.transition(State.START)
+    assert results == [["entered"], [1, 2], []]
+    assert results.states == [State.ENTER, State.IDLE, State.START]
+    assert results.kept is True
+    assert repr(results) == (
+        "<TransitionResults {<State.ENTER>: ['entered'], <State.IDLE>: [1, 2], <State.START>: []}>"
+    )
+    bus.subscribe(State.STOP, lambda: "stopping")
+    await bus.transition(State.RUN)
+    again = await bus.graceful()
+    assert again == [["stopping"], [1, 2], [], []]
+    assert again.states == [State.STOP, State.IDLE, State.START, State.RUN]
+    none = await bus.transition(State.RUN)
+    assert (none, none.states, none.kept) == ([], [], True)
+
+
+async def test_clear_removes_every_subscriber(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    recorder(bus, log)
+    bus.subscribe("custom", log.append)
+    bus.subscribe("custom", len)
+    await bus.publish("custom", "hello")  # proven plain: the hot path is cleared too
+    bus.when("ready", log.append, "latch")
+    count = len(bus.graph.states) + 2
+    assert bus.clear() == count
+    assert (bus.channels, bus.subscribers("custom")) == ((), ())
+    assert not bus.has_subscribers(State.ENTER)
+    assert await bus.publish("custom", "nobody") == []
+    await bus.transition(State.RUN)
+    assert log == ["hello"]
+    bus.transpire("ready")  # latches are not subscribers: they stay
+    assert log == ["hello", "latch"]
+    assert bus.clear() == 0
+    assert repr(bus) == "<Bus [RUN] 0 subscribers on 0 channels>"
+
+
 async def test_an_unreachable_state_is_an_invalid_transition(bus: Bus[State]) -> None:
     await bus.transition(State.EXITED)
     with pytest.raises(

@@ -526,7 +526,7 @@ async def test_a_subscriber_still_running_at_the_deadline_is_cancelled_and_the_w
     loop = asyncio.get_running_loop()
     with caplog.at_level(logging.ERROR, logger="archangel.bus.channels"):
         async with asyncio.timeout(30):
-            kept = await bus.transition(State.EXITED, deadline=loop.time() + 0.05)
+            kept = (await bus.transition(State.EXITED, deadline=loop.time() + 0.05)).kept
     assert kept is False
     assert cancelled.is_set()
     # Past the deadline the next subscriber still gets DEADLINE_GRACE from its start.
@@ -556,7 +556,7 @@ async def test_a_walk_begun_past_its_deadline_still_gives_each_subscriber_the_gr
     bus.subscribe(State.EXIT, release_pidfile)
     bus.subscribe(State.EXIT, lambda: ran.append("sync"))
     deadline = asyncio.get_running_loop().time() - 1  # long past
-    assert await bus.transition(State.EXITED, deadline=deadline) is True
+    assert (await bus.transition(State.EXITED, deadline=deadline)).kept is True
     assert ran == ["released", "done", "sync"]
 
 
@@ -575,8 +575,8 @@ async def test_a_walk_that_keeps_its_deadline_returns_true_and_results_are_as_us
     bus.subscribe(State.START, quick)
     bus.subscribe(State.RUN, lambda: results.append("run"))
     deadline = asyncio.get_running_loop().time() + 60
-    assert await bus.transition(State.RUN, deadline=deadline) is True
-    assert await bus.transition(State.STOP) is True  # no deadline: always kept
+    assert (await bus.transition(State.RUN, deadline=deadline)).kept is True
+    assert (await bus.transition(State.STOP)).kept is True  # no deadline: always kept
     bus.subscribe(State.EXIT, failing)
     with pytest.raises(ChannelFailures) as caught:  # a failure still takes the error path
         await bus.transition(State.EXITED, deadline=deadline)
@@ -608,7 +608,7 @@ async def test_a_subscriber_that_ignores_its_cancellation_is_left_behind(
     deadline = asyncio.get_running_loop().time() + 0.01
     with caplog.at_level(logging.ERROR, logger="archangel.bus.channels"):
         async with asyncio.timeout(30):
-            assert await bus.transition(State.EXITED, deadline=deadline) is False
+            assert (await bus.transition(State.EXITED, deadline=deadline)).kept is False
     assert exited == [State.EXITED]  # the walk went on without them
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3

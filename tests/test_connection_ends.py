@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from archangel import ExitReason, Process, ProcessManager, ProcessState
+from archangel import App, ExitReason, Process, ProcessManager, ProcessState
 from archangel.kernel.adopt import AdoptedProtocol
 from tests.helpers import serve, until
 
@@ -191,3 +191,56 @@ class _Resetting:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
+
+
+# -- a client that resets a streams handler ---------------------------------------------
+
+
+async def test_a_client_reset_before_a_streams_handler_writes_is_a_normal_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler's write after the reset raises: uvloop's RuntimeError, asyncio's reset."""
+    app, gate = App("streams"), asyncio.Event()
+    raised: list[BaseException] = []
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        await gate.wait()  # the client resets meanwhile
+        try:
+            writer.write(b"pong")  # uvloop: "...; the handler is closed"
+            await writer.drain()  # asyncio: the reset, raised here
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    server = await app.serve_streams(reply, "127.0.0.1", 0)
+    try:
+        await _reset_before_the_reply(app, gate, caplog)
+    finally:
+        gate.set()
+        server.close()
+    assert raised and isinstance(raised[0], RuntimeError | ConnectionError), raised
+    [record] = app.manager.history
+    assert record.exit_reason is ExitReason.NORMAL and record.error is None, record
+    assert app.manager.counters["failed"] == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def _reset_before_the_reply(
+    app: App, gate: asyncio.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, loop = app.manager, asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, app.addresses[0])
+    await loop.sock_sendall(sock, b"ping")
+    await until(lambda: len(manager) == 1)
+    [proc] = manager
+    await until(lambda: proc.transport is not None)
+    transport = proc.transport
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with caplog.at_level(logging.DEBUG, logger="archangel"):
+        sock.close()  # with linger 0: an RST, not a FIN
+        await until(transport.is_closing)
+        gate.set()
+        await asyncio.wait_for(proc.wait(), 10)

@@ -14,7 +14,7 @@ from typing import Any
 
 from archangel import App, ExitReason, Process, ProcessManager, ProcessState, State, TaskProcess
 from archangel.console import Console
-from archangel.console.commands import GIL_SLICE
+from archangel.console.commands import _GIL_SLICE
 from tests.console_helpers import PROMPT, BlockingClient, Light, RawClient
 from tests.helpers import serve, until
 
@@ -69,7 +69,7 @@ async def test_ps_lists_filters_sorts_and_pages() -> None:
                 assert "error:" in await client.ask("ps --sort colour")
                 assert "error:" in await client.ask("ps --limit 0")
                 assert "error: cannot parse" in await client.ask("ps 'unclosed")
-                assert "unknown command 'frobnicate'" in await client.ask("frobnicate 1 2")
+                assert "unknown command frobnicate" in await client.ask("frobnicate 1 2")
                 assert "showing" in await client.ask("ps")
     finally:
         writer.close()
@@ -122,7 +122,7 @@ async def test_info_where_and_history() -> None:
             assert "in sleeper" in where and "await asyncio.sleep(3600)" in where
             assert "awaiting a future" in where
             assert "not a task" in await client.ask(f"where {light.pid}")
-            assert "has exited" in await client.ask(f"where {gone.pid}")
+            assert f"pid {gone.pid} has already exited" in await client.ask(f"where {gone.pid}")
 
             history = await client.ask("history")
             assert re.search(rf"^\s*{gone.pid}\s+task\s+killed\s", history, re.M)
@@ -131,6 +131,62 @@ async def test_info_where_and_history() -> None:
             assert [p["pid"] for p in data["processes"]] == [gone.pid]
             assert "error:" in await client.ask("history lots")
     task.kill()
+
+
+async def fails() -> None:
+    raise ValueError("bad header")
+
+
+async def waits_for_a_task() -> None:
+    await asyncio.ensure_future(sleeper())
+
+
+#: What a Python repr looks like in a reply: <Thing ...>, 'quoted', ValueError('...'), \x01.
+REPRISH = re.compile(r"<\w[^>]*>|'[^' ]+'|\w\(['\"]|\\x[0-9a-f]{2}")
+
+
+async def test_answers_are_in_operator_words_never_python_reprs() -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    failed = manager.spawn(fails(), name="parser")
+    waiter = manager.spawn(waits_for_a_task(), name="waiter")
+    await asyncio.sleep(0.01)
+    assert failed.state is ProcessState.EXITED
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            assert await client.ask("kill 99999999") == "no process with pid 99999999"
+            assert await client.ask(f"kill {failed.pid}") == f"pid {failed.pid} has already exited"
+            assert await client.ask("where 99999999") == "error: no process with pid 99999999"
+            assert re.search(
+                r"^error\s+ValueError: bad header$", await client.ask(f"info {failed.pid}"), re.M
+            )
+            where = await client.ask(f"where {waiter.pid}")
+            assert f"pid {waiter.pid} (waiter), task " in where
+            assert where.endswith("awaiting a future")
+            assert await client.ask("killall nope") == "no running processes of kind nope"
+            assert await client.ask("killall light") == "killed 1 process of kind light: 1 exited"
+            assert await client.ask("frob\u200bnicate") == (
+                "error: unknown command frob?nicate: type help for the list"
+            )
+            replies = [
+                await client.ask(line)
+                for line in (
+                    "history",
+                    "ps --bogus",
+                    "ps --sort weird",
+                    "ps -s weird",
+                    "ps a b",
+                    "ps --limit x",
+                    "info x",
+                    "history lots",
+                    "help nope",
+                    "stats",
+                )
+            ]
+            for reply in replies:
+                assert not REPRISH.search(reply), reply
+            assert "1 session open" in replies[-1]
+    waiter.kill()
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -154,7 +210,7 @@ async def test_kill_runs_the_at_exit_hooks_before_answering() -> None:
                 assert all(ident == threading.get_ident() for _, ident in ran)  # app thread
                 assert f"pid {conn.pid}: killed (Echo, exit: killed)" in reply
                 assert f"pid {task.pid}: killed (victim, exit: killed)" in reply
-                assert "pid 77: no pid 77 was ever issued" in reply
+                assert "no process with pid 77" in reply.splitlines()
                 assert await reader.read() == b""  # the peer saw its connection end
                 assert conn.exit_reason is ExitReason.KILLED
                 assert len(manager) == 0
@@ -178,15 +234,15 @@ async def test_killall_kills_one_kind() -> None:
         with Console(manager) as console:
             async with await RawClient.open(console.address) as client:
                 reply = await client.ask("killall light")
-                assert reply == "killed 5 process(es) of kind 'light': 5 exited"
+                assert reply == "killed 5 processes of kind light: 5 exited"
                 assert all(p.state is ProcessState.EXITED for p in lights)
                 assert task.state is ProcessState.RUNNING
                 # Connections exit once their transport has closed: the reply waits for it.
                 reply = await client.ask("killall conn")
-                assert reply == "killed 3 process(es) of kind 'conn': 3 exited"
+                assert reply == "killed 3 processes of kind conn: 3 exited"
                 for reader, _ in peers:
                     assert await reader.read() == b""
-                assert "no running processes of kind 'light'" in await client.ask("killall light")
+                assert "no running processes of kind light" in await client.ask("killall light")
                 assert "usage: killall KIND" in await client.ask("killall")
                 assert len(manager) == 1
     finally:
@@ -278,7 +334,7 @@ async def test_repl_is_off_by_default_and_runs_on_the_app_thread_when_on() -> No
     manager.register(Light())
     with Console(manager) as console:
         async with await RawClient.open(console.address) as client:
-            assert "unknown command 'py'" in await client.ask("py 1 + 1")
+            assert "unknown command py" in await client.ask("py 1 + 1")
     with Console(manager, repl=True) as console:
         async with await RawClient.open(console.address, banner=False) as client:
             assert "WARNING: 'py' is enabled" in await client.read_until(PROMPT)
@@ -444,7 +500,8 @@ async def test_quit_and_ctrl_d_end_the_session() -> None:
     before = sys.getswitchinterval()
     with Console(ProcessManager()) as console:
         async with await RawClient.open(console.address) as client:
-            assert sys.getswitchinterval() == GIL_SLICE  # short GIL slices while a session is open
+            # Short GIL slices while a session is open.
+            assert sys.getswitchinterval() == _GIL_SLICE
             await client.send("quit\n")
             assert "bye" in await client.read_all()
         await until(lambda: sys.getswitchinterval() == before)
@@ -481,5 +538,5 @@ async def test_ps_pages_100_000_processes() -> None:
             newest = await client.ask("ps --sort -pid -l 1")
             assert re.search(r"^100000\s", newest, re.M)
             killed = await client.ask("killall light")  # in slices of the app loop's time
-            assert killed == "killed 100000 process(es) of kind 'light': 100000 exited"
+            assert killed == "killed 100000 processes of kind light: 100000 exited"
             assert len(manager) == 0

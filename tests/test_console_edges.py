@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import telnetlib3
 
 from archangel import ProcessManager
 from archangel.console import Console
 from archangel.console import table as console_table
 from archangel.console.client import TelnetFilter
 from archangel.console.guard import Digest, Throttle
-from archangel.console.protocol import READ_LIMIT, ConsoleProtocol
+from archangel.console.protocol import _READ_LIMIT, ConsoleProtocol
 from archangel.errors import ConsoleError
 from archangel.service import dumps
 from tests.console_helpers import (
@@ -39,12 +40,13 @@ from tests.console_helpers import (
     RawClient,
     clean,
     on_console,
+    open_telnet,
     settled,
     write_buffers,
 )
 
 #: What the reader may hold: twice its limit before it pauses, plus one read of the socket.
-READ_BOUND = 2 * READ_LIMIT + 256 * 1024
+READ_BOUND = 2 * _READ_LIMIT + 256 * 1024
 
 
 def tool(name: str) -> str:
@@ -186,8 +188,9 @@ def test_a_unix_socket_session_logs_no_logging_errors(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "bye" in done.stdout
-    # telnetlib3 names the connection in its log lines; they are there, and formatted.
-    assert "Connection from <ConsoleProtocol unix socket>" in done.stderr
+    # The console names the connection in its own log lines (telnetlib3's are dropped).
+    assert "console: connection from unix socket" in done.stderr
+    assert "ConsoleProtocol" not in done.stderr
     assert "--- Logging error ---" not in done.stderr
 
 
@@ -222,12 +225,58 @@ async def test_sessions_left_in_the_middle_of_a_reply_leave_nothing_alive(leave:
             assert "showing 1-1 of 8000" in await client.ask("ps -l 1")
 
 
+@pytest.mark.parametrize("leave", ["quit", "hang up", "reset", "telnet quit"])
+async def test_an_ended_session_is_freed_by_its_last_reference_without_the_collector(
+    leave: str,
+) -> None:
+    # No reference cycle may keep an ended session, its protocol, its reader and
+    # writer (and their buffers) waiting for the cyclic collector: checked with
+    # the collector off, so only reference counts free them.
+    with Console(registered(3)) as console:
+        writer: telnetlib3.TelnetWriter | None = None
+        if leave.startswith("telnet"):
+            screen, writer = await open_telnet(console)
+            client = None
+        else:
+            client = await RawClient.open(console.address)
+        protocols = await on_console(console, lambda: sessions(console))
+        assert len(protocols) == 1
+        parts = (protocols[0], protocols[0].session, protocols[0].reader, protocols[0].writer)
+        refs = [weakref.ref(part) for part in parts]
+        del protocols, parts
+        gc.collect()
+        gc.disable()
+        try:
+            if writer is not None:
+                writer.write("ps\r\n")
+                assert "showing 1-3 of 3" in await screen.until(PROMPT)
+                writer.write("quit\r\n")
+                await screen.until("bye")
+                writer.close()
+            else:
+                assert client is not None
+                assert "showing 1-3 of 3" in await client.ask("ps")
+                if leave == "quit":
+                    await client.send("quit\n")
+                    assert (await client.read_all()).rstrip().endswith("bye")
+                elif leave == "reset":
+                    sock = client.writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await client.close()
+            await settled(console)
+            await on_console(console, lambda: None)  # the session task's callbacks have run
+            alive = [type(part).__name__ for ref in refs if (part := ref()) is not None]
+            assert alive == []
+        finally:
+            gc.enable()
+
+
 async def test_memory_freed_by_ended_sessions_is_given_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The C allocator keeps what it freed; once sessions stop ending, the console
     # asks glibc (Debian's C library) to give it back: malloc_trim(0).
-    monkeypatch.setattr(console_table, "TRIM_AFTER", 0.05)
+    monkeypatch.setattr(console_table, "_TRIM_AFTER", 0.05)
     with Console(registered(10)) as console:
         assert console._table._trim is not None, "no malloc_trim: not glibc?"
         for _ in range(3):

@@ -14,8 +14,8 @@ from archangel import ProcessManager
 from archangel.console.apploop import AppLoop, Status
 from archangel.console.client import TelnetFilter, parse_address
 from archangel.console.commands import CommandError, parse_options
-from archangel.console.lineedit import STEP, STEP_ECHO, Key, LineEditor
-from archangel.console.listing import SORT_CHUNK, sorted_head
+from archangel.console.lineedit import _STEP, _STEP_ECHO, Key, LineEditor
+from archangel.console.listing import _SORT_CHUNK, sorted_head
 from archangel.console.render import clip, format_age, format_details, format_ms, table
 from archangel.console.session import Pacer
 from archangel.errors import ConsoleError
@@ -101,7 +101,7 @@ def test_step_feeds_a_bounded_piece() -> None:
     assert editor.step("ps\r\ninfo 1\r\n") == ("", ["ps"], 3)
     assert editor.step("ps\r\ninfo 1\r\n", 3) == ("", ["info 1"], 11)
     assert editor.step("ps\r\ninfo 1\r\n", 11) == ("", [], 12)  # the LF of CR LF
-    assert editor.step("x" * 5000)[2] == STEP
+    assert editor.step("x" * 5000)[2] == _STEP
     editor.clear()
     editor.echo = True
     editor.feed("x" * 4000 + "\x01")
@@ -110,7 +110,7 @@ def test_step_feeds_a_bounded_piece() -> None:
     editor.feed("x" * 4000 + "\x01")
     echo, _, end = editor.step("\t" * 5000)  # each Tab lists, then redraws 4000 characters
     assert "alpha  beta" in echo
-    assert end < 10 and len(echo) <= STEP_ECHO + 2 * 4100  # bounded per step
+    assert end < 10 and len(echo) <= _STEP_ECHO + 2 * 4100  # bounded per step
 
 
 def test_secret_lines_are_not_echoed_or_remembered() -> None:
@@ -147,11 +147,11 @@ def test_without_echo_nothing_is_written() -> None:
 
 def test_sorted_head_is_one_stable_sort_done_in_chunks() -> None:
     rng = random.Random(7)
-    items = [(rng.choice("abcde") + str(rng.randrange(50)), n) for n in range(3 * SORT_CHUNK + 5)]
+    items = [(rng.choice("abcde") + str(rng.randrange(50)), n) for n in range(3 * _SORT_CHUNK + 5)]
     key: Callable[[tuple[str, int]], str] = operator.itemgetter(0)
     for reverse in (False, True):
         expected = sorted(items, key=key, reverse=reverse)
-        for count in (0, 1, 50, SORT_CHUNK + 1, len(items), len(items) + 10):
+        for count in (0, 1, 50, _SORT_CHUNK + 1, len(items), len(items) + 10):
             assert sorted_head(items, key, reverse, count) == expected[:count]
     assert sorted_head(items[:10], key, False, 3) == sorted(items[:10], key=key)[:3]
 
@@ -314,14 +314,14 @@ async def test_pacer_rests_after_a_stretch_of_work() -> None:
 def test_short_gil_slices_nest_and_restore_the_switch_interval() -> None:
     import sys
 
-    from archangel.console.commands import GIL_SLICE, short_gil_slices
+    from archangel.console.commands import _GIL_SLICE, short_gil_slices
 
     before = sys.getswitchinterval()
     with short_gil_slices():
-        assert sys.getswitchinterval() == GIL_SLICE
+        assert sys.getswitchinterval() == _GIL_SLICE
         with short_gil_slices():  # a second command, in another session
-            assert sys.getswitchinterval() == GIL_SLICE
-        assert sys.getswitchinterval() == GIL_SLICE  # still one running
+            assert sys.getswitchinterval() == _GIL_SLICE
+        assert sys.getswitchinterval() == _GIL_SLICE  # still one running
     assert sys.getswitchinterval() == before
     try:
         with short_gil_slices():

@@ -184,7 +184,7 @@ async def test_too_many_sessions_are_refused_and_slots_come_back() -> None:
             refused = [text for _, text in results if "too many sessions (16 open)" in text]
             assert len(accepted) == 16
             assert len(refused) == 184
-            assert "16 session(s)" in await accepted[0].ask("stats")
+            assert "16 sessions open" in await accepted[0].ask("stats")
             await asyncio.gather(*(c.close() for c, _ in results))
 
             async def admitted() -> bool:
@@ -204,6 +204,28 @@ async def test_too_many_sessions_are_refused_and_slots_come_back() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_refused_sessions_are_summed_up_with_their_addresses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="archangel.console")
+    with Console(ProcessManager(), max_sessions=2) as console:
+        assert isinstance(console.address, tuple)
+        held = [await RawClient.open(console.address) for _ in range(2)]
+        for _ in range(30):
+            client = await RawClient.open(console.address, banner=False)
+            assert "too many sessions (2 open)" in await client.read_all()
+            await client.close()
+        for client in held:
+            await client.close()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("archangel.console")]
+    # The first at once, the rest in one line when the interval ends (here: at close).
+    assert lines == [
+        "console: session refused (the session table is full) from 127.0.0.1",
+        "console: in the last 10 s, 29 x session refused (the session table is full) "
+        "(127.0.0.1 x29)",
+    ]
 
 
 async def test_a_flood_of_keys_does_not_starve_other_sessions() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import re
 import sys
@@ -12,13 +13,16 @@ from pathlib import Path
 import pytest
 import telnetlib3
 
+import archangel
 from archangel import ProcessManager, ProcessState
 from archangel.console import Console
-from archangel.console.client import TOKEN_ENV, main, run_client
+from archangel.console.client import _TOKEN_ENV, main, run_client
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, Light, RawClient, open_telnet
+from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, settled
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the archangel under test comes from, for the subprocesses that run it.
+SRC = str(Path(archangel.__file__).resolve().parent.parent)
 
 
 async def read_until(reader: telnetlib3.TelnetReader, marker: str, timeout: float = 10) -> str:
@@ -166,7 +170,7 @@ async def test_archangel_console_command_in_a_subprocess() -> None:
             out, err = await command.communicate(b"ps\nquit\n")
     assert command.returncode == 0, err.decode()
     text = out.decode()
-    assert "archangel console (manager): 1 processes running" in text
+    assert "archangel console (manager): 1 process running" in text
     assert re.search(r"^\s*1\s+light\s+new\s", text, re.M)
     assert "showing 1-1 of 1" in text
     assert text.rstrip().endswith("bye")
@@ -181,7 +185,7 @@ async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         assert status == 0 and "no processes match" in out
         status, out = await asyncio.to_thread(_run, address, "ps\n", "wrong")
         assert status == 1 and "bad token: disconnected" in out
-        monkeypatch.setenv(TOKEN_ENV, "tok")
+        monkeypatch.setenv(_TOKEN_ENV, "tok")
         monkeypatch.setattr("sys.stdin", io.StringIO("ps\n"))
         assert await asyncio.to_thread(main, [address]) == 0
     with pytest.raises(ConsoleError, match="not HOST:PORT"):
@@ -190,3 +194,90 @@ async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         run_client("unix:/nonexistent/console.sock")
     assert main(["127.0.0.1:notaport"]) == 2
     assert not os.path.exists("/nonexistent")
+
+
+async def test_connections_are_logged_by_the_console_at_debug_not_by_telnetlib3_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with Console(ProcessManager(), token="open-sesame") as console:
+        assert isinstance(console.address, tuple)
+        for _ in range(3):  # a telnet session, as an operator's
+            reader, writer = await telnetlib3.open_connection(
+                *console.address, connect_minwait=0.05, connect_maxwait=1.0
+            )
+            try:
+                await read_until(reader, "token: ")
+                writer.write("open-sesame\r\n")
+                await read_until(reader, PROMPT)
+                writer.write("quit\r\n")
+                assert "bye" in await read_until(reader, "bye")
+            finally:
+                writer.close()
+        for _ in range(3):  # a probe that connects and goes (a health check)
+            client = await RawClient.open(console.address, banner=False)
+            await client.read_until("token: ")
+            client.writer.transport.abort()
+        await settled(console)
+        # Another telnetlib3 server in the process keeps its own lines.
+        other = await telnetlib3.create_server("127.0.0.1", 0, shell=None, connect_maxwait=0.1)
+        try:
+            _, port = other.sockets[0].getsockname()[:2]
+            _, writer = await telnetlib3.open_connection("127.0.0.1", port, connect_maxwait=0.1)
+            async with asyncio.timeout(TIMEOUT):
+                while not any(r.name.startswith("telnetlib3.server") for r in caplog.records):
+                    await asyncio.sleep(0.01)
+            writer.close()
+        finally:
+            other.close()
+            await other.wait_closed()
+    console_lines = [r for r in caplog.records if "ConsoleProtocol" in r.getMessage()]
+    assert console_lines == []  # none of telnetlib3's, at any level
+    ours = [r for r in caplog.records if r.name.startswith("archangel.console")]
+    opened = [r for r in ours if re.fullmatch(r"console: connection from [\d.:]+", r.getMessage())]
+    ended = [
+        r
+        for r in ours
+        if re.match(r"console: connection from [\d.:]+ (ended|lost)", r.getMessage())
+    ]
+    assert len(opened) == 6 and {r.levelno for r in opened} == {logging.DEBUG}
+    assert len(ended) == 6 and {r.levelno for r in ended} == {logging.DEBUG}
+    at_info = [r.getMessage() for r in ours if r.levelno >= logging.INFO]
+    assert len(at_info) == 3 and all("let in (good token)" in m for m in at_info), at_info
+    assert any(  # the other server's connection, as telnetlib3 logs it
+        r.name.startswith("telnetlib3.server") and r.getMessage().startswith("Connection from")
+        for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("given", ["--token", "environment"])
+async def test_archangel_console_with_a_token_never_shows_the_token_prompt(given: str) -> None:
+    with Console(ProcessManager(), token="tok") as console:
+        assert isinstance(console.address, tuple)
+        address = "{}:{}".format(*console.address)
+
+        async def run(token: str) -> tuple[int | None, str]:
+            env = {**os.environ, "PYTHONPATH": SRC}
+            argv = [sys.executable, "-m", "archangel", "console", address]
+            if given == "--token":
+                argv += ["--token", token]
+            else:
+                env[_TOKEN_ENV] = token
+            command = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            async with asyncio.timeout(30):
+                out, _ = await command.communicate(b"ps\n")
+            return command.returncode, out.decode()
+
+        status, out = await run("tok")
+        assert status == 0
+        assert out.startswith("archangel console (manager): 0 processes running"), out
+        assert "token:" not in out
+        status, out = await run("wrong")
+        assert status == 1
+        assert out == "bad token: disconnected\n"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
@@ -146,3 +148,20 @@ def test_from_rel_example_repeats_while_true_then_stops_the_app() -> None:
     assert re.fullmatch(r"echo on port \d+", lines[0]), lines
     # Three calls: the first has nothing to compare with, then two diffs.
     assert [line.split(":")[0] for line in lines[1:]] == ["diff", "diff", "done", "stopping"]
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_signals_and_timers_example_binds_signals_cancels_events_and_rearms(loop: str) -> None:
+    done = run_example("examples/signals_and_timers.py", "--loop", loop)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "callback: SIGUSR1",
+        "channel config-changed: SIGHUP",
+        "queued: 1, next due in 30 s",
+        "answer came; cancelled: True, queued: 0",
+        "chain: HELLO",
+        "poll 1",
+        "cancelled after 1 poll",
+        "poll 2",
+        "poll 3",
+    ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvicorn
 from aiohttp import web, web_server
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
@@ -151,6 +154,38 @@ async def test_aiohttp_kill_cancels_the_handler(
     slow.go.set()
     await asyncio.sleep(0.01)
     assert not slow.finished  # no ghost request running on, unseen
+    server.close()
+    assert watched(caplog) == []
+
+
+@pytest.mark.parametrize("cancellation", [False, True], ids=["default", "handler_cancellation"])
+async def test_an_aiohttp_client_reset_ends_the_connection_and_the_handler_as_aiohttp_says(
+    caplog: pytest.LogCaptureFixture, cancellation: bool
+) -> None:
+    """The connection's process ends normally at the reset; its handler runs on
+    (aiohttp's default) or is cancelled (``handler_cancellation=True``)."""
+    manager, slow = ProcessManager(), Slow()
+    aio = web_server.Server(aiohttp_handler(slow), handler_cancellation=cancellation)
+    server, port = await serve(manager.register(aio))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await asyncio.wait_for(slow.started.wait(), 10)
+    [process] = manager
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # with linger 0: an RST, not a FIN
+    await asyncio.wait_for(process.wait(), 10)
+    assert process.exit_reason is ExitReason.NORMAL and process.error is None
+    assert manager.counters["failed"] == 0 and len(manager) == 0
+    if cancellation:
+        await until(lambda: slow.cancelled, timeout=10)
+    else:
+        await asyncio.sleep(0.01)
+        assert not slow.cancelled  # still running, outside the table
+        slow.go.set()
+        await until(lambda: slow.finished, timeout=10)
     server.close()
     assert watched(caplog) == []
 
@@ -468,6 +503,55 @@ async def test_a_handler_given_to_serve_is_refused_with_the_right_entry_point() 
 
     with pytest.raises(InvalidArgument, match=r"coroutine function.*serve_streams\(\)"):
         await App("x").serve(handler, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("target", [object(), 42, "app:main"], ids=["object", "int", "str"])
+async def test_serving_what_is_not_servable_lists_what_is(target: Any) -> None:
+    app = App("x")
+    with pytest.raises(InvalidArgument) as caught:
+        await app.serve(target, "127.0.0.1", 0)
+    message = str(caught.value)
+    assert f"cannot serve {target!r}" in message and "<App 'x'" in message
+    for accepted in (
+        "protocol factory",
+        "web.Application",
+        "web.AppRunner",
+        "web_server.Server",
+        "uvicorn.Config",
+        "serve_asgi()",
+        "serve_streams()",
+        "serve_websockets()",
+    ):
+        assert accepted in message, (accepted, message)
+    assert app.addresses == [] and len(app.manager) == 0
+
+
+async def test_an_asgi_application_given_to_serve_points_to_serve_asgi() -> None:
+    class Asgi:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            pass
+
+    with pytest.raises(InvalidArgument, match=r"ASGI application.*serve_asgi\(\) serves"):
+        await App("x").serve(Asgi(), "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"workers": 4}, {"reload": True}, {"limit_max_requests": 100}],
+    ids=["workers", "reload", "limit_max_requests"],
+)
+async def test_uvicorns_process_management_settings_are_refused_not_ignored(
+    setting: dict[str, Any],
+) -> None:
+    app = App("x")
+    [(name, value)] = setting.items()
+    with pytest.raises(InvalidArgument, match=rf"{name}={value!r}.*reuse_port=True"):
+        await app.serve_asgi(asgi_app(Slow()), "127.0.0.1", 0, **setting)
+    with pytest.raises(InvalidArgument, match=rf"{name}={value!r}"):
+        await app.serve(uvicorn.Config(asgi_app(Slow()), **setting), "127.0.0.1", 0)
+    assert app.addresses == []
+    server = await app.serve_asgi(asgi_app(Slow()), "127.0.0.1", 0, workers=1, lifespan="off")
+    server.close()  # one worker is what the App does: accepted
 
 
 def test_archangel_imports_no_framework() -> None:

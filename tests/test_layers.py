@@ -5,6 +5,7 @@ The plan (``../shared/design.md``, "The layers")::
     cli, demo        entry points: nothing imports them (but cli -> demo, __main__ -> cli)
     app              wires everything below
     console          the kernel and errors only (never app or bus)
+    web              the kernel, errors and the console's loop bridge (never app or bus)
     service          kernel, bus, errors
     pipes            kernel, bus, errors
     kernel           errors only
@@ -35,10 +36,11 @@ ALLOWED: dict[str, set[str]] = {
     "pipes": {"errors", "kernel", "bus"},
     "service": {"errors", "kernel", "bus"},
     "console": {"errors", "kernel"},
-    "app": {"errors", "kernel", "bus", "pipes", "service", "console"},
+    "web": {"errors", "kernel", "console"},
+    "app": {"errors", "kernel", "bus", "pipes", "service", "console", "web"},
     "__init__": {"errors", "kernel", "bus", "pipes", "service", "console", "app"},
-    "demo": {"errors", "kernel", "bus", "pipes", "service", "console", "app"},
-    "cli": {"errors", "kernel", "bus", "pipes", "service", "console", "app", "demo"},
+    "demo": {"errors", "kernel", "bus", "pipes", "service", "console", "web", "app"},
+    "cli": {"errors", "kernel", "bus", "pipes", "service", "console", "web", "app", "demo"},
     "__main__": {"cli"},
 }
 
@@ -112,6 +114,9 @@ def test_the_walk_sees_lazy_and_relative_imports() -> None:
         ("bus/bus.py", "from ..kernel.process import Process", "bus -> kernel"),
         ("console/render.py", "from ..app import App", "console -> app"),
         ("console/render.py", "from .. import bus", "console -> bus"),
+        ("web/metrics.py", "from ..app import App", "web -> app"),
+        ("web/target.py", "from ..bus.states import State", "web -> bus"),
+        ("console/render.py", "from ..web import WebServer", "console -> web"),
         ("pipes/cogs.py", "    from archangel.service import dumps", "pipes -> service"),
         ("service/dumps.py", "from ..cli import main", "service -> cli"),
         ("app.py", "from .demo import main", "app -> demo"),

@@ -19,6 +19,7 @@ from archangel import (
     AlreadyRegistered,
     ArchangelError,
     ExitReason,
+    InvalidArgument,
     ManagerClosed,
     NotAProcess,
     NotRegistered,
@@ -299,6 +300,8 @@ def test_history_zero_keeps_nothing() -> None:
     assert list(manager.history) == []
     with pytest.raises(ValueError, match="history must be >= 0"):
         ProcessManager(history=-1)
+    with pytest.raises(InvalidArgument, match=r"^ProcessManager 'm': history must be an int"):
+        ProcessManager(history="5", name="m")  # type: ignore[arg-type]
 
 
 # -- spawn -----------------------------------------------------------------------

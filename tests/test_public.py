@@ -24,7 +24,7 @@ MODULES = _modules()
 
 def test_discovery_finds_every_layer() -> None:
     layers = {name.split(".")[1] for name in MODULES}
-    assert {"kernel", "bus", "pipes", "service", "console", "errors", "app"} <= layers
+    assert {"kernel", "bus", "pipes", "service", "console", "web", "errors", "app"} <= layers
     assert "archangel.console.session" in MODULES  # a module inside a layer
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from archangel.bus.bus import Bus
+from archangel.bus.queue import EventQueue
 from archangel.bus.states import State
-from archangel.bus.timers import EventQueue, every, next_deadline
+from archangel.bus.timers import every, next_deadline
 from archangel.errors import InvalidArgument
 from tests.conftest import VirtualClockLoop
 
@@ -500,3 +501,252 @@ async def test_close_cancels_timers_and_bad_intervals_are_refused(bus: Bus[State
     assert timer.cancelled and not timer.active
     with pytest.raises(InvalidArgument, match="positive"):
         bus.every(0, lambda: True)
+
+
+# -- cancelling scheduled events, counting them (deadbeat's dequeue, pyzenkit's count/when) --
+
+
+def test_event_queue_remove_by_identity_and_next_due_without_a_loop() -> None:
+    queue: EventQueue[list[str]] = EventQueue()
+    a, b, twin = ["a"], ["b"], ["a"]  # twin == a, but another event
+    t1, t2, t3 = ["t1"], ["t2"], ["t3"]
+    assert queue.next_due(100.0) is None
+    for event in (a, twin, b):
+        queue.push(event)
+    for deadline, event in ((30.0, t3), (10.0, t1), (20.0, t2)):
+        queue.push_at(deadline, event)
+    assert queue.next_due(5.0) == 5.0  # a sequential event is due now
+    assert queue.next_due(15.0) == 10.0  # an overdue timed one, earlier still
+    assert queue.remove(twin) and not queue.remove(twin)
+    assert queue.remove(t1)
+    assert not queue.remove(["t2"])  # equal is not enough
+    assert len(queue) == 4 and sorted(map(tuple, queue)) == [("a",), ("b",), ("t2",), ("t3",)]
+    assert [queue.pop_due(100.0) for _ in range(4)] == [t2, t3, a, b]  # the heap still holds
+    queue.push_at(7.0, t1)
+    assert queue.next_due(1.0) == 7.0  # only timed events: the earliest deadline
+
+
+async def test_a_scheduled_event_can_be_cancelled_before_it_is_sent(bus: Bus[State]) -> None:
+    log: list[Any] = []
+    a = bus.schedule("e", "a")
+    b = bus.schedule("e", "b")
+    bus.schedule_next("e", "c")
+    far = bus.schedule_after(3600, "e", "far")
+    assert (a.pending, b.pending, far.deadline is not None, a.deadline) == (True, True, True, None)
+    assert b.cancel() is True
+    assert b.cancel() is False  # once
+    assert (b.cancelled, b.pending) == (True, False)
+    assert far.cancel() is True
+    assert bus.queued == 2
+    await drained(bus, "e", 2, log)
+    assert log == ["c", "a"]
+    assert (a.pending, a.cancelled, a.cancel()) == (False, False, False)  # sent: too late
+    assert bus.queued == 0 and bus.next_due is None
+    assert "[cancelled]" in repr(b) and "'e' queued" in repr(b) and "[sent]" in repr(a)
+
+
+async def test_close_counts_dropped_events_as_cancelled(bus: Bus[State]) -> None:
+    event = bus.schedule_after(3600, "e", "late")
+    bus.close()
+    assert event.cancelled and not event.pending
+    assert event.cancel() is False
+
+
+async def test_the_bus_tells_how_many_events_wait_and_when_the_next_is_due(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    log: list[Any] = []
+    bus.subscribe("e", log.append)
+    start = clock.time()
+    assert (bus.queued, bus.next_due) == (0, None)
+    five = bus.schedule_after(5, "e", 5)
+    bus.schedule_at(start + 2, "e", 2)
+    assert (bus.queued, bus.next_due) == (2, start + 2)
+    bus.schedule("e", 0)
+    assert (bus.queued, bus.next_due) == (3, start)  # an untimed event goes at once
+    await clock.advance(0)
+    assert log == [0]
+    assert (bus.queued, bus.next_due) == (2, start + 2)
+    await clock.advance(2)
+    assert log == [0, 2]
+    assert (bus.queued, bus.next_due) == (1, start + 5)
+    assert five.cancel()
+    assert (bus.queued, bus.next_due) == (0, None)
+    await clock.settle()
+    assert clock._next_due() is None  # the queue's alarm for it went with it
+    await clock.advance(10)
+    assert log == [0, 2]
+
+
+async def test_queued_events_can_go_through_the_callback_chain(bus: Bus[State]) -> None:
+    from archangel import STOP
+
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    bus.subscribe("calc", lambda value, step: value + step, priority=10)
+
+    async def double(value: int, step: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+    bus.subscribe("calc", double, priority=20)
+    bus.subscribe("calc", lambda value, step: done.set_result(value) or STOP, priority=30)
+    bus.subscribe("calc", lambda value, step: pytest.fail("after STOP"), priority=40)
+    event = bus.schedule("calc", 3, 1, pipe=True)
+    assert event.piped and "<ScheduledEvent pipe 'calc'" in repr(event)
+    async with asyncio.timeout(5):
+        assert await done == 8  # (3 + 1) * 2: each subscriber got the previous result
+    with pytest.raises(InvalidArgument, match=r"schedule\('calc', pipe=True\) needs the value"):
+        bus.schedule("calc", pipe=True)
+    assert bus.queued == 0
+
+
+# -- timers: the first call at once, re-arming (mode's exec_first, rel's add) --------------
+
+
+async def test_every_with_delay_zero_calls_at_once_then_on_the_grid(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    start = clock.time()
+    times: list[float] = []
+    timer = bus.every(1.0, lambda: times.append(clock.time() - start) or len(times) < 3, delay=0)
+    await clock.advance(0)
+    assert times == [0.0]
+    await clock.advance(5)
+    assert times == [0.0, 1.0, 2.0] and not timer.active
+    later = bus.every(1.0, lambda: times.append(clock.time() - start), delay=0.5)
+    await clock.advance(0.5)
+    assert times[-1] == 5.5 and not later.active  # returned None: over after one call
+    with pytest.raises(InvalidArgument, match="first delay must be >= 0, not -1"):
+        bus.every(1.0, lambda: True, delay=-1)
+
+
+async def test_a_cancelled_timer_can_be_rearmed_with_a_new_delay(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    start = clock.time()
+    times: list[float] = []
+    timer = bus.every(1.0, lambda: times.append(clock.time() - start) or True)
+    await clock.advance(1.5)
+    timer.cancel()
+    await clock.advance(10)
+    assert times == [1.0]
+    timer.rearm(3)
+    assert (timer.active, timer.cancelled, timer.deadline) == (True, False, start + 14.5)
+    assert "[active]" in repr(timer)
+    await clock.advance(5)
+    assert times == [1.0, 14.5, 15.5, 16.5]  # a new grid from the new delay
+    timer.rearm()  # an active timer: its next deadline moves, one interval from now
+    await clock.advance(1)
+    assert times[-1] == 17.5 and timer.ticks == 5
+    with pytest.raises(InvalidArgument, match=r"rearm\(\) delay must be >= 0, not -1"):
+        timer.rearm(-1)
+    bus.close()
+    assert timer.cancelled
+
+
+async def test_an_ended_timer_rearmed_is_still_the_bus_s_to_close(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    calls = 0
+
+    def once() -> bool:
+        nonlocal calls
+        calls += 1
+        return False
+
+    timer = bus.every(1.0, once)
+    bus.every(1.0, lambda: False)  # the bus prunes nothing it must still close
+    await clock.advance(2)
+    assert (calls, timer.active) == (1, False)
+    timer.rearm(0)
+    await clock.advance(0)
+    assert calls == 2
+    timer.rearm(1)
+    bus.close()
+    await clock.advance(5)
+    assert calls == 2 and timer.cancelled
+
+
+async def test_rearm_from_inside_a_call_holds_once_the_call_is_over(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    start = clock.time()
+    times: list[float] = []
+
+    def tick() -> bool:
+        times.append(clock.time() - start)
+        if len(times) == 2:
+            timer.rearm(0.25)  # wins over the grid and over the falsy return
+            return False
+        return len(times) < 4
+
+    timer = bus.every(1.0, tick)
+    await clock.advance(10)
+    assert times == [1.0, 2.0, 2.25, 3.25]
+    assert clock._next_due() is None  # armed once, never twice
+
+    async def slow() -> bool:
+        times.append(clock.time() - start)
+        if len(times) == 1:
+            slow_timer.rearm(0)
+        clock.stall(0.5)
+        await asyncio.sleep(0)
+        return len(times) < 7
+
+    times.clear()
+    start = clock.time()
+    slow_timer = bus.every(1.0, slow)
+    await clock.advance(10)
+    assert len(times) == 7
+    assert times[:2] == [1.0, 1.5]  # re-armed at 1.0 with 0: right after the call, not at 2.0
+
+
+async def test_rearm_from_outside_cancels_an_async_call_in_progress(
+    bus: Bus[State], clock: VirtualClockLoop
+) -> None:
+    cancelled = 0
+    running = 0
+    overlaps = 0
+
+    async def tick() -> bool:
+        nonlocal cancelled, running, overlaps
+        running += 1
+        overlaps += running > 1
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        finally:
+            running -= 1
+        return True
+
+    timer = bus.every(1.0, tick)
+    await clock.advance(1.25)  # the first call is under way
+    timer.rearm(0)
+    await clock.advance(0)
+    assert cancelled == 1
+    await clock.advance(3)
+    assert (timer.ticks, overlaps, cancelled) == (5, 0, 1)  # 1, then 1.25 (rearm) to 4.25
+
+
+async def test_a_timer_is_rearmed_on_the_real_loops(bus: Bus[State]) -> None:
+    calls = 0
+    again = asyncio.Event()
+
+    def tick() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            again.set()
+        return True
+
+    timer = bus.every(3600, tick, delay=0)
+    async with asyncio.timeout(5):
+        while calls < 1:
+            await asyncio.sleep(0)
+        timer.cancel()
+        timer.rearm(0)
+        await again.wait()
+    assert timer.active and timer.ticks == 2
+    timer.cancel()

@@ -11,6 +11,7 @@ The package is one folder per layer; imports point down only, and
 ``cli``, ``demo``      entry points (nothing imports them)
 ``app``                :class:`App`: wires the layers below into a service
 ``console/``           the telnet console on its own thread (reads the kernel)
+``web/``               metrics and health probes over HTTP, on their own thread
 ``service/``           signals, dumps, pidfile, daemon, systemd, serving
 ``pipes/``             cogs, pipelines, supplies (tail, lines), watch
 ``kernel/``            Process, ProcessManager, adoption, tasks, Supervisor
@@ -42,6 +43,7 @@ from .errors import ProcessStateError as ProcessStateError
 from .errors import ReadOnlyAttribute as ReadOnlyAttribute
 from .errors import RestartLimitExceeded as RestartLimitExceeded
 from .errors import WatcherClosed as WatcherClosed
+from .errors import WebError as WebError
 from .kernel.manager import ProcessManager as ProcessManager
 from .kernel.process import ExitReason as ExitReason
 from .kernel.process import Process as Process
@@ -54,7 +56,7 @@ from .kernel.task import TaskProcess as TaskProcess
 from .pipes.cogs import Cog as Cog
 from .pipes.pipeline import Pipeline as Pipeline
 
-__version__ = _version("archangel")
+__version__ = _version("archangel-asyncio")  # the distribution name (pyproject.toml)
 
 __all__ = [
     "IGNORE",
@@ -89,4 +91,5 @@ __all__ = [
     "Supervisor",
     "TaskProcess",
     "WatcherClosed",
+    "WebError",
 ]

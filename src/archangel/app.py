@@ -13,7 +13,7 @@ copy and the one in ``docs/app.rst`` to it):
 state      prio  the App's own work
 =========  ====  ===========================================================
 ENTER        10  install the signal policy, acquire the pidfile
-START        90  drop privileges (after user hooks bound their ports), console
+START        90  drop privileges (after user hooks bound their ports), console, web
 RUN          10  systemd READY=1 and watchdog; tell a daemon's launcher it runs;
                  start the periodic runlog and statistics
 STOP         10  systemd STOPPING=1; stop accepting (close every server);
@@ -21,7 +21,7 @@ STOP         10  systemd STOPPING=1; stop accepting (close every server);
 STOP         55  served frameworks: stop their connections, aiohttp's on_shutdown
 STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
 STOP         70  served frameworks: aiohttp's on_cleanup, the ASGI lifespan shutdown
-EXIT         90  close the console, release the pidfile, remove the handlers;
+EXIT         90  close the console and web, release the pidfile, remove the handlers;
                  finish the dumps and cancel the reloads still running
 =========  ====  ===========================================================
 
@@ -52,15 +52,22 @@ from typing import Any, ClassVar
 from .bus.bus import Bus
 from .bus.states import State
 from .bus.timers import Timer
-from .errors import ChannelFailures, FrameworkError, InvalidArgument, ProcessStateError
+from .errors import (
+    ChannelFailures,
+    FrameworkError,
+    InvalidArgument,
+    ProcessStateError,
+    check_number,
+)
 from .kernel.frames import innermost
+from .kernel.holders import hold
 from .kernel.manager import ProcessManager
 from .kernel.process import Process
 from .service import asgi, dumps, frameworks, statistics, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
-from .service.signals import Action, SignalPolicy
+from .service.signals import Action, Binding, SignalPolicy
 
-__all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "STOP_GRACE", "App"]
+__all__ = ["EXIT_FAILED", "EXIT_FORCED", "EXIT_OK", "LEAVE_GRACE", "STOP_GRACE", "App"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +155,22 @@ class App:
         runlog_file: Where SIGUSR1 writes the runlog JSON; default
             ``<tmpdir>/<name>.runlog.json``; relative paths as ``state_file``.
         signals: A :class:`SignalPolicy`, a mapping of overrides for one, or
-            None for the defaults.
+            None for the defaults. A signal maps to an action name, a callable
+            (``{"USR1": my_callback}``, called with the signal; async ones run
+            as tasks) or a bus channel's name (``{"HUP": "my-channel"}``,
+            published with the signal), or a list of them, one per delivery.
+            The handlers the App replaced are put back when it exits.
         pidfile: Path of a pidfile to hold while running; relative paths as
             ``state_file``.
         user: Drop to this user after START (names or ids).
         group: Drop to this group after START.
         console: Start a management console at START: True for the defaults,
             or a mapping of :class:`archangel.console.Console` arguments.
+        web: Serve metrics and health probes at START (the ``web`` extra):
+            True for the defaults, or a mapping of
+            :class:`archangel.web.WebServer` arguments (``host``, ``port``,
+            ``token``, ``block_threshold``...). Checked here: a non-loopback
+            ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
         history: How many completed processes the manager remembers (the
             state dump holds them).
         runlog_interval: Write the runlog every this many seconds while
@@ -169,6 +185,14 @@ class App:
     subscriber of the bus channel ``"state"`` (``@app.bus.on("state")``) is
     called as the dump is built, and what it returns is written under
     ``"app"``, keyed by its name (see :doc:`/statistics`).
+
+    Raises:
+        InvalidArgument: ``name`` is not a str, ``shutdown_timeout`` is not a
+            number of seconds ``>= 0`` (a str such as ``"30"``, a bool, NaN,
+            a negative number), ``history`` is not an int ``>= 0``, or
+            ``runlog_interval`` or ``stats_interval`` is neither None nor a
+            positive, finite number of seconds; the message names the
+            argument and the value given.
     """
 
     #: The bus channel whose subscribers' results the state dump holds (pyzenkit's ``get_state``).
@@ -186,12 +210,15 @@ class App:
         user: str | int | None = None,
         group: str | int | None = None,
         console: bool | Mapping[str, Any] = False,
+        web: bool | Mapping[str, Any] = False,
         history: int = 1000,
         runlog_interval: float | None = None,
         stats_interval: float | None = None,
     ) -> None:
-        if shutdown_timeout < 0:
-            raise InvalidArgument(f"App {name!r}: shutdown_timeout must be >= 0")
+        if not isinstance(name, str):
+            raise InvalidArgument(f"App name must be a str, got {name!r}")
+        check_number(shutdown_timeout, f"App {name!r}: shutdown_timeout")
+        check_number(history, f"App {name!r}: history", integer=True)
         self.runlog_interval = _interval(name, "runlog_interval", runlog_interval)
         self.stats_interval = _interval(name, "stats_interval", stats_interval)
         self.name = name
@@ -211,6 +238,14 @@ class App:
             {} if console is True else (console or None)
         )
         self.console: Any = None
+        #: The :class:`archangel.web.WebServer`, made here, started at START.
+        self.web: Any = None
+        if web:
+            self.web = _web_server(self, {} if web is True else web)
+        #: Reloads run so far (each ``reload`` published on the bus), for the metrics.
+        self.reload_count = 0
+        #: Dumps written so far, by kind, for the metrics.
+        self.dump_counts = {"state": 0, "runlog": 0}
         #: Set by the ``archangel run --daemon`` launcher: told once RUN is reached.
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
@@ -240,6 +275,11 @@ class App:
     def __repr__(self) -> str:
         return f"<App {self.name!r} [{self.bus.state.name}] {self.manager!r}>"
 
+    @property
+    def stopping(self) -> bool:
+        """True from the first stop request on (``/readyz`` turns unready then)."""
+        return self._stop is not None and self._stop.is_set()
+
     #: The App's own lifecycle hooks, the table the module docstring and
     #: docs/app.rst show: ``(state, priority, hook, what it does)``. A hook is an
     #: App method that :meth:`_subscribe` subscribes; a ``Serving.`` hook is
@@ -250,7 +290,7 @@ class App:
             State.START,
             90,
             "_start",
-            "drop privileges (after user hooks bound their ports), console",
+            "drop privileges (after user hooks bound their ports), console, web",
         ),
         (
             State.RUN,
@@ -288,7 +328,7 @@ class App:
             State.EXIT,
             90,
             "_exit",
-            "close the console, release the pidfile, remove the handlers; "
+            "close the console and web, release the pidfile, remove the handlers; "
             "finish the dumps and cancel the reloads still running",
         ),
     )
@@ -367,11 +407,11 @@ class App:
         await self._stop.wait()
         assert self._deadline is not None  # set with the stop request
         try:
-            kept = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
+            walked = await self.bus.transition(State.EXITED, deadline=self._deadline + STOP_GRACE)
         except ChannelFailures as exc:
             logger.error("%s did not stop cleanly: %s", self.name, exc)
             return EXIT_FAILED
-        if self._forced or not kept:
+        if self._forced or not walked.kept:
             logger.warning(
                 "%s: stop forced: not everything ended within shutdown_timeout (%g s)",
                 self.name,
@@ -380,7 +420,7 @@ class App:
         if self._gave_up is not None:
             logger.error("%s: exiting with status %d: %s", self.name, EXIT_FAILED, self._gave_up)
             return EXIT_FAILED
-        return EXIT_FORCED if self._forced or not kept else EXIT_OK
+        return EXIT_FORCED if self._forced or not walked.kept else EXIT_OK
 
     async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
         """Walk up to RUN unless ``stop`` is set first; whether RUN was reached.
@@ -449,9 +489,7 @@ class App:
         if running is not None and not running.done() and self.bus.state is State.RUN:
             self._reload_again = True
             return running
-        task = self._background(self._reload(), "reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        task = hold(self._reloads, self._background(self._reload(), "reload"))
         self._reloading = task
         return task
 
@@ -463,6 +501,7 @@ class App:
             while True:
                 self._reload_again = False
                 systemd.reloading()
+                self.reload_count += 1
                 try:
                     await self.bus.publish("reload")
                 except ChannelFailures:
@@ -502,6 +541,11 @@ class App:
             return await self._write_dump(which)
 
     async def _write_dump(self, which: str) -> str:
+        path = await self._write_dump_file(which)
+        self.dump_counts[which] += 1
+        return path
+
+    async def _write_dump_file(self, which: str) -> str:
         if which == "state":
             # Built in slices: a dump of 50,000 processes must not stall the loop.
             text = await dumps.state_text(
@@ -522,8 +566,8 @@ class App:
             "name": self.name,
             "shutdown_timeout": self.shutdown_timeout,
             "signals": {
-                sig.name: [str(getattr(a, "value", a)) for a in actions]
-                for sig, actions in self.signals.table.items()
+                sig.name: [_binding_text(b) for b in bindings]
+                for sig, bindings in self.signals.table.items()
             },
             "pidfile": self.pidfile.path if self.pidfile is not None else None,
             "state_file": self.state_file,
@@ -632,9 +676,14 @@ class App:
 
         Raises:
             InvalidArgument: Under socket activation, ``fd_name`` names no
-                inherited socket left; or ``protocol_factory`` is a coroutine
-                function (a handler, not a factory: see :meth:`serve_streams`,
-                :meth:`serve_websockets`, :meth:`serve_asgi`).
+                inherited socket left; or ``protocol_factory`` is none of the
+                above: not callable, or a coroutine
+                function or object with an async ``__call__`` (a handler or an
+                ASGI application, not a factory: see :meth:`serve_streams`,
+                :meth:`serve_websockets`, :meth:`serve_asgi`). The message
+                lists what is accepted. A ``uvicorn.Config`` that sets
+                ``workers`` above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` is refused too, naming the setting.
             FrameworkError: The ASGI application failed its lifespan startup.
         """
         serving = self._serving_of(protocol_factory)
@@ -647,11 +696,19 @@ class App:
                 kwargs.setdefault("backlog", config.backlog)
                 if config.ssl is not None:
                     kwargs.setdefault("ssl", config.ssl)
-        elif inspect.iscoroutinefunction(protocol_factory):
+        elif not callable(protocol_factory):
             raise InvalidArgument(
-                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function is a "
-                "handler, not a protocol factory; serve_streams() serves an asyncio streams "
-                "handler, serve_websockets() a websockets handler, serve_asgi() an ASGI app"
+                f"{self!r} cannot serve {protocol_factory!r}: not a protocol factory nor a "
+                f"framework object it knows. {_SERVABLE}"
+            )
+        elif inspect.iscoroutinefunction(protocol_factory) or (
+            not isinstance(protocol_factory, type)
+            and inspect.iscoroutinefunction(type(protocol_factory).__call__)
+        ):
+            raise InvalidArgument(
+                f"{self!r} cannot serve {protocol_factory!r}: a coroutine function (or an "
+                "object with an async __call__) is a handler or an ASGI application, not a "
+                f"protocol factory. {_SERVABLE}"
             )
         else:
             factory = self.manager.register(protocol_factory)
@@ -678,6 +735,10 @@ class App:
         Raises:
             FrameworkError: uvicorn is not installed, or the application
                 failed its lifespan startup.
+            InvalidArgument: ``config`` sets what belongs to uvicorn's own
+                process management, which the App does not do: ``workers``
+                above 1, ``reload``, ``limit_max_requests`` or
+                ``callback_notify`` (see :doc:`/serving`).
         """
         try:
             import uvicorn
@@ -843,6 +904,9 @@ class App:
             self.console = Console(self, **self.console_options)
             self.console.start()
             logger.info("%s: console on %s", self.name, self.console.address)
+        if self.web is not None:
+            self.web.start()
+            logger.info("%s: metrics and probes on %s", self.name, self.web.url)
 
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")
@@ -886,6 +950,8 @@ class App:
         self._watchdog.stop()
         if self.console is not None:
             self.console.close()
+        if self.web is not None:
+            self.web.close()
         if self.pidfile is not None:
             self.pidfile.release()
         self.signals.uninstall()
@@ -916,9 +982,28 @@ class App:
 
     # -- signals ------------------------------------------------------------------------
 
-    def handle_signal(self, sig: signal.Signals, action: Action) -> None:
-        """Carry out one signal's action (the policy calls this on the loop)."""
-        if action is Action.GRACEFUL:
+    def handle_signal(self, sig: signal.Signals, action: Binding) -> None:
+        """Carry out what one delivery of a signal does (the policy calls this on the loop).
+
+        ``action`` is an :class:`~archangel.service.signals.Action`; a callable,
+        called with ``sig`` (a coroutine it returns runs as a task, cancelled
+        at EXIT if still running); or a bus channel's name, emitted on
+        :attr:`bus` with ``sig``. What a callable or a subscriber raises is
+        logged, never raised into the loop: a bad handler does not take the
+        service down.
+        """
+        if isinstance(action, str):
+            if not self.bus.has_subscribers(action):
+                logger.warning(
+                    "%s: %s is bound to channel %r, which has no subscribers",
+                    self.name,
+                    sig.name,
+                    action,
+                )
+            self.bus.emit(action, sig)
+        elif not isinstance(action, Action):
+            self._call_signal_handler(sig, action)
+        elif action is Action.GRACEFUL:
             self.request_stop()
         elif action is Action.QUICK:
             self.request_stop(quick=True)
@@ -931,6 +1016,25 @@ class App:
         elif action in (Action.RUNLOG, Action.STATE):
             self._background(self._dump_logged(action.value), f"{action.value} signal")
 
+    def _call_signal_handler(self, sig: signal.Signals, handler: Callable[..., Any]) -> None:
+        try:
+            result = handler(sig)
+        except Exception:
+            logger.exception("%s: the %s handler %r failed", self.name, sig.name, handler)
+            return
+        if inspect.isawaitable(result):
+            task = self._background(_awaited(result), f"{sig.name} handler")
+            self._reloads.add(task)  # cancelled at EXIT, as a reload hook is
+
+            def done(task: asyncio.Future[Any]) -> None:
+                self._reloads.discard(task)
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    logger.error(
+                        "%s: the %s handler %r failed", self.name, sig.name, handler, exc_info=exc
+                    )
+
+            task.add_done_callback(done)
+
     async def _dump_logged(self, which: str) -> None:
         try:
             path = await self.dump(which)
@@ -941,9 +1045,29 @@ class App:
 
     def _background(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}: {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return hold(self._tasks, task)
+
+
+def _web_server(app: App, options: Mapping[str, Any]) -> Any:
+    """The App's :class:`archangel.web.WebServer` (made, not started)."""
+    # archangel.web raises WebError naming the extra when aiohttp or
+    # prometheus_client is missing: an App(web=...) fails here, not at START.
+    from .web import WebServer
+
+    return WebServer(app, **options)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _binding_text(binding: Binding) -> str:
+    """A signal's binding as the state's settings show it: an action, a channel, a callback."""
+    if isinstance(binding, Action):
+        return binding.value
+    if isinstance(binding, str):
+        return f"channel {binding!r}"
+    return getattr(binding, "__qualname__", None) or repr(binding)
 
 
 def _interval(name: str, what: str, value: Any) -> float | None:
@@ -967,6 +1091,15 @@ def _addresses(server: asyncio.Server) -> list[Any]:
 
 #: ``tcp_info.tcpi_sacked``: for a listening TCP socket, Linux reports its
 #: backlog there (``sk_max_ack_backlog``, what ``ss -ltn`` shows as Send-Q).
+#: What ``App.serve`` accepts, for its refusals.
+_SERVABLE = (
+    "serve() takes a protocol factory (a Process subclass, an asyncio.Protocol class, any "
+    "callable returning a protocol) or a framework object: an aiohttp web.Application, "
+    "web.AppRunner or low-level web_server.Server, or a uvicorn.Config; serve_asgi() serves "
+    "an ASGI application, serve_streams() an asyncio streams handler (reader, writer), "
+    "serve_websockets() a websockets handler"
+)
+
 _TCP_INFO_BACKLOG = struct.Struct("=8x6I")
 _TCP_LISTEN = 10
 

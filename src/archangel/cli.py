@@ -1,20 +1,25 @@
 """The ``archangel`` command (also ``python -m archangel``).
 
 Sub-commands parse arguments and call into the library; they own no logic
-beyond turning errors into one-line messages and exit statuses:
+beyond turning errors into one-line messages and exit statuses.
+
+``run`` exits with the App's status (0 a clean stop, 1 it failed or could
+not start, 3 the stop was forced at ``shutdown_timeout``), or 2 for bad usage
+(a ``--umask`` that is not octal, say) or a ``MODULE:APP`` that cannot be
+loaded, or 6 for a pidfile that cannot be used (a directory, a FIFO, a
+missing directory), found before anything starts. ``signal`` and ``status``:
 
 ======  ==============================================================
 status  meaning
 ======  ==============================================================
 0       done / the service runs (``status``: even as another user)
-1       the service failed, or a pidfile names a process that is gone (stale)
-2       bad usage (argparse), or ``MODULE:APP`` cannot be loaded
+1       a pidfile names a process that is gone (stale)
+2       bad usage (argparse: an unknown signal name, say)
 3       the pidfile does not exist (not running)
 4       the pidfile is malformed
 5       permission denied (reading the pidfile, or ``signal`` to another user's process)
 6       another operating-system error (the pidfile is not a regular file, say)
-======  ==============================================================
-"""
+======  =============================================================="""
 
 from __future__ import annotations
 
@@ -36,21 +41,87 @@ __all__ = ["EXIT_STATUS", "load_app", "main"]
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
 
-SIGNALS = {
+_SIGNALS = {
     "int": signal.SIGINT,
     "term": signal.SIGTERM,
     "quit": signal.SIGQUIT,
     "hup": signal.SIGHUP,
     "usr1": signal.SIGUSR1,
     "usr2": signal.SIGUSR2,
+    "alrm": signal.SIGALRM,
     "check": 0,
 }
+
+_SIGNAL_NAMES = ", ".join(name.upper() for name in _SIGNALS if name != "check") + " or check"
+
+
+def signal_name(text: str) -> str:
+    """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
+
+    Raises:
+        argparse.ArgumentTypeError: Not a signal the command knows; the message lists them.
+    """
+    name = text.strip().lower()
+    if name.startswith("sig") and name[3:] in _SIGNALS and name != "sigcheck":
+        name = name[3:]
+    if name not in _SIGNALS:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
+    return name
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """``--log-level``: a level name, any case.
+
+    Raises:
+        argparse.ArgumentTypeError: Not one of :data:`_LEVELS`.
+    """
+    name = text.strip().upper()
+    if name not in _LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r}: use {', '.join(_LEVELS[:-1])} or {_LEVELS[-1]}"
+        )
+    return name
+
+
+def umask_value(text: str) -> int:
+    """``--umask``: octal digits (``022``, ``0o022``) up to ``777``.
+
+    Raises:
+        argparse.ArgumentTypeError: Not octal, or out of range.
+    """
+    digits = text.strip().lower().removeprefix("0o")
+    if not digits or not all(c in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a umask: give octal digits 000-777, e.g. 022"
+        )
+    return int(digits, 8)
+
 
 _LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
     """A command-line mistake reported as status 2."""
+
+
+class RunError(Exception):
+    """``run`` cannot set up the process it was asked for (status 1, as a daemon's)."""
+
+
+_DEMO_DESCRIPTION = """\
+The demo service: an echo server, a tailing pipeline and the management
+console, on 127.0.0.1. Every echo connection is a process and appends each
+line it echoes to a log file; a pipeline tails that log, parses it and counts
+the lines per peer; the process table is printed every few seconds. Ctrl-C
+stops it all gracefully."""
+
+_DEMO_EPILOG = """\
+then, in other terminals:
+  printf 'hello\\n' | nc -q1 127.0.0.1 8888   a connection comes and goes
+  archangel console 127.0.0.1:8023           ps, info 1, kill 1, pipes, help"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,12 +131,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run the demo service on 127.0.0.1", description=demo.__doc__)
-    p.add_argument("--port", type=int, default=8888, help="echo port (default 8888; 0: any)")
-    p.add_argument("--console-port", type=int, default=8023, help="console port (default 8023)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between ps printouts")
-    p.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p = sub.add_parser(
+        "demo",
+        help="run the demo service on 127.0.0.1",
+        description=_DEMO_DESCRIPTION,
+        epilog=_DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--port", type=int, default=8888, metavar="PORT", help="echo port (default 8888; 0: any)"
+    )
+    p.add_argument(
+        "--console-port",
+        type=int,
+        default=8023,
+        metavar="PORT",
+        help="console port (default 8023; 0: any)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between two printouts of the process table (default 5)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this long (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (default uvloop)",
+    )
 
     p = sub.add_parser(
         "run",
@@ -77,10 +179,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", help="hold this pidfile while running")
     p.add_argument("--user", help="drop to this user after binding")
     p.add_argument("--group", help="drop to this group after binding")
-    p.add_argument("--umask", type=lambda s: int(s, 8), default=None, help="octal, e.g. 022")
+    p.add_argument(
+        "--umask",
+        type=umask_value,
+        default=None,
+        metavar="OCTAL",
+        help="file mode creation mask, octal 000-777 (e.g. 022)",
+    )
     p.add_argument("--workdir", default=None, help="directory to run in (daemon: default /)")
     p.add_argument("--log-file", default=None, help="append logs (and a daemon's stdio) here")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument(
+        "--log-level",
+        type=log_level,
+        default="INFO",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL, any case (default INFO)",
+    )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
 
     p = sub.add_parser(
@@ -89,7 +203,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Send a signal to the running service (check: only test that it runs).",
     )
     p.add_argument("--pidfile", required=True)
-    p.add_argument("signal", choices=tuple(SIGNALS))
+    p.add_argument(
+        "signal",
+        type=signal_name,
+        metavar="SIGNAL",
+        help=f"{_SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+    )
 
     p = sub.add_parser(
         "status",
@@ -142,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
     app = load_app(args.target)
     # Paths are taken before a daemon changes directory.
     log_file = os.path.abspath(args.log_file) if args.log_file else None
-    if args.pidfile:
+    if args.pidfile is not None:
         pidfile = os.path.abspath(args.pidfile)
         try:
             pid = daemon.check(pidfile, signalable=False)
@@ -155,6 +274,13 @@ def _run(args: argparse.Namespace) -> int:
             held = f"pidfile {pidfile} is held by running process {pid}"
             print(f"archangel run: {app.name} could not start: {held}", file=sys.stderr)
             return 1
+        directory = os.path.dirname(pidfile)
+        if not os.path.isdir(directory):  # as a directory or a FIFO: refused before starting
+            raise PidFileUnusable(
+                f"cannot create pidfile {pidfile}: directory {directory} does not exist",
+                reason="io",
+                path=pidfile,
+            )
         app.pidfile = daemon.PidFile(pidfile)
     if args.user is not None:
         app.user = args.user
@@ -171,8 +297,18 @@ def _run(args: argparse.Namespace) -> int:
         if args.umask is not None:
             os.umask(args.umask)
         if args.workdir:
-            os.chdir(args.workdir)
-    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, filename=log_file)
+            try:
+                os.chdir(args.workdir)
+            except OSError as exc:  # as the daemon says it (DaemonError: status 1)
+                raise RunError(
+                    f"cannot change directory to {args.workdir}: {exc.strerror}"
+                ) from None
+        if log_file is not None:
+            try:
+                open(log_file, "a").close()
+            except OSError as exc:
+                raise RunError(f"cannot open log file {log_file}: {exc.strerror}") from None
+    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT, filename=log_file)
     try:
         return int(app.run(loop=args.loop))
     except BaseException as exc:
@@ -182,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _signal(args: argparse.Namespace) -> int:
-    signum = SIGNALS[args.signal]
+    signum = _SIGNALS[args.signal]
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:
         print(f"sent SIG{args.signal.upper()} to pid {pid}")
@@ -227,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PidFileUnusable as exc:
         print(f"archangel {args.command}: {exc}", file=sys.stderr)
         return EXIT_STATUS.get(exc.reason, 6)
-    except DaemonError as exc:
+    except (DaemonError, RunError) as exc:
         print(f"archangel {args.command}: {exc}", file=sys.stderr)
         return 1
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse requires one

@@ -8,6 +8,8 @@ do not know archangel. Messages name the object and its state.
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
@@ -31,6 +33,7 @@ __all__ = [
     "ReadOnlyAttribute",
     "RestartLimitExceeded",
     "WatcherClosed",
+    "WebError",
 ]
 
 
@@ -68,10 +71,10 @@ class NotAProcess(ArchangelError, TypeError):
 
 
 class ReadOnlyAttribute(ArchangelError, AttributeError):
-    """An assignment to a process's bookkeeping (``pid``, ``state``, ``manager``...).
+    """An assignment to (or ``del`` of) a process's bookkeeping (``pid``, ``state``...).
 
     Those attributes are archangel's and read-only; ``name`` names the one
-    assigned and ``obj`` the process, as for any ``AttributeError``.
+    assigned or deleted and ``obj`` the process, as for any ``AttributeError``.
     """
 
 
@@ -99,6 +102,10 @@ class ConsoleError(ArchangelError, RuntimeError):
     """The management console could not start or was used wrongly."""
 
 
+class WebError(ArchangelError, RuntimeError):
+    """The web endpoints (metrics, probes) could not start or were set up wrongly."""
+
+
 class PidFileUnusable(PidFileError):
     """A pidfile that cannot be used, with the reason as a short word.
 
@@ -123,10 +130,11 @@ class ChannelFailures(ExceptionGroup[Exception], ArchangelError):
 
     An :class:`ExceptionGroup`, so ``except* OSError`` picks out the failures it
     knows. :attr:`channel` is the channel whose subscribers failed (None for a
-    failed transition, whose :attr:`exceptions` are the ``ChannelFailures`` of
+    failed transition, whose :attr:`~BaseExceptionGroup.exceptions` are the ``ChannelFailures`` of
     each state that failed).
     """
 
+    #: The channel whose subscribers failed (None for a failed transition).
     channel: Hashable
 
     def __new__(
@@ -174,3 +182,21 @@ def coerce_enum(enum_type: type[_E], value: object, what: str) -> _E:
     except ValueError:
         expected = ", ".join(repr(member.value) for member in enum_type)
         raise InvalidArgument(f"{what} must be one of {expected}, got {value!r}") from None
+
+
+def check_number(value: object, what: str, *, integer: bool = False) -> None:
+    """Raise :class:`InvalidArgument` unless ``value`` is a number ``>= 0``.
+
+    A real number (an ``int`` when ``integer``), not a bool and not NaN;
+    ``what`` says whose argument it is, e.g. ``"App 'web': shutdown_timeout"``,
+    and the message quotes the value given (``'30'``, ``True``, ``-1``).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or (integer and not isinstance(value, numbers.Integral))
+    ):
+        expected = "an int" if integer else "a number of seconds"
+        raise InvalidArgument(f"{what} must be {expected} >= 0, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise InvalidArgument(f"{what} must be >= 0, got {value!r}")

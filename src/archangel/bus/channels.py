@@ -66,7 +66,7 @@ class _Stop(enum.Enum):
         return "archangel.STOP"
 
 
-#: Returned by a :meth:`Channels.pipe` subscriber, ends the chain.
+#: Returned by a :meth:`~archangel.bus.channels.Channels.pipe` subscriber, ends the chain.
 STOP: Final = _Stop.STOP
 
 
@@ -220,6 +220,18 @@ class Channels:
             return callback
 
         return decorate
+
+    def clear(self) -> int:
+        """Remove every subscriber of every channel (magicbus's ``clear``); return how many.
+
+        A publish already under way still calls the subscribers it started
+        with. Latches (:meth:`when`) are not subscribers: they stay.
+        """
+        count = sum(map(len, self._subscriptions.values()))
+        self._subscriptions.clear()
+        self._plans.clear()
+        self._proven.clear()
+        return count
 
     def has_subscribers(self, channel: Hashable) -> bool:
         """Whether anything is subscribed to ``channel``."""

@@ -262,7 +262,7 @@ class Walk(Generic[S]):
             failed: Whether a subscriber of the current state failed.
 
         Returns:
-            The next state, or None when the walk is over: the target (or, after
+            The next state, or None when the walk is over; the target (or, after
             a failure, the final state) is reached, or a failure happened in a
             state that has no error state to go to while not already recovering.
         """

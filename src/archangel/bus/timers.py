@@ -1,256 +1,29 @@
-"""Time on the loop's clock: pyzenkit's event queue and rel's repeating timers.
+"""Time on the loop's clock: rel's repeating timers.
 
-:class:`EventQueue` is the data structure behind :meth:`archangel.bus.Bus.schedule`:
-pure, it is told the time instead of reading a clock, so tests drive it without a
-loop. :class:`Scheduler` runs one on a loop, for the bus. :class:`Timer` (made by
-:func:`every` or :meth:`archangel.bus.Bus.every`) calls a function at a fixed rate
-through ``loop.call_at``; it is the one periodic call of archangel (the
-``every`` supply, the polling watcher and the systemd watchdog are built on
-it), and :func:`next_deadline` its one rule for missed ticks: skip them, never
-burst.
+:class:`Timer` (made by :func:`every` or :meth:`archangel.bus.Bus.every`) calls a
+function at a fixed rate through ``loop.call_at``; it is the one periodic call of
+archangel (the ``every`` supply, the polling watcher and the systemd watchdog are
+built on it), and :func:`next_deadline` its one rule for missed ticks: skip them,
+never burst. The bus's event queue is :mod:`archangel.bus.queue`.
 
 What this module is not: a scheduler of its own. Nothing here sleeps or spawns
-threads; every deadline is in ``loop.time()`` units. The wall clock is read
-only to refuse a deadline that is a wall-clock reading (see :meth:`Scheduler.add`).
+threads; every deadline is in ``loop.time()`` units.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
-import itertools
 import logging
-import math
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..errors import InvalidArgument
+from .queue import _cancel_requested, _finite
 
-__all__ = ["EventQueue", "Scheduler", "Timer", "every", "next_deadline"]
+__all__ = ["Timer", "every", "next_deadline"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-class EventQueue(Generic[T]):
-    """Sequential events in a deque, timed events in a heap (pyzenkit's ``EventQueueManager``).
-
-    * :meth:`push` appends to the sequential queue (FIFO);
-    * :meth:`push_front` puts an event before every queued one (so several of
-      them come out last-pushed first, like pyzenkit's ``schedule_next``);
-    * :meth:`push_at` files an event under a deadline.
-
-    :meth:`pop_due` hands out a timed event whose deadline has come before any
-    sequential one. Timed events with the same deadline come out in the order
-    they were pushed: a sequence number breaks the tie, so the events
-    themselves are never compared.
-
-    Events must not be None (``pop_due`` returns None for "nothing is due").
-    """
-
-    __slots__ = ("_counter", "_sequential", "_timed")
-
-    def __init__(self) -> None:
-        self._sequential: deque[T] = deque()
-        self._timed: list[tuple[float, int, T]] = []
-        self._counter = itertools.count()
-
-    def push(self, event: T) -> None:
-        """Append ``event`` to the end of the sequential queue."""
-        self._sequential.append(event)
-
-    def push_front(self, event: T) -> None:
-        """Put ``event`` at the front of the sequential queue."""
-        self._sequential.appendleft(event)
-
-    def push_at(self, deadline: float, event: T) -> None:
-        """File ``event`` to become due at ``deadline`` (in the caller's clock)."""
-        heapq.heappush(self._timed, (deadline, next(self._counter), event))
-
-    def pop_due(self, now: float) -> T | None:
-        """Take the next event that is due at ``now``, or None if none is.
-
-        A timed event whose deadline is ``<= now`` beats the sequential queue.
-        """
-        timed = self._timed
-        if timed and timed[0][0] <= now:
-            return heapq.heappop(timed)[2]
-        if self._sequential:
-            return self._sequential.popleft()
-        return None
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline among the timed events, or None if there are none."""
-        return self._timed[0][0] if self._timed else None
-
-    def clear(self) -> int:
-        """Drop every event; return how many there were."""
-        count = len(self)
-        self._sequential.clear()
-        self._timed.clear()
-        return count
-
-    def __len__(self) -> int:
-        return len(self._sequential) + len(self._timed)
-
-    def __repr__(self) -> str:
-        return f"<EventQueue {len(self._sequential)} queued, {len(self._timed)} timed>"
-
-
-#: The type of a queued message, a tuple of channel, arguments and keyword arguments.
-Message = tuple[Hashable, tuple[Any, ...], dict[str, Any]]
-
-
-class Scheduler:
-    """Runs an :class:`EventQueue` of messages on a loop, for :meth:`archangel.bus.Bus.schedule`.
-
-    One task drains the queue; it starts when a message is added and ends
-    when the queue is empty. It sends one message at a time, waiting for each
-    to be handled, and yields to the loop between messages so a busy queue
-    cannot starve I/O. A message that fails is logged and the queue goes on,
-    also when a subscriber raises ``CancelledError`` itself; only :meth:`close`
-    (or the loop's shutdown cancelling the task) stops the draining.
-
-    Args:
-        send: The coroutine function that delivers a message (``bus.publish``).
-        owner: Named in log lines.
-    """
-
-    __slots__ = ("_drainer", "_owner", "_send", "_wakeup", "queue")
-
-    def __init__(self, send: Callable[..., Awaitable[Any]], owner: object) -> None:
-        self._send = send
-        self._owner = owner
-        #: The messages waiting to be sent.
-        self.queue: EventQueue[Message] = EventQueue()
-        self._drainer: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-
-    def add(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        message: Message,
-        *,
-        delay: float | None = None,
-        at: float | None = None,
-        first: bool = False,
-    ) -> None:
-        """Queue ``message``; the arguments are those of :meth:`archangel.bus.Bus.schedule`.
-
-        Raises:
-            InvalidArgument: Both ``delay`` and ``at``, or ``first`` with either;
-                a ``delay`` or ``at`` that is not a finite number; an ``at`` that
-                is a wall-clock reading (nearer ``time.time()`` than ``loop.time()``).
-        """
-        if delay is not None and at is not None:
-            raise InvalidArgument("schedule() takes delay or at, not both")
-        if first and (delay is not None or at is not None):
-            raise InvalidArgument("schedule(first=True) is for queued events, not timed ones")
-        if delay is not None and not _finite(delay):
-            raise InvalidArgument(f"schedule(delay={delay!r}): delay must be a finite number")
-        if at is not None:
-            _check_loop_time(loop, at, "schedule(at=...)")
-        if delay is not None:
-            self.queue.push_at(loop.time() + delay, message)
-        elif at is not None:
-            self.queue.push_at(at, message)
-        elif first:
-            self.queue.push_front(message)
-        else:
-            self.queue.push(message)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain(loop))
-        elif self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)  # something new may be due before the alarm
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        queue = self.queue
-        while queue:
-            message = queue.pop_due(loop.time())
-            if message is None:  # only timed events are left, and none is due yet
-                self._wakeup = wakeup = loop.create_future()
-                deadline = queue.next_deadline()
-                assert deadline is not None
-                alarm = loop.call_at(deadline, _wake, wakeup)
-                try:
-                    await wakeup
-                finally:
-                    alarm.cancel()
-                    if self._wakeup is wakeup:
-                        self._wakeup = None
-                continue
-            channel, args, kwargs = message
-            try:
-                await self._send(channel, *args, **kwargs)
-            except Exception:
-                logger.exception("%r: scheduled message to %r failed", self._owner, channel)
-            except asyncio.CancelledError:
-                if _cancel_requested():  # close(), or the loop shutting down
-                    raise
-                # A subscriber's own CancelledError (a cancelled operation it
-                # awaited): a failure of that message, not a stop of the queue.
-                logger.exception("%r: scheduled message to %r was cancelled", self._owner, channel)
-            await asyncio.sleep(0)
-
-    def close(self) -> int:
-        """Drop the queued messages and stop the draining task; return how many were dropped."""
-        dropped = self.queue.clear()
-        drainer, self._drainer = self._drainer, None
-        if drainer is not None and not drainer.done() and not drainer.get_loop().is_closed():
-            drainer.cancel()
-        return dropped
-
-
-#: Clocks further apart than this (seconds) tell a wall-clock reading from a loop time.
-_CLOCKS_APART = 86_400.0
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_loop_time(loop: asyncio.AbstractEventLoop, when: float, what: str) -> None:
-    """Refuse ``when`` unless it can be a deadline on ``loop``'s clock.
-
-    ``loop.time()`` counts from an arbitrary start (the boot of the machine,
-    for both asyncio and uvloop), not from 1970 as ``time.time()`` does, so a
-    wall-clock reading given as a loop time would fall decades after now and
-    never come. A value nearer to the wall clock's now than to the loop's is
-    taken for one and refused, with the conversion in the message. When the
-    two clocks are within a day of each other (a loop driven by the wall
-    clock) they cannot be told apart, and need not be.
-
-    Raises:
-        InvalidArgument: ``when`` is not a finite number, or is a wall-clock reading.
-    """
-    if not _finite(when):
-        raise InvalidArgument(f"{what}: {when!r} is not a finite loop time")
-    now, wall = loop.time(), time.time()
-    if abs(wall - now) > _CLOCKS_APART and abs(when - wall) < abs(when - now):
-        raise InvalidArgument(
-            f"{what}: {when!r} is a wall-clock time (time.time() is {wall:.3f}), but deadlines "
-            f"are on the loop's clock (loop.time() is {now:.3f}): pass "
-            "loop.time() + (when - time.time()), or delay=when - time.time()"
-        )
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _cancel_requested() -> bool:
-    """Whether the running task was asked to stop (``task.cancel()``).
-
-    Tells that apart from a ``CancelledError`` that the awaited code raised on
-    its own (an operation it awaited was cancelled), which the task survives.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class Timer:
@@ -262,7 +35,7 @@ class Timer:
     it, so they share the rules below.
 
     * The first call comes one interval after the timer is made, or ``delay``
-      seconds after (0: at the loop's next iteration).
+      seconds after (0: at the loop's next iteration, mode's ``exec_first``).
     * Deadlines are measured from the schedule, not from when a call ends:
       the next deadline is the previous deadline plus the interval, so the
       timer does not drift; every deadline is ``first + k * interval``.
@@ -288,15 +61,21 @@ class Timer:
       was cancelled); only :meth:`cancel` (or the loop's shutdown cancelling
       the call in progress) stops the timer. Return False or call
       :meth:`cancel` to stop it.
+    * :meth:`rearm` starts it again, with a new first delay, whether it was
+      cancelled, ended or is still going (rel's ``timeout(...).add(delay)``).
     """
 
     __slots__ = (
+        "__weakref__",
         "_args",
         "_callback",
         "_cancelled",
         "_deadline",
+        "_deferred",
+        "_generation",
         "_handle",
         "_loop",
+        "_running",
         "_task",
         "interval",
         "missed",
@@ -314,8 +93,7 @@ class Timer:
     ) -> None:
         if not (_finite(interval) and interval > 0):
             raise InvalidArgument(f"a timer's interval must be positive, not {interval!r}")
-        if delay is not None and not (_finite(delay) and delay >= 0):
-            raise InvalidArgument(f"a timer's first delay must be >= 0, not {delay!r}")
+        _check_delay(delay, "a timer's first delay")
         self._loop = loop
         #: Seconds between deadlines.
         self.interval = float(interval)
@@ -323,6 +101,12 @@ class Timer:
         self._args = args
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
+        # A call is in progress (sync, or the awaited one); re-armed from inside
+        # it (arm when it ends); bumped by every cancel() and rearm(), so a call
+        # that ends after either knows that the timer is no longer its own.
+        self._running = False
+        self._deferred = False
+        self._generation = 0
         #: How many times the callback was called.
         self.ticks = 0
         #: How many deadlines were skipped because the loop was late.
@@ -343,60 +127,110 @@ class Timer:
 
     @property
     def cancelled(self) -> bool:
-        """True once :meth:`cancel` was called."""
+        """True once :meth:`cancel` was called (and :meth:`rearm` was not, since)."""
         return self._cancelled
 
     def cancel(self) -> None:
         """Stop the timer; a call in progress (an awaited coroutine) is cancelled too.
 
         Idempotent. Calling it from inside the callback stops the timer after
-        that call.
+        that call. :meth:`rearm` starts it again.
         """
         if self._cancelled:
             return
         self._cancelled = True
+        self._generation += 1
+        self._deferred = False
         self._deadline = None
+        self._stop_pending()
+
+    def rearm(self, delay: float | None = None) -> None:
+        """Arm the timer again: the next call ``delay`` seconds from now (rel's ``add``).
+
+        Works on a cancelled timer, on one whose callback ended it (a falsy
+        return), and on one still going, whose next deadline moves. The grid
+        starts anew: the deadlines are ``now + delay + k * interval``.
+        :attr:`ticks` and :attr:`missed` go on counting. A call in progress
+        (an awaited coroutine) is cancelled, as by :meth:`cancel`, so calls
+        never overlap; called from inside the callback, the new deadline holds
+        once the call is over, whatever the call returns.
+
+        Args:
+            delay: Seconds until the next call (0: the loop's next iteration);
+                one interval when None.
+
+        Raises:
+            InvalidArgument: ``delay`` is negative or not a number; the timer's
+                loop is closed.
+        """
+        _check_delay(delay, f"{self!r}: rearm() delay")
+        loop = self._loop
+        if loop.is_closed():
+            raise InvalidArgument(f"{self!r} cannot be re-armed: its loop is closed")
+        inside = self._running and (self._task is None or self._task is asyncio.current_task(loop))
+        self._generation += 1
+        self._cancelled = False
+        self._deadline = loop.time() + (self.interval if delay is None else float(delay))
+        if inside:
+            self._deferred = True  # armed when the call in progress is over
+            return
+        self._stop_pending()
+        self._handle = loop.call_at(self._deadline, self._fire)
+
+    def _stop_pending(self) -> None:
+        """Drop the armed call and cancel an awaited call in progress (not from itself)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        task = self._task
-        if (
-            task is not None
-            and not self._loop.is_closed()
-            and task is not asyncio.current_task(self._loop)
-        ):
-            task.cancel()
+        task, self._task = self._task, None
+        if task is not None and not self._loop.is_closed():
+            if task is asyncio.current_task(self._loop):
+                self._task = task  # cancel() from inside the call: it ends by itself
+            else:
+                task.cancel()
+                self._running = False
 
     def _fire(self) -> None:
         self._handle = None
         self.ticks += 1
+        generation = self._generation
+        self._running = True
         try:
             result = self._callback(*self._args)
         except (Exception, asyncio.CancelledError):  # nothing cancels a plain call
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
             result = True
         if inspect.isawaitable(result):
-            self._task = self._loop.create_task(self._finish(result))
+            self._task = self._loop.create_task(self._finish(result, generation))
         else:
-            self._rearm(result)
+            self._running = False
+            self._next(result, generation)
 
-    async def _finish(self, awaitable: Awaitable[Any]) -> None:
+    async def _finish(self, awaitable: Awaitable[Any], generation: int) -> None:
         try:
             result = await awaitable
         except Exception:
             logger.exception("%r: tick %d failed; the timer goes on", self, self.ticks)
             result = True
         except asyncio.CancelledError:
-            if _cancel_requested():  # cancel(), or the loop shutting down
+            if _cancel_requested():  # cancel(), rearm(), or the loop shutting down
                 raise
             logger.exception("%r: tick %d was cancelled; the timer goes on", self, self.ticks)
             result = True
-        self._task = None
-        self._rearm(result)
+        if self._task is asyncio.current_task():
+            self._task = None
+            self._running = False
+        self._next(result, generation)
 
-    def _rearm(self, keep_going: Any) -> None:
-        if self._cancelled or self._deadline is None:
+    def _next(self, keep_going: Any, generation: int) -> None:
+        """After a call: arm the next one, unless the timer is over or no longer the call's."""
+        if self._deferred and not self._running:  # rearm() from inside the call just over
+            self._deferred = False
+            assert self._deadline is not None
+            self._handle = self._loop.call_at(self._deadline, self._fire)
             return
+        if generation != self._generation or self._cancelled or self._deadline is None:
+            return  # cancelled, or re-armed from outside while the call ran
         if not keep_going:
             self._deadline = None
             return
@@ -414,6 +248,11 @@ class Timer:
         else:
             status = "active"
         return f"<Timer every {self.interval:g}s {name} [{status}] ticks={self.ticks}>"
+
+
+def _check_delay(delay: object, what: str) -> None:
+    if delay is not None and not (_finite(delay) and delay >= 0):  # type: ignore[operator]
+        raise InvalidArgument(f"{what} must be >= 0, not {delay!r}")
 
 
 def next_deadline(previous: float, interval: float, now: float) -> tuple[float, int]:

@@ -17,17 +17,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import NotRegistered
 from ..kernel.process import Process, ProcessState
 from .apploop import Outcome, Status, TimeSlice
-from .commands import Command, CommandError, Context, Terminal, parse_pid
-from .render import clip
+from .commands import (
+    Command,
+    CommandError,
+    Context,
+    Terminal,
+    clip_word,
+    parse_pid,
+    plural,
+    unknown_pid,
+)
+from .render import describe_error
 
 __all__ = ["action_commands"]
 
 #: How long ``kill`` and ``killall`` wait for processes to exit once killed.
-EXIT_WAIT = 5.0
-MAX_KILL = 1000
+_EXIT_WAIT = 5.0
+_MAX_KILL = 1000
 #: How often the app loop is polled, while waiting for killed processes to exit.
 _EXIT_POLL = 0.005
 
@@ -45,7 +53,7 @@ class _Actions:
         self.timeout = timeout
 
     async def _run(
-        self, what: str, fn: Callable[[], Any], finish: float = EXIT_WAIT
+        self, what: str, fn: Callable[[], Any], finish: float = _EXIT_WAIT
     ) -> tuple[bool, Any]:
         """Run ``fn`` on the app loop; (True, value) or (False, message for the operator)."""
         outcome: Outcome = await self.context.apploop.run(
@@ -60,7 +68,10 @@ class _Actions:
         if outcome.status is Status.CLOSED:
             return False, f"{what}: the app loop is closed"
         error = outcome.error
-        return False, f"{what} failed: {type(error).__name__}: {error}"
+        if isinstance(error, OSError) and error.strerror:  # no Python quotes around the path
+            where = f": {error.filename}" if error.filename else ""
+            return False, f"{what} failed: {type(error).__name__}: {error.strerror}{where}"
+        return False, f"{what} failed: {describe_error(error) if error else 'unknown error'}"
 
     # -- kill ---------------------------------------------------------------------------
 
@@ -68,44 +79,45 @@ class _Actions:
         if not args:
             raise CommandError("usage: kill PID [PID...]")
         pids = list(dict.fromkeys(parse_pid(a) for a in args))
-        if len(pids) > MAX_KILL:
-            raise CommandError(f"at most {MAX_KILL} pids at a time; use killall KIND")
+        if len(pids) > _MAX_KILL:
+            raise CommandError(f"at most {_MAX_KILL} pids at a time; use killall KIND")
         manager = self.context.manager
 
         async def kill_and_wait() -> list[tuple[int, str]]:
             # On the app's loop: kill, then wait until each has exited (its
             # sync at-exit hooks run as it exits, so they have run by then) or
-            # EXIT_WAIT passes.
+            # _EXIT_WAIT passes.
             found: list[tuple[int, Process]] = []
             report: list[tuple[int, str]] = []
             time_slice = TimeSlice()
             for pid in pids:
-                try:
-                    process = manager[pid]
-                except NotRegistered as exc:
-                    report.append((pid, str(exc)))
+                process = manager.get(pid)
+                if process is None:
+                    report.append((pid, unknown_pid(manager, pid)))
                     continue
                 process.kill()
                 found.append((pid, process))
                 await time_slice.tick()
-            deadline = time.monotonic() + EXIT_WAIT
+            deadline = time.monotonic() + _EXIT_WAIT
             while time.monotonic() < deadline and any(
                 p.state is not ProcessState.EXITED for _, p in found
             ):
                 await asyncio.sleep(_EXIT_POLL)
             for pid, process in found:
                 if process.state is ProcessState.EXITED:
-                    reason = process.exit_reason.value if process.exit_reason else "?"
-                    report.append((pid, f"killed ({process.name}, exit: {reason})"))
+                    reason = process.exit_reason.value if process.exit_reason else "unknown"
+                    report.append((pid, f"pid {pid}: killed ({process.name}, exit: {reason})"))
                 else:
-                    report.append((pid, f"kill sent; still exiting after {EXIT_WAIT:g} s"))
+                    report.append(
+                        (pid, f"pid {pid}: kill sent; still exiting after {_EXIT_WAIT:g} s")
+                    )
             return sorted(report)
 
         what = f"kill {' '.join(map(str, pids))}"
-        ok, value = await self._run(what, kill_and_wait, finish=EXIT_WAIT + 1.0)
+        ok, value = await self._run(what, kill_and_wait, finish=_EXIT_WAIT + 1.0)
         if not ok:
             return str(value)
-        return "\n".join(f"pid {pid}: {text}" for pid, text in value)
+        return "\n".join(text for _, text in value)
 
     async def killall(self, args: list[str], terminal: Terminal) -> str:
         if len(args) != 1:
@@ -131,7 +143,7 @@ class _Actions:
                     if process.state is not ProcessState.EXITED:
                         exiting.append(process)  # a connection: exits once its transport has
                 await time_slice.tick()
-            deadline = time.monotonic() + EXIT_WAIT
+            deadline = time.monotonic() + _EXIT_WAIT
             while exiting and time.monotonic() < deadline:
                 await asyncio.sleep(_EXIT_POLL)
                 still: list[Process] = []
@@ -143,13 +155,15 @@ class _Actions:
                 exiting = still
             return killed, len(exiting)
 
-        ok, value = await self._run(f"killall {kind}", kill_kind, finish=EXIT_WAIT + 25.0)
+        ok, value = await self._run(f"killall {kind}", kill_kind, finish=_EXIT_WAIT + 25.0)
         if not ok:
             return str(value)
         killed, left = value
+        kind = clip_word(kind)
         if not killed:
-            return f"no running processes of kind {clip(kind, 40)!r}"
-        text = f"killed {killed} process(es) of kind {kind!r}: {killed - left} exited"
+            return f"no running processes of kind {kind}"
+        count = plural(killed, "process", "processes")
+        text = f"killed {count} of kind {kind}: {killed - left} exited"
         return text + (f", {left} still exiting" if left else "")
 
     # -- app actions -----------------------------------------------------------------------

@@ -47,7 +47,7 @@ class Status(enum.Enum):
     RUNNING = "running"
     """It started but had not finished in time; it goes on in the background."""
     CLOSED = "closed"
-    """The app's loop is closed: nothing was handed over."""
+    """The app's loop is closed, so nothing was handed over."""
 
 
 class Outcome(NamedTuple):

@@ -5,7 +5,8 @@ socket, the socket's output copied to stdout on the calling thread, and
 stdin lines sent from a daemon thread. It politely refuses every telnet
 option the console offers (so the console treats it like ``nc``: whole
 lines, no server echo) and strips the negotiation bytes from the output.
-With a token, the token is sent as the first line. At the end of stdin it
+With a token, the token is sent as the first line, and the console's
+``token:`` prompt is not shown. At the end of stdin it
 sends ``quit`` and prints what is left.
 
 This is the client side only: nothing here imports the server.
@@ -27,7 +28,7 @@ from ..errors import ConsoleError
 __all__ = ["main", "parse_address", "run_client"]
 
 #: Environment variable read for the token when ``--token`` is not given.
-TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
+_TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
 
 _IAC, _DONT, _DO, _WONT, _WILL, _SB, _SE = 255, 254, 253, 252, 251, 250, 240
 
@@ -138,6 +139,46 @@ class TelnetFilter:
         return bytes(out), bytes(replies)
 
 
+#: What the console asks a session for first when it has a token.
+_TOKEN_PROMPT = "token: "
+
+
+class PromptEater:
+    """Drops the console's ``token:`` prompt from the start of the output.
+
+    The client sends the token itself, so the operator never has to answer
+    the prompt and should not see it (a script's output starts with the
+    banner). Output is held back only until it is clear whether it begins
+    with the prompt; after it, the newline the console writes before an
+    answer to the token (``bad token: disconnected``) goes too.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._state = "prompt"  # then "newline", then "done"
+
+    def feed(self, text: str, final: bool = False) -> str:
+        """The part of ``text`` to show (``final``: no more output follows)."""
+        if self._state == "done":
+            return text
+        self._held += text
+        if self._state == "prompt":
+            if _TOKEN_PROMPT.startswith(self._held) and not final:
+                return ""  # could still be the prompt
+            if self._held.startswith(_TOKEN_PROMPT):
+                self._held = self._held[len(_TOKEN_PROMPT) :]
+                self._state = "newline"
+            else:
+                self._state = "done"
+        if self._state == "newline":
+            if not self._held and not final:
+                return ""
+            self._held = self._held.removeprefix("\n")
+            self._state = "done"
+        shown, self._held = self._held, ""
+        return shown
+
+
 def _tty_lines() -> Iterator[str]:
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -181,7 +222,8 @@ def run_client(
     Args:
         address: ``"HOST:PORT"``, ``"unix:PATH"`` (see :func:`parse_address`)
             or a ``(host, port)`` tuple.
-        token: Sent as the first line, when given.
+        token: Sent as the first line, when given; the console's ``token:``
+            prompt is then not shown.
         stdin: Lines to send (default ``sys.stdin``); at its end ``quit`` is sent.
         stdout: Where the console's output goes (default ``sys.stdout``).
 
@@ -202,6 +244,7 @@ def run_client(
         target=_send_lines, args=(sock, stdin, token, quitting), name="console-stdin", daemon=True
     )
     telnet = TelnetFilter()
+    prompt = PromptEater() if token is not None else None
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     tail = ""  # the end of the output, to see how the session ended
     try:
@@ -218,6 +261,8 @@ def run_client(
                 except OSError:
                     pass
             shown = decoder.decode(text, final=not data).replace("\r\n", "\n")
+            if prompt is not None:
+                shown = prompt.feed(shown, final=not data)
             if shown:
                 shown = shown.replace("\r", "")
                 stdout.write(shown)
@@ -243,9 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Talk to an archangel management console.",
     )
     parser.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
-    parser.add_argument("--token", help=f"the console's token (default: ${TOKEN_ENV})")
+    parser.add_argument("--token", help=f"the console's token (default: ${_TOKEN_ENV})")
     args = parser.parse_args(argv)
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    token = args.token if args.token is not None else os.environ.get(_TOKEN_ENV)
     try:
         return run_client(args.address, token)
     except ConsoleError as exc:

@@ -24,13 +24,24 @@ from typing import Any, Protocol
 from ..kernel.manager import ProcessManager
 from .apploop import AppLoop
 
-__all__ = ["Command", "CommandError", "CommandTable", "Context", "Terminal", "parse_options"]
+__all__ = [
+    "Command",
+    "CommandError",
+    "CommandTable",
+    "Context",
+    "Terminal",
+    "clip_word",
+    "parse_options",
+    "parse_pid",
+    "plural",
+    "unknown_pid",
+]
 
 logger = logging.getLogger(__name__)
 
 
 #: While a session is open, the console thread gives the GIL up at least this often.
-GIL_SLICE = 0.001
+_GIL_SLICE = 0.001
 
 # The switch interval is one setting for the whole interpreter, so the count
 # of sessions open (in any console of the process) is process-wide too.
@@ -41,7 +52,7 @@ _slices_saved = 0.0
 
 @contextlib.contextmanager
 def short_gil_slices() -> Iterator[None]:
-    """Lower the interpreter's GIL switch interval to :data:`GIL_SLICE` while in the block.
+    """Lower the interpreter's GIL switch interval to ``_GIL_SLICE`` while in the block.
 
     A console session runs Python code on the console's thread (sorting
     100,000 processes, say); with the default 5 ms switch interval the app's
@@ -57,15 +68,15 @@ def short_gil_slices() -> Iterator[None]:
     with _slices_lock:
         if _slices_depth == 0:
             _slices_saved = sys.getswitchinterval()
-            if _slices_saved > GIL_SLICE:
-                sys.setswitchinterval(GIL_SLICE)
+            if _slices_saved > _GIL_SLICE:
+                sys.setswitchinterval(_GIL_SLICE)
         _slices_depth += 1
     try:
         yield
     finally:
         with _slices_lock:
             _slices_depth -= 1
-            if _slices_depth == 0 and _slices_saved > GIL_SLICE:
+            if _slices_depth == 0 and _slices_saved > _GIL_SLICE:
                 sys.setswitchinterval(_slices_saved)
 
 
@@ -182,7 +193,7 @@ def parse_options(
         name = aliases.get(name, name)
         kind = options.get(name)
         if kind is None:
-            raise CommandError(f"unknown option {name!r}")
+            raise CommandError(f"unknown option {clip_word(name)}")
         if kind is bool:
             if eq:
                 raise CommandError(f"option {name} takes no value")
@@ -195,7 +206,7 @@ def parse_options(
         try:
             found[name] = kind(value)
         except ValueError:
-            raise CommandError(f"option {name} needs a number, not {value!r}") from None
+            raise CommandError(f"option {name} needs a number, not {clip_word(value)}") from None
     return found, positional
 
 
@@ -208,10 +219,22 @@ def parse_pid(text: str) -> int:
     try:
         pid = int(text)
     except ValueError:
-        raise CommandError(f"not a pid: {text!r}") from None
+        raise CommandError(f"not a pid: {clip_word(text)}") from None
     if pid <= 0:
-        raise CommandError(f"not a pid: {text!r}")
+        raise CommandError(f"not a pid: {clip_word(text)}")
     return pid
+
+
+def unknown_pid(manager: ProcessManager, pid: int) -> str:
+    """What to tell the operator about a PID the manager has no live process for."""
+    if pid <= manager.counters["started"]:  # PIDs are issued 1, 2, 3...
+        return f"pid {pid} has already exited"
+    return f"no process with pid {pid}"
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 process``, ``2 processes``: ``count`` and the noun that goes with it."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 class CommandTable:
@@ -271,14 +294,14 @@ class CommandTable:
         """Run one command (already split into words); always returns the text to show."""
         name, args = argv[0], argv[1:]
         if name not in self:
-            return f"error: unknown command {clip_word(name)!r}: type 'help' for the list"
+            return f"error: unknown command {clip_word(name)}: type help for the list"
         command = self[name]
         try:
             return await command.handler(args, terminal)
         except CommandError as exc:
             return f"error: {exc}"
         except Exception as exc:
-            logger.exception("console command %r failed", argv)
+            logger.exception("console command %s failed", clip_word(" ".join(argv), 200))
             return f"error: {command.name} failed: {type(exc).__name__}: {exc}"
 
     # -- built-in commands ------------------------------------------------------
@@ -286,7 +309,7 @@ class CommandTable:
     async def _help(self, args: list[str], terminal: Terminal) -> str:
         if args:
             if args[0] not in self:
-                raise CommandError(f"no command {clip_word(args[0])!r}")
+                raise CommandError(f"no command {clip_word(args[0])}")
             command = self[args[0]]
             text = f"{command.usage}\n  {command.summary}"
             return text + (f"\n\n{command.details}" if command.details else "")
@@ -305,5 +328,11 @@ class CommandTable:
 
 
 def clip_word(word: str, width: int = 40) -> str:
-    """A word from the operator, cut for echoing back in an error."""
+    """A word from the operator, cut for echoing back in an error.
+
+    What would not print (control characters, say) is shown as ``?``, so an
+    error never writes control sequences to the operator's terminal.
+    """
+    if not word.isprintable():
+        word = "".join(c if c.isprintable() else "?" for c in word)
     return word if len(word) <= width else word[: width - 3] + "..."

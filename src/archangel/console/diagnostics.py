@@ -7,15 +7,24 @@ is the point: they work while it is blocked, and ``stack`` shows where.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from typing import Any
 
-from ..errors import NotRegistered
 from ..kernel.frames import await_chain, thread_frames
-from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
+from .commands import (
+    Command,
+    CommandError,
+    Context,
+    Terminal,
+    parse_options,
+    parse_pid,
+    plural,
+    unknown_pid,
+)
 from .render import (
-    PROCESS_HEADERS,
+    _PROCESS_HEADERS,
     clip,
     format_age,
     format_ms,
@@ -28,8 +37,8 @@ from .render import (
 __all__ = ["diagnostic_commands"]
 
 _WINDOWS = (1.0, 10.0, 60.0)
-TOP_INTERVAL = 1.0
-TOP_ROWS = 15
+_TOP_INTERVAL = 1.0
+_TOP_ROWS = 15
 
 
 def _user_lines(counters: dict[str, Any]) -> list[str]:
@@ -105,7 +114,8 @@ class _Diagnostics:
             f"app loop lag: {format_ms(lag['now'])} now, {format_ms(lag['max_10s'])} max in 10 s"
         )
         lines.append(
-            f"console: up {format_age(console['uptime'])}, {console['sessions']} session(s)"
+            f"console: up {format_age(console['uptime'])}, "
+            f"{plural(console['sessions'], 'session')} open"
         )
         return "\n".join(lines)
 
@@ -122,7 +132,7 @@ class _Diagnostics:
         stats = self._stats()
         procs = self.context.manager.processes()
         now = time.time()
-        newest = procs[-TOP_ROWS:][::-1]
+        newest = procs[-_TOP_ROWS:][::-1]
         clock = time.strftime("%H:%M:%S")
         lines = [
             f"archangel top  {clock}  (any key leaves)",
@@ -130,7 +140,7 @@ class _Diagnostics:
             self._format_stats(stats),
             "",
             f"newest of {len(procs)} running:",
-            table(PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
+            table(_PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
         ]
         return "\n".join(clip(line, width) if "\n" not in line else line for line in lines)
 
@@ -138,7 +148,7 @@ class _Diagnostics:
         opts, positional = parse_options(args, {"--interval": float}, {"-i": "--interval"})
         if positional:
             raise CommandError("usage: top [-i SECONDS]")
-        interval = max(0.2, opts.get("--interval", TOP_INTERVAL))
+        interval = max(0.2, opts.get("--interval", _TOP_INTERVAL))
         while True:
             await terminal.show("\x1b[H\x1b[2J" + self._top_screen(terminal.width) + "\n")
             if await terminal.key(interval):
@@ -207,10 +217,9 @@ class _Diagnostics:
         if len(args) != 1:
             raise CommandError("usage: where PID")
         pid = parse_pid(args[0])
-        try:
-            process = self.context.manager[pid]
-        except NotRegistered as exc:
-            raise CommandError(str(exc)) from None
+        process = self.context.manager.get(pid)
+        if process is None:
+            raise CommandError(unknown_pid(self.context.manager, pid))
         task = getattr(process, "task", None)
         if task is None or not hasattr(task, "get_coro"):
             return (
@@ -220,13 +229,11 @@ class _Diagnostics:
         if task.done():
             return f"pid {pid}: its task has finished"
         frames, awaiting = await_chain(task.get_coro())
-        text = f"pid {pid} {process.name!r}, task {task.get_name()!r}, innermost await last:"
+        text = f"pid {pid} ({process.name}), task {task.get_name()}, innermost await last:"
         if frames:
             text += "\n" + format_stack(frames)
         if awaiting is not None:
-            name = type(awaiting).__name__
-            what = "a future" if name == "FutureIter" else clip(repr(awaiting), 200)
-            text += f"\n  awaiting {what}"
+            text += f"\n  awaiting {_awaited(awaiting)}"
         return text
 
     # -- bus -------------------------------------------------------------------------
@@ -263,7 +270,22 @@ def _channel_name(channel: Any) -> str:
 
 def _callable_name(callback: Any) -> str:
     name = getattr(callback, "__qualname__", None)
-    return name if isinstance(name, str) else repr(callback)
+    if isinstance(name, str):
+        return name
+    inner = getattr(callback, "func", None)  # functools.partial
+    if inner is not None and inner is not callback:
+        return f"{_callable_name(inner)} (partial)"
+    return f"a {type(callback).__name__} object"
+
+
+def _awaited(awaiting: Any) -> str:
+    """What a task waits for, in words (not its repr, which shows internals)."""
+    if isinstance(awaiting, asyncio.Task):
+        return f"task {clip(awaiting.get_name(), 80)}"
+    name = type(awaiting).__name__
+    if name == "FutureIter" or isinstance(awaiting, asyncio.Future):
+        return "a future"
+    return f"a {name}"
 
 
 def diagnostic_commands(context: Context) -> list[Command]:

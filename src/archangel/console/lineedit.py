@@ -40,18 +40,18 @@ _BELL = "\a"
 _ERASE_TO_END = "\x1b[K"
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 #: Characters :meth:`LineEditor.step` takes at most.
-STEP = 1024
+_STEP = 1024
 #: Echo after which :meth:`LineEditor.step` stops early (one redraw may follow).
-STEP_ECHO = 16 * 1024
+_STEP_ECHO = 16 * 1024
 
 
 class Key(enum.Enum):
     """Events other than an entered line."""
 
     INTERRUPT = "interrupt"
-    """Ctrl-C (or telnet IP): the line was abandoned."""
+    """Ctrl-C (or telnet IP) abandoned the line."""
     EOF = "eof"
-    """Ctrl-D on an empty line: the user wants to leave."""
+    """Ctrl-D on an empty line; the user wants to leave."""
     TOO_LONG = "too long"
     """A line longer than the limit was entered and dropped."""
 
@@ -126,8 +126,8 @@ class LineEditor:
     def step(self, text: str, start: int = 0) -> tuple[str, list[Event], int]:
         """Process a bounded piece of ``text`` from ``start``.
 
-        It stops after the first line or key completed, after :data:`STEP`
-        characters, or once about :data:`STEP_ECHO` characters are to be
+        It stops after the first line or key completed, after ``_STEP``
+        characters, or once about ``_STEP_ECHO`` characters are to be
         echoed, whichever comes first.
 
         Returns:
@@ -135,7 +135,7 @@ class LineEditor:
             go on from.
         """
         events: list[Event] = []
-        end = self._run(text, start, min(len(text), start + STEP), events, stop=True)
+        end = self._run(text, start, min(len(text), start + _STEP), events, stop=True)
         return self._take(), events, end
 
     def redraw(self) -> str:
@@ -212,7 +212,7 @@ class LineEditor:
                     continue
             self._feed_char(text[pos], events)
             pos += 1
-            if stop and (events or self._out_size >= STEP_ECHO):
+            if stop and (events or self._out_size >= _STEP_ECHO):
                 break
         return pos
 

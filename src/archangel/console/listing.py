@@ -23,9 +23,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..kernel.process import Process, ProcessInfo, ProcessState
-from .commands import Command, CommandError, Context, Terminal, parse_options, parse_pid
+from .commands import Command, CommandError, Context, Terminal, clip_word, parse_options, parse_pid
 from .render import (
-    PROCESS_HEADERS,
+    _PROCESS_HEADERS,
+    describe_error,
     format_age,
     format_details,
     format_time,
@@ -43,10 +44,10 @@ __all__ = ["listing_commands", "sorted_head"]
 
 T = TypeVar("T")
 
-PAGE = 50
-MAX_PAGE = 10_000
+_PAGE = 50
+_MAX_PAGE = 10_000
 #: Processes sorted by one ``list.sort`` call (well under a millisecond each).
-SORT_CHUNK = 2048
+_SORT_CHUNK = 2048
 _JSON_ROOM = 128  # bytes kept for the members a JSON page adds after fitting its records
 
 _SORT_KEYS: dict[str, Callable[[Process], Any]] = {
@@ -80,14 +81,14 @@ def _state(text: str) -> ProcessState:
         return ProcessState(text.lower())
     except ValueError:
         states = ", ".join(s.value for s in ProcessState)
-        raise CommandError(f"unknown state {text!r}: expected one of {states}") from None
+        raise CommandError(f"unknown state {clip_word(text)}: expected one of {states}") from None
 
 
-def _page(opts: dict[str, Any], default: int = PAGE) -> tuple[int, int]:
+def _page(opts: dict[str, Any], default: int = _PAGE) -> tuple[int, int]:
     limit = opts.get("--limit", default)
     offset = opts.get("--offset", 0)
-    if not 1 <= limit <= MAX_PAGE:
-        raise CommandError(f"--limit must be between 1 and {MAX_PAGE}, not {limit}")
+    if not 1 <= limit <= _MAX_PAGE:
+        raise CommandError(f"--limit must be between 1 and {_MAX_PAGE}, not {limit}")
     if offset < 0:
         raise CommandError(f"--offset must be 0 or more, not {offset}")
     return limit, offset
@@ -96,15 +97,15 @@ def _page(opts: dict[str, Any], default: int = PAGE) -> tuple[int, int]:
 def sorted_head(items: list[T], key: Callable[[T], Any], reverse: bool, count: int) -> list[T]:
     """The first ``count`` of ``sorted(items, key=key, reverse=reverse)``, in small steps.
 
-    Chunks of :data:`SORT_CHUNK` are sorted, then merged lazily (stably, like
+    Chunks of ``_SORT_CHUNK`` are sorted, then merged lazily (stably, like
     one sort) until ``count`` are out: each call into C is short, and a page
     near the top of 100,000 processes costs little more than the chunk sorts.
     """
-    if len(items) <= SORT_CHUNK:
+    if len(items) <= _SORT_CHUNK:
         return sorted(items, key=key, reverse=reverse)[:count]
     runs = [
-        sorted(items[start : start + SORT_CHUNK], key=key, reverse=reverse)
-        for start in range(0, len(items), SORT_CHUNK)
+        sorted(items[start : start + _SORT_CHUNK], key=key, reverse=reverse)
+        for start in range(0, len(items), _SORT_CHUNK)
     ]
     merged = heapq.merge(*runs, key=key, reverse=reverse)
     return list(itertools.islice(merged, count))
@@ -131,7 +132,7 @@ class _Listing:
     async def ps(self, args: list[str], terminal: Terminal) -> str:
         opts, positional = parse_options(args, _PS_OPTIONS, _PS_ALIASES)
         if len(positional) > 1:
-            raise CommandError(f"ps takes at most one KIND, got {' '.join(positional)!r}")
+            raise CommandError(f"ps takes at most one KIND, got {clip_word(' '.join(positional))}")
         kinds_text = opts.get("--kind") or (positional[0] if positional else None)
         limit, offset = _page(opts)
         procs = self.context.manager.processes()  # one atomic snapshot
@@ -148,7 +149,8 @@ class _Listing:
         reverse = sort.startswith("-")
         key = _SORT_KEYS.get(sort.lstrip("-"))
         if key is None:
-            raise CommandError(f"cannot sort by {sort!r}: expected one of {', '.join(_SORT_KEYS)}")
+            keys = ", ".join(_SORT_KEYS)
+            raise CommandError(f"cannot sort by {clip_word(sort)}: expected one of {keys}")
         total = len(procs)
         if sort == "-pid":  # the snapshot is in PID order
             procs.reverse()
@@ -160,7 +162,7 @@ class _Listing:
         if not page:
             return f"no processes match (of {len(self.context.manager)} running)"
         now = time.time()
-        text = table(PROCESS_HEADERS, (process_row(p, now) for p in page))
+        text = table(_PROCESS_HEADERS, (process_row(p, now) for p in page))
         shown = f"showing {offset + 1}-{offset + len(page)} of {total}"
         if offset + len(page) < total:
             terminal.more = ["ps", *_more_args(args, offset + len(page))]
@@ -225,7 +227,7 @@ class _Listing:
             ("ended", format_time(record.ended)),
             ("lifetime", format_age(age)),
             ("exit", record.exit_reason.value if record.exit_reason else "-"),
-            ("error", repr(record.error) if record.error is not None else "-"),
+            ("error", describe_error(record.error) if record.error is not None else "-"),
             ("at-exit", f"{hooks} hooks pending" if process is not None else "-"),
             ("details", format_details(record.details, 200) or "-"),
         ]
@@ -243,9 +245,9 @@ class _Listing:
             try:
                 count = int(positional[0])
             except ValueError:
-                raise CommandError(f"not a count: {positional[0]!r}") from None
-            if not 1 <= count <= MAX_PAGE:
-                raise CommandError(f"N must be between 1 and {MAX_PAGE}, not {count}")
+                raise CommandError(f"not a count: {clip_word(positional[0])}") from None
+            if not 1 <= count <= _MAX_PAGE:
+                raise CommandError(f"N must be between 1 and {_MAX_PAGE}, not {count}")
         records = list(self.context.manager.history)
         if "--kind" in opts:
             records = [r for r in records if r.kind == opts["--kind"]]
@@ -269,7 +271,7 @@ class _Listing:
                 format_time(r.ended),
                 format_age(None if r.started is None or r.ended is None else r.ended - r.started),
                 r.name,
-                repr(r.error) if r.error is not None else format_details(r.details),
+                describe_error(r.error) if r.error is not None else format_details(r.details),
             )
             for r in records
         )
@@ -324,7 +326,7 @@ def listing_commands(context: Context) -> list[Command]:
             "list running processes (paged)",
             "Filters: KIND or --kind (comma-separated kinds), --state new|running|exited,\n"
             "--name (a substring, or a glob with * ? [). --sort pid|kind|name|state|started,\n"
-            f"'-' in front for descending. --limit (default {PAGE}, at most {MAX_PAGE}) and\n"
+            f"'-' in front for descending. --limit (default {_PAGE}, at most {_MAX_PAGE}) and\n"
             "--offset page through the list; Enter shows the next page. --json prints one\n"
             'line: {"total": N, "offset": O, "limit": L, "count": C, "truncated": false,\n'
             '"next_offset": O+C or null, "processes": [...]}; a page that would not fit in\n'

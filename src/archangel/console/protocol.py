@@ -55,9 +55,32 @@ LINGER = 10.0
 #: Lines of telnet trouble logged per connection; the rest are counted in one line.
 TELNET_LOG_LIMIT = 20
 #: The reader pauses the socket above twice this many unread bytes.
-READ_LIMIT = 1 << 14
+_READ_LIMIT = 1 << 14
 
 _telnet_log = logging.getLogger("archangel.console.session.telnet")
+logger = logging.getLogger("archangel.console.session")
+
+
+class _QuietConnections(logging.Filter):
+    """Drops telnetlib3's own per-connection lines about console connections.
+
+    telnetlib3 logs "Connection from ...", "Connection closed for ..." and
+    "Connection lost for ..." at INFO for every connection, so a health check
+    probing the console every few seconds would fill the app's log. The
+    console logs its connections itself, at DEBUG (see
+    :class:`ConsoleProtocol`). Lines about other telnetlib3 servers in the
+    same process pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], ConsoleProtocol):
+            return record.levelno > logging.INFO
+        return True
+
+
+#: The loggers of telnetlib3 that name a console connection in their lines.
+_TELNETLIB3_LOGGERS = ("telnetlib3.server_base", "telnetlib3.server")
 
 
 def describe_peer(peername: Any) -> str:
@@ -101,6 +124,25 @@ class _Writer(TelnetWriter):
     """
 
     slc_simulated = False
+
+    #: telnetlib3's option tables, each holding the writer's own ``_check_waiters``.
+    _OPTION_TABLES = ("pending_option", "local_option", "remote_option")
+
+    def release(self) -> None:
+        """Drop what ties the writer to itself, once its connection is over.
+
+        Each of telnetlib3's option tables keeps a bound method of the writer
+        (called on every change), a reference cycle its ``close()`` leaves in
+        place; so a writer, with the reader, the buffers and the session it
+        reaches, would wait for the cyclic garbage collector, which in a busy
+        service may run minutes later. Without them an ended session is freed
+        as soon as its last reference goes.
+        """
+        for name in self._OPTION_TABLES:
+            table: Any = getattr(self, name, None)
+            if table is not None and hasattr(table, "_on_change"):
+                table._on_change = None
+        self._protocol = None
 
     def close(self) -> None:
         """End the session; its protocol closes the connection (a lingering close)."""
@@ -163,14 +205,16 @@ class ConsoleProtocol(TelnetServer):
             encoding=False,  # bytes in and out: the session decodes UTF-8 itself
             timeout=0,  # telnetlib3's idle timeout: off (the console has its own)
             connect_maxwait=1.0,  # only bounds background negotiation
-            limit=READ_LIMIT,
+            limit=_READ_LIMIT,
             writer_factory=_Writer,
         )
         self._settings = settings
         self._opened = opened
         self._released = released
         self._made = made
+        #: The session, made when the connection is (None until then).
         self.session: Session | None = None
+        #: The task running :attr:`session`, set by the server.
         self.task: asyncio.Task[None] | None = None
         self.peer = "-"
         self._socket: asyncio.WriteTransport | None = None  # until closed for good
@@ -204,6 +248,7 @@ class ConsoleProtocol(TelnetServer):
         self.writer.set_iac_callback(IP, interrupt)
         self.writer.log = cast(logging.Logger, _ClientTelnetLog(self.peer))
         self.session = Session(self.reader, self.writer, self._settings, self.peer)
+        logger.debug("console: connection from %s", self.peer)
         self._opened(self)
 
     def begin_negotiation(self) -> None:
@@ -228,6 +273,10 @@ class ConsoleProtocol(TelnetServer):
         if self._lost:
             return
         self._lost = True
+        if exc is None:
+            logger.debug("console: connection from %s ended", self.peer)
+        else:
+            logger.debug("console: connection from %s lost: %s", self.peer, exc)
         transport = self._socket
         self._transport = None  # telnetlib3 would close it at once: see _close_lingering
         super().connection_lost(exc)  # EOF (or the error) to the reader
@@ -278,4 +327,11 @@ class ConsoleProtocol(TelnetServer):
             self._linger.cancel()
             self._linger = None
         self._socket = None
+        if isinstance(self.writer, _Writer):
+            self.writer.release()  # no cycle left: freed with its last reference
         self._released(self)
+
+
+_quiet = _QuietConnections()
+for _name in _TELNETLIB3_LOGGERS:
+    logging.getLogger(_name).addFilter(_quiet)

@@ -17,6 +17,7 @@ from ..kernel.process import Process, ProcessInfo
 
 __all__ = [
     "clip",
+    "describe_error",
     "format_age",
     "format_details",
     "format_ms",
@@ -32,9 +33,9 @@ __all__ = [
     "to_json",
 ]
 
-PROCESS_HEADERS = ("PID", "KIND", "STATE", "AGE", "NAME", "DETAILS")
-DETAILS_WIDTH = 60
-NAME_WIDTH = 32
+_PROCESS_HEADERS = ("PID", "KIND", "STATE", "AGE", "NAME", "DETAILS")
+_DETAILS_WIDTH = 60
+_NAME_WIDTH = 32
 
 
 def format_age(seconds: float | None) -> str:
@@ -90,7 +91,7 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 3)] + "..."
 
 
-def format_details(details: Mapping[str, Any], width: int = DETAILS_WIDTH) -> str:
+def format_details(details: Mapping[str, Any], width: int = _DETAILS_WIDTH) -> str:
     """``key=value`` pairs on one line, cut to ``width``."""
     if not details:
         return ""
@@ -102,7 +103,13 @@ def safe_details(process: Process) -> Mapping[str, Any]:
     try:
         return process.details()
     except Exception as exc:
-        return {"details-error": repr(exc)}
+        return {"details-error": describe_error(exc)}
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as an operator reads it: ``ValueError: bad header`` (not its repr)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def process_row(process: Process, now: float) -> tuple[str, ...]:
@@ -113,7 +120,7 @@ def process_row(process: Process, now: float) -> tuple[str, ...]:
         process.kind,
         process.state.value,
         format_age(None if started is None else now - started),
-        clip(process.name, NAME_WIDTH),
+        clip(process.name, _NAME_WIDTH),
         format_details(safe_details(process)),
     )
 

@@ -23,12 +23,12 @@ from ..errors import ConsoleError
 from ..kernel.manager import ProcessManager
 from .actions import action_commands
 from .apploop import AppLoop
-from .commands import CommandTable, Context
+from .commands import CommandTable, Context, plural
 from .diagnostics import diagnostic_commands
 from .guard import Digest
 from .listen import bind_unix, is_loopback, remove_unix
 from .listing import listing_commands
-from .protocol import ConsoleProtocol
+from .protocol import ConsoleProtocol, describe_peer
 from .session import Limits, Settings
 from .table import SessionTable
 
@@ -37,7 +37,7 @@ __all__ = ["Console"]
 logger = logging.getLogger(__name__)
 
 #: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
-THREAD_TIMEOUT = 10.0
+_THREAD_TIMEOUT = 10.0
 
 
 class _State(enum.Enum):
@@ -58,11 +58,21 @@ def _unwrap(target: Any) -> tuple[ProcessManager, Any]:
 
 
 class _Refused(asyncio.Protocol):
-    """A connection over the session limit: told so, then closed."""
+    """A connection over the session limit: told so, then closed.
 
-    def __init__(self, message: bytes, made: Callable[[asyncio.BaseTransport], None]) -> None:
+    ``refused`` is called with the client's address (``host``, or ``unix
+    socket``) when it is told, so the warning can say where refusals come from.
+    """
+
+    def __init__(
+        self,
+        message: bytes,
+        made: Callable[[asyncio.BaseTransport], None],
+        refused: Callable[[str], None] | None = None,
+    ) -> None:
         self._message = message
         self._made = made
+        self._refused = refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._made(transport)
@@ -70,6 +80,9 @@ class _Refused(asyncio.Protocol):
         if not self._message:
             transport.abort()
             return
+        if self._refused is not None:
+            peer = describe_peer(transport.get_extra_info("peername"))
+            self._refused(peer.rpartition(":")[0] or peer)
         transport.write(self._message)
         transport.close()
 
@@ -212,11 +225,11 @@ class Console:
             target=self._thread_main, name=f"archangel-console-{id(self):x}", daemon=True
         )
         self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
+        if not self._ready.wait(_THREAD_TIMEOUT):
             self.close()
-            raise ConsoleError(f"{self!r} did not start listening in {THREAD_TIMEOUT:g} s")
+            raise ConsoleError(f"{self!r} did not start listening in {_THREAD_TIMEOUT:g} s")
         if self._error is not None:
-            self._thread.join(THREAD_TIMEOUT)
+            self._thread.join(_THREAD_TIMEOUT)
             self._state = _State.CLOSED
             error = self._error
             self._error = None
@@ -247,9 +260,9 @@ class Console:
                 pass
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(THREAD_TIMEOUT)
+            thread.join(_THREAD_TIMEOUT)
             if thread.is_alive():
-                logger.error("%r: the console thread did not end in %g s", self, THREAD_TIMEOUT)
+                logger.error("%r: the console thread did not end in %g s", self, _THREAD_TIMEOUT)
 
     def __enter__(self) -> Console:
         if self._state is _State.NEW:
@@ -348,7 +361,8 @@ class Console:
 
         def banner() -> str:  # when a session begins: the count then, not at start
             text = (
-                f"archangel console ({what}): {len(manager)} processes running; "
+                f"archangel console ({what}): {plural(len(manager), 'process', 'processes')} "
+                "running; "
                 "type 'help' for commands"
             )
             return text + warning if self.repl else text
@@ -359,13 +373,15 @@ class Console:
         settings = self._settings()
         refusal = f"too many sessions ({self.limits.max_sessions} open): try later\r\n".encode()
 
+        def refused(address: str) -> None:  # one line per interval, by address (Digest)
+            self._digest.note("session refused (the session table is full)", address)
+
         def factory() -> asyncio.Protocol:
             self._created += 1
             if self._closing:
                 return _Refused(b"", self._made_one)
             if not self._table.admit():
-                self._digest.note("session refused (the session table is full)", "a client")
-                return _Refused(refusal, self._made_one)
+                return _Refused(refusal, self._made_one, refused)
             return ConsoleProtocol(settings, self._opened, self._table.released, self._made_one)
 
         loop = asyncio.get_running_loop()

@@ -290,7 +290,10 @@ class Session:
                 self.authenticated = True
                 await self._handle(event)
         except (OSError, asyncio.IncompleteReadError) as exc:  # the client went away
-            logger.debug("console session %s ended: %r", self.peer, exc)
+            logger.debug("console session %s ended: %s", self.peer, exc or type(exc).__name__)
+            # The reader keeps the exception to raise again: with its traceback
+            # (this frame, so this session) that is a cycle only the collector breaks.
+            exc.__traceback__ = None
         finally:
             self.writer.close()
 
@@ -355,4 +358,5 @@ class Session:
             return False
         settings.throttle.refund(address)
         self.authenticated = True
+        logger.info("console: session from %s let in (good token)", self.peer)
         return True

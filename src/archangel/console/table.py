@@ -22,14 +22,14 @@ __all__ = ["MAKE_ROOM_IDLE", "SessionTable"]
 logger = logging.getLogger("archangel.console.server")
 
 #: Seconds between two looks for sessions past their idle timeout.
-SWEEP_INTERVAL = 1.0
+_SWEEP_INTERVAL = 1.0
 #: Seconds an unauthenticated session must have been idle to be pushed out for a
 #: new one: so a flood of new connections cannot push out a session just opened.
 MAKE_ROOM_IDLE = 5.0
 #: Seconds after the last session ended before the C allocator is asked to give
 #: memory back, and the least between two such requests.
-TRIM_AFTER = 1.0
-TRIM_EVERY = 10.0
+_TRIM_AFTER = 1.0
+_TRIM_EVERY = 10.0
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -52,7 +52,7 @@ class SessionTable:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        #: Slots taken: from a protocol's creation until its socket is closed.
+        #: Slots taken, from a protocol's creation until its socket is closed.
         self.taken = 0
         #: Protocols given their connection, and holding a slot.
         self.open: set[ConsoleProtocol] = set()
@@ -99,7 +99,9 @@ class SessionTable:
             return False
         ended, _, victim = max(candidates, key=lambda c: (c[0], c[1]))
         if not ended:
-            logger.info("console: closed idle unauthenticated session %s for a new one", victim)
+            logger.info(
+                "console: closed idle unauthenticated session %s for a new one", victim.peer
+            )
         victim.end("\nclosed to make room for another session\n", abort=True)
         return True
 
@@ -109,14 +111,14 @@ class SessionTable:
         if timeout is None:
             return
         while True:
-            await asyncio.sleep(min(SWEEP_INTERVAL, timeout / 2))
+            await asyncio.sleep(min(_SWEEP_INTERVAL, timeout / 2))
             self._close_idle(timeout)  # not inline: its locals would keep a protocol alive
 
     def _close_idle(self, timeout: float) -> None:
         for protocol in list(self.open):
             session = protocol.session
             if session is not None and not protocol.ended and session.idle > timeout:
-                logger.info("console: session %s idle for %g s: closed", protocol, timeout)
+                logger.info("console: session %s idle for %g s: closed", protocol.peer, timeout)
                 protocol.end(f"\nidle for {timeout:g} s: disconnected\n")
 
     # -- giving memory back ---------------------------------------------------------
@@ -126,12 +128,12 @@ class SessionTable:
         # what it freed for reuse: 40 clients that hung up in the middle of
         # ``ps --json`` left the process 60 MB larger for good. Once sessions
         # stop ending, the console asks for it back (malloc_trim, a few ms on
-        # this thread, with the GIL released), at most every TRIM_EVERY s.
+        # this thread, with the GIL released), at most every _TRIM_EVERY s.
         if self._trim is None:
             return
         if self._trim_timer is not None:
             self._trim_timer.cancel()
-        delay = max(TRIM_AFTER, self._last_trim + TRIM_EVERY - time.monotonic())
+        delay = max(_TRIM_AFTER, self._last_trim + _TRIM_EVERY - time.monotonic())
         self._trim_timer = asyncio.get_running_loop().call_later(delay, self._give_back)
 
     def _give_back(self) -> None:

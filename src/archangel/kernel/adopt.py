@@ -234,7 +234,7 @@ class ConnectionProcess(Process):
         if self._tasks is not None:
             self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, ConnectionError) or self._expected(exc):
+            if self._peer_gone(exc) or self._expected(exc):
                 logger.debug("pid %s (%s): task ended by %r", self.pid, self.name, exc)
             else:
                 if self._failure is None:
@@ -242,11 +242,29 @@ class ConnectionProcess(Process):
                 logger.error("pid %s (%s) failed", self.pid, self.name, exc_info=exc)
         self._end_if_done()
 
+    def _peer_gone(self, exc: BaseException) -> bool:
+        """Whether a task's exception only says the connection is gone: a normal end.
+
+        A ``ConnectionError`` (reset, broken pipe: the peer went away) always
+        is. So is the error a closed transport raises on use once the
+        connection is lost or closing: uvloop's ``RuntimeError("unable to
+        perform operation on <TCPTransport closed=True ...>; the handler is
+        closed")`` from a write after the client reset (asyncio's transport
+        drops that write instead, and the reset surfaces at ``drain()``).
+        """
+        if isinstance(exc, ConnectionError):
+            return True
+        if not isinstance(exc, RuntimeError) or "the handler is closed" not in str(exc):
+            return False
+        transport = self.transport
+        return self._lost or (transport is not None and transport.is_closing())
+
     def _expected(self, exc: BaseException) -> bool:
         """Whether a task's exception is an ordinary end rather than a failure.
 
-        A ``ConnectionError`` (the peer went away) always is; subclasses add
-        their own (a streams handler's ``EOFError`` after a graceful stop).
+        Besides those saying the connection is gone (always an ordinary end),
+        subclasses add their own (a streams handler's ``EOFError`` after a
+        graceful stop).
         """
         return False
 

@@ -23,7 +23,7 @@ class Restart(enum.StrEnum):
     PERMANENT = "permanent"
     """Always."""
     TRANSIENT = "transient"
-    """After an abnormal exit only: an error or a kill."""
+    """After an abnormal exit only (an error or a kill)."""
     TEMPORARY = "temporary"
     """Never; once it has exited, the child is gone from the supervisor."""
 
@@ -34,7 +34,7 @@ class Strategy(enum.StrEnum):
     ONE_FOR_ONE = "one_for_one"
     """That child only."""
     ONE_FOR_ALL = "one_for_all"
-    """Every child: the others are stopped in reverse order, then all start in order."""
+    """Every child; the others are stopped in reverse order, then all start in order."""
     REST_FOR_ONE = "rest_for_one"
     """That child and the children started after it."""
 

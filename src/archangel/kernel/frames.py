@@ -25,14 +25,14 @@ from typing import Any
 __all__ = ["await_chain", "clear_frames", "innermost", "thread_frames"]
 
 #: Deepest await chain followed (a guard against cycles and odd awaitables).
-MAX_DEPTH = 200
+_MAX_DEPTH = 200
 
 
 def thread_frames(thread_id: int) -> list[FrameType]:
     """The frames of a thread's current stack, outermost first ([] if it is gone)."""
     frame = sys._current_frames().get(thread_id)
     frames: list[FrameType] = []
-    while frame is not None and len(frames) < 10 * MAX_DEPTH:
+    while frame is not None and len(frames) < 10 * _MAX_DEPTH:
         frames.append(frame)
         frame = frame.f_back
     frames.reverse()
@@ -66,7 +66,7 @@ def await_chain(coro: Any) -> tuple[list[FrameType], Any]:
     frames: list[FrameType] = []
     seen: set[int] = set()
     current = coro
-    while current is not None and id(current) not in seen and len(seen) < MAX_DEPTH:
+    while current is not None and id(current) not in seen and len(seen) < _MAX_DEPTH:
         seen.add(id(current))
         frame = _frame_of(current)
         if frame is None:

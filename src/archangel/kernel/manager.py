@@ -21,14 +21,20 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
-from ..errors import AlreadyRegistered, InvalidArgument, ManagerClosed, NotAProcess, NotRegistered
+from ..errors import (
+    AlreadyRegistered,
+    ManagerClosed,
+    NotAProcess,
+    NotRegistered,
+    check_number,
+)
 from .adopt import adopt
 from .frames import clear_frames, innermost
 from .process import _EMPTY, _EXITED, ExitReason, Process, _check_count
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
-__all__ = ["History", "ProcessManager"]
+__all__ = ["CANCEL_GRACE", "KILL_GRACE", "History", "ProcessManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ _P = TypeVar("_P", bound=Process)
 _T = TypeVar("_T", bound=TaskProcess)
 _time = time.time
 
-NORMAL, KILLED, ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
+_NORMAL, _KILLED, _ERROR = ExitReason.NORMAL, ExitReason.KILLED, ExitReason.ERROR
 
 #: How long killed processes get to report their exit (``shutdown``, a supervisor):
 #: a protocol reports on the loop's next iteration, a task once its ``finally``
@@ -67,8 +73,8 @@ class ProcessManager:
     """
 
     def __init__(self, history: int = 1000, *, name: str | None = None) -> None:
-        if history < 0:
-            raise InvalidArgument(f"history must be >= 0, got {history}")
+        owner = "ProcessManager" if name is None else f"ProcessManager {name!r}"
+        check_number(history, f"{owner}: history", integer=True)
         self.name = name or "manager"
         # Records are plain tuples (cheap to build on every exit, and small);
         # the ``history`` property turns them into ProcessInfo when read.
@@ -251,10 +257,10 @@ class ProcessManager:
         except KeyError:
             counts = self._moved_kind(process)
         counts.exited += 1
-        if reason is not NORMAL:
-            if reason is KILLED:
+        if reason is not _NORMAL:
+            if reason is _KILLED:
                 counts.killed += 1
-            elif reason is ERROR:
+            elif reason is _ERROR:
                 counts.failed += 1
                 error = process._archangel_error
                 if error is not None and self._history.maxlen:
@@ -269,7 +275,7 @@ class ProcessManager:
                     process._archangel_ended,
                     reason,
                     process._archangel_error,
-                    process.details() if reason is ERROR or process.keep_details else _EMPTY,
+                    process.details() if reason is _ERROR or process.keep_details else _EMPTY,
                 )
             )
         if self._drained is not None and not procs and not self._drained.done():
@@ -338,7 +344,7 @@ class ProcessManager:
 
     @property
     def history(self) -> History:
-        """Completed processes, oldest first, newest last: ``ProcessInfo`` records.
+        """Completed processes as ``ProcessInfo`` records, oldest first and newest last.
 
         A read-only sequence bounded by the ``history`` argument; it keeps
         records, never the processes. Iterating takes a snapshot, so it is
@@ -381,7 +387,7 @@ class ProcessManager:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """Totals and per-kind counts: started, exited, killed, failed, running.
+        """Totals and per-kind counts (started, exited, killed, failed, running).
 
         With user statistics, once something counted: a kind's ``"user"`` holds
         the counts of its processes (:meth:`Process.inc`), live and exited,

@@ -21,7 +21,7 @@ silently corrupting the manager's table.
 
 This module knows nothing of managers beyond the two calls a process makes on
 its own (``manager._exited`` and ``manager._await_hook``); PIDs and tables
-live in :mod:`archangel.manager`.
+live in :mod:`archangel.kernel.manager`.
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ _EXITED = ProcessState.EXITED
 #: protocols use those for their own (telnetlib3, h11 and websockets keep a
 #: ``_state``), and a subclass's attribute of the same name would silently
 #: overwrite the mixin's. A prefix that names its owner cannot clash by accident.
-PREFIX = "_archangel_"
+_PREFIX = "_archangel_"
 
 #: The public names of the bookkeeping: readable, never assignable.
-BOOKKEEPING = ("pid", "manager", "state", "started", "ended", "exit_reason", "error", "parent")
+_BOOKKEEPING = ("pid", "manager", "state", "started", "ended", "exit_reason", "error", "parent")
 
 #: Errors a transport passes to ``connection_lost`` when the peer went away
 #: abruptly rather than closing: a reset (RST: ``SO_LINGER`` 0, a crashed or
@@ -113,7 +113,7 @@ def _read_only(public: str, doc: str) -> property:
     ``process.pid`` costs a few nanoseconds more than a plain attribute.
     """
 
-    def refuse(self: Process, *_: Any) -> NoReturn:
+    def refuse_set(self: Process, _value: Any) -> NoReturn:
         raise ReadOnlyAttribute(
             f"cannot set {public!r} on {self!r}: it is archangel's bookkeeping "
             f"(read-only); keep your own data under another name",
@@ -121,7 +121,15 @@ def _read_only(public: str, doc: str) -> property:
             obj=self,
         )
 
-    return property(operator.attrgetter(PREFIX + public), refuse, refuse, doc)
+    def refuse_delete(self: Process) -> NoReturn:
+        raise ReadOnlyAttribute(
+            f"cannot delete {public!r} of {self!r}: it is archangel's bookkeeping "
+            f"(read-only), not an attribute of yours",
+            name=public,
+            obj=self,
+        )
+
+    return property(operator.attrgetter(_PREFIX + public), refuse_set, refuse_delete, doc)
 
 
 def _clash(cls: type) -> None:
@@ -134,7 +142,7 @@ def _clash(cls: type) -> None:
     for klass in cls.__mro__:
         if klass is Process or klass is object:
             continue
-        names = [n for n in BOOKKEEPING if n in klass.__dict__]
+        names = [n for n in _BOOKKEEPING if n in klass.__dict__]
         if names:
             listed = ", ".join(repr(n) for n in names)
             if klass is cls:
@@ -242,7 +250,7 @@ def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
 _DIRECT = frozenset(
     {
         "transport",
-        *(PREFIX + n for n in (*BOOKKEEPING, "reason", "hooks", "waiters", "name", "stats")),
+        *(_PREFIX + n for n in (*_BOOKKEEPING, "reason", "hooks", "waiters", "name", "stats")),
     }
 )
 
@@ -459,7 +467,7 @@ class Process:
         counts = self._archangel_stats
         if counts is None:
             counts = _Counts()
-            _object_setattr(self, PREFIX + "stats", counts)
+            _object_setattr(self, _PREFIX + "stats", counts)
         own = counts.own
         own[name] = own.get(name, 0) + n
         if counts.kind is None:

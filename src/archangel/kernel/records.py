@@ -3,7 +3,7 @@
 :class:`ProcessState` and :class:`ExitReason` name a process's lifecycle;
 :class:`ProcessInfo` is the snapshot that ``ps`` lists and the history keeps,
 and :class:`History` the read-only view of a manager's completed processes.
-No behaviour here: :mod:`archangel.process` and :mod:`archangel.manager` use
+No behaviour here: :mod:`archangel.kernel.process` and :mod:`archangel.kernel.manager` use
 these.
 """
 
@@ -29,7 +29,7 @@ class ExitReason(enum.Enum):
     """Why a process exited."""
 
     NORMAL = "normal"
-    """It ended on its own: the peer closed, the coroutine returned."""
+    """It ended on its own (the peer closed, the coroutine returned)."""
     ERROR = "error"
     """It ended with an exception, kept in ``process.error``."""
     KILLED = "killed"

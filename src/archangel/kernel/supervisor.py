@@ -12,7 +12,7 @@ and stops them in reverse order::
     manager.spawn(supervisor)
 
 Children are specs (:mod:`archangel.kernel.childspec`): a factory called for
-every (re)start, which returns what :meth:`ProcessManager.spawn` takes (a
+every (re)start, which returns what :meth:`~archangel.ProcessManager.spawn` takes (a
 coroutine, or a task process such as a pipeline or another supervisor), or
 :data:`IGNORE`. The semantics are Erlang/OTP's:
 

@@ -38,6 +38,7 @@ class TaskProcess(Process):
     kind = "task"
 
     task: asyncio.Task[Any] | None = None
+    #: The coroutine's return value, once it returned (None until then).
     result: Any = None
     _coro: Coroutine[Any, Any, Any] | None = None
 

@@ -1,6 +1,6 @@
 """Line splitting and the base of the line supplies (tail, lines, the line server).
 
-Private: the public names are re-exported by :mod:`archangel.supplies`.
+Private: the public names are re-exported by :mod:`archangel.pipes.supplies`.
 No I/O here.
 """
 

@@ -1,9 +1,9 @@
-"""The file-following state machine of :class:`archangel.supplies.Tail`.
+"""The file-following state machine of :class:`archangel.pipes.supplies.Tail`.
 
 Private. :class:`Follower` reads: it opens the file at the path, notices
 rotations and truncations, keeps reading files rotated away, and hands over
 the lines ready. It never waits: :meth:`Tail.batches
-<archangel.supplies.Tail.batches>` waits on the watches it asks for.
+<archangel.pipes.supplies.Tail.batches>` waits on the watches it asks for.
 
 The rules it keeps (each has its test in ``tests/test_supplies.py`` or
 ``tests/test_tail_rotation.py``):
@@ -82,7 +82,7 @@ class _File:
 
 
 class Follower:
-    """Follows the file of a :class:`~archangel.supplies.Tail`: no waiting."""
+    """Follows the file of a :class:`~archangel.pipes.supplies.Tail`: no waiting."""
 
     __slots__ = ("_files", "_tail", "_template", "_watcher")
 

@@ -34,7 +34,7 @@ class Change(enum.Flag):
     """What happened. A directory watch names the entry in :attr:`WatchEvent.name`."""
 
     CREATED = enum.auto()
-    """A new entry (polling: also an entry replaced by another file of the same name)."""
+    """A new entry (with polling, also an entry replaced by another file of the same name)."""
     MODIFIED = enum.auto()
     """Written to or truncated."""
     ATTRIB = enum.auto()
@@ -46,15 +46,19 @@ class Change(enum.Flag):
     MOVED_TO = enum.auto()
     """An entry was renamed into place (inotify only; polling reports ``CREATED``)."""
     SELF_DELETED = enum.auto()
-    """The watched file or directory itself is gone (inotify: the watch ends)."""
+    """The watched file or directory itself is gone (with inotify the watch ends)."""
     SELF_MOVED = enum.auto()
     """The watched path itself was renamed (inotify only)."""
     OVERFLOW = enum.auto()
-    """Events were lost (the kernel's queue, or :data:`archangel.watch.MAX_PENDING`): rescan."""
+    """Events were lost, so rescan.
+
+    The kernel's queue overflowed, or more than
+    :data:`archangel.pipes.watch.MAX_PENDING` events were left unread.
+    """
 
 
 class WatchEvent(NamedTuple):
-    """One change seen by a :class:`~archangel.watch.Watch`."""
+    """One change seen by a :class:`~archangel.pipes.watch.Watch`."""
 
     path: str
     """The watched path."""

@@ -22,7 +22,7 @@ returns the item, so immutable items (tuples, frozen dataclasses) work.
 log lines.
 
 This module holds the contract and small helpers only: no asyncio, no I/O.
-Running cogs is :mod:`archangel.pipeline`'s job.
+Running cogs is :mod:`archangel.pipes.pipeline`'s job.
 """
 
 from __future__ import annotations

@@ -36,13 +36,14 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
+from ..kernel.holders import park, wake_all
 from ..kernel.process import Process
 from ._lines import LineBuffer, LineSupply
 
 if TYPE_CHECKING:
     from ..kernel.manager import ProcessManager
 
-__all__ = ["LineConnection", "LineServer", "line_server"]
+__all__ = ["BUFFER", "LineConnection", "LineServer", "line_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,19 +191,10 @@ class LineServer(LineSupply):
         self._wake()
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        wake_all(self._waiters)
 
     async def _changed(self) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        try:
-            await future
-        finally:
-            if not future.done():
-                future.cancel()
+        await park((self._waiters,))
 
     # -- the supply ----------------------------------------------------------------
 

@@ -7,7 +7,7 @@
     await pipeline.stop()            # supply stops, items drain, finish, done
 
 A pipeline reads its supply (a batch at a time) into its
-:class:`~archangel.train.Train` until the supply ends or the pipeline is
+:class:`~archangel.pipes.train.Train` until the supply ends or the pipeline is
 stopped; then it drains the items in flight stage by stage, calling each
 cog's ``finish`` once everything upstream of it has gone through (so the
 items a cog flushes pass through the cogs after it), and finally ``done`` on
@@ -19,8 +19,8 @@ method name (deadbeat's ``Train.notify``); an ``id_setter`` gives every item
 taken from the supply a unique id, which log lines and failures name.
 
 What this module is not: it does not read files or sockets (see
-:mod:`archangel.supplies`), defines no cogs (see :mod:`archangel.cogs`) and
-does not run them (see :mod:`archangel.train`).
+:mod:`archangel.pipes.supplies`), defines no cogs (see :mod:`archangel.pipes.cogs`) and
+does not run them (see :mod:`archangel.pipes.train`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class BatchSupply(Protocol):
     It may also have a ``close()`` method: stopping the pipeline then calls
     it instead of cancelling the read in progress, and the supply ends its
     ``batches()`` by itself once it has handed over what it holds. The
-    supplies in :mod:`archangel.supplies` implement both.
+    supplies in :mod:`archangel.pipes.supplies` implement both.
     """
 
     def batches(self) -> AsyncIterator[list[Any]]:
@@ -163,7 +163,7 @@ class Pipeline(TaskProcess):
         supply: Any iterable or async iterable of items; a :class:`BatchSupply`
             is read a batch at a time. A sync iterable must not block.
         *cogs: The train, in order: sync or async callables taking one item and
-            returning an iterable of items or None (see :mod:`archangel.cogs`).
+            returning an iterable of items or None (see :mod:`archangel.pipes.cogs`).
         name: A label for ``ps`` and logs.
         sink: Receives every item the last cog outputs (sync, or ``async def``
             for a sink that waits: it then gets its own bounded inbox). None
@@ -171,7 +171,7 @@ class Pipeline(TaskProcess):
         errors: Called as ``errors(item, exception, cog)`` for every failed
             item; must not block. Its own failures are logged (with the
             item's id, rate-limited like a cog's) and ignored.
-        id_getter: Names an item in log lines (default :func:`~archangel.cogs.default_id`).
+        id_getter: Names an item in log lines (default :func:`~archangel.pipes.cogs.default_id`).
         id_setter: Gives every item taken from the supply a unique id:
             ``id_setter(item, id) -> item`` (a setter, such as
             ``itemsetter("id")``, or a function wrapping the item). Without
@@ -260,12 +260,12 @@ class Pipeline(TaskProcess):
 
     @property
     def counters(self) -> TrainCounters:
-        """Live counters of the whole train (see :class:`~archangel.train.TrainCounters`)."""
+        """Live counters of the whole train (see :class:`~archangel.pipes.train.TrainCounters`)."""
         return self.train.counters
 
     @property
     def cog_counters(self) -> list[CogCounters]:
-        """Live counters of each cog in train order (:class:`~archangel.train.CogCounters`)."""
+        """Live counters of each cog in train order (see :class:`CogCounters`)."""
         return list(self.train.stats)
 
     @property

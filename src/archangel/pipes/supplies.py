@@ -19,7 +19,7 @@ one at a time. Lines are ``str`` without their terminator (``encoding=None``
 keeps bytes).
 
 What this module is not: it does not parse lines (that is a cog's job) and
-does not watch files itself (see :mod:`archangel.watch`).
+does not watch files itself (see :mod:`archangel.pipes.watch`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .line_server import LineConnection, LineServer, line_server
 from .watch import Change, Watch, Watcher, wait_any
 
 __all__ = [
+    "ROTATED_GRACE",
     "FileLine",
     "LineBuffer",
     "LineConnection",
@@ -112,7 +113,7 @@ def tail(
             :class:`Tails`). A directory must exist; a file need not: then
             the tail waits for it and reads it from its start.
         from_start: Read the file from its start instead of from its end.
-        watcher: The :class:`~archangel.watch.Watcher` to use (shared: the
+        watcher: The :class:`~archangel.pipes.watch.Watcher` to use (shared: the
             tail adds its watches and removes them, never closes it); by
             default each iteration makes its own and closes it.
         encoding: How to decode lines; None yields bytes.
@@ -300,7 +301,7 @@ class Tails(LineSupply):
     Each file is followed by a :class:`Tail` of its own (:attr:`tails`, in the
     order given), with everything a :class:`Tail` survives, each rotation
     handled for its file alone; the tails share one
-    :class:`~archangel.watch.Watcher` (the one given, or one per iteration).
+    :class:`~archangel.pipes.watch.Watcher` (the one given, or one per iteration).
     Lines come interleaved as they arrive: whatever the files have ready is
     handed over as one batch, each file's lines in their order. With
     ``with_path`` each item is a :class:`FileLine` naming its file.

@@ -15,7 +15,7 @@ calls :attr:`Train.enter`, one or the other), and release timers are armed
 only for the cogs that set ``release_every``.
 
 This module runs items through cogs and counts them. It knows nothing of
-supplies or of the process lifecycle: that is :mod:`archangel.pipeline`.
+supplies or of the process lifecycle: that is :mod:`archangel.pipes.pipeline`.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class CogCounters(Mapping[str, float]):
     )
 
     def __init__(self, name: str) -> None:
+        #: The cog's label.
         self.name = name
         self.n_in = self.n_out = self.swallowed = self.failed = self.flushed = 0
         self.dropped = self.in_flight = 0
@@ -196,8 +197,8 @@ class Train:
             of seconds, or that has no callable ``release``.
     """
 
-    #: How a batch from the supply enters the train: :meth:`take`, or
-    #: :meth:`take_ids` when there is an ``id_setter``.
+    #: How a batch from the supply enters the train (:meth:`take`, or
+    #: :meth:`take_ids` when there is an ``id_setter``).
     enter: Callable[[list[Any]], Awaitable[None]]
 
     def __init__(

@@ -15,7 +15,7 @@ where inotify is missing (or with ``Watcher(polling=True)``);
 same for both: something was created, modified, deleted or moved, under a
 name. The two differ where the kernel knows more: an inotify watch on a file
 follows the file (its inode) through a rename, a polling watch follows the
-path; watch the directory to follow a name, as :func:`archangel.supplies.tail`
+path; watch the directory to follow a name, as :func:`archangel.pipes.supplies.tail`
 does.
 
 The backends (``_watch_backends``) serve the :class:`Watcher` that made them
@@ -39,9 +39,19 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..errors import InvalidArgument, WatcherClosed
+from ..kernel.holders import park, wake_all
 from ._watch_backends import Change, Inotify, Polling, WatchEvent, inotify_available
 
-__all__ = ["Change", "Watch", "WatchEvent", "Watcher", "inotify_available", "wait_any"]
+__all__ = [
+    "MAX_PENDING",
+    "POLL_INTERVAL",
+    "Change",
+    "Watch",
+    "WatchEvent",
+    "Watcher",
+    "inotify_available",
+    "wait_any",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,7 @@ class Watch:
     def __init__(self, watcher: Watcher, path: str, is_dir: bool) -> None:
         self.path = path
         self.is_dir = is_dir
+        #: True once the watch has ended (closed, or ended by the kernel when its path went away).
         self.closed = False
         self._watcher = watcher
         self._events: collections.deque[WatchEvent] = collections.deque()
@@ -88,7 +99,7 @@ class Watch:
         while not self._events:
             if self.closed:
                 raise WatcherClosed(f"{self!r} is closed: no more events")
-            await _park(asyncio.get_running_loop().create_future(), (self,))
+            await park((self._waiters,))
         return self.pending()
 
     def __aiter__(self) -> Watch:
@@ -106,10 +117,7 @@ class Watch:
             self._watcher._remove(self)
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        wake_all(self._waiters)
 
 
 async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
@@ -119,30 +127,14 @@ async def wait_any(watches: Sequence[Watch]) -> list[WatchEvent]:
     without a task per watch.
 
     Returns:
-        The events pending on all of them, watch by watch: possibly none,
+        The events pending on all of them, watch by watch; possibly none,
         when one was closed (check :attr:`Watch.closed`).
     """
     events = [event for watch in watches for event in watch.pending()]
     if events or any(watch.closed for watch in watches):
         return events
-    await _park(asyncio.get_running_loop().create_future(), watches)
+    await park(watch._waiters for watch in watches)
     return [event for watch in watches for event in watch.pending()]
-
-
-async def _park(future: asyncio.Future[None], watches: Sequence[Watch]) -> None:
-    """Wait on ``future`` until one of ``watches`` wakes it; leave none of them holding it."""
-    for watch in watches:
-        watch._waiters.append(future)
-    try:
-        await future
-    finally:
-        if not future.done():
-            future.cancel()
-        # A wait that timed out (a tail looking again every 0.1 s) must not
-        # leave its future behind on a watch that never fires: they would pile up.
-        for watch in watches:
-            if future in watch._waiters:
-                watch._waiters.remove(future)
 
 
 class _Backend(Protocol):

@@ -1,6 +1,6 @@
 """Who holds an ``flock`` on a pidfile, asked without taking a lock a starter could trip on.
 
-Private to :mod:`archangel.pidfile`. A start takes an exclusive ``flock`` on a
+Private to :mod:`archangel.service.pidfile`. A start takes an exclusive ``flock`` on a
 stale pidfile before it replaces it; a reader that took even a shared lock for
 a moment would make that start fail. So readers look the lock up in the
 kernel's table, ``/proc/locks`` (Linux), and fall back to a brief shared lock

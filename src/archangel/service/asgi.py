@@ -18,7 +18,8 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from ..errors import FrameworkError
+from ..bus.timers import Timer, every
+from ..errors import FrameworkError, InvalidArgument
 from ..kernel.adopt import ConnectionProcess
 from .serving import Serving
 
@@ -133,14 +134,41 @@ class UvicornServing(Serving):
 
     What uvicorn's own ``Server`` does that the App does instead: signals
     (the App's policy), the graceful timeout (the App's ``shutdown_timeout``),
-    the listening sockets. Not done: ``limit_max_requests`` and
-    ``callback_notify`` (meant for uvicorn's worker processes), ``reload``
-    and ``workers``.
+    the listening sockets. Not done, and refused when set
+    (:class:`~archangel.InvalidArgument`), so a setting is never silently
+    ignored: ``workers`` above 1 and ``reload`` (uvicorn's supervisor
+    process, which the App is not: it serves in its own process),
+    ``limit_max_requests`` and ``callback_notify`` (meant for uvicorn's
+    worker processes).
+
+    Raises:
+        InvalidArgument: The config sets one of those.
     """
 
     _lifespan: Any = None
-    _timer: asyncio.TimerHandle | None = None
+    _timer: Timer | None = None
     _started = False
+
+    def __init__(self, target: Any, manager: Any) -> None:
+        refused = [
+            f"{name}={value!r}"
+            for name, value, unset in (
+                ("workers", getattr(target, "workers", None), (None, 1)),
+                ("reload", getattr(target, "reload", False), (False,)),
+                ("limit_max_requests", getattr(target, "limit_max_requests", None), (None,)),
+                ("callback_notify", getattr(target, "callback_notify", None), (None,)),
+            )
+            if value not in unset
+        ]
+        if refused:
+            raise InvalidArgument(
+                f"cannot serve {getattr(target, 'app', target)!r} with uvicorn's "
+                f"{', '.join(refused)}: those belong to uvicorn's own process management; "
+                "the App serves in its own process, on one event loop. Leave them unset; to "
+                "use more cores, run several instances of the service, sharing the port "
+                "with app.serve(uvicorn.Config(...), host, port, reuse_port=True)"
+            )
+        super().__init__(target, manager)
 
     async def start(self) -> Callable[[], Any]:
         from uvicorn.server import ServerState
@@ -158,15 +186,16 @@ class UvicornServing(Serving):
                 f"the ASGI application {config.app!r} failed its lifespan startup "
                 "(uvicorn logged why)"
             )
-        self._loop = asyncio.get_running_loop()
-        self._tick()
+        self._headers()
+        self._timer = every(asyncio.get_running_loop(), 1.0, self._headers)
         return self._protocol
 
-    def _tick(self) -> None:
+    def _headers(self) -> bool:
+        """Set the responses' ``date`` (and ``server``) headers, as uvicorn's main loop does."""
         config = self.target
         date = [(b"date", formatdate(usegmt=True).encode())] if config.date_header else []
         self._state.default_headers = date + config.encoded_headers
-        self._timer = self._loop.call_later(1.0, self._tick)
+        return True  # the timer goes on
 
     def _protocol(self) -> asyncio.Protocol:
         config = self.target

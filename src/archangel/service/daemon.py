@@ -2,12 +2,12 @@
 
 Plain operating-system calls, no asyncio and no event loop: :func:`daemonize`
 runs before any loop exists, :func:`drop_privileges` after the service has
-bound its ports. The pidfile (:class:`~archangel.pidfile.PidFile`, and
-:func:`~archangel.pidfile.read_pid`, :func:`~archangel.pidfile.check` and
-:func:`~archangel.pidfile.send_signal` for the command line) is a concept of
-its own in :mod:`archangel.pidfile`; this module re-exports those names, so
-``archangel.daemon.PidFile`` keeps working. Nothing here speaks to systemd
-(that is :mod:`archangel.systemd`); under systemd :func:`daemonize` does not
+bound its ports. The pidfile (:class:`~archangel.service.pidfile.PidFile`, and
+:func:`~archangel.service.pidfile.read_pid`, :func:`~archangel.service.pidfile.check` and
+:func:`~archangel.service.pidfile.send_signal` for the command line) is a concept of
+its own in :mod:`archangel.service.pidfile`; this module re-exports those names, so
+``archangel.service.daemon.PidFile`` keeps working. Nothing here speaks to systemd
+(that is :mod:`archangel.service.systemd`); under systemd :func:`daemonize` does not
 fork, because the service manager already runs us in the background.
 """
 

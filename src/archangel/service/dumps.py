@@ -34,6 +34,7 @@ from typing import Any
 import aiofiles
 
 from ..kernel.frames import innermost
+from ..kernel.holders import hold
 from ..kernel.manager import ProcessManager
 from ..kernel.process import Process
 from .statistics import Statistics, counters
@@ -42,7 +43,7 @@ __all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_
 
 _COUNTERS = ("started", "exited", "killed", "failed")
 #: Seconds of work on the loop between two yields while a state is built in slices.
-SLICE = 0.001
+_SLICE = 0.001
 #: Characters per piece handed to the file (one thread hop each).
 _PIECE = 1 << 18
 
@@ -184,15 +185,15 @@ def _head(
 
 
 class _Slice:
-    """Yields to the loop once :data:`SLICE` seconds of work have passed."""
+    """Yields to the loop once ``_SLICE`` seconds of work have passed."""
 
     def __init__(self) -> None:
-        self._end = time.perf_counter() + SLICE
+        self._end = time.perf_counter() + _SLICE
 
     async def tick(self) -> None:
         if time.perf_counter() >= self._end:
             await asyncio.sleep(0)
-            self._end = time.perf_counter() + SLICE
+            self._end = time.perf_counter() + _SLICE
 
 
 class _ListText:
@@ -247,7 +248,7 @@ async def state_text(
     (the same keys, in the same order), in pieces to write one after the
     other. The processes are those running when it is called; each is
     described when its turn comes, so one that exits meanwhile shows as
-    exited. No step holds the loop for more than about :data:`SLICE`
+    exited. No step holds the loop for more than about ``_SLICE``
     seconds, except taking the list of tasks (one ``asyncio.all_tasks()``).
     """
     time_slice = _Slice()
@@ -311,9 +312,7 @@ async def write_text(path: str | os.PathLike[str], pieces: Iterable[str]) -> str
     own, so no single step holds the loop (or the GIL) for long.
     """
     target = os.fspath(path)
-    write = asyncio.ensure_future(_write_atomically(target, list(pieces)))
-    _writes.add(write)
-    write.add_done_callback(_writes.discard)
+    write = hold(_writes, asyncio.ensure_future(_write_atomically(target, list(pieces))))
     await asyncio.shield(write)
     return target
 

@@ -2,13 +2,13 @@
 
 What :class:`~archangel.App`'s ``serve`` (given an aiohttp object) and
 ``serve_websockets`` build on, and :func:`serving_for`, which tells which
-framework an object handed to ``serve`` belongs to (:mod:`archangel.asgi`
-holds uvicorn's glue, :mod:`archangel.streams` asyncio streams'). Each
+framework an object handed to ``serve`` belongs to (:mod:`archangel.service.asgi`
+holds uvicorn's glue, :mod:`archangel.service.streams` asyncio streams'). Each
 framework gets
 
 * a way to make its connections processes: an adopted aiohttp request handler
-  (:class:`~archangel.adopt.AiohttpConnection`), or a
-  :class:`~archangel.adopt.ConnectionProcess` beside the framework's own
+  (:class:`~archangel.kernel.adopt.AiohttpConnection`), or a
+  :class:`~archangel.kernel.adopt.ConnectionProcess` beside the framework's own
   protocol (websockets, uvicorn, streams);
 * a :class:`Serving`: what the framework's own runner
   does around its connections (aiohttp's on_startup, on_shutdown and

@@ -8,7 +8,7 @@ command line, which talks to a running daemon from outside; each failure is a
 Readers take no lock (on Linux they look the lock up in ``/proc/locks``), so
 reading a pidfile never makes a concurrent start fail.
 Plain operating-system calls, no asyncio. It is not daemon mode (forking,
-stdio, privileges): that is :mod:`archangel.daemon`, which re-exports these
+stdio, privileges): that is :mod:`archangel.service.daemon`, which re-exports these
 names.
 """
 
@@ -48,9 +48,9 @@ class PidFile:
     waited out for up to a second, never taken for a running instance. A path
     that is not a regular file (a directory, a device) is refused, never
     replaced. Acquire after
-    :func:`~archangel.daemon.daemonize` (the PID changes there); a pidfile in
+    :func:`~archangel.service.daemon.daemonize` (the PID changes there); a pidfile in
     a directory the daemon can no longer write after
-    :func:`~archangel.daemon.drop_privileges` stays behind at exit, which is
+    :func:`~archangel.service.daemon.drop_privileges` stays behind at exit, which is
     harmless, since the next start finds it unlocked.
 
     Use it as a context manager, or call :meth:`acquire` and :meth:`release`.
@@ -277,7 +277,7 @@ def read_pid(path: StrPath) -> int:
         path: The pidfile.
 
     Returns:
-        The PID: a positive integer no larger than the system allows.
+        The PID, a positive integer no larger than the system allows.
 
     Raises:
         PidFileUnusable: ``reason`` is ``"missing"`` (no such file),

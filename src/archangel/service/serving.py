@@ -1,7 +1,7 @@
 """``Serving``: what the App does for one served framework, at START and at STOP.
 
-The base of the framework glue in :mod:`archangel.frameworks` (aiohttp,
-websockets) and :mod:`archangel.asgi` (uvicorn); no framework is imported
+The base of the framework glue in :mod:`archangel.service.frameworks` (aiohttp,
+websockets) and :mod:`archangel.service.asgi` (uvicorn); no framework is imported
 here.
 """
 

@@ -48,7 +48,7 @@ def under_systemd() -> bool:
 
     True when ``$NOTIFY_SOCKET`` or ``$INVOCATION_ID`` is set. Processes
     started from a desktop session's terminal may inherit ``INVOCATION_ID``;
-    :func:`archangel.daemon.daemonize` takes ``detach=True`` to fork anyway.
+    :func:`archangel.service.daemon.daemonize` takes ``detach=True`` to fork anyway.
     """
     return bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
 

@@ -1,0 +1,21 @@
+"""Metrics and health probes over HTTP, on their own thread (the ``web`` extra).
+
+:class:`WebServer` serves ``/metrics`` (Prometheus), ``/livez`` and
+``/readyz`` from its own thread and loop, beside the console, so it keeps
+answering while the app's loop is blocked, and logs where it is blocked.
+It needs aiohttp and prometheus_client: ``pip install 'archangel[web]'``.
+The package is split by concept:
+
+* :mod:`~archangel.web.server`: the :class:`WebServer` lifecycle, thread and routes;
+* :mod:`~archangel.web.metrics`: the Prometheus collector and the per-server registry;
+* :mod:`~archangel.web.probes`: what ``/livez`` and ``/readyz`` answer;
+* :mod:`~archangel.web.watch`: the lag probe's driver and the blocked-loop warning;
+* :mod:`~archangel.web.target`: the App as the web layer sees it (a Protocol).
+
+Like the console, it imports the kernel, :mod:`archangel.errors` and the
+console's loop bridge only, never the app or the bus (``tests/test_layers.py``).
+"""
+
+from .server import WebServer as WebServer
+
+__all__ = ["WebServer"]
