@@ -336,7 +336,7 @@ async def test_the_state_dump_holds_settings_history_and_the_state_subscribers(
         shutdown_timeout=7,
         state_file=tmp_path / "state.json",
         pidfile=tmp_path / "svc.pid",
-        signals={"HUP": "state"},
+        signals={"HUP": "state", "ALRM": "my-channel"},
         console={"token": "s3cret"},
         history=2,
         stats_interval=60,
@@ -373,6 +373,7 @@ async def test_the_state_dump_holds_settings_history_and_the_state_subscribers(
     settings = state["settings"]
     assert settings["name"] == "stateful" and settings["shutdown_timeout"] == 7
     assert settings["signals"]["SIGHUP"] == ["state"]
+    assert settings["signals"]["SIGALRM"] == ["channel 'my-channel'"]
     assert settings["signals"]["SIGINT"] == ["graceful", "quick", "immediate"]
     assert settings["pidfile"] == str(tmp_path / "svc.pid")
     assert settings["stats_interval"] == 60 and settings["runlog_interval"] is None
