@@ -399,6 +399,26 @@ async def test_the_state_dump_holds_settings_history_and_the_state_subscribers(
     assert state["counters"]["kinds"]["job"]["user"] == {"done": 5}
 
 
+class Busy(Process):
+    """A process that uses the name ``statistics`` for its own data."""
+
+    kind = "busy"
+
+    def __init__(self) -> None:
+        self.statistics = {"mine": True}  # type: ignore[assignment,method-assign]
+
+
+async def test_the_dumps_read_the_mixins_counts_whatever_a_class_calls_statistics() -> None:
+    manager = ProcessManager()
+    busy = manager.register(Busy())
+    busy.inc("n")
+    state = dumps.state(manager, name="busy")
+    assert state["processes"][0]["user"] == {"n": 1}
+    assert json.loads("".join(await dumps.state_text(manager, name="busy")))["processes"][0][
+        "user"
+    ] == {"n": 1}
+
+
 async def test_state_text_with_history_and_user_counts_is_the_state() -> None:
     manager = ProcessManager(history=50)
     for n in range(40):

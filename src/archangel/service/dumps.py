@@ -128,7 +128,7 @@ def task_stacks(limit: int = 1000) -> list[dict[str, Any]]:
 def _row(process: Process) -> dict[str, Any]:
     """One process of the state: its :class:`ProcessInfo`, and its own counts under ``user``."""
     row = process.info().as_dict()
-    user = process.statistics()
+    user = Process.statistics(process)  # the mixin's: a protocol may use the name itself
     if user:
         row["user"] = user
     return row

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..kernel.manager import ProcessManager
+from ..kernel.process import Process
 
 __all__ = ["Statistics", "calc_statistics", "counters", "format_statistics"]
 
@@ -103,7 +104,7 @@ def _pipeline(process: Any) -> dict[str, Any]:
     cogs = list(process.cog_counters)
     keys = _unique([c.name for c in cogs], list(range(1, len(cogs) + 1)))
     tree["cogs"] = {key: dict(c) for key, c in zip(keys, cogs, strict=True)}
-    user = process.statistics()
+    user = Process.statistics(process)  # the mixin's: a subclass may use the name itself
     if user:
         tree["user"] = user
     return tree
