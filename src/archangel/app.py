@@ -14,8 +14,10 @@ state      prio  the App's own work
 =========  ====  ===========================================================
 ENTER        10  install the signal policy, acquire the pidfile
 START        90  drop privileges (after user hooks bound their ports), console, web
-RUN          10  systemd READY=1 and watchdog; tell a daemon's launcher it runs
-STOP         10  systemd STOPPING=1; stop accepting (close every server)
+RUN          10  systemd READY=1 and watchdog; tell a daemon's launcher it runs;
+                 start the periodic runlog and statistics
+STOP         10  systemd STOPPING=1; stop accepting (close every server);
+                 stop the periodic runlog and statistics
 STOP         55  served frameworks: stop their connections, aiohttp's on_shutdown
 STOP         60  drain: ``manager.shutdown(what is left of shutdown_timeout)``
 STOP         70  served frameworks: aiohttp's on_cleanup, the ASGI lifespan shutdown
@@ -49,6 +51,7 @@ from typing import Any, ClassVar
 
 from .bus.bus import Bus
 from .bus.states import State
+from .bus.timers import Timer
 from .errors import (
     ChannelFailures,
     FrameworkError,
@@ -60,7 +63,7 @@ from .kernel.frames import innermost
 from .kernel.holders import hold
 from .kernel.manager import ProcessManager
 from .kernel.process import Process
-from .service import asgi, dumps, frameworks, streams, systemd
+from .service import asgi, dumps, frameworks, statistics, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
 from .service.signals import Action, Binding, SignalPolicy
 
@@ -168,14 +171,32 @@ class App:
             :class:`archangel.web.WebServer` arguments (``host``, ``port``,
             ``token``, ``block_threshold``...). Checked here: a non-loopback
             ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
-        history: How many completed processes the manager remembers.
+        history: How many completed processes the manager remembers (the
+            state dump holds them).
+        runlog_interval: Write the runlog every this many seconds while
+            running (RUN until STOP), as SIGUSR1 does; None (the default): only
+            when asked. pyzenkit's periodic ``save_runlog``.
+        stats_interval: Log one INFO line of statistics every this many
+            seconds while running: the counters and their increments and
+            speeds since the previous line (see :doc:`/statistics`); None
+            (the default): never. pyzenkit's ``log_statistics``.
+
+    The state dump (SIGUSR2) holds what the application adds: every
+    subscriber of the bus channel ``"state"`` (``@app.bus.on("state")``) is
+    called as the dump is built, and what it returns is written under
+    ``"app"``, keyed by its name (see :doc:`/statistics`).
 
     Raises:
         InvalidArgument: ``name`` is not a str, ``shutdown_timeout`` is not a
             number of seconds ``>= 0`` (a str such as ``"30"``, a bool, NaN,
-            a negative number), or ``history`` is not an int ``>= 0``; the
-            message names the argument and the value given.
+            a negative number), ``history`` is not an int ``>= 0``, or
+            ``runlog_interval`` or ``stats_interval`` is neither None nor a
+            positive, finite number of seconds; the message names the
+            argument and the value given.
     """
+
+    #: The bus channel whose subscribers' results the state dump holds (pyzenkit's ``get_state``).
+    STATE_CHANNEL = "state"
 
     def __init__(
         self,
@@ -191,11 +212,15 @@ class App:
         console: bool | Mapping[str, Any] = False,
         web: bool | Mapping[str, Any] = False,
         history: int = 1000,
+        runlog_interval: float | None = None,
+        stats_interval: float | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise InvalidArgument(f"App name must be a str, got {name!r}")
         check_number(shutdown_timeout, f"App {name!r}: shutdown_timeout")
         check_number(history, f"App {name!r}: history", integer=True)
+        self.runlog_interval = _interval(name, "runlog_interval", runlog_interval)
+        self.stats_interval = _interval(name, "stats_interval", stats_interval)
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self.manager = ProcessManager(history, name=name)
@@ -225,6 +250,8 @@ class App:
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
         self.runlog = dumps.Runlog(self.manager, name)
+        self._stats_line: statistics.Statistics | None = None  # made at RUN, on the loop's clock
+        self._periodic: list[Timer] = []
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadline: float | None = None  # loop time: the stop's shutdown_timeout ends
@@ -269,13 +296,15 @@ class App:
             State.RUN,
             10,
             "_ready",
-            "systemd READY=1 and watchdog; tell a daemon's launcher it runs",
+            "systemd READY=1 and watchdog; tell a daemon's launcher it runs; "
+            "start the periodic runlog and statistics",
         ),
         (
             State.STOP,
             10,
             "_stop_accepting",
-            "systemd STOPPING=1; stop accepting (close every server)",
+            "systemd STOPPING=1; stop accepting (close every server); "
+            "stop the periodic runlog and statistics",
         ),
         (
             State.STOP,
@@ -524,9 +553,91 @@ class App:
                 name=self.name,
                 bus_state=self.bus.state.name,
                 addresses=self.addresses,
+                settings=self.settings(),
+                app=await self._app_state(),
             )
             return await dumps.write_text(self.state_file, text)
         return await dumps.write_json(self.runlog_file, self.runlog())
+
+    def settings(self) -> dict[str, Any]:
+        """What the App runs with, as the state dump writes it (JSON-ready)."""
+        console = self.console
+        return {
+            "name": self.name,
+            "shutdown_timeout": self.shutdown_timeout,
+            "signals": {
+                sig.name: [_binding_text(b) for b in bindings]
+                for sig, bindings in self.signals.table.items()
+            },
+            "pidfile": self.pidfile.path if self.pidfile is not None else None,
+            "state_file": self.state_file,
+            "runlog_file": self.runlog_file,
+            "runlog_interval": self.runlog_interval,
+            "stats_interval": self.stats_interval,
+            "user": self.user,
+            "group": self.group,
+            # The console's address once started; never its token (a secret), only
+            # whether one is asked for.
+            "console": None
+            if self.console_options is None
+            else {
+                "address": console.address if console is not None else None,
+                "token": self.console_options.get("token") is not None,
+            },
+            "history": self.manager.history.maxlen,
+        }
+
+    async def _app_state(self) -> dict[str, Any]:
+        """What the ``state`` channel's subscribers return, by name (pyzenkit's ``get_state``).
+
+        Each is called with no arguments, in the bus's order; an awaitable
+        result is awaited. One that raises is logged and written as
+        ``{"error": "Type: message"}``; the others still run. Two of the
+        same name get ``#2``, ``#3``... after the first.
+        """
+        found: dict[str, Any] = {}
+        for callback in self.bus.subscribers(self.STATE_CHANNEL):
+            name = getattr(callback, "__qualname__", None) or repr(callback)
+            key, n = name, 1
+            while key in found:
+                n += 1
+                key = f"{name}#{n}"
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                logger.exception("%s: state subscriber %s raised", self.name, name)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            found[key] = result
+        return found
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Count ``n`` more of the event ``name`` for the service (``manager.inc``).
+
+        The count shows in the runlog (with its rates), the state dump, the
+        statistics line and the console's ``stats``, under ``user``.
+
+        Raises:
+            InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
+                not a finite number.
+        """
+        self.manager.inc(name, n)
+
+    async def _periodic_runlog(self) -> bool:
+        try:
+            path = await self.dump("runlog")
+        except OSError as exc:
+            logger.error("%s: could not write the periodic runlog: %s", self.name, exc)
+        else:
+            logger.debug("%s: runlog written to %s", self.name, path)
+        return True
+
+    def _log_statistics(self) -> bool:
+        assert self._stats_line is not None  # made with the timer
+        _, stats, seconds = self._stats_line()
+        logger.info("%s: %s", self.name, statistics.format_statistics(stats, seconds))
+        return True
 
     # -- servers ------------------------------------------------------------------------
 
@@ -800,10 +911,20 @@ class App:
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")
         self._watchdog.start()
+        if self.runlog_interval is not None:
+            self._periodic.append(self.bus.every(self.runlog_interval, self._periodic_runlog))
+        if self.stats_interval is not None:
+            self._stats_line = statistics.Statistics(
+                lambda: statistics.counters(self.manager), asyncio.get_running_loop().time
+            )
+            self._periodic.append(self.bus.every(self.stats_interval, self._log_statistics))
         if self.daemon is not None:
             self.daemon.ready()
 
     def _stop_accepting(self) -> None:
+        for timer in self._periodic:
+            timer.cancel()
+        self._periodic.clear()
         systemd.stopping()
         for server in self.servers:
             server.close()
@@ -938,6 +1059,30 @@ def _web_server(app: App, options: Mapping[str, Any]) -> Any:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _binding_text(binding: Binding) -> str:
+    """A signal's binding as the state's settings show it: an action, a channel, a callback."""
+    if isinstance(binding, Action):
+        return binding.value
+    if isinstance(binding, str):
+        return f"channel {binding!r}"
+    return getattr(binding, "__qualname__", None) or repr(binding)
+
+
+def _interval(name: str, what: str, value: Any) -> float | None:
+    """A periodic interval: None (off) or a positive, finite number of seconds."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise InvalidArgument(
+            f"App {name!r}: {what} must be a positive number of seconds or None, not {value!r}"
+        )
+    return float(value)
 
 
 def _addresses(server: asyncio.Server) -> list[Any]:

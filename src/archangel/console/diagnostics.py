@@ -41,6 +41,17 @@ _TOP_INTERVAL = 1.0
 _TOP_ROWS = 15
 
 
+def _user_lines(counters: dict[str, Any]) -> list[str]:
+    """The user statistics (``inc``) of the counters: the app's, then each kind's."""
+    found = [("user", counters.get("user"))]
+    found += [(f"user ({kind})", k.get("user")) for kind, k in sorted(counters["kinds"].items())]
+    return [
+        f"{label}: " + ", ".join(f"{name} {n:g}" for name, n in sorted(counts.items()))
+        for label, counts in found
+        if counts
+    ]
+
+
 class _Diagnostics:
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -96,6 +107,7 @@ class _Diagnostics:
             )
             headers = ("KIND", "RUNNING", "STARTED", "EXITED", "KILLED", "FAILED")
             lines.append(table(headers, rows, right=0))
+        lines += _user_lines(c)
         lag = stats["lag"]
         console = stats["console"]
         lines.append(

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from .adopt import adopt
 from .frames import clear_frames, innermost
-from .process import _EMPTY, _EXITED, ExitReason, Process
+from .process import _EMPTY, _EXITED, ExitReason, Process, _check_count
 from .records import History, ProcessInfo, _Record
 from .task import TaskProcess
 
@@ -54,10 +54,13 @@ CANCEL_GRACE = 0.1
 
 
 class _KindCounts:
-    __slots__ = ("exited", "failed", "killed", "started")
+    __slots__ = ("exited", "failed", "killed", "started", "user")
 
     def __init__(self) -> None:
         self.started = self.exited = self.killed = self.failed = 0
+        # The user counts (Process.inc) of this kind's processes, live and exited:
+        # each count of a registered process is added here as it is made.
+        self.user: dict[str, float] | None = None
 
 
 class ProcessManager:
@@ -79,6 +82,9 @@ class ProcessManager:
         self._procs: dict[int, Process] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
+        # The manager's (the app's) own user statistics; the processes' are
+        # their kinds' (_KindCounts.user).
+        self._user: dict[str, float] = {}
         self._closing = False
         self._shutdown_task: asyncio.Task[bool] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -149,6 +155,8 @@ class ProcessManager:
         if counts is None:
             counts = self._kinds[process.kind] = _KindCounts()
         counts.started += 1
+        if process._archangel_stats is not None:  # it counted before it was registered
+            self._join_kind(process)
         return process
 
     def _class_factory(self, cls: type[_P]) -> Callable[..., _P]:
@@ -285,6 +293,40 @@ class ProcessManager:
             counts = self._kinds[process.kind] = _KindCounts()
         return counts
 
+    def _join_kind(self, process: Process) -> None:
+        """Make a registered process's counts add to its kind's totals, from the ones it has."""
+        counts = process._archangel_stats
+        if counts is None or counts.kind is not None:
+            return
+        kind = self._kinds.get(process.kind)
+        if kind is None:
+            kind = self._kinds[process.kind] = _KindCounts()
+        if kind.user is None:
+            kind.user = {}
+        totals = counts.kind = kind.user
+        for name, n in counts.own.items():
+            totals[name] = totals.get(name, 0) + n
+
+    # -- user statistics --------------------------------------------------------
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Count ``n`` more of the event ``name`` for the service as a whole.
+
+        The manager's own statistics (``App.inc`` counts here), beside the
+        processes' (:meth:`Process.inc`): :attr:`counters` shows them under
+        ``"user"``; the runlog gives their rates.
+
+        Raises:
+            InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
+                not a finite number.
+        """
+        user = self._user
+        if type(n) is int and name in user:  # a name counted before: checked then
+            user[name] += n
+            return
+        _check_count(self, name, n)
+        user[name] = user.get(name, 0) + n
+
     def _await_hook(self, process: Process, hook: Any, awaitable: Awaitable[Any]) -> None:
         future = asyncio.ensure_future(awaitable)
         pid = process._archangel_pid
@@ -345,8 +387,13 @@ class ProcessManager:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """Totals and per-kind counts (started, exited, killed, failed, running)."""
-        kinds = {}
+        """Totals and per-kind counts (started, exited, killed, failed, running).
+
+        With user statistics, once something counted: a kind's ``"user"`` holds
+        the counts of its processes (:meth:`Process.inc`), live and exited,
+        and the top-level ``"user"`` the manager's own (:meth:`inc`).
+        """
+        kinds: dict[str, dict[str, Any]] = {}
         for kind, c in list(self._kinds.items()):
             kinds[kind] = {
                 "started": c.started,
@@ -355,11 +402,16 @@ class ProcessManager:
                 "failed": c.failed,
                 "running": c.started - c.exited,
             }
+            if c.user:
+                kinds[kind]["user"] = c.user.copy()
         totals = {
             key: sum(k[key] for k in kinds.values())
             for key in ("started", "exited", "killed", "failed", "running")
         }
-        return {**totals, "kinds": kinds}
+        counters: dict[str, Any] = {**totals, "kinds": kinds}
+        if self._user:
+            counters["user"] = self._user.copy()
+        return counters
 
     # -- ending ---------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
-from ..errors import NotAProcess, ReadOnlyAttribute, coerce_enum
+from ..errors import InvalidArgument, NotAProcess, ReadOnlyAttribute, coerce_enum
 from .records import ExitReason as ExitReason
 from .records import ProcessInfo as ProcessInfo
 from .records import ProcessState as ProcessState
@@ -171,6 +171,40 @@ def _clash(cls: type) -> None:
             )
 
 
+def _check_count(owner: object, name: object, n: object) -> None:
+    """Refuse a user statistic that is not ``inc(name: str, n: number)``.
+
+    Raises:
+        InvalidArgument: naming ``owner``, the name and the count.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(
+            f"{owner!r}: inc() takes a statistic's name, a non-empty string, not {name!r}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int | float) or n != n or n in (_INF, -_INF):
+        raise InvalidArgument(
+            f"{owner!r}: inc({name!r}, n) takes a finite number to add, not {n!r}"
+        )
+
+
+_INF = float("inf")
+
+
+class _Counts:
+    """A process's user statistics: its own counts, and its kind's totals it adds to.
+
+    Every count goes to both (``kind`` is the manager's dict for the
+    process's kind, None until the process is registered), so the kind's
+    totals need nothing at the exit and reading them walks no process.
+    """
+
+    __slots__ = ("kind", "own")
+
+    def __init__(self) -> None:
+        self.own: dict[str, float] = {}
+        self.kind: dict[str, float] | None = None
+
+
 def _instrumented(fn: _F) -> _F:
     fn._archangel_instrumented = True  # type: ignore[attr-defined]
     return fn
@@ -214,7 +248,10 @@ def _wrap_connection_lost(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any],
 #: What archangel itself writes on a process: they bypass a class's own
 #: ``__setattr__`` (see _wrap_setattr).
 _DIRECT = frozenset(
-    {"transport", *(_PREFIX + n for n in (*_BOOKKEEPING, "reason", "hooks", "waiters", "name"))}
+    {
+        "transport",
+        *(_PREFIX + n for n in (*_BOOKKEEPING, "reason", "hooks", "waiters", "name", "stats")),
+    }
 )
 
 
@@ -272,6 +309,11 @@ class Process:
     _archangel_waiters: list[asyncio.Future[None]] | None
     _archangel_name: str | None
     _archangel_parent: Process | None
+    #: The process's counts (:meth:`inc`). A class-level default, not one of
+    #: ``__new__``'s: a process that never counts pays nothing for it, neither a
+    #: store per connection nor room in its attributes; the first ``inc`` makes
+    #: them.
+    _archangel_stats: _Counts | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Every default, always in this order (the order the accept path
@@ -389,6 +431,57 @@ class Process:
         except Exception:  # a closed transport may refuse
             return _EMPTY
         return {"peer": peer} if peer else _EMPTY
+
+    # -- user statistics ------------------------------------------------------
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Count ``n`` more of the event ``name``: the process's own statistics.
+
+        pyzenkit's ``inc_statistic``. The counts show in :meth:`statistics`,
+        in the manager's :attr:`~ProcessManager.counters` (summed per kind,
+        under ``kinds[kind]["user"]``), so in the runlog with their rates, the
+        state dump and the console's ``stats``. Each count of a registered
+        process goes to its kind's totals as it is made, so the totals keep
+        it once the process has exited (counts made after the exit, in an
+        at-exit hook, say, too). Counts made before the process is
+        registered join the totals when it is registered with
+        ``manager.register(process)`` or ``spawn``, or at its next count.
+
+        Raises:
+            InvalidArgument: ``name`` is not a non-empty string, or ``n`` is
+                not a finite number (a bool is not a number here).
+        """
+        counts = self._archangel_stats
+        if counts is not None and type(n) is int:
+            kind = counts.kind
+            own = counts.own
+            if kind is not None and name in own:  # then ``kind`` has ``name`` too
+                own[name] += n
+                kind[name] += n
+                return
+        self._inc_slowly(name, n)
+
+    def _inc_slowly(self, name: str, n: float) -> None:
+        """:meth:`inc` off its fast path: check, make the counts, join the kind's totals."""
+        _check_count(self, name, n)
+        counts = self._archangel_stats
+        if counts is None:
+            counts = _Counts()
+            _object_setattr(self, _PREFIX + "stats", counts)
+        own = counts.own
+        own[name] = own.get(name, 0) + n
+        if counts.kind is None:
+            manager = self._archangel_manager
+            if manager is not None:  # registered since its last count: join the kind's totals
+                manager._join_kind(self)
+            return
+        kind = counts.kind
+        kind[name] = kind.get(name, 0) + n
+
+    def statistics(self) -> dict[str, float]:
+        """What :meth:`inc` counted, ``{name: count}`` (a copy; empty if nothing)."""
+        counts = self._archangel_stats
+        return counts.own.copy() if counts is not None else {}
 
     def info(self) -> ProcessInfo:
         """A :class:`ProcessInfo` snapshot; ``details`` names the parent's PID, if any."""

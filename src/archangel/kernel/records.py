@@ -121,5 +121,10 @@ class History(Sequence[ProcessInfo]):
     def __iter__(self) -> Iterator[ProcessInfo]:
         return map(_info, list(self._records))  # list(deque) is one atomic copy
 
+    @property
+    def maxlen(self) -> int | None:
+        """How many records it keeps at most (the manager's ``history`` argument)."""
+        return self._records.maxlen
+
     def __repr__(self) -> str:
         return f"<History {len(self)} of at most {self._records.maxlen}>"

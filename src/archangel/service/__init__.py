@@ -3,6 +3,7 @@
 =================  ==========================================================
 ``signals``        the signal policy: which signal does what
 ``dumps``          state and runlog dumps, written without stalling the loop
+``statistics``     every counter nested, pyzenkit's ``calc_statistics`` rates
 ``pidfile``        :class:`PidFile`: a locked pidfile and its readers
 ``daemon``         daemonizing and dropping privileges
 ``systemd``        sd_notify, the watchdog and socket activation
@@ -25,6 +26,8 @@ from .pidfile import send_signal as send_signal
 from .signals import DEFAULT_POLICY as DEFAULT_POLICY
 from .signals import Action as Action
 from .signals import SignalPolicy as SignalPolicy
+from .statistics import Statistics as Statistics
+from .statistics import calc_statistics as calc_statistics
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -33,6 +36,8 @@ __all__ = [
     "PidFile",
     "Runlog",
     "SignalPolicy",
+    "Statistics",
+    "calc_statistics",
     "check",
     "daemonize",
     "drop_privileges",

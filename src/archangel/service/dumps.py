@@ -1,9 +1,13 @@
 """State and runlog dumps: what a service looks like now, as JSON.
 
 * The **runlog** (SIGUSR1, pyzenkit's name): the manager's counters and
-  their rates, per second since start and since the previous runlog.
-* The **state** (SIGUSR2): every live process, the pipelines, the bus state,
-  the listening addresses and the stack of every asyncio task.
+  the live pipelines', their rates per second since start and since the
+  previous runlog, and pyzenkit's statistics of every counter (count,
+  increment, speed, percentage: :mod:`archangel.service.statistics`).
+* The **state** (SIGUSR2): the settings, every live process, the
+  pipelines, the history of completed processes, the bus state, the
+  listening addresses, what the application adds and the stack of every
+  asyncio task.
 
 :func:`state` builds the state at once; :func:`state_text` builds the same
 JSON text on the running loop in slices of about a millisecond, yielding to
@@ -32,6 +36,8 @@ import aiofiles
 from ..kernel.frames import innermost
 from ..kernel.holders import hold
 from ..kernel.manager import ProcessManager
+from ..kernel.process import Process
+from .statistics import Statistics, counters
 
 __all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
 
@@ -45,6 +51,16 @@ _PIECE = 1 << 18
 class Runlog:
     """Builds runlogs for one manager, remembering the previous one for rates.
 
+    Each runlog holds ``counters`` (the manager's, with the user statistics),
+    ``pipelines`` (each live pipeline's counters, per cog too), ``rates``
+    (processes started, exited, killed and failed per second since start and
+    since the previous runlog), ``statistics`` (pyzenkit's: for every number
+    of ``counters`` and ``pipelines``, nested as they are, its count,
+    increment, speed and percentage since the previous runlog; see
+    :func:`~archangel.service.statistics.calc_statistics`) and ``interval``
+    (the seconds since that previous runlog, which the speeds divide by;
+    since the Runlog was made, for the first).
+
     Args:
         manager: The manager whose counters are reported.
         name: The service name written into each runlog.
@@ -55,27 +71,32 @@ class Runlog:
         self.name = name
         self.started = time.time()
         self._previous: tuple[float, Mapping[str, Any]] | None = None
+        self._statistics = Statistics(lambda: counters(manager))
 
     def __call__(self) -> dict[str, Any]:
-        """The runlog now: counters, rates since start and since the last call."""
+        """The runlog now: counters, rates and statistics since start and since the last call."""
         now = time.time()
-        counters = self.manager.counters
+        tree, statistics, interval = self._statistics()
+        current = {k: v for k, v in tree.items() if k != "pipelines"}
         uptime = max(now - self.started, 1e-9)
-        since_start = {k: counters[k] / uptime for k in _COUNTERS}
+        since_start = {k: current[k] / uptime for k in _COUNTERS}
         if self._previous is None:
             since_last = since_start
         else:
             then, before = self._previous
             span = max(now - then, 1e-9)
-            since_last = {k: (counters[k] - before[k]) / span for k in _COUNTERS}
-        self._previous = (now, counters)
+            since_last = {k: (current[k] - before[k]) / span for k in _COUNTERS}
+        self._previous = (now, current)
         return {
             "name": self.name,
             "pid": os.getpid(),
             "time": now,
             "uptime": uptime,
-            "counters": counters,
+            "counters": current,
+            "pipelines": tree["pipelines"],
             "rates": {"since_start": since_start, "since_last": since_last},
+            "interval": interval,
+            "statistics": statistics,
         }
 
 
@@ -104,6 +125,15 @@ def task_stacks(limit: int = 1000) -> list[dict[str, Any]]:
     return [_task_row(task) for task in _first_tasks(limit)]
 
 
+def _row(process: Process) -> dict[str, Any]:
+    """One process of the state: its :class:`ProcessInfo`, and its own counts under ``user``."""
+    row = process.info().as_dict()
+    user = Process.statistics(process)  # the mixin's: a protocol may use the name itself
+    if user:
+        row["user"] = user
+    return row
+
+
 def state(
     manager: ProcessManager,
     *,
@@ -111,13 +141,23 @@ def state(
     bus_state: str | None = None,
     addresses: Sequence[Any] = (),
     max_processes: int = 100_000,
+    settings: Mapping[str, Any] | None = None,
+    app: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The state now: processes (up to ``max_processes``), pipelines, bus, tasks."""
+    """The state now: settings, processes (up to ``max_processes``), pipelines, history, tasks.
+
+    ``settings`` (what the service runs with) and ``app`` (what the
+    application adds: the App passes its ``state`` subscribers' results)
+    are written as given. ``history`` is the manager's completed processes,
+    oldest first (as many as its ``history`` bound keeps). A process that
+    counted (:meth:`~archangel.Process.inc`) has its counts under ``user``.
+    """
     processes = manager.processes()
-    return _head(manager, name, bus_state, addresses) | {
-        "processes": [p.info().as_dict() for p in processes[:max_processes]],
+    return _head(manager, name, bus_state, addresses, settings, app) | {
+        "processes": [_row(p) for p in processes[:max_processes]],
         "processes_total": len(processes),
-        "pipelines": [p.info().as_dict() for p in processes if p.kind == "pipeline"],
+        "pipelines": [_row(p) for p in processes if p.kind == "pipeline"],
+        "history": [record.as_dict() for record in manager.history],
         "tasks": task_stacks(),
     }
 
@@ -127,6 +167,8 @@ def _head(
     name: str,
     bus_state: str | None,
     addresses: Sequence[Any],
+    settings: Mapping[str, Any] | None,
+    app: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The state's small members, in the order :func:`state` gives them."""
     return {
@@ -134,9 +176,11 @@ def _head(
         "pid": os.getpid(),
         "time": time.time(),
         "python": sys.version.split()[0],
+        "settings": dict(settings or {}),
         "bus": {"state": bus_state},
         "addresses": [list(a) if isinstance(a, tuple) else a for a in addresses],
         "counters": manager.counters,
+        "app": dict(app or {}),
     }
 
 
@@ -195,6 +239,8 @@ async def state_text(
     bus_state: str | None = None,
     addresses: Sequence[Any] = (),
     max_processes: int = 100_000,
+    settings: Mapping[str, Any] | None = None,
+    app: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The state now as JSON text, built on the running loop in slices.
 
@@ -207,21 +253,26 @@ async def state_text(
     """
     time_slice = _Slice()
     processes = manager.processes()
-    head = _head(manager, name, bus_state, addresses) | {
+    history = manager.history  # iterating it takes a snapshot
+    head = _head(manager, name, bus_state, addresses, settings, app) | {
         "processes": None,
         "processes_total": len(processes),
         "pipelines": None,
+        "history": None,
         "tasks": None,
     }
-    lists = {key: _ListText() for key in ("processes", "pipelines", "tasks")}
+    lists = {key: _ListText() for key in ("processes", "pipelines", "history", "tasks")}
     for process in processes[:max_processes]:
-        lists["processes"].add(process.info().as_dict())
+        lists["processes"].add(_row(process))
         await time_slice.tick()
     for process in processes:
         if process.kind == "pipeline":
-            lists["pipelines"].add(process.info().as_dict())
+            lists["pipelines"].add(_row(process))
         await time_slice.tick()
     del processes
+    for record in history:
+        lists["history"].add(record.as_dict())
+        await time_slice.tick()
     for task in _first_tasks(1000):
         lists["tasks"].add(_task_row(task))
         await time_slice.tick()
