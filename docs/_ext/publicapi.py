@@ -26,7 +26,7 @@ The extension also resolves, where Sphinx finds no entry (``missing-reference``)
   defines a docstring (``:class:`Watcher``` in ``archangel.pipes.watch``) or
   by module path (``archangel.pipes.supplies.tail``), to the public entry;
   an inherited attribute to the entry on the class that defines it;
-- standard-library names spelled through private modules, as type hints do
+- standard-library (and aiohttp) names spelled through private modules, as type hints do
   (``asyncio.events.AbstractEventLoop`` is filed as ``asyncio.AbstractEventLoop``);
 - names with no entry by design, shown as plain text: type variables, and
   what a module keeps to itself (private, or left out of its ``__all__``:
@@ -68,6 +68,11 @@ STDLIB_ALIASES = {
     "asyncio.streams.StreamReader": "asyncio.StreamReader",
     "asyncio.streams.StreamWriter": "asyncio.StreamWriter",
     "asyncio.transports.BaseTransport": "asyncio.BaseTransport",
+    # aiohttp's, the same way: its documentation files them under aiohttp.web.
+    "aiohttp.web_app.Application": "aiohttp.web.Application",
+    "aiohttp.web_request.Request": "aiohttp.web.Request",
+    "aiohttp.web_response.Response": "aiohttp.web.Response",
+    "aiohttp.web_response.StreamResponse": "aiohttp.web.StreamResponse",
     "asyncio.transports.Transport": "asyncio.Transport",
     "asyncio.trsock.TransportSocket": "socket.socket",
 }
