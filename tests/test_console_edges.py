@@ -544,3 +544,37 @@ async def test_the_state_dump_is_built_in_slices_and_keeps_its_shape() -> None:
     assert json.loads(text)["processes"][0]["details"] == {"peer": ["127.0.0.1", 4242]}
     empty = json.loads("".join(await dumps.state_text(ProcessManager(), name="none")))
     assert empty["processes"] == [] and empty["processes_total"] == 0
+
+
+async def test_the_state_dump_picks_its_tasks_in_slices_and_counts_them_all() -> None:
+    """50,000 tasks: the first MAX_TASKS by name are described, all are counted, and
+    the loop runs other work while they are picked (no process table to slice here)."""
+    release = asyncio.Event()
+    sleepers = [asyncio.ensure_future(release.wait()) for _ in range(50_000)]
+    for n, task in enumerate(sleepers):
+        task.set_name(f"sleeper-{n:05d}")
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_work())
+    try:
+        await asyncio.sleep(0)
+        before = turns
+        state = json.loads("".join(await dumps.state_text(ProcessManager(), name="tasks")))
+        during = turns - before
+    finally:
+        other.cancel()
+        release.set()
+        await asyncio.gather(*sleepers)
+    assert state["tasks_total"] >= 50_000
+    names = [t["name"] for t in state["tasks"]]
+    assert len(names) == dumps.MAX_TASKS and names == sorted(names)
+    ours = [name for name in names if name.startswith("sleeper-")]
+    assert len(ours) >= dumps.MAX_TASKS - 10  # a few of the test's own tasks sort first
+    assert ours == [f"sleeper-{n:05d}" for n in range(len(ours))]
+    assert during >= 3  # picking 1,000 of 50,000 yielded to the loop

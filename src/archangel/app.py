@@ -250,6 +250,7 @@ class App:
         self.daemon: DaemonHandle | None = None
         self.servers: list[asyncio.Server] = []
         self.runlog = dumps.Runlog(self.manager, name)
+        self._writer = dumps.Writer()  # the dumps' files, and the writes under way
         self._stats_line: statistics.Statistics | None = None  # made at RUN, on the loop's clock
         self._periodic: list[Timer] = []
         self._stop: asyncio.Event | None = None
@@ -556,8 +557,8 @@ class App:
                 settings=self.settings(),
                 app=await self._app_state(),
             )
-            return await dumps.write_text(self.state_file, text)
-        return await dumps.write_json(self.runlog_file, self.runlog())
+            return await self._writer.write_text(self.state_file, text)
+        return await self._writer.write_json(self.runlog_file, self.runlog())
 
     def settings(self) -> dict[str, Any]:
         """What the App runs with, as the state dump writes it (JSON-ready)."""

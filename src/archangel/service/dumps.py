@@ -11,11 +11,11 @@
 
 :func:`state` builds the state at once; :func:`state_text` builds the same
 JSON text on the running loop in slices of about a millisecond, yielding to
-the loop between them, so a dump of 50,000 processes does not stall the
-service it describes (the App dumps that way). :func:`write_json` and
-:func:`write_text` write with aiofiles to a temporary file of its own in the
-same directory, then rename it over the target: a reader never sees half a
-file, even while several writes of it run at once. This module only builds
+the loop between them, so a dump of 50,000 processes (or tasks) does not
+stall the service it describes (the App dumps that way). A :class:`Writer`
+writes with aiofiles to a temporary file of its own in the same directory,
+then renames it over the target: a reader never sees half a file, even while
+several writes of it run at once. This module only builds
 dicts and text and writes files; when to dump is the App's business.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import os
 import secrets
@@ -39,7 +40,7 @@ from ..kernel.manager import ProcessManager
 from ..kernel.process import Process
 from .statistics import Statistics, counters
 
-__all__ = ["Runlog", "state", "state_text", "task_stacks", "write_json", "write_text"]
+__all__ = ["MAX_TASKS", "Runlog", "Writer", "state", "state_text", "task_stacks"]
 
 _COUNTERS = ("started", "exited", "killed", "failed")
 #: Seconds of work on the loop between two yields while a state is built in slices.
@@ -113,16 +114,40 @@ def _task_row(task: asyncio.Task[Any]) -> dict[str, Any]:
     }
 
 
-def _first_tasks(limit: int) -> list[asyncio.Task[Any]]:
-    return sorted(asyncio.all_tasks(), key=lambda t: t.get_name())[:limit]
+#: Tasks the state describes at most (the first by name); ``tasks_total`` counts them all.
+MAX_TASKS = 1000
+#: Tasks looked at between two yields while the first ``MAX_TASKS`` are picked in slices.
+_TASK_CHUNK = 4096
 
 
-def task_stacks(limit: int = 1000) -> list[dict[str, Any]]:
+def _by_name(task: asyncio.Task[Any]) -> str:
+    return task.get_name()
+
+
+def task_stacks(limit: int = MAX_TASKS) -> list[dict[str, Any]]:
     """Every asyncio task of the running loop: name, state and innermost frame.
 
-    Bounded to ``limit`` tasks (sorted by name) so a dump stays readable.
+    Bounded to ``limit`` tasks (the first by name) so a dump stays readable.
     """
-    return [_task_row(task) for task in _first_tasks(limit)]
+    first = heapq.nsmallest(limit, asyncio.all_tasks(), key=_by_name)
+    return [_task_row(task) for task in first]
+
+
+async def _first_tasks(limit: int, time_slice: _Slice) -> tuple[list[asyncio.Task[Any]], int]:
+    """The first ``limit`` tasks by name and how many there are, picked in slices.
+
+    Taking the set is one ``asyncio.all_tasks()``; choosing among 50,000
+    tasks is done ``_TASK_CHUNK`` at a time, each chunk's best merged with
+    the best so far, yielding to the loop between chunks. A task that ends
+    meanwhile is still described (as done).
+    """
+    tasks = list(asyncio.all_tasks())
+    best: list[asyncio.Task[Any]] = []
+    for start in range(0, len(tasks), _TASK_CHUNK):
+        chunk = tasks[start : start + _TASK_CHUNK]
+        best = heapq.nsmallest(limit, [*best, *chunk], key=_by_name)
+        await time_slice.tick()
+    return best, len(tasks)
 
 
 def _row(process: Process) -> dict[str, Any]:
@@ -159,6 +184,7 @@ def state(
         "pipelines": [_row(p) for p in processes if p.kind == "pipeline"],
         "history": [record.as_dict() for record in manager.history],
         "tasks": task_stacks(),
+        "tasks_total": len(asyncio.all_tasks()),
     }
 
 
@@ -249,7 +275,9 @@ async def state_text(
     other. The processes are those running when it is called; each is
     described when its turn comes, so one that exits meanwhile shows as
     exited. No step holds the loop for more than about ``_SLICE``
-    seconds, except taking the list of tasks (one ``asyncio.all_tasks()``).
+    seconds, except taking the set of tasks (one ``asyncio.all_tasks()``).
+    ``tasks`` describes the first :data:`MAX_TASKS` by name, ``tasks_total``
+    counts them all.
     """
     time_slice = _Slice()
     processes = manager.processes()
@@ -260,6 +288,7 @@ async def state_text(
         "pipelines": None,
         "history": None,
         "tasks": None,
+        "tasks_total": 0,
     }
     lists = {key: _ListText() for key in ("processes", "pipelines", "history", "tasks")}
     for process in processes[:max_processes]:
@@ -273,9 +302,11 @@ async def state_text(
     for record in history:
         lists["history"].add(record.as_dict())
         await time_slice.tick()
-    for task in _first_tasks(1000):
+    tasks, head["tasks_total"] = await _first_tasks(MAX_TASKS, time_slice)
+    for task in tasks:
         lists["tasks"].add(_task_row(task))
         await time_slice.tick()
+    del tasks
     # The small members in one call, each long list as a marker replaced by its text.
     for key in lists:
         head[key] = f"\0{key}\0"
@@ -289,36 +320,44 @@ async def state_text(
     return pieces
 
 
-async def write_json(path: str | os.PathLike[str], data: Any) -> str:
-    """Write ``data`` as JSON to ``path`` atomically; returns the path written.
+class Writer:
+    """Writes dumps to files atomically, and owns the writes under way.
 
-    The JSON is written with aiofiles to a temporary file of its own beside
-    the target (``.<name>.<random>.tmp``, created exclusively, so writes that
-    run at the same time never share one), flushed, fsynced and renamed over
-    ``path``: a reader sees the old file or the new one, never part of one.
+    Each write goes with aiofiles to a temporary file of its own beside the
+    target (``.<name>.<random>.tmp``, created exclusively, so writes that run
+    at the same time never share one), is flushed, fsynced and renamed over
+    the target: a reader sees the old file or the new one, never part of one.
     On failure the temporary file is removed and the ``OSError`` raised.
     Cancelling the caller does not cut a write short: one that has begun is
-    finished (or cleaned up), so no file is left open or half written.
+    finished (or cleaned up), so no file is left open or half written; the
+    writer holds it until then (:attr:`pending`).
     """
-    return await write_text(path, [json.dumps(data, indent=1, default=str)])
 
+    __slots__ = ("_writes",)
 
-async def write_text(path: str | os.PathLike[str], pieces: Iterable[str]) -> str:
-    """Write the text ``pieces`` to ``path`` atomically, one after the other.
+    def __init__(self) -> None:
+        self._writes: set[asyncio.Future[None]] = set()
 
-    As :func:`write_json` (a temporary file of its own, fsync, rename; not
-    cut short by cancelling the caller), for text already encoded, say by
-    :func:`state_text`. Each piece is handed to the file's thread on its
-    own, so no single step holds the loop (or the GIL) for long.
-    """
-    target = os.fspath(path)
-    write = hold(_writes, asyncio.ensure_future(_write_atomically(target, list(pieces))))
-    await asyncio.shield(write)
-    return target
+    @property
+    def pending(self) -> int:
+        """Writes begun and not finished yet (their callers may have stopped waiting)."""
+        return len(self._writes)
 
+    async def write_json(self, path: str | os.PathLike[str], data: Any) -> str:
+        """Write ``data`` as JSON to ``path``; returns the path written."""
+        return await self.write_text(path, [json.dumps(data, indent=1, default=str)])
 
-# Writes whose caller was cancelled: a strong reference until they finish.
-_writes: set[asyncio.Future[None]] = set()
+    async def write_text(self, path: str | os.PathLike[str], pieces: Iterable[str]) -> str:
+        """Write the text ``pieces`` to ``path``, one after the other; returns the path.
+
+        For text already encoded, say by :func:`state_text`. Each piece is
+        handed to the file's thread on its own, so no single step holds the
+        loop (or the GIL) for long.
+        """
+        target = os.fspath(path)
+        write = asyncio.ensure_future(_write_atomically(target, list(pieces)))
+        await asyncio.shield(hold(self._writes, write))
+        return target
 
 
 async def _write_atomically(target: str, pieces: list[str]) -> None:
