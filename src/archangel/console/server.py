@@ -10,19 +10,15 @@ wires them: it is not where commands are defined.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
-import threading
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from ..errors import ConsoleError
 from ..kernel.manager import ProcessManager
 from .actions import action_commands
-from .apploop import AppLoop
 from .commands import CommandTable, Context, plural
 from .diagnostics import diagnostic_commands
 from .guard import Digest
@@ -31,19 +27,11 @@ from .listing import listing_commands
 from .protocol import ConsoleProtocol, describe_peer
 from .session import Limits, Settings
 from .table import SessionTable
+from .thread import OperatorThread
 
 __all__ = ["Console"]
 
 logger = logging.getLogger(__name__)
-
-#: How long ``start()`` waits for the console thread to bind, and ``close()`` to end.
-_THREAD_TIMEOUT = 10.0
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
 
 
 def _unwrap(target: Any) -> tuple[ProcessManager, Any]:
@@ -87,7 +75,7 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
-class Console:
+class Console(OperatorThread):
     """A telnet management console on its own thread and loop.
 
     Args:
@@ -119,6 +107,10 @@ class Console:
     :meth:`close`.
     """
 
+    what = "console"
+    title = "console"
+    error = ConsoleError
+
     def __init__(
         self,
         target: Any,
@@ -135,7 +127,8 @@ class Console:
         token_timeout: float = 30.0,
         idle_timeout: float | None = 600.0,
     ) -> None:
-        self.manager, self.app = _unwrap(target)
+        manager, self.app = _unwrap(target)
+        super().__init__(manager)
         self.host = host
         self.port = port
         self.path = os.fspath(path) if path is not None else None
@@ -155,14 +148,7 @@ class Console:
         self.repl = repl
         self.limits = Limits(max_sessions, max_line, max_output, token_timeout, idle_timeout)
         self.action_timeout = action_timeout
-        self._state = _State.NEW
         self._address: tuple[str, int] | str | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._apploop: AppLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._stop: asyncio.Event | None = None
         self._unix_inode: int | None = None
         # Console-thread state:
         self._table = SessionTable(self.limits)
@@ -201,41 +187,7 @@ class Console:
             ConsoleError: Already started, no loop, or the address cannot be
                 bound (in use, not permitted...); the message names the address.
         """
-        if self._state is not _State.NEW:
-            raise ConsoleError(f"{self!r} has already been started")
-        in_loop_thread = False
-        if loop is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise ConsoleError(
-                    f"{self!r} needs the app's loop: call start() from it or pass loop="
-                ) from None
-            in_loop_thread = True
-        else:
-            try:
-                in_loop_thread = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                pass
-        self._apploop = AppLoop(
-            loop, self.manager, thread_id=threading.get_ident() if in_loop_thread else None
-        )
-        self._state = _State.RUNNING
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"archangel-console-{id(self):x}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(_THREAD_TIMEOUT):
-            self.close()
-            raise ConsoleError(f"{self!r} did not start listening in {_THREAD_TIMEOUT:g} s")
-        if self._error is not None:
-            self._thread.join(_THREAD_TIMEOUT)
-            self._state = _State.CLOSED
-            error = self._error
-            self._error = None
-            raise ConsoleError(
-                f"console cannot listen on {self._describe(None)}: {error}"
-            ) from error
+        self._launch(self._app_loop(loop), self._describe(None))
         if self.repl:
             logger.warning(
                 "console on %s has the Python REPL enabled: anyone who can connect "
@@ -243,67 +195,14 @@ class Console:
                 self._describe(self._address),
             )
 
-    def close(self) -> None:
-        """Close every session, stop listening and join the thread. Idempotent."""
-        if self._state is _State.CLOSED:
-            return
-        previous, self._state = self._state, _State.CLOSED
-        if previous is _State.NEW:
-            return
-        if self._apploop is not None:
-            self._apploop.close()
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # its loop has already ended
-                pass
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(_THREAD_TIMEOUT)
-            if thread.is_alive():
-                logger.error("%r: the console thread did not end in %g s", self, _THREAD_TIMEOUT)
-
-    def __enter__(self) -> Console:
-        if self._state is _State.NEW:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- the console thread -----------------------------------------------------------------
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # never leave start() waiting
-            logger.exception("%r: the console thread failed", self)
-            if not self._ready.is_set():
-                self._error = exc
-                self._ready.set()
-        finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
+    async def _serve(self) -> None:
+        assert self._stop is not None
         try:
             server = await self._listen()
         except (OSError, ConsoleError) as exc:
-            self._error = exc
-            self._ready.set()
+            self._cannot_listen(exc)
             return
-        self._ready.set()
+        self._listening()
         assert self._apploop is not None
         watch = asyncio.create_task(self._apploop.watch())
         sweep = asyncio.create_task(self._table.sweep())

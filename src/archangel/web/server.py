@@ -21,14 +21,11 @@ dashboard's actions change the app, and only with the token.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import threading
-from types import TracebackType
 from typing import Any
 
-from ..console.apploop import AppLoop
 from ..console.listen import is_loopback
+from ..console.thread import OperatorThread
 from ..errors import WebError
 from ..kernel.manager import ProcessManager
 from . import probes
@@ -58,20 +55,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 9100
 #: Seconds the app loop may go without answering before ``/livez`` fails.
 LIVE_THRESHOLD = 10.0
-#: How long ``start()`` waits for the thread to listen, and ``close()`` for it to end.
-_THREAD_TIMEOUT = 10.0
-
 #: Seconds the server gives open requests (event streams) to end when it closes.
 _SHUTDOWN_TIMEOUT = 1.0
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
-class WebServer:
+class WebServer(OperatorThread):
     """Metrics and health probes over HTTP, on their own thread and loop.
 
     Args:
@@ -97,6 +85,10 @@ class WebServer:
     it; or call :meth:`start` and :meth:`close`.
     """
 
+    what = "web"
+    title = "web server"
+    error = WebError
+
     def __init__(
         self,
         target: ProcessManager | AppLike,
@@ -108,7 +100,8 @@ class WebServer:
         live_threshold: float = LIVE_THRESHOLD,
         probe_interval: float = 0.5,
     ) -> None:
-        self.manager, self.app = unwrap(target)
+        manager, self.app = unwrap(target)
+        super().__init__(manager)
         if token is not None and (not token or token != token.strip() or "\n" in token):
             raise WebError("web token must be a non-empty line without outer spaces")
         if not is_loopback(host) and token is None:
@@ -128,13 +121,7 @@ class WebServer:
         self.block_threshold = block_threshold
         self.live_threshold = live_threshold
         self.probe_interval = probe_interval
-        self._state = _State.NEW
         self._address: tuple[str, int] | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self.watch: LoopWatch | None = None
         #: Who may act through the dashboard (the token, sessions, throttle).
         self.guard = Guard(token, loopback=is_loopback(host))
@@ -170,98 +157,15 @@ class WebServer:
             WebError: Already started, no loop, or the address cannot be
                 bound; the message names the address.
         """
-        if self._state is not _State.NEW:
-            raise WebError(f"{self!r} has already been started")
-        in_loop_thread = False
-        if loop is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise WebError(
-                    f"{self!r} needs the app's loop: call start() from it or pass loop="
-                ) from None
-            in_loop_thread = True
-        apploop = AppLoop(
-            loop,
-            self.manager,
-            thread_id=threading.get_ident() if in_loop_thread else None,
-            probe_interval=self.probe_interval,
-        )
+        apploop = self._app_loop(loop, probe_interval=self.probe_interval)
         self.watch = LoopWatch(apploop, self.block_threshold)
         self.dashboard = Dashboard(
             self.manager, self.app, apploop, self.guard, block_threshold=self.block_threshold
         )
-        self._state = _State.RUNNING
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"archangel-web-{id(self):x}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(_THREAD_TIMEOUT):
-            self.close()
-            raise WebError(f"{self!r} did not start listening in {_THREAD_TIMEOUT:g} s")
-        if self._error is not None:
-            self._thread.join(_THREAD_TIMEOUT)
-            self._state = _State.CLOSED
-            error, self._error = self._error, None
-            raise WebError(
-                f"web server cannot listen on {self.host}:{self.port}: {error}"
-            ) from error
+        self._launch(apploop, f"{self.host}:{self.port}")
 
-    def close(self) -> None:
-        """Stop serving and join the thread. Idempotent."""
-        if self._state is _State.CLOSED:
-            return
-        previous, self._state = self._state, _State.CLOSED
-        if previous is _State.NEW:
-            return
-        if self.watch is not None:
-            self.watch.apploop.close()
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # its loop has already ended
-                pass
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(_THREAD_TIMEOUT)
-            if thread.is_alive():
-                logger.error("%r: the web thread did not end in %g s", self, _THREAD_TIMEOUT)
-
-    def __enter__(self) -> WebServer:
-        if self._state is _State.NEW:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- the web thread -----------------------------------------------------------------------
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # never leave start() waiting
-            logger.exception("%r: the web thread failed", self)
-            if not self._ready.is_set():
-                self._error = exc
-                self._ready.set()
-        finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        assert self.watch is not None
+    async def _serve(self) -> None:
+        assert self._stop is not None and self.watch is not None
         collector = Collector(self.manager, self.app, self.watch)
         metrics_registry, histogram = registry(collector)
         self.watch.observe = histogram.observe
@@ -277,12 +181,11 @@ class WebServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            self._error = exc
-            self._ready.set()
+            self._cannot_listen(exc)
             return
         host, port = runner.addresses[0][:2]
         self._address = (host, port)
-        self._ready.set()
+        self._listening()
         assert self.dashboard is not None
         tasks = [asyncio.create_task(self.watch.run()), asyncio.create_task(self.dashboard.run())]
         try:
