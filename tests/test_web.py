@@ -403,7 +403,7 @@ def test_a_missing_extra_names_the_extra_to_install() -> None:
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("archangel.errors.WebError: archangel's web endpoints need aiohttp")
-    assert last.endswith("pip install 'archangel[web]'")
+    assert last.endswith("pip install 'archangel-asyncio[web]'")
 
 
 async def test_a_port_in_use_is_a_loud_error_naming_the_address() -> None:

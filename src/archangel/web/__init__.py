@@ -4,7 +4,7 @@
 and the dashboard at ``/`` from its own thread and loop, beside the
 console, so it keeps answering while the app's loop is blocked, and logs
 (and shows) where it is blocked.
-It needs aiohttp and prometheus_client: ``pip install 'archangel[web]'``.
+It needs aiohttp and prometheus_client: ``pip install 'archangel-asyncio[web]'``.
 The package is split by concept:
 
 * :mod:`~archangel.web.server`: the :class:`WebServer` lifecycle, thread and routes;

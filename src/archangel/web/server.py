@@ -39,7 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise WebError(
         f"archangel's web endpoints need aiohttp and prometheus_client ({exc}): "
-        "pip install 'archangel[web]'"
+        "pip install 'archangel-asyncio[web]'"
     ) from exc
 
 # These import aiohttp too: after the check above, so a missing extra is named.
