@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -47,10 +48,11 @@ SERVICE = textwrap.dedent(
     async def start():
         if CRASH:
             raise RuntimeError("this worker cannot start")
-        server = await app.serve_streams(handle, "127.0.0.1", int(sys.argv[2]))
+        server = await app.serve_streams(handle, "127.0.0.1", 0)
         print("port", server.sockets[0].getsockname()[1], flush=True)
 
-    sys.exit(app.run(workers=int(sys.argv[1]), loop=sys.argv[3]))
+    if __name__ == "__main__":
+        sys.exit(app.run(workers=int(sys.argv[1]), loop=sys.argv[2]))
     """
 )
 
@@ -58,12 +60,12 @@ SERVICE = textwrap.dedent(
 class Service:
     """The master in a child process, with what it printed."""
 
-    def __init__(self, tmp: Path, workers: int, loop: str, **env: str) -> None:
-        script = tmp / "service.py"
-        script.write_text(SERVICE)
+    def __init__(self, tmp: Path, argv: list[str], **env: str) -> None:
+        (tmp / "service.py").write_text(SERVICE)
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), str(workers), "0", loop],
+            [sys.executable, *argv],
+            cwd=tmp,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -139,8 +141,10 @@ def alive(pid: int) -> bool:
 def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     made: list[Service] = []
 
-    def make(workers: int = 2, loop: str = "uvloop", **env: str) -> Service:
-        made.append(Service(tmp_path, workers, loop, **env))
+    def make(
+        workers: int = 2, loop: str = "uvloop", argv: list[str] | None = None, **env: str
+    ) -> Service:
+        made.append(Service(tmp_path, argv or ["service.py", str(workers), loop], **env))
         return made[-1]
 
     yield make
@@ -295,3 +299,72 @@ def test_worker_counts() -> None:
     with pytest.raises(InvalidArgument, match="workers must be"):
         App("x").run(workers="many")
     assert per_worker_path("/tmp/a.state.json", 7) == "/tmp/a.state.7.json"
+
+
+def test_the_command_line_runs_workers_and_shows_them(
+    service: Callable[..., Service], tmp_path: Path
+) -> None:
+    pidfile = str(tmp_path / "service.pid")
+    argv = ["-m", "archangel", "run", "service:app", "--workers", "2", "--pidfile", pidfile]
+    svc = service(argv=argv)
+    pids = svc.serving(2)
+    assert Path(pidfile).read_text().split()[0] == str(svc.proc.pid)  # the master's
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        command = [sys.executable, "-m", "archangel", *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=10
+        )
+
+    status = cli("status", "--pidfile", pidfile)
+    assert status.returncode == 0
+    assert f"running: pid {svc.proc.pid}" in status.stdout
+    assert {int(line.split()[1].rstrip(",")) for line in status.stdout.splitlines()[1:]} == pids
+    assert cli("signal", "--pidfile", pidfile, "term").returncode == 0
+    assert svc.proc.wait(10) == 0
+    bad = cli("run", "service:app", "--workers", "many")
+    assert bad.returncode == 2
+    assert "--workers" in bad.stderr
+
+
+def _notifications(sock: socket.socket) -> list[tuple[int, str]]:
+    """The (sender pid, message) datagrams waiting on ``sock``."""
+    got = []
+    ucred = struct.Struct("3i")
+    while True:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(ucred.size))
+        except BlockingIOError:
+            return got
+        pid = next(
+            ucred.unpack(value[: ucred.size])[0]
+            for level, kind, value in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+        )
+        got.append((pid, data.decode()))
+
+
+def test_only_the_master_talks_to_systemd(service: Callable[..., Service], tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.bind(path)
+        sock.setblocking(False)
+        svc = service(2, NOTIFY_SOCKET=path)
+        svc.serving(2)
+        messages: list[tuple[int, str]] = []
+
+        def said(word: str, times: int = 1) -> bool:
+            messages.extend(_notifications(sock))
+            return sum(word in text for _, text in messages) >= times
+
+        wait_for(lambda: said("READY=1"), 5)
+        svc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: said("READY=1", 2), 10)
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0
+        said("STOPPING=1")
+    words = [text.split("\n")[0] for _, text in messages]
+    assert words == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+    assert {pid for pid, _ in messages} == {svc.proc.pid}

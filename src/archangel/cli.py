@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import demo
-from .errors import DaemonError, PidFileUnusable
-from .service import daemon
+from .errors import DaemonError, InvalidArgument, PidFileUnusable
+from .service import daemon, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", default=None, help="append logs (and a daemon's stdio) here")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument(
+        "--workers",
+        default=None,
+        metavar="N|auto",
+        help="fork N workers (auto: one per usable core) under a master; default 1",
+    )
 
     p = sub.add_parser(
         "signal",
@@ -139,6 +145,12 @@ def load_app(target: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    count = None
+    if args.workers is not None:
+        try:
+            count = workers.resolve_count(args.workers)
+        except InvalidArgument as exc:
+            raise UsageError(f"--workers: {exc}") from None
     app = load_app(args.target)
     # Paths are taken before a daemon changes directory.
     log_file = os.path.abspath(args.log_file) if args.log_file else None
@@ -174,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
             os.chdir(args.workdir)
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, filename=log_file)
     try:
-        return int(app.run(loop=args.loop))
+        return int(app.run(loop=args.loop, workers=count))
     except BaseException as exc:
         if app.daemon is not None:
             app.daemon.fail(f"{type(exc).__name__}: {exc}")
@@ -194,6 +206,9 @@ def _signal(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     pid = daemon.check(args.pidfile, signalable=False)
     print(f"running: pid {pid} ({args.pidfile})")
+    for worker in workers.worker_pids(pid):
+        up = workers.uptime(worker)
+        print(f"  worker {worker}" + ("" if up is None else f", up {up:.0f} s"))
     return 0
 
 

@@ -39,7 +39,7 @@ from ..bus.states import State
 from ..errors import InvalidArgument
 from . import broker, systemd
 
-__all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "worker_pids"]
+__all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "uptime", "worker_pids"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,20 +83,45 @@ def per_worker_path(path: str, pid: int) -> str:
 
 
 def worker_pids(master: int) -> list[int]:
-    """The pids of the children of process ``master`` (its workers), from ``/proc``."""
+    """The workers of master ``master``, from ``/proc``: its children forked, not executed.
+
+    A worker is a forked copy of its master, with its command line; a child
+    that executed a program of its own is not one.
+    """
+    try:
+        with open(f"/proc/{master}/cmdline", "rb") as f:
+            cmdline = f.read()
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
     pids = []
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) != master or fields[0] == b"Z":
                 continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry))
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() != cmdline:
+                    continue
+        except OSError:
+            continue
+        pids.append(int(entry))
     return sorted(pids)
+
+
+def uptime(pid: int) -> float | None:
+    """Seconds since process ``pid`` started, from ``/proc``; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            started = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            now = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, now - started / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass
