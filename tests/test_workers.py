@@ -368,3 +368,33 @@ def test_only_the_master_talks_to_systemd(service: Callable[..., Service], tmp_p
     words = [text.split("\n")[0] for _, text in messages]
     assert words == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
     assert {pid for pid, _ in messages} == {svc.proc.pid}
+
+
+def test_the_example_runs_as_its_docstring_says(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    pidfile = tmp_path / "echo.pid"
+    command = [sys.executable, "examples/workers.py", "--port", "0", "--pidfile", str(pidfile)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.startswith("worker ") for line in lines), lines
+        port = int(lines[0].rsplit(",", 1)[1].strip(" )\n"))
+        seen = set()
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"hello\n")
+                pid, _, rest = sock.makefile().readline().partition(": ")
+                assert rest == "hello\n"
+                seen.add(int(pid))
+        assert seen == set(worker_pids(proc.pid))
+        assert pidfile.read_text().split()[0] == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
