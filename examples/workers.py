@@ -38,7 +38,10 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 async def start() -> None:
     # Every worker asks for the same address; the master binds it once.
     server = await app.serve_streams(echo, "127.0.0.1", PORT)
-    print(f"worker {os.getpid()} serving on {server.sockets[0].getsockname()}", flush=True)
+    # One write: the workers share stdout (print() writes its pieces one by one
+    # when stdout writes through, under PYTHONUNBUFFERED).
+    sys.stdout.write(f"worker {os.getpid()} serving on {server.sockets[0].getsockname()}\n")
+    sys.stdout.flush()
 
 
 def main() -> int:
