@@ -415,3 +415,56 @@ def test_the_example_runs_as_its_docstring_says(tmp_path: Path) -> None:
         proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+VERSIONED = textwrap.dedent(
+    """
+    import os
+    from archangel import App, State
+
+    VERSION = "one"
+    app = App("versioned", shutdown_timeout=5)
+
+    async def handle(reader, writer):
+        writer.write(f"{os.getpid()} {VERSION}\\n".encode())
+
+    @app.bus.on(State.START)
+    async def start():
+        await app.serve_streams(handle, "127.0.0.1", int(os.environ["PORT"]))
+    """
+)
+
+
+def test_a_roll_under_the_command_line_serves_changed_code(tmp_path: Path) -> None:
+    (tmp_path / "versioned.py").write_text(VERSIONED)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PORT": str(port)}
+    command = [sys.executable, "-m", "archangel", "run", "versioned:app", "--workers", "2"]
+    master = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+
+    def answer() -> list[str]:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                return sock.makefile().readline().split()
+        except OSError:
+            return []
+
+    try:
+        wait_for(lambda: answer()[1:] == ["one"], 5)
+        (tmp_path / "versioned.py").write_text(VERSIONED.replace('"one"', '"number two"'))
+        master.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: (
+                len(worker_pids(master.pid)) == 2
+                and all(answer()[1:] == ["number", "two"] for _ in range(20))
+            ),
+            10,
+        )
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(10) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+        master.wait(5)

@@ -186,11 +186,27 @@ def _run(args: argparse.Namespace) -> int:
             os.chdir(args.workdir)
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, filename=log_file)
     try:
-        return int(app.run(loop=args.loop, workers=count))
+        if count is not None and count > 1:
+            # Each worker imports MODULE:APP afresh: a roll (HUP) serves changed code.
+            master = workers.Master(app, count, loop=args.loop, factory=lambda: _fresh(args))
+            return master.run()
+        return int(app.run(loop=args.loop))
     except BaseException as exc:
         if app.daemon is not None:
             app.daemon.fail(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _fresh(args: argparse.Namespace) -> Any:
+    """In a worker: the App of ``args.target`` imported anew, with the command line's user."""
+    sys.modules.pop(args.target.partition(":")[0], None)
+    importlib.invalidate_caches()
+    app = load_app(args.target)
+    if args.user is not None:
+        app.user = args.user
+    if args.group is not None:
+        app.group = args.group
+    return app
 
 
 def _signal(args: argparse.Namespace) -> int:

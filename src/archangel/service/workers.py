@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +171,10 @@ class Master:
             the window waits twice as long as the last, from ``backoff``
             seconds up to ``max_backoff``.
         max_backoff: The longest wait before a respawn.
+        factory: Called in each worker, after the fork, for the App it runs
+            instead of ``app`` (the command line passes one that imports
+            ``MODULE:APP`` afresh, so a roll picks up changed code); ``app``
+            still gives the master its name, timeout, pidfile and daemon.
     """
 
     def __init__(
@@ -182,6 +187,7 @@ class Master:
         max_seconds: float = 10.0,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        factory: Callable[[], Any] | None = None,
     ) -> None:
         self.app = app
         self.count = resolve_count(count)
@@ -190,6 +196,7 @@ class Master:
         self.max_seconds = max_seconds
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.factory = factory
         self.pid = os.getpid()
         self.workers: dict[int, Worker] = {}
         self.slots: dict[int, int | None] = {}  # slot -> the pid serving it (None: respawn due)
@@ -276,6 +283,8 @@ class Master:
             due.append(self._stop_deadline)
         if self._watchdog_every is not None:
             due.append(self._watchdog_next)
+        if self._roll:
+            due.append(self._roll_not_before)
         timeout = max(0.0, min([now + 1.0, *due]) - now)
         fds: list[Any] = [self._wakeup[0]]
         for worker in self.workers.values():
@@ -547,7 +556,7 @@ class Master:
             for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(key, None)
             systemd.claim_listen_fds(self.pid)
-            app = self.app
+            app = self.app if self.factory is None else self.factory()
             me = os.getpid()
             app.pidfile = None
             app.daemon = None
