@@ -241,6 +241,28 @@ def test_sigterm_lets_a_slow_request_finish(service: Callable[..., Service], loo
     assert svc.proc.wait(10) == 0
 
 
+def test_sigquit_stops_at_once_cutting_the_request_in_flight(
+    service: Callable[..., Service],
+) -> None:
+    svc = service(2)
+    pids = svc.serving(2)
+    answer: list[str] = []
+
+    def slow() -> None:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as sock:
+            sock.sendall(b"slow\n")
+            answer.append(sock.makefile().readline())
+
+    client = threading.Thread(target=slow)
+    client.start()
+    wait_for(lambda: any(line.startswith("started") for line in svc.lines), 5)
+    svc.proc.send_signal(signal.SIGQUIT)
+    client.join(10)
+    assert answer == [""]  # cut, not answered: the handler was killed mid-sleep
+    assert svc.proc.wait(10) == 0
+    assert not any(alive(pid) for pid in pids)
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_hup_rolls_every_worker_without_refusing(
     service: Callable[..., Service], loop: str

@@ -517,6 +517,9 @@ class Master:
         worker.broker.close()
 
     def _fork(self, slot: int) -> int:
+        for stream in (sys.stdout, sys.stderr):  # or the worker writes it out again
+            with contextlib.suppress(Exception):
+                stream.flush()
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
