@@ -490,3 +490,58 @@ def test_a_roll_under_the_command_line_serves_changed_code(tmp_path: Path) -> No
         if master.poll() is None:
             master.kill()
         master.wait(5)
+
+
+ACTIVATED = textwrap.dedent(
+    """
+    import os, sys
+    from archangel import App, State
+
+    app = App("activated-workers", shutdown_timeout=5)
+
+    async def handle(reader, writer):
+        writer.write(f"{os.getpid()}\\n".encode())
+
+    @app.bus.on(State.START)
+    async def start():
+        await app.serve_streams(handle, "127.0.0.1", 1)  # port 1: never bound, inherited
+
+    sys.exit(app.run(workers=2, loop=sys.argv[1]))
+    """
+)
+
+
+def test_socket_activated_workers_share_the_inherited_socket(tmp_path: Path) -> None:
+    from tests.test_systemd import ENV_VARS, SPAWNER
+
+    (tmp_path / "spawner.py").write_text(SPAWNER)
+    (tmp_path / "activated.py").write_text(ACTIVATED)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    spawner = [sys.executable, str(tmp_path / "spawner.py"), str(tmp_path / "activated.py")]
+    master = subprocess.Popen(
+        [*spawner, "uvloop", "web", "self", str(listener.fileno())],
+        pass_fds=[listener.fileno()],
+        env=env,
+    )
+    listener.close()  # the master's copy, at fd 3, is the only one left
+    try:
+
+        def ask() -> int:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                return int(sock.makefile().readline())
+
+        seen: set[int] = set()
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen.add(ask())
+        assert seen == set(worker_pids(master.pid))
+        assert len(seen) == 2
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(10) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+        master.wait(5)
