@@ -114,10 +114,12 @@ BENCHMARKS = [
     "tail_latency",
     "console_ps",
     "console_memory",
+    "workers",
 ]
 
 #: Each benchmark's smoke-run arguments (``nox -s bench -- --quick``).
 QUICK = {
+    "workers": ["--seconds", "1", "--rounds", "1"],
     "kernel": ["--rounds", "3", "--n", "20000"],
     "echo": ["--quick"],
     "bus": ["--rounds", "5"],

@@ -261,6 +261,8 @@ class App:
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
         self._inherited: dict[str, list[Any]] | None = None
+        #: In a worker of ``run(workers=N)``: asks the master for each listening socket.
+        self.socket_broker: Callable[..., socket.socket] | None = None
         self._servings: list[frameworks.Serving] = []
         self._watchdog = systemd.Watchdog()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -342,7 +344,7 @@ class App:
 
     # -- running ----------------------------------------------------------------------
 
-    def run(self, *, loop: str = "uvloop") -> int:
+    def run(self, *, loop: str = "uvloop", workers: int | str | None = None) -> int:
         """Run the service to completion on a new loop; returns the exit status.
 
         Uses uvloop when it is installed, unless ``loop="asyncio"``. The
@@ -350,9 +352,17 @@ class App:
         (1) if a lifecycle step failed or a top-level supervisor gave up (that
         wins over a forced stop), and :data:`EXIT_FORCED` (3) if the stop ran
         out of ``shutdown_timeout`` and had to kill or cancel.
+
+        ``workers`` (a count, or ``"auto"`` for the usable cores) other than
+        1 makes this process a master that forks that many workers, each
+        running this App, and supervises them (see :doc:`/workers`).
         """
         if loop not in ("uvloop", "asyncio"):
             raise InvalidArgument(f"{self!r}: loop must be 'uvloop' or 'asyncio', not {loop!r}")
+        if workers is not None and workers != 1:
+            from .service.workers import Master
+
+            return Master(self, workers, loop=loop).run()
         factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
         if loop == "uvloop":
             try:
@@ -800,7 +810,7 @@ class App:
         """
         serving = frameworks.WebSocketServing(handler, self.manager)
         self._add_serving(serving)
-        sock = self._inherited_socket(fd_name)
+        sock = self._listening_socket(fd_name, host, port, path, kwargs)
         if sock is not None:
             host = port = None
             kwargs["sock"] = sock
@@ -840,7 +850,7 @@ class App:
         kwargs: dict[str, Any],
     ) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        sock = self._inherited_socket(fd_name)
+        sock = self._listening_socket(fd_name, host, port, path, kwargs)
         if sock is not None:
             # asyncio listens again, with backlog=100 unless told otherwise.
             kwargs.setdefault("backlog", _listen_backlog(sock))
@@ -855,6 +865,17 @@ class App:
         self.servers.append(server)
         logger.info("%s: serving on %s", self.name, _addresses(server))
         return server
+
+    def _listening_socket(
+        self, fd_name: str | None, host: Any, port: Any, path: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """An inherited socket, or in a worker the master's for this address; None to bind."""
+        sock = self._inherited_socket(fd_name)
+        if sock is None and self.socket_broker is not None:
+            sock = self.socket_broker(host, port, path, kwargs)
+            for key in ("reuse_address", "reuse_port", "family", "flags"):
+                kwargs.pop(key, None)  # the master bound it; asyncio refuses these with sock=
+        return sock
 
     def _inherited_socket(self, fd_name: str | None) -> Any:
         """The next socket-activated socket (named ``fd_name``), or None to bind.

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import demo
-from .errors import DaemonError, PidFileUnusable
-from .service import daemon
+from .errors import DaemonError, InvalidArgument, PidFileUnusable
+from .service import daemon, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
@@ -196,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING, ERROR or CRITICAL, any case (default INFO)",
     )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument(
+        "--workers",
+        default=None,
+        metavar="N|auto",
+        help="fork N workers (auto: one per usable core) under a master; default 1",
+    )
 
     p = sub.add_parser(
         "signal",
@@ -258,6 +264,12 @@ def load_app(target: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    count = None
+    if args.workers is not None:
+        try:
+            count = workers.resolve_count(args.workers)
+        except InvalidArgument as exc:
+            raise UsageError(f"--workers: {exc}") from None
     app = load_app(args.target)
     # Paths are taken before a daemon changes directory.
     log_file = os.path.abspath(args.log_file) if args.log_file else None
@@ -310,11 +322,27 @@ def _run(args: argparse.Namespace) -> int:
                 raise RunError(f"cannot open log file {log_file}: {exc.strerror}") from None
     logging.basicConfig(level=args.log_level, format=_LOG_FORMAT, filename=log_file)
     try:
+        if count is not None and count > 1:
+            # Each worker imports MODULE:APP afresh: a roll (HUP) serves changed code.
+            master = workers.Master(app, count, loop=args.loop, factory=lambda: _fresh(args))
+            return master.run()
         return int(app.run(loop=args.loop))
     except BaseException as exc:
         if app.daemon is not None:
             app.daemon.fail(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _fresh(args: argparse.Namespace) -> Any:
+    """In a worker: the App of ``args.target`` imported anew, with the command line's user."""
+    sys.modules.pop(args.target.partition(":")[0], None)
+    importlib.invalidate_caches()
+    app = load_app(args.target)
+    if args.user is not None:
+        app.user = args.user
+    if args.group is not None:
+        app.group = args.group
+    return app
 
 
 def _signal(args: argparse.Namespace) -> int:
@@ -330,6 +358,9 @@ def _signal(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     pid = daemon.check(args.pidfile, signalable=False)
     print(f"running: pid {pid} ({args.pidfile})")
+    for worker in workers.worker_pids(pid):
+        up = workers.uptime(worker)
+        print(f"  worker {worker}" + ("" if up is None else f", up {up:.0f} s"))
     return 0
 
 

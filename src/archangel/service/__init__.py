@@ -11,6 +11,8 @@
 ``frameworks``     aiohttp and websockets servers, every connection a process
 ``asgi``           ASGI applications through uvicorn
 ``streams``        ``asyncio.start_server``-style stream handlers
+``workers``        the prefork master: ``App.run(workers=N)``
+``broker``         the master binds, every worker serves the same socket
 =================  ==========================================================
 """
 
