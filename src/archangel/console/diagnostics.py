@@ -1,4 +1,4 @@
-"""Console commands about the running app: ``stats``, ``top``, ``lag``, ``stack``, ``where``.
+"""Console commands about the running app: ``stats``, ``top``, ``lag``, ``stack``.
 
 And ``bus``. All of them read from the console's thread: counters, the lag probe's
 samples, frame objects. None of them needs the app's loop to answer, which
@@ -7,21 +7,18 @@ is the point: they work while it is blocked, and ``stack`` shows where.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from typing import Any
 
-from ..kernel.frames import await_chain, thread_frames
+from ..kernel.frames import thread_frames
 from .commands import (
     Command,
     CommandError,
     Context,
     Terminal,
     parse_options,
-    parse_pid,
     plural,
-    unknown_pid,
 )
 from .render import (
     PROCESS_HEADERS,
@@ -180,7 +177,7 @@ class _Diagnostics:
                 )
         return "\n".join(lines)
 
-    # -- stack and where -------------------------------------------------------------------
+    # -- stack -------------------------------------------------------------------
 
     async def stack(self, args: list[str], terminal: Terminal) -> str:
         opts, positional = parse_options(args, {"--limit": int}, {"-l": "--limit"})
@@ -200,29 +197,6 @@ class _Diagnostics:
         )
         head = f"app loop thread {thread_id} ({state}), innermost call last:"
         return head + "\n" + format_stack(frames, opts.get("--limit", 50))
-
-    async def where(self, args: list[str], terminal: Terminal) -> str:
-        if len(args) != 1:
-            raise CommandError("usage: where PID")
-        pid = parse_pid(args[0])
-        process = self.context.manager.get(pid)
-        if process is None:
-            raise CommandError(unknown_pid(self.context.manager, pid))
-        task = getattr(process, "task", None)
-        if task is None or not hasattr(task, "get_coro"):
-            return (
-                f"pid {pid} ({process.kind}) is not a task: it runs in callbacks "
-                "(a protocol), so it has no stack of its own; see 'info'"
-            )
-        if task.done():
-            return f"pid {pid}: its task has finished"
-        frames, awaiting = await_chain(task.get_coro())
-        text = f"pid {pid} ({process.name}), task {task.get_name()}, innermost await last:"
-        if frames:
-            text += "\n" + format_stack(frames)
-        if awaiting is not None:
-            text += f"\n  awaiting {_awaited(awaiting)}"
-        return text
 
     # -- bus -------------------------------------------------------------------------
 
@@ -266,16 +240,6 @@ def _callable_name(callback: Any) -> str:
     return f"a {type(callback).__name__} object"
 
 
-def _awaited(awaiting: Any) -> str:
-    """What a task waits for, in words (not its repr, which shows internals)."""
-    if isinstance(awaiting, asyncio.Task):
-        return f"task {clip(awaiting.get_name(), 80)}"
-    name = type(awaiting).__name__
-    if name == "FutureIter" or isinstance(awaiting, asyncio.Future):
-        return "a future"
-    return f"a {name}"
-
-
 def diagnostic_commands(context: Context) -> list[Command]:
     """The diagnostic commands, bound to ``context``."""
     diagnostics = _Diagnostics(context)
@@ -291,6 +255,5 @@ def diagnostic_commands(context: Context) -> list[Command]:
             "stack [-l FRAMES]",
             "where the app loop's thread is right now (works while it is blocked)",
         ),
-        Command("where", diagnostics.where, "where PID", "the await stack of a task process"),
         Command("bus", diagnostics.bus, "bus", "the app bus's state, channels and subscribers"),
     ]

@@ -31,6 +31,7 @@ from .listing import listing_commands
 from .protocol import ConsoleProtocol, describe_peer
 from .session import Limits, Settings
 from .table import SessionTable
+from .tasks import task_commands
 
 __all__ = ["Console"]
 
@@ -352,6 +353,7 @@ class Console:
             (
                 listing_commands(context),
                 diagnostic_commands(context),
+                task_commands(context, self.action_timeout),
                 action_commands(context, self.action_timeout),
             ),
         )
