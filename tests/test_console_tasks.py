@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 
 from archangel import ProcessManager
 from archangel.console import Console
 from tests.console_helpers import RawClient
+from tests.helpers import until
 
 
 async def plain_wait(event: asyncio.Event) -> None:
@@ -133,3 +136,36 @@ async def test_tasks_pages_50_000_tasks() -> None:
     finally:
         event.set()
         await asyncio.gather(*tasks)
+
+
+# -- signal ---------------------------------------------------------------------------
+
+
+async def test_signal_sends_to_this_process_in_any_spelling() -> None:
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+    loop.add_signal_handler(signal.SIGUSR2, got.append, "usr2")
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # nothing handles USR1 here
+    try:
+        with Console(ProcessManager()) as console:
+            async with await RawClient.open(console.address) as client:
+                pid = os.getpid()
+                assert await client.ask("signal SIGUSR2") == f"sent SIGUSR2 to pid {pid}"
+                await until(lambda: got == ["usr2"])
+                assert await client.ask("signal usr2") == f"sent SIGUSR2 to pid {pid}"
+                await until(lambda: got == ["usr2", "usr2"])
+                assert await client.ask("signal check") == f"running: pid {pid}"
+                refused = await client.ask("signal USR1")
+                assert refused == (
+                    f"error: SIGUSR1 has no handler in pid {pid}: it would end the process "
+                    "at once; 'stop' stops gracefully, or add --force"
+                )
+                bad = await client.ask("signal KILL")
+                assert bad == (
+                    "error: unknown signal KILL: use INT, TERM, QUIT, HUP, USR1, USR2, ALRM or check"
+                )
+                assert (await client.ask("signal")).startswith("error: usage: signal NAME")
+                assert await client.ask("") == ""  # Enter never sends it again
+                assert got == ["usr2", "usr2"]
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)

@@ -27,13 +27,13 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from . import demo
 from .errors import DaemonError, PidFileUnusable
+from .kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
 from .service import daemon
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
@@ -41,31 +41,15 @@ __all__ = ["EXIT_STATUS", "load_app", "main"]
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
 
-SIGNALS = {
-    "int": signal.SIGINT,
-    "term": signal.SIGTERM,
-    "quit": signal.SIGQUIT,
-    "hup": signal.SIGHUP,
-    "usr1": signal.SIGUSR1,
-    "usr2": signal.SIGUSR2,
-    "alrm": signal.SIGALRM,
-    "check": 0,
-}
-
-_SIGNAL_NAMES = ", ".join(name.upper() for name in SIGNALS if name != "check") + " or check"
-
-
 def signal_name(text: str) -> str:
     """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
 
     Raises:
         argparse.ArgumentTypeError: Not one of :data:`SIGNALS`; the message lists them.
     """
-    name = text.strip().lower()
-    if name.startswith("sig") and name[3:] in SIGNALS and name != "sigcheck":
-        name = name[3:]
-    if name not in SIGNALS:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
+    name = signal_key(text)
+    if name is None:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {SIGNAL_NAMES}")
     return name
 
 
@@ -207,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "signal",
         type=signal_name,
         metavar="SIGNAL",
-        help=f"{_SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+        help=f"{SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
     )
 
     p = sub.add_parser(

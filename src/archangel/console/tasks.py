@@ -218,9 +218,8 @@ class _Tasks:
             for r in records
         ]
         # The last column gets what is left of the client's width (NAWS).
-        used = sum(
-            max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(TASK_HEADERS[:-1])
-        )
+        heads = TASK_HEADERS[:-1]
+        used = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(heads))
         room = max(16, terminal.width - used)
         for row in rows:
             row[-1] = clip(row[-1], room)

@@ -10,6 +10,7 @@
 ``supervisor``     :class:`Supervisor`: OTP restarts over child processes
 ``_children``      a supervisor's table of children: lookup, stop last first
 ``frames``         where code is: stacks and await chains, read from any thread
+``signames``       the signal names an operator types (``archangel signal``, the console)
 =================  ==========================================================
 
 The kernel imports :mod:`archangel.errors` only (``tests/test_layers.py``).
