@@ -1,4 +1,4 @@
-"""The console's task view: ``tasks``, ``where TASK``, ``cancel TASK`` (both loops, real sockets)."""
+"""The console's ``tasks``, ``where TASK``, ``cancel TASK`` and ``signal`` (both loops)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ async def test_where_and_cancel_take_an_id_a_pid_or_a_name() -> None:
                 assert "await asyncio.sleep(3600)" in where
                 ambiguous = await client.ask("where twin")
                 assert ambiguous.startswith("error: 2 tasks are named twin (t")
-                assert await client.ask("where nobody") == "error: no task named nobody: see 'tasks'"
+                nobody = await client.ask("where nobody")
+                assert nobody == "error: no task named nobody: see 'tasks'"
                 assert "no task t999999" in await client.ask("where t999999")
 
                 reply = await client.ask(f"cancel {plain_id}")
@@ -108,7 +109,9 @@ async def test_where_and_cancel_take_an_id_a_pid_or_a_name() -> None:
                 assert plain.cancelled()
                 assert "it has finished" in await client.ask(f"where {plain_id}")
                 reply = await client.ask("cancel stubborn")
-                assert reply.endswith("(stubborn): finished (it caught the cancellation and returned)")
+                assert reply.endswith(
+                    "(stubborn): finished (it caught the cancellation and returned)"
+                )
                 assert caught.result() == "caught"
                 reply = await client.ask(f"cancel {process.pid}")
                 assert reply.startswith(f"pid {process.pid} (managed-sleeper), task t")
@@ -162,7 +165,8 @@ async def test_signal_sends_to_this_process_in_any_spelling() -> None:
                 )
                 bad = await client.ask("signal KILL")
                 assert bad == (
-                    "error: unknown signal KILL: use INT, TERM, QUIT, HUP, USR1, USR2, ALRM or check"
+                    "error: unknown signal KILL: "
+                    "use INT, TERM, QUIT, HUP, USR1, USR2, ALRM or check"
                 )
                 assert (await client.ask("signal")).startswith("error: usage: signal NAME")
                 assert await client.ask("") == ""  # Enter never sends it again

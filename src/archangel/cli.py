@@ -41,6 +41,7 @@ __all__ = ["EXIT_STATUS", "load_app", "main"]
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
 
+
 def signal_name(text: str) -> str:
     """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
 

@@ -89,9 +89,7 @@ class TaskIds:
     """
 
     def __init__(self) -> None:
-        self._ids: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._ids: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._tasks: weakref.WeakValueDictionary[int, asyncio.Task[Any]] = (
             weakref.WeakValueDictionary()
         )
