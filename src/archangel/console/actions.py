@@ -13,6 +13,7 @@ between them.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import signal
@@ -221,21 +222,30 @@ class _Actions:
         return f"sent {name} to pid {pid}{ignored}"
 
     async def py(self, args: list[str], terminal: Terminal) -> str:
-        """Evaluate one expression on the app loop's thread (``repl=True`` only)."""
+        """Run Python on the app loop's thread (``repl=True`` only).
+
+        An expression shows its value's repr; statements (``x = 1``, ``import
+        os; os.getpid()``) run and show nothing. ``await`` works at the top
+        level; the coroutine that makes runs on the app's loop.
+        """
         source = args[0] if args else ""
         if not source.strip():
-            raise CommandError("usage: py EXPRESSION")
+            raise CommandError("usage: py CODE")
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         try:
-            code = compile(source, "<console>", "eval")
-        except SyntaxError as exc:
-            raise CommandError(f"syntax error: {exc.msg}") from None
-        namespace = {
-            "manager": self.context.manager,
-            "app": self.context.app,
-            "asyncio": asyncio,
-        }
+            code = compile(source, "<console>", "eval", flags=flags)
+            expression = True
+        except SyntaxError:
+            try:
+                code = compile(source, "<console>", "exec", flags=flags)
+            except SyntaxError as exc:
+                raise CommandError(f"syntax error: {exc.msg}") from None
+            expression = False
+        namespace = self.context.namespace
         ok, value = await self._run("py", lambda: eval(code, namespace), finish=10.0)
-        return repr(value) if ok else str(value)
+        if not ok:
+            return str(value)
+        return repr(value) if expression else ""
 
 
 def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
@@ -288,10 +298,13 @@ def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
             Command(
                 "py",
                 actions.py,
-                "py EXPRESSION",
-                "evaluate Python on the app loop's thread (enabled with repl=True)",
-                "Names: manager, app, asyncio. An awaitable result is awaited on the app\n"
-                "loop. Anyone who can reach this console can run any code in the process.",
+                "py CODE",
+                "run Python on the app loop's thread (enabled with repl=True)",
+                "An expression shows its value; statements (x = 1; import os) show nothing,\n"
+                "and the names they bind stay for the next py (shared by the sessions).\n"
+                "Top-level await works; an awaitable result is awaited on the app loop.\n"
+                "Names: manager, app, asyncio, and the console's locals=. Anyone who can\n"
+                "reach this console can run any code in the process.",
                 changes=True,
                 raw=True,
             )

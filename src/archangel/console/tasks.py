@@ -148,9 +148,9 @@ class _Tasks:
             number(task)
         owners: dict[int, Process] = {}
         for process in self.context.manager.processes():
-            task = getattr(process, "task", None)
-            if task is not None:
-                owners[id(task)] = process
+            runs = getattr(process, "task", None)
+            if runs is not None:
+                owners[id(runs)] = process
         return tasks, owners
 
     def _state(self, task: asyncio.Task[Any]) -> str:

@@ -1,0 +1,148 @@
+"""An app's own console commands, the REPL's statements and ``await``, prefixes and typos."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from archangel import ProcessManager
+from archangel.console import Command, CommandError, Console, Terminal
+from archangel.errors import ConsoleError
+from tests.console_helpers import PROMPT, Light, RawClient, open_telnet
+
+COLOURS = ("red", "green", "grey")
+
+
+async def test_commands_from_the_constructor_and_the_decorator() -> None:
+    manager = ProcessManager()
+    calls: list[int] = []
+
+    async def greet(args: list[str], terminal: Terminal) -> str:
+        if not args:
+            raise CommandError("usage: greet NAME")
+        return f"hello, {' '.join(args)} (width {terminal.width})"
+
+    console = Console(
+        manager,
+        commands=[Command("greet", greet, "greet NAME", "say hello", "Says hello to NAME.")],
+    )
+
+    @console.command(help="paint a colour", usage="paint COLOUR", complete=lambda w: COLOURS)
+    def paint(args: list[str], terminal: Terminal) -> str:
+        """Ignored first line.
+
+        Paints with COLOUR.
+        """
+        calls.append(threading.get_ident())
+        return f"painted {args[0]}"
+
+    @console.command("on-loop", app_loop=True, changes=True)
+    def on_loop(args: list[str], terminal: Terminal) -> str:
+        """Say which thread runs it."""
+        calls.append(threading.get_ident())
+        return f"{len(manager)} processes, on the app loop"
+
+    manager.register(Light())
+    with console:
+        async with await RawClient.open(console.address) as client:
+            assert await client.ask("greet you") == "hello, you (width 80)"
+            assert await client.ask("greet") == "error: usage: greet NAME"
+            assert await client.ask("paint red") == "painted red"
+            assert calls[-1] != threading.get_ident()  # the console's own thread
+            assert await client.ask("on-loop") == "1 processes, on the app loop"
+            assert calls[-1] == threading.get_ident()  # the app loop's thread
+            assert await client.ask("") == ""  # changes=True: Enter does not repeat it
+            assert len(calls) == 2
+            listing = await client.ask("help")
+            assert "  greet " in listing and "say hello" in listing
+            assert "paint a colour" in listing and "Say which thread runs it." in listing
+            assert (
+                await client.ask("help paint")
+                == "paint COLOUR\n  paint a colour\n\nPaints with COLOUR."
+            )
+            assert (
+                await client.ask("help greet") == "greet NAME\n  say hello\n\nSays hello to NAME."
+            )
+        # Tab completes the arguments a command offers, shown as it is typed.
+        screen, writer = await open_telnet(console)
+        try:
+            writer.write("paint r\t")
+            await screen.until("ed ")
+            writer.write("\r\n")
+            assert "painted red" in await screen.until(PROMPT)
+            writer.write("paint g\t")  # green and grey: the common part, then the list
+            await screen.until("r")
+            writer.write("\t")
+            await screen.until("green  grey")
+            writer.write("\x03")
+            await screen.until("^C")
+            await screen.until(PROMPT)
+            writer.write("help gr\t")  # help completes command names
+            await screen.until("eet ")
+            writer.write("\r\n")
+            assert "say hello" in await screen.until(PROMPT)
+        finally:
+            writer.close()
+    with pytest.raises(ConsoleError, match="before start"):
+        console.command("late")(paint)
+    with pytest.raises(ConsoleError, match="must be one word"):
+        Console(manager, commands=[Command("two words", greet, "", "")])
+
+
+async def test_the_repl_runs_statements_and_top_level_await_with_its_locals() -> None:
+    manager = ProcessManager()
+    done = asyncio.Event()
+
+    async def answer() -> int:
+        return 42
+
+    with Console(manager, repl=True, locals={"answer": answer, "done": done}) as console:
+        async with await RawClient.open(console.address, banner=False) as client:
+            await client.read_until(PROMPT)
+            assert await client.ask("py await answer()") == "42"
+            assert await client.ask("py x = await answer(); y = x + 1") == ""
+            assert await client.ask("py (x, y)") == "(42, 43)"
+            ident = await client.ask("py import threading; t = threading.get_ident()")
+            assert ident == ""
+            assert await client.ask("py t") == str(threading.get_ident())
+            assert await client.ask("py done.set()") == "None"
+            assert done.is_set()  # the Event belongs to the app loop: set on it
+            assert await client.ask("py for i in range(3): x += i") == ""
+            assert await client.ask("py x") == "45"
+            assert "py failed: NameError" in await client.ask("py nothing_here")
+            assert await client.ask("py def f(:") == "error: syntax error: invalid syntax"
+    # The names bound are per console: a new console starts afresh.
+    with Console(manager, repl=True) as console:
+        async with await RawClient.open(console.address, banner=False) as client:
+            await client.read_until(PROMPT)
+            assert "NameError" in await client.ask("py x")
+
+
+async def test_prefixes_ambiguity_and_did_you_mean() -> None:
+    manager = ProcessManager()
+    lights = [manager.register(Light()) for _ in range(2)]
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:
+            assert "showing 1-2 of 2" in await client.ask("ps")
+            assert (await client.ask("hist")) == "no completed processes yet"
+            assert (await client.ask("inf 1")).startswith("pid       1\n")
+            assert await client.ask("st") == "error: st is ambiguous: stack, stats, stop"
+            assert await client.ask("k 1") == "error: k is ambiguous: kill, killall"
+            assert await client.ask("hisotry") == (
+                "error: unknown command hisotry: did you mean history?"
+            )
+            assert await client.ask("tasks-all") == (
+                "error: unknown command tasks-all: did you mean tasks?"
+            )
+            assert (
+                await client.ask("zzzz") == "error: unknown command zzzz: type help for the list"
+            )
+            assert (await client.ask("help wh")).startswith("where TASK\n")
+            # A Tab sent by a client that echoes itself (nc, line mode) is a
+            # blank on its screen: so it is a blank here, never a completion.
+            await client.send("ki\t1\n")
+            reply = await client.read_until(PROMPT)
+            assert reply.startswith("error: ki is ambiguous: kill, killall")
+    assert all(light.state.value == "new" for light in lights)
