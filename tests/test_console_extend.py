@@ -6,11 +6,12 @@ import asyncio
 import threading
 
 import pytest
+import telnetlib3
 
 from archangel import ProcessManager
 from archangel.console import Command, CommandError, Console, Terminal
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, Light, RawClient, open_telnet
+from tests.console_helpers import PROMPT, Light, RawClient, Screen, open_telnet
 
 COLOURS = ("red", "green", "grey")
 
@@ -146,3 +147,54 @@ async def test_prefixes_ambiguity_and_did_you_mean() -> None:
             reply = await client.read_until(PROMPT)
             assert reply.startswith("error: ki is ambiguous: kill, killall")
     assert all(light.state.value == "new" for light in lights)
+
+
+# -- widths, info and stack -l ---------------------------------------------------------------
+
+
+class Wordy(Light):
+    __slots__ = ()
+
+    def details(self) -> dict[str, object]:
+        return {"path": "/srv/" + "x" * 300, "peer": ("127.0.0.1", 5555)}
+
+
+async def test_ps_fits_details_to_the_screen_and_info_shows_them_whole() -> None:
+    manager = ProcessManager()
+    wordy = manager.register(Wordy())
+    path = "/srv/" + "x" * 300
+    with Console(manager) as console:
+        async with await RawClient.open(console.address) as client:  # nc: no NAWS, 80 columns
+            listing = await client.ask("ps")
+            row = listing.splitlines()[1]
+            assert row.split()[:2] == [str(wordy.pid), "light"] and row.endswith("...")
+            assert len(row) == 80
+            info = await client.ask(f"info {wordy.pid}")
+            assert f"\ndetails   path={path}\n          peer=127.0.0.1:5555" in info
+            assert path in await client.ask("ps --json")
+        assert isinstance(console.address, tuple)
+        reader, writer = await telnetlib3.open_connection(
+            *console.address, cols=150, rows=40, connect_minwait=0.05, connect_maxwait=1.0
+        )
+        screen = Screen(reader)
+        try:
+            await screen.until(PROMPT)
+            writer.write("ps\r\n")
+            out = await screen.until("showing 1-1 of 1")
+            row = next(line for line in out.splitlines() if "path=" in line)
+            assert len(row) == 150 and row.endswith("...")  # the width the client told (NAWS)
+        finally:
+            writer.close()
+
+
+async def test_stack_limit_takes_1_or_more_frames() -> None:
+    with Console(ProcessManager()) as console:
+        async with await RawClient.open(console.address) as client:
+            one = await client.ask("stack -l 1")
+            assert "outer frames not shown" in one
+            assert len([line for line in one.splitlines() if line.startswith('  File "')]) == 1
+            for bad in ("0", "-2"):
+                reply = await client.ask(f"stack -l {bad}")
+                assert reply == (
+                    f"error: -l is how many frames to show, innermost first: 1 or more, not {bad}"
+                )

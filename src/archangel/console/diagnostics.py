@@ -23,6 +23,7 @@ from .commands import (
 from .render import (
     PROCESS_HEADERS,
     clip,
+    fit,
     format_age,
     format_ms,
     format_stack,
@@ -36,6 +37,8 @@ __all__ = ["diagnostic_commands"]
 _WINDOWS = (1.0, 10.0, 60.0)
 TOP_INTERVAL = 1.0
 TOP_ROWS = 15
+#: Frames ``stack`` shows unless told (the innermost ones).
+STACK_FRAMES = 50
 
 
 class _Diagnostics:
@@ -125,7 +128,11 @@ class _Diagnostics:
             self._format_stats(stats),
             "",
             f"newest of {len(procs)} running:",
-            table(PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
+            (
+                table(PROCESS_HEADERS, fit(PROCESS_HEADERS, rows, width))
+                if (rows := [process_row(p, now) for p in newest])
+                else "-"
+            ),
         ]
         return "\n".join(clip(line, width) if "\n" not in line else line for line in lines)
 
@@ -183,6 +190,11 @@ class _Diagnostics:
         opts, positional = parse_options(args, {"--limit": int}, {"-l": "--limit"})
         if positional:
             raise CommandError("usage: stack [-l FRAMES]")
+        limit = opts.get("--limit", STACK_FRAMES)
+        if limit < 1:
+            raise CommandError(
+                f"-l is how many frames to show, innermost first: 1 or more, not {limit}"
+            )
         thread_id = self.context.apploop.thread_id
         if thread_id is None:
             return "the app loop's thread is not known yet (the loop has not run since start)"
@@ -196,7 +208,7 @@ class _Diagnostics:
             else "answering"
         )
         head = f"app loop thread {thread_id} ({state}), innermost call last:"
-        return head + "\n" + format_stack(frames, opts.get("--limit", 50))
+        return head + "\n" + format_stack(frames, limit)
 
     # -- bus -------------------------------------------------------------------------
 
@@ -254,6 +266,8 @@ def diagnostic_commands(context: Context) -> list[Command]:
             diagnostics.stack,
             "stack [-l FRAMES]",
             "where the app loop's thread is right now (works while it is blocked)",
+            f"-l FRAMES: how many of the innermost frames to show (default {STACK_FRAMES},\n"
+            "1 or more); the outer ones left out are counted.",
         ),
         Command("bus", diagnostics.bus, "bus", "the app bus's state, channels and subscribers"),
     ]

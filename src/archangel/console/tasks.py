@@ -37,7 +37,7 @@ from .commands import (
     unknown_pid,
 )
 from .listing import MAX_PAGE, PAGE, sorted_head
-from .render import clip, format_stack, json_parts, json_with_list, table, to_json
+from .render import clip, fit, format_stack, json_parts, json_with_list, table, to_json
 
 __all__ = ["TaskIds", "awaited", "task_commands"]
 
@@ -215,13 +215,7 @@ class _Tasks:
             ]
             for r in records
         ]
-        # The last column gets what is left of the client's width (NAWS).
-        heads = TASK_HEADERS[:-1]
-        used = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(heads))
-        room = max(16, terminal.width - used)
-        for row in rows:
-            row[-1] = clip(row[-1], room)
-        text = table(TASK_HEADERS, rows)
+        text = table(TASK_HEADERS, fit(TASK_HEADERS, rows, terminal.width))
         shown = (
             f"showing {offset + 1}-{offset + len(records)} of {plural(total, 'task')} "
             f"({managed} of them processes)"
