@@ -211,6 +211,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
     p.add_argument("--token", help="the console's token")
+    p.add_argument(
+        "-c",
+        "--command",
+        action="append",
+        dest="commands",
+        metavar="COMMAND",
+        help="run COMMAND, print only its answer (no banner or prompt) and leave; "
+        "may be repeated. Commands on a stdin that is not a terminal run the same way. "
+        "Exit status 1 if an answer is an error",
+    )
     return parser
 
 
@@ -341,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .console import client
 
             token = ["--token", args.token] if args.token else []
-            return client.main([args.address, *token])
+            commands = [arg for command in args.commands or () for arg in ("-c", command)]
+            return client.main([args.address, *token, *commands])
     except UsageError as exc:
         print(f"archangel {args.command}: {exc}", file=sys.stderr)
         return 2
