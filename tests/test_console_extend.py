@@ -198,3 +198,46 @@ async def test_stack_limit_takes_1_or_more_frames() -> None:
                 assert reply == (
                     f"error: -l is how many frames to show, innermost first: 1 or more, not {bad}"
                 )
+
+
+# -- top and Enter with the line endings real clients send ----------------------------------
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r\x00", "\n"])
+async def test_top_stays_until_a_key_whatever_the_line_ending(end: str) -> None:
+    with Console(ProcessManager()) as console:
+        async with await RawClient.open(console.address) as client:
+            await client.send(f"top -i 0.2{end}")
+            await client.read_until("(any key leaves)")
+            # The LF or NUL after the CR that started top is not a key: it refreshes.
+            screens = await client.read_until("(any key leaves)")
+            assert PROMPT not in screens
+            await client.send(f"x{end}lag{end}")  # the key that leaves, then a command
+            out = await client.read_until("last probe:")
+            assert "unknown command x" not in out  # the key left top: it is not a command
+            await client.read_until(PROMPT)
+            await client.send(end)  # Enter on an empty line: one fresh prompt, nothing else
+            assert (await client.read_until(PROMPT)).strip("\n") == PROMPT
+            assert await client.ask("lag --json")
+
+
+async def test_top_leaves_on_one_key_in_telnet_and_enter_gives_one_prompt() -> None:
+    with Console(ProcessManager()) as console:
+        screen, writer = await open_telnet(console)
+        try:
+            for _ in range(2):
+                writer.write("\r\n")  # Enter on an empty line: a fresh prompt
+                await screen.until(PROMPT)
+            writer.write("lag\r\n")
+            seen = await screen.until("last probe:")
+            assert PROMPT not in seen, seen  # one prompt per Enter, no more
+            await screen.until(PROMPT)
+            writer.write("top -i 0.2\r\n")
+            await screen.until("(any key leaves)")
+            await screen.until("(any key leaves)")
+            writer.write("q")  # one key, no Enter
+            await screen.until(PROMPT)
+            writer.write("stats\r\n")
+            assert "processes: 0 running" in await screen.until(PROMPT)
+        finally:
+            writer.close()

@@ -216,6 +216,17 @@ class LineEditor:
                 break
         return pos
 
+    @property
+    def after_cr(self) -> bool:
+        """The last character fed was a CR: an LF or NUL next ends the same line."""
+        return self._last == "\r"
+
+    @after_cr.setter
+    def after_cr(self, value: bool) -> None:
+        # Set by whoever reads the input instead of the editor for a while
+        # (a key that leaves ``top``), so the next line starts right.
+        self._last = "\r" if value else ""
+
     def _feed_char(self, char: str, events: list[Event]) -> None:
         last, self._last = self._last, char
         if self._esc is not _Esc.NONE:

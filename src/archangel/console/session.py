@@ -192,10 +192,13 @@ class Session:
         await self._send(text)
 
     async def key(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for input; True if some came or the client left."""
-        if self._events or self._fed < len(self._typed) or self._eof:
-            self._events.clear()
-            self._typed, self._fed = "", 0
+        """Wait up to ``timeout`` s for a key; True if one came or the client left.
+
+        The key is taken from the input (a whole line, from a client in line
+        mode); what was typed after it stays for the prompt. The end of the
+        line that started the command (the LF or NUL after a CR) is not a key.
+        """
+        if self._eof or self._take_key():
             return True
         try:
             data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
@@ -204,7 +207,30 @@ class Session:
         self.active = time.monotonic()
         if not data:
             self._eof = True
-        self._decoder.decode(data)  # keep the decoder in step; the key itself is dropped
+            return True
+        self._typed, self._fed = self._decoder.decode(data), 0
+        return self._take_key()
+
+    def _take_key(self) -> bool:
+        """Take one key (or one line) from what was typed ahead; False if there is none."""
+        if self._events:
+            self._events.popleft()
+            return True
+        rest = self._typed[self._fed :]
+        editor = self.editor
+        if editor.after_cr and rest[:1] in ("\n", "\x00"):
+            rest = rest[1:]  # the end of the line before (CR LF, CR NUL): not a key
+            editor.after_cr = False
+        self._typed, self._fed = "", 0
+        if not rest:
+            return False
+        ends = [i for i in (rest.find("\r"), rest.find("\n")) if i >= 0]
+        if ends:  # a line (a client in line mode): the rest stays typed ahead
+            end = min(ends)
+            editor.after_cr = rest[end] == "\r"
+            self._typed = rest[end + 1 :]
+        else:  # a key, or one key's escape sequence
+            editor.after_cr = False
         return True
 
     def quit(self) -> None:
