@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import termios
+import threading
 from pathlib import Path
 
 import archangel
@@ -92,7 +93,9 @@ def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
     return data
 
 
-def _client_in_a_terminal(address: str, typed: bytes, end: str) -> tuple[int, bool, bytes]:
+def _client_in_a_terminal(
+    address: str, typed: bytes, end: str, ready: threading.Event
+) -> tuple[int, bool, bytes]:
     """Run the client on a real pty: wait for its prompt, type, end it; (status, echo?, screen)."""
     master, slave = os.openpty()
     try:
@@ -109,6 +112,7 @@ def _client_in_a_terminal(address: str, typed: bytes, end: str) -> tuple[int, bo
         if typed:
             os.write(master, typed)
             screen += _read_until(master, b"archangel> ")
+        ready.set()  # the client waits in readline for the next line
         if end == "ctrl-c":
             os.write(master, b"\x03")  # the terminal sends SIGINT to the client
         elif end == "ctrl-d":
@@ -127,13 +131,12 @@ async def test_the_terminal_is_restored_on_every_way_out() -> None:
     for end in ("ctrl-c", "ctrl-d", "server"):
         with Console(manager) as console:
             address = _address(console)
+            ready = threading.Event()
             job = asyncio.create_task(
-                asyncio.to_thread(_client_in_a_terminal, address, b"ps\n", end)
+                asyncio.to_thread(_client_in_a_terminal, address, b"ps\n", end, ready)
             )
             if end == "server":  # the console closes the session under the client
-                while not console._table.taken:
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(1.0)  # the client waits in readline for the next line
+                await asyncio.to_thread(ready.wait, 30)
                 console.close()
             status, echo, screen = await job
         assert echo, (end, screen)  # the terminal echoes again, whichever way it ended

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 
 import pytest
@@ -241,3 +243,46 @@ async def test_top_leaves_on_one_key_in_telnet_and_enter_gives_one_prompt() -> N
             assert "processes: 0 running" in await screen.until(PROMPT)
         finally:
             writer.close()
+
+
+# -- sessions as processes ------------------------------------------------------------------
+
+
+async def test_sessions_are_processes_of_kind_console_in_the_consoles_own_view() -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager, token="tok") as console:
+        assert isinstance(console.address, tuple)
+        other = await RawClient.open(console.address, banner=False)
+        await other.read_until("token: ")  # connected, but not let in
+        async with await RawClient.open(console.address, banner=False) as me:
+            await me.read_until("token: ")
+            await me.send("tok\n")
+            await me.read_until(PROMPT)
+            listing = await me.ask("sessions")
+            lines = listing.splitlines()
+            assert lines[0].split() == ["PID", "PEER", "AUTH", "AGE", "IDLE", "RUNNING"]
+            mine = next(line for line in lines if "(you)" in line)
+            assert re.match(r"^\s*2\s+127\.0\.0\.1:\d+ \(you\)\s+yes\s.*\ssessions$", mine)
+            theirs = next(line for line in lines[1:-1] if "(you)" not in line)
+            assert re.match(r"^\s*1\s+127\.0\.0\.1:\d+\s+no\s.*\s-$", theirs)
+            assert lines[-1] == "2 sessions open"
+            # ps shows them under their kind, with the console's own PIDs.
+            ps = await me.ask("ps console")
+            assert "showing 1-2 of 2" in ps and "session from 127.0.0.1:" in ps
+            assert "showing 1-1 of 1" in await me.ask("ps")  # the app's view is the app's
+            data = json.loads(await me.ask("sessions --json"))
+            assert [s["authenticated"] for s in data["sessions"]] == [False, True]
+            assert await me.ask("sessions --kill 2") == (
+                "error: that is this session: type quit to leave"
+            )
+            assert (await me.ask("sessions --kill 1")).endswith("): closed")
+            assert await other.read_all() == ""  # its connection was closed
+            await until_sessions(me, "1 session open")
+        await other.close()
+
+
+async def until_sessions(client: RawClient, last: str) -> None:
+    async with asyncio.timeout(10):
+        while (await client.ask("sessions")).splitlines()[-1] != last:
+            await asyncio.sleep(0.01)

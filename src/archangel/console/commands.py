@@ -159,6 +159,8 @@ class Context:
         sessions: Returns how many sessions are open.
         max_output: Longest reply, in bytes (JSON listings page themselves to fit).
         started: ``time.monotonic()`` when the console started.
+        console_sessions: The console's own manager of its sessions (kind
+            ``console``), shown by ``ps console`` and ``sessions``.
     """
 
     manager: ProcessManager
@@ -170,6 +172,7 @@ class Context:
     sessions: Callable[[], int] = lambda: 0
     max_output: int = 1 << 20
     started: float = dataclasses.field(default_factory=time.monotonic)
+    console_sessions: ProcessManager | None = None
 
     def require_app(self, what: str) -> Any:
         """The App-like target, or :class:`CommandError` for a bare manager."""

@@ -140,6 +140,10 @@ class _Listing:
         procs = self.context.manager.processes()  # one atomic snapshot
         if kinds_text:
             kinds = set(kinds_text.split(","))
+            sessions = self.context.console_sessions
+            if "console" in kinds and sessions is not None:
+                # The console's own sessions (their PIDs are the console's, not the app's).
+                procs += sessions.processes()
             procs = [p for p in procs if p.kind in kinds]
         if "--state" in opts:
             state = _state(opts["--state"])

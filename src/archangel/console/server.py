@@ -31,6 +31,7 @@ from .listen import bind_unix, is_loopback, remove_unix
 from .listing import listing_commands
 from .protocol import ConsoleProtocol, describe_peer
 from .session import Limits, Settings
+from .sessions import SessionProcess, session_commands
 from .table import SessionTable
 from .tasks import task_commands
 
@@ -168,6 +169,8 @@ class Console:
         for command in commands:
             self._add(command)
         self.locals: dict[str, Any] = dict(locals or {})
+        #: The console's own manager of its sessions (kind ``console``; console thread only).
+        self.sessions = ProcessManager(history=100, name="console sessions")
         self._address: tuple[str, int] | str | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -427,6 +430,7 @@ class Console:
             action_timeout=self.action_timeout,
             sessions=lambda: self._table.taken,
             max_output=self.limits.max_output,
+            console_sessions=self.sessions,
         )
         table = CommandTable(
             context,
@@ -435,6 +439,7 @@ class Console:
                 diagnostic_commands(context),
                 task_commands(context, self.action_timeout),
                 action_commands(context, self.action_timeout),
+                session_commands(context, self.sessions),
                 self._commands,
             ),
         )
@@ -494,4 +499,7 @@ class Console:
         protocol.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        process = self.sessions.register(SessionProcess(protocol.session))
+        process.connection_made(protocol.connection)  # kill() aborts the connection
+        task.add_done_callback(lambda _: process.connection_lost(None))
         self._table.opened(protocol)

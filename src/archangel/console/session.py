@@ -162,6 +162,8 @@ class Session:
         self.editor = LineEditor(limits.max_line, limits.history, settings.table.complete)
         self.editor.prompt = settings.prompt
         self.more: list[str] | None = None
+        #: The command running now (its first word), or None between commands.
+        self.command: str | None = None
         self._events: collections.deque[Event] = collections.deque()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._typed = ""  # decoded input not fed to the editor yet, from ``_fed`` on
@@ -347,7 +349,11 @@ class Session:
                 await self._reply(await table.run(argv, self))
             return
         self.more = None
-        await self._reply(await table.run_line(event, self))
+        self.command = event.split(None, 1)[0]
+        try:
+            await self._reply(await table.run_line(event, self))
+        finally:
+            self.command = None
 
     async def _authenticate(self) -> bool:
         settings = self.settings
