@@ -84,29 +84,47 @@ def _tasks_of(loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Task[Any]]:
 class TaskIds:
     """Short ids for tasks (``t1``, ``t2``...), given in the order the console first sees them.
 
-    One per console, used on its thread only. The ids are weak: a task that
-    is gone is forgotten, and its id is never given again.
+    One per console, used on its thread only. Tasks are held weakly (by
+    ``id()`` and a weak reference that tells a reused ``id()`` apart): a
+    task that is gone is forgotten, and its id is never given again.
     """
 
     def __init__(self) -> None:
-        self._ids: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
-        self._tasks: weakref.WeakValueDictionary[int, asyncio.Task[Any]] = (
-            weakref.WeakValueDictionary()
-        )
+        # Plain dicts of ints and weak references, no tuples: a listing of
+        # 100,000 tasks must not leave 100,000 new containers for the garbage
+        # collector, whose full collection holds the GIL for 100 ms and more.
+        self._refs: dict[int, weakref.ref[asyncio.Task[Any]]] = {}
+        self._numbers: dict[int, int] = {}
+        self._by_number: dict[int, weakref.ref[asyncio.Task[Any]]] = {}
         self._next = 1
 
     def number(self, task: asyncio.Task[Any]) -> int:
         """The task's number (given now if it has none yet)."""
-        number = self._ids.get(task)
-        if number is None:
-            number = self._ids[task] = self._next
-            self._tasks[number] = task
-            self._next += 1
+        key = id(task)
+        ref = self._refs.get(key)
+        if ref is not None and ref() is task:
+            return self._numbers[key]
+        number = self._next
+        self._next += 1
+        ref = weakref.ref(task)
+        self._refs[key] = self._by_number[number] = ref
+        self._numbers[key] = number
         return number
 
     def get(self, number: int) -> asyncio.Task[Any] | None:
         """The task numbered ``number``, if it is still around."""
-        return self._tasks.get(number)
+        ref = self._by_number.get(number)
+        return None if ref is None else ref()
+
+    def prune(self, live: int) -> None:
+        """Forget the tasks that are gone, once they outnumber the ``live`` ones."""
+        if len(self._refs) <= 2 * live + 1024:
+            return
+        gone = [key for key, ref in self._refs.items() if ref() is None]
+        for key in gone:
+            del self._refs[key], self._numbers[key]
+        for number in [n for n, ref in self._by_number.items() if ref() is None]:
+            del self._by_number[number]
 
 
 def awaited(awaiting: Any) -> str:
@@ -140,18 +158,18 @@ class _Tasks:
 
     # -- the snapshot (console's thread) -------------------------------------------------
 
-    def _snapshot(self) -> tuple[list[asyncio.Task[Any]], dict[int, Process]]:
-        """The app loop's tasks, in id order, and the process each task runs (by id())."""
-        tasks = list(_tasks_of(self.context.apploop.loop))
+    def _snapshot(self) -> tuple[list[int], list[asyncio.Task[Any]], dict[int, Process]]:
+        """The app loop's tasks, their numbers (in step), and the process each runs (by id())."""
         number = self.ids.number
-        for task in tasks:
-            number(task)
+        tasks = list(_tasks_of(self.context.apploop.loop))
+        numbers = [number(task) for task in tasks]
+        self.ids.prune(len(tasks))
         owners: dict[int, Process] = {}
         for process in self.context.manager.processes():
             runs = getattr(process, "task", None)
             if runs is not None:
                 owners[id(runs)] = process
-        return tasks, owners
+        return numbers, tasks, owners
 
     def _state(self, task: asyncio.Task[Any]) -> str:
         current = asyncio.current_task(self.context.apploop.loop)
@@ -182,17 +200,19 @@ class _Tasks:
             raise CommandError(f"--limit must be between 1 and {MAX_PAGE}, not {limit}")
         if offset < 0:
             raise CommandError(f"--offset must be 0 or more, not {offset}")
-        tasks, owners = self._snapshot()
+        numbers, tasks, owners = self._snapshot()
+        # Indexes into the two lists (ints: nothing for the garbage collector).
+        chosen = list(range(len(tasks)))
         if "--name" in opts:
             pattern = opts["--name"]
             if any(c in pattern for c in "*?["):
-                tasks = [t for t in tasks if fnmatch.fnmatchcase(t.get_name(), pattern)]
+                chosen = [i for i in chosen if fnmatch.fnmatchcase(tasks[i].get_name(), pattern)]
             else:
-                tasks = [t for t in tasks if pattern in t.get_name()]
-        total = len(tasks)
-        managed = sum(1 for t in tasks if id(t) in owners)
-        page = sorted_head(tasks, self.ids.number, False, offset + limit)[offset:]
-        records = [self._record(t, owners.get(id(t))) for t in page]
+                chosen = [i for i in chosen if pattern in tasks[i].get_name()]
+        total = len(chosen)
+        managed = sum(1 for i in chosen if id(tasks[i]) in owners)
+        page = sorted_head(chosen, numbers.__getitem__, False, offset + limit)[offset:]
+        records = [self._record(tasks[i], owners.get(id(tasks[i]))) for i in page]
         if opts.get("--json"):
             head: dict[str, Any] = {"total": total, "offset": offset, "limit": limit}
             budget = self.context.max_output - len(to_json(head)) - 128
@@ -256,8 +276,9 @@ class _Tasks:
                 if getattr(process, "task", None) is found:
                     owners[id(found)] = process
         else:
-            tasks, owners = self._snapshot()
-            tasks = [t for t in tasks if t.get_name() == text]
+            numbers, every, owners = self._snapshot()
+            named = [i for i, task in enumerate(every) if task.get_name() == text]
+            tasks = [every[i] for i in sorted(named, key=numbers.__getitem__)]
             if not tasks:
                 raise CommandError(f"no task named {clip_word(text)}: see 'tasks'")
             if len(tasks) > 1:
