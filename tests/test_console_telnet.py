@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import telnetlib3
 import archangel
 from archangel import ProcessManager, ProcessState
 from archangel.console import Console
-from archangel.console.client import _TOKEN_ENV, main, run_client
+from archangel.console.client import _TOKEN_ENV, main, run_client, run_script
 from archangel.errors import ConsoleError
 from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, settled
 
@@ -130,6 +131,12 @@ def _run(address: str, lines: str, token: str | None = None) -> tuple[int, str]:
     return status, out.getvalue()
 
 
+def _script(address: str, lines: str, token: str | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = run_script(address, lines.splitlines(), token, stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
 async def test_client_over_tcp_and_unix(tmp_path: Path) -> None:
     manager = ProcessManager()
     manager.register(Light())
@@ -145,8 +152,8 @@ async def test_client_over_tcp_and_unix(tmp_path: Path) -> None:
         assert status == 0 and "bye" in out
     path = tmp_path / "c.sock"
     with Console(manager, path=path) as console:
-        status, out = await asyncio.to_thread(_run, f"unix:{path}", "ps --json\n")
-        assert status == 0 and '"total":1' in out
+        status, out, _ = await asyncio.to_thread(_script, f"unix:{path}", "ps --json\n")
+        assert status == 0 and json.loads(out)["total"] == 1  # the answer alone
 
 
 async def test_archangel_console_command_in_a_subprocess() -> None:
@@ -170,10 +177,10 @@ async def test_archangel_console_command_in_a_subprocess() -> None:
             out, err = await command.communicate(b"ps\nquit\n")
     assert command.returncode == 0, err.decode()
     text = out.decode()
-    assert "archangel console (manager): 1 process running" in text
+    # stdin is not a terminal: a script, so only the answer (no banner, prompt or bye).
+    assert text.startswith("PID  KIND")
     assert re.search(r"^\s*1\s+light\s+new\s", text, re.M)
-    assert "showing 1-1 of 1" in text
-    assert text.rstrip().endswith("bye")
+    assert text.endswith("showing 1-1 of 1\n")
     assert "\xff" not in text and "\r" not in text
 
 
@@ -185,6 +192,10 @@ async def test_client_token_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         assert status == 0 and "no processes match" in out
         status, out = await asyncio.to_thread(_run, address, "ps\n", "wrong")
         assert status == 1 and "bad token: disconnected" in out
+        status, out, err = await asyncio.to_thread(_script, address, "ps\n", "tok")
+        assert (status, out, err) == (0, "no processes match (of 0 running)\n", "")
+        status, out, err = await asyncio.to_thread(_script, address, "ps\n", "wrong")
+        assert (status, out, err) == (1, "", "bad token: disconnected\n")
         monkeypatch.setenv(_TOKEN_ENV, "tok")
         monkeypatch.setattr("sys.stdin", io.StringIO("ps\n"))
         assert await asyncio.to_thread(main, [address]) == 0
@@ -256,7 +267,7 @@ async def test_archangel_console_with_a_token_never_shows_the_token_prompt(given
         assert isinstance(console.address, tuple)
         address = "{}:{}".format(*console.address)
 
-        async def run(token: str) -> tuple[int | None, str]:
+        async def run(token: str) -> tuple[int | None, str, str]:
             env = {**os.environ, "PYTHONPATH": SRC}
             argv = [sys.executable, "-m", "archangel", "console", address]
             if given == "--token":
@@ -271,13 +282,10 @@ async def test_archangel_console_with_a_token_never_shows_the_token_prompt(given
                 env=env,
             )
             async with asyncio.timeout(30):
-                out, _ = await command.communicate(b"ps\n")
-            return command.returncode, out.decode()
+                out, err = await command.communicate(b"ps\n")
+            return command.returncode, out.decode(), err.decode()
 
-        status, out = await run("tok")
-        assert status == 0
-        assert out.startswith("archangel console (manager): 0 processes running"), out
-        assert "token:" not in out
-        status, out = await run("wrong")
-        assert status == 1
-        assert out == "bad token: disconnected\n"
+        status, out, err = await run("tok")
+        assert (status, out, err) == (0, "no processes match (of 0 running)\n", "")
+        status, out, err = await run("wrong")
+        assert (status, out, err) == (1, "", "bad token: disconnected\n")

@@ -27,32 +27,19 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from . import demo
 from .errors import DaemonError, InvalidArgument, PidFileUnusable
+from .kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
 from .service import daemon, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
-
-_SIGNALS = {
-    "int": signal.SIGINT,
-    "term": signal.SIGTERM,
-    "quit": signal.SIGQUIT,
-    "hup": signal.SIGHUP,
-    "usr1": signal.SIGUSR1,
-    "usr2": signal.SIGUSR2,
-    "alrm": signal.SIGALRM,
-    "check": 0,
-}
-
-_SIGNAL_NAMES = ", ".join(name.upper() for name in _SIGNALS if name != "check") + " or check"
 
 
 def signal_name(text: str) -> str:
@@ -61,11 +48,9 @@ def signal_name(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: Not a signal the command knows; the message lists them.
     """
-    name = text.strip().lower()
-    if name.startswith("sig") and name[3:] in _SIGNALS and name != "sigcheck":
-        name = name[3:]
-    if name not in _SIGNALS:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
+    name = signal_key(text)
+    if name is None:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {SIGNAL_NAMES}")
     return name
 
 
@@ -213,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "signal",
         type=signal_name,
         metavar="SIGNAL",
-        help=f"{_SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+        help=f"{SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
     )
 
     p = sub.add_parser(
@@ -232,6 +217,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
     p.add_argument("--token", help="the console's token")
+    p.add_argument(
+        "-c",
+        "--command",
+        action="append",
+        dest="commands",
+        metavar="COMMAND",
+        help="run COMMAND, print only its answer (no banner or prompt) and leave; "
+        "may be repeated. Commands on a stdin that is not a terminal run the same way. "
+        "Exit status 1 if an answer is an error",
+    )
     return parser
 
 
@@ -346,7 +341,7 @@ def _fresh(args: argparse.Namespace) -> Any:
 
 
 def _signal(args: argparse.Namespace) -> int:
-    signum = _SIGNALS[args.signal]
+    signum = SIGNALS[args.signal]
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:
         print(f"sent SIG{args.signal.upper()} to pid {pid}")
@@ -387,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .console import client
 
             token = ["--token", args.token] if args.token else []
-            return client.main([args.address, *token])
+            commands = [arg for command in args.commands or () for arg in ("-c", command)]
+            return client.main([args.address, *token, *commands])
     except UsageError as exc:
         print(f"archangel {args.command}: {exc}", file=sys.stderr)
         return 2

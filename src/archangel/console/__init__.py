@@ -25,6 +25,9 @@ app or the bus (``tests/test_layers.py``): it reads an app through the
 attributes it duck-types.
 """
 
+from .commands import Command as Command
+from .commands import CommandError as CommandError
+from .commands import Terminal as Terminal
 from .server import Console as Console
 
-__all__ = ["Console"]
+__all__ = ["Command", "CommandError", "Console", "Terminal"]

@@ -1,6 +1,7 @@
 """Console commands that change things: ``kill``, ``killall``, ``stop``, ``reload``, ``dump``.
 
-And ``py``, only with ``repl=True``. Each is handed to the app's loop (see
+And ``signal`` (sent from the console's thread: a signal is for the whole
+process), and ``py``, only with ``repl=True``. The others are handed to the app's loop (see
 :class:`~archangel.console.apploop.AppLoop`) and reports when it took effect;
 if the app's loop does not pick it up within the action timeout, the reply
 says the loop is blocked and the action is queued (it runs once the loop is
@@ -12,12 +13,16 @@ between them.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..kernel.process import Process, ProcessState
+from ..kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
 from .apploop import Outcome, Status, TimeSlice
 from .commands import (
     Command,
@@ -25,6 +30,7 @@ from .commands import (
     Context,
     Terminal,
     clip_word,
+    parse_options,
     parse_pid,
     plural,
     unknown_pid,
@@ -191,22 +197,56 @@ class _Actions:
         ok, value = await self._run(f"dump {which}", lambda: app.dump(which), finish=30.0)
         return f"{which} written to {value}" if ok else str(value)
 
+    async def send_signal(self, args: list[str], terminal: Terminal) -> str:
+        """Send a signal to this process (the service), as ``archangel signal`` does."""
+        opts, positional = parse_options(args, {"--force": bool}, {"-f": "--force"})
+        if len(positional) != 1:
+            raise CommandError(f"usage: signal NAME [--force] (NAME: {SIGNAL_NAMES})")
+        key = signal_key(positional[0])
+        if key is None:
+            raise CommandError(f"unknown signal {clip_word(positional[0])}: use {SIGNAL_NAMES}")
+        pid = os.getpid()
+        signum = SIGNALS[key]
+        if not signum:
+            return f"running: pid {pid}"
+        name = f"SIG{key.upper()}"
+        handler = signal.getsignal(signum)
+        if handler in (signal.SIG_DFL, None) and not opts.get("--force"):
+            # Nothing bound it: its default action ends the process at once,
+            # without the graceful stop 'stop' gives (a bare manager, say).
+            raise CommandError(
+                f"{name} has no handler in pid {pid}: it would end the process at once; "
+                "'stop' stops gracefully, or add --force"
+            )
+        os.kill(pid, signum)
+        ignored = " (this process ignores it)" if handler == signal.SIG_IGN else ""
+        return f"sent {name} to pid {pid}{ignored}"
+
     async def py(self, args: list[str], terminal: Terminal) -> str:
-        """Evaluate one expression on the app loop's thread (``repl=True`` only)."""
+        """Run Python on the app loop's thread (``repl=True`` only).
+
+        An expression shows its value's repr; statements (``x = 1``, ``import
+        os; os.getpid()``) run and show nothing. ``await`` works at the top
+        level; the coroutine that makes runs on the app's loop.
+        """
         source = args[0] if args else ""
         if not source.strip():
-            raise CommandError("usage: py EXPRESSION")
+            raise CommandError("usage: py CODE")
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         try:
-            code = compile(source, "<console>", "eval")
-        except SyntaxError as exc:
-            raise CommandError(f"syntax error: {exc.msg}") from None
-        namespace = {
-            "manager": self.context.manager,
-            "app": self.context.app,
-            "asyncio": asyncio,
-        }
+            code = compile(source, "<console>", "eval", flags=flags)
+            expression = True
+        except SyntaxError:
+            try:
+                code = compile(source, "<console>", "exec", flags=flags)
+            except SyntaxError as exc:
+                raise CommandError(f"syntax error: {exc.msg}") from None
+            expression = False
+        namespace = self.context.namespace
         ok, value = await self._run("py", lambda: eval(code, namespace), finish=10.0)
-        return repr(value) if ok else str(value)
+        if not ok:
+            return str(value)
+        return repr(value) if expression else ""
 
 
 def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
@@ -234,6 +274,17 @@ def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
             changes=True,
         ),
         Command("stop", actions.stop, "stop", "stop the app gracefully", changes=True),
+        Command(
+            "signal",
+            actions.send_signal,
+            "signal NAME [--force]",
+            "send a signal to this process, as 'archangel signal' does",
+            f"NAME: {SIGNAL_NAMES}, in any spelling (TERM, SIGTERM, term); 'check' only\n"
+            "says the process runs. What it does is what the app bound to it (TERM and\n"
+            "INT stop, HUP reloads, USR1/USR2 write dumps). A signal nothing handles\n"
+            "would end the process at once: it is refused unless --force is given.",
+            changes=True,
+        ),
         Command("reload", actions.reload, "reload", "reload the app (like SIGHUP)", changes=True),
         Command(
             "dump",
@@ -248,10 +299,13 @@ def action_commands(context: Context, timeout: float = 1.0) -> list[Command]:
             Command(
                 "py",
                 actions.py,
-                "py EXPRESSION",
-                "evaluate Python on the app loop's thread (enabled with repl=True)",
-                "Names: manager, app, asyncio. An awaitable result is awaited on the app\n"
-                "loop. Anyone who can reach this console can run any code in the process.",
+                "py CODE",
+                "run Python on the app loop's thread (enabled with repl=True)",
+                "An expression shows its value; statements (x = 1; import os) show nothing,\n"
+                "and the names they bind stay for the next py (shared by the sessions).\n"
+                "Top-level await works; an awaitable result is awaited on the app loop.\n"
+                "Names: manager, app, asyncio, and the console's locals=. Anyone who can\n"
+                "reach this console can run any code in the process.",
                 changes=True,
                 raw=True,
             )

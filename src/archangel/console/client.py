@@ -1,13 +1,21 @@
 """``archangel console ADDRESS``: a plain line client for the console.
 
-It needs no telnet client and works wherever Python does: a blocking
-socket, the socket's output copied to stdout on the calling thread, and
-stdin lines sent from a daemon thread. It politely refuses every telnet
-option the console offers (so the console treats it like ``nc``: whole
-lines, no server echo) and strips the negotiation bytes from the output.
-With a token, the token is sent as the first line, and the console's
-``token:`` prompt is not shown. At the end of stdin it
-sends ``quit`` and prints what is left.
+It needs no telnet client and works wherever Python does. It politely
+refuses every telnet option the console offers (so the console treats it
+like ``nc``: whole lines, no server echo) and strips the negotiation bytes
+from the output. With a token, the token is sent as the first line, and the
+console's ``token:`` prompt is never shown.
+
+Two ways to run:
+
+* at a terminal: the socket's output is copied to stdout on the calling
+  thread and the lines typed (with ``readline``) are sent from a daemon
+  thread; the terminal's settings are saved first and put back on every
+  way out (``quit``, Ctrl-C, Ctrl-D, the console closing the session);
+* scripting (``-c COMMAND``, or stdin not a terminal): one command at a
+  time, and only the answers are printed (no banner, no prompts, no
+  ``bye``); the exit status is 1 if an answer was an ``error:``, and a
+  closed stdout (``| head``) ends it quietly.
 
 This is the client side only: nothing here imports the server.
 """
@@ -16,16 +24,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import os
 import socket
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import ConsoleError
 
-__all__ = ["main", "parse_address", "run_client"]
+__all__ = ["main", "parse_address", "run_client", "run_script"]
 
 #: Environment variable read for the token when ``--token`` is not given.
 _TOKEN_ENV = "ARCHANGEL_CONSOLE_TOKEN"
@@ -141,6 +150,8 @@ class TelnetFilter:
 
 #: What the console asks a session for first when it has a token.
 _TOKEN_PROMPT = "token: "
+#: The console's prompt: in scripting mode, where one answer ends.
+_PROMPT = "archangel> "
 
 
 class PromptEater:
@@ -239,6 +250,37 @@ def run_client(
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
     sock = connect(target)
+    with _terminal_kept(stdin):
+        return _interact(sock, stdin, stdout, token)
+
+
+@contextlib.contextmanager
+def _terminal_kept(stream: TextIO) -> Iterator[None]:
+    """Put the terminal's settings back as they were, however the block ends.
+
+    ``readline`` turns echo off while it waits for a line; when the console
+    ends the session under it (``stop``, shutdown) or Ctrl-C arrives, the
+    thread in ``input()`` never gets to restore it: this does, for it.
+    """
+    saved: Any = None
+    fd = -1
+    try:
+        import termios
+
+        fd = stream.fileno()
+        if os.isatty(fd):
+            saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _interact(sock: socket.socket, stdin: TextIO, stdout: TextIO, token: str | None) -> int:
     quitting: list[bool] = []
     sender = threading.Thread(
         target=_send_lines, args=(sock, stdin, token, quitting), name="console-stdin", daemon=True
@@ -271,10 +313,99 @@ def run_client(
             if not data:
                 break
     except KeyboardInterrupt:
+        stdout.write("\n")
         return 130
     finally:
         sock.close()
     return 0 if quitting and tail.rstrip().endswith("bye") else 1
+
+
+class _Answers:
+    """The console's output in scripting mode, read one answer (up to a prompt) at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.telnet = TelnetFilter()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.buffer = ""
+
+    def next(self) -> tuple[str, bool]:
+        """The text up to the next prompt (without it), and whether a prompt came."""
+        while not self.buffer.endswith(_PROMPT):
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            shown, replies = self.telnet.feed(data)
+            if replies:
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(replies)
+            decoded = self.decoder.decode(shown, final=not data)
+            self.buffer += decoded.replace("\r\n", "\n").replace("\r", "")
+            if not data:
+                rest, self.buffer = self.buffer, ""
+                return rest, False
+        text, self.buffer = self.buffer[: -len(_PROMPT)], ""
+        return text, True
+
+
+def run_script(
+    address: str | tuple[str, int],
+    commands: Iterable[str],
+    token: str | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``commands`` one at a time and print only their answers.
+
+    No banner, prompt, ``token:`` or ``bye`` is printed: ``archangel
+    console ADDRESS -c 'ps --json'`` prints one line of JSON. Each command
+    is sent once the answer to the one before has come.
+
+    Returns:
+        0 when every command was answered and none with ``error: ...``; 1
+        when one was, or the console ended the session early (a bad token,
+        too many sessions: what it said goes to ``stderr``).
+
+    Raises:
+        ConsoleError: The address is malformed or cannot be reached.
+        BrokenPipeError: ``stdout`` was closed (:func:`main` ends quietly then).
+    """
+    target = parse_address(address) if isinstance(address, str) else address
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    sock = connect(target)
+    status = 0
+    try:
+        answers = _Answers(sock)
+        if token is not None:
+            sock.sendall(token.encode() + b"\n")
+        said, prompted = answers.next()  # the banner (after the token prompt)
+        if not prompted:
+            stderr.write(PromptEater().feed(said, final=True))
+            stderr.flush()
+            return 1
+        for command in commands:
+            line = command.rstrip("\r\n")
+            try:
+                sock.sendall(line.encode("utf-8", "replace") + b"\n")
+            except OSError:
+                return 1
+            answer, prompted = answers.next()
+            if line.strip() in ("quit", "exit"):
+                return status  # its 'bye' is not an answer
+            if answer.startswith("error:"):
+                status = 1
+            stdout.write(answer)
+            stdout.flush()
+            if not prompted:  # the console ended the session (stop, shutdown...)
+                return status if answer else 1
+        with contextlib.suppress(OSError):
+            sock.sendall(b"quit\n")
+    finally:
+        sock.close()
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,10 +420,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("address", help="HOST:PORT, PORT (on 127.0.0.1) or unix:PATH")
     parser.add_argument("--token", help=f"the console's token (default: ${_TOKEN_ENV})")
+    parser.add_argument(
+        "-c",
+        "--command",
+        action="append",
+        dest="commands",
+        metavar="COMMAND",
+        help="run COMMAND, print only its answer, and leave (may be repeated)",
+    )
     args = parser.parse_args(argv)
     token = args.token if args.token is not None else os.environ.get(_TOKEN_ENV)
     try:
+        if args.commands:
+            return run_script(args.address, args.commands, token)
+        if not sys.stdin.isatty():
+            return run_script(args.address, sys.stdin, token)
         return run_client(args.address, token)
     except ConsoleError as exc:
         print(f"archangel console: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed (| head): stop quietly, with nothing more to say
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
+import inspect
 import logging
 import shlex
 import sys
@@ -22,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from typing import Any, Protocol
 
 from ..kernel.manager import ProcessManager
-from .apploop import AppLoop
+from .apploop import AppLoop, Status
 
 __all__ = [
     "Command",
@@ -108,7 +110,7 @@ class Terminal(Protocol):
         ...
 
 
-Handler = Callable[[list[str], Terminal], Awaitable[str]]
+Handler = Callable[[list[str], Terminal], "Awaitable[str] | str"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +126,12 @@ class Command:
         changes: Whether it changes the app (kill, stop...); such commands
             are never repeated by an empty line.
         raw: Pass the rest of the line as one argument, unsplit (``py``).
+        complete: Given the word being typed (an argument), the candidates
+            Tab offers for it.
+        app_loop: Run the handler on the app loop's thread (through the
+            console's hand-off, with its timeouts) rather than the console's:
+            what touches the app's objects needs it. It may then read
+            ``terminal.width`` only.
     """
 
     name: str
@@ -133,6 +141,8 @@ class Command:
     details: str = ""
     changes: bool = False
     raw: bool = False
+    complete: Callable[[str], Iterable[str]] | None = None
+    app_loop: bool = False
 
 
 @dataclasses.dataclass
@@ -144,18 +154,25 @@ class Context:
         app: The App-like target, or None for a bare manager.
         apploop: The bridge to the app's loop.
         repl: Whether ``py`` is enabled.
+        namespace: The names ``py`` sees (shared by the console's sessions).
+        action_timeout: Seconds a hand-off waits for the app loop to pick it up.
         sessions: Returns how many sessions are open.
         max_output: Longest reply, in bytes (JSON listings page themselves to fit).
         started: ``time.monotonic()`` when the console started.
+        console_sessions: The console's own manager of its sessions (kind
+            ``console``), shown by ``ps console`` and ``sessions``.
     """
 
     manager: ProcessManager
     app: Any
     apploop: AppLoop
     repl: bool = False
+    namespace: dict[str, Any] = dataclasses.field(default_factory=dict)
+    action_timeout: float = 1.0
     sessions: Callable[[], int] = lambda: 0
     max_output: int = 1 << 20
     started: float = dataclasses.field(default_factory=time.monotonic)
+    console_sessions: ProcessManager | None = None
 
     def require_app(self, what: str) -> Any:
         """The App-like target, or :class:`CommandError` for a bare manager."""
@@ -249,7 +266,13 @@ class CommandTable:
         self.context = context
         self._commands: dict[str, Command] = {}
         self.add(
-            Command("help", self._help, "help [COMMAND]", "list commands, or explain one"),
+            Command(
+                "help",
+                self._help,
+                "help [COMMAND]",
+                "list commands, or explain one",
+                complete=lambda word: self._commands,
+            ),
             Command("quit", self._quit, "quit", "leave the console (also: exit, Ctrl-D)"),
         )
         self._aliases = {"exit": "quit", "?": "help"}
@@ -271,46 +294,113 @@ class CommandTable:
         """The command names, sorted."""
         return sorted(self._commands)
 
-    def complete(self, prefix: str) -> list[str]:
-        """Command names starting with ``prefix`` (for Tab)."""
-        return [name for name in self._commands if name.startswith(prefix)]
+    def resolve(self, name: str) -> Command:
+        """The command ``name`` means: its name, an alias, or a prefix only one name has.
+
+        Raises:
+            CommandError: No command has that name or prefix (with the names
+                it is close to, if any), or several have the prefix.
+        """
+        if name in self:
+            return self[name]
+        matches = sorted(n for n in self._commands if n.startswith(name)) if name else []
+        if len(matches) == 1:
+            return self._commands[matches[0]]
+        if matches:
+            raise CommandError(f"{clip_word(name)} is ambiguous: {', '.join(matches)}")
+        close = difflib.get_close_matches(name, [*self._commands, *self._aliases], n=3)
+        if close:
+            raise CommandError(
+                f"unknown command {clip_word(name)}: did you mean {' or '.join(close)}?"
+            )
+        raise CommandError(f"unknown command {clip_word(name)}: type help for the list")
+
+    def complete(self, before: str) -> list[str]:
+        """What Tab offers for the last word of ``before`` (the line up to the cursor).
+
+        The first word completes to command names; later ones to what the
+        command's :attr:`Command.complete` offers (nothing if it has none).
+        """
+        words = before.split(" ")
+        word = words[-1]
+        if len(words) == 1:
+            return [name for name in self._commands if name.startswith(word)]
+        try:
+            command = self.resolve(words[0])
+        except CommandError:
+            return []
+        if command.complete is None:
+            return []
+        return [c for c in command.complete(word) if c.startswith(word)]
 
     async def run_line(self, line: str, terminal: Terminal) -> str:
         """Run one line typed by the operator; always returns the text to show."""
         words = line.split(None, 1)
         if not words:
             return ""
-        name = words[0]
         rest = words[1] if len(words) > 1 else ""
-        if name in self and self[name].raw:
-            return await self.run([name, rest], terminal)
+        try:
+            command = self.resolve(words[0])
+        except CommandError as exc:
+            return f"error: {exc}"
+        if command.raw:
+            return await self._call(command, [rest], terminal)
         try:
             argv = shlex.split(line)
         except ValueError as exc:
             return f"error: cannot parse the line: {exc}"
-        return await self.run(argv, terminal)
+        return await self._call(command, argv[1:], terminal)
 
     async def run(self, argv: list[str], terminal: Terminal) -> str:
         """Run one command (already split into words); always returns the text to show."""
-        name, args = argv[0], argv[1:]
-        if name not in self:
-            return f"error: unknown command {clip_word(name)}: type help for the list"
-        command = self[name]
         try:
-            return await command.handler(args, terminal)
+            command = self.resolve(argv[0])
+        except CommandError as exc:
+            return f"error: {exc}"
+        return await self._call(command, argv[1:], terminal)
+
+    async def _call(self, command: Command, args: list[str], terminal: Terminal) -> str:
+        try:
+            if command.app_loop:
+                return await self._on_app_loop(command, args, terminal)
+            result = command.handler(args, terminal)
+            if inspect.isawaitable(result):
+                result = await result
+            return "" if result is None else str(result)
         except CommandError as exc:
             return f"error: {exc}"
         except Exception as exc:
-            logger.exception("console command %s failed", clip_word(" ".join(argv), 200))
+            line = clip_word(" ".join([command.name, *args]), 200)
+            logger.exception("console command %s failed", line)
             return f"error: {command.name} failed: {type(exc).__name__}: {exc}"
+
+    async def _on_app_loop(self, command: Command, args: list[str], terminal: Terminal) -> str:
+        timeout = self.context.action_timeout
+        outcome = await self.context.apploop.run(
+            lambda: command.handler(args, terminal), start_timeout=timeout, finish_timeout=30.0
+        )
+        status = outcome.status
+        if status is Status.DONE:
+            return "" if outcome.value is None else str(outcome.value)
+        if status is Status.FAILED and isinstance(outcome.error, CommandError):
+            return f"error: {outcome.error}"
+        if status is Status.FAILED:
+            error = outcome.error
+            return f"error: {command.name} failed: {type(error).__name__}: {error}"
+        if status is Status.QUEUED:
+            return (
+                f"the app loop is blocked (no answer in {timeout:g} s): {command.name} "
+                "is queued and runs when the loop is free; see 'stack'"
+            )
+        if status is Status.RUNNING:
+            return f"{command.name} started on the app loop but has not finished after 30 s"
+        return f"{command.name}: the app loop is closed"
 
     # -- built-in commands ------------------------------------------------------
 
     async def _help(self, args: list[str], terminal: Terminal) -> str:
         if args:
-            if args[0] not in self:
-                raise CommandError(f"no command {clip_word(args[0])}")
-            command = self[args[0]]
+            command = self.resolve(args[0])
             text = f"{command.usage}\n  {command.summary}"
             return text + (f"\n\n{command.details}" if command.details else "")
         width = max(len(name) for name in self._commands)

@@ -1,4 +1,4 @@
-"""Console commands about the running app: ``stats``, ``top``, ``lag``, ``stack``, ``where``.
+"""Console commands about the running app: ``stats``, ``top``, ``lag``, ``stack``.
 
 And ``bus``. All of them read from the console's thread: counters, the lag probe's
 samples, frame objects. None of them needs the app's loop to answer, which
@@ -7,25 +7,23 @@ is the point: they work while it is blocked, and ``stack`` shows where.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from typing import Any
 
-from ..kernel.frames import await_chain, thread_frames
+from ..kernel.frames import thread_frames
 from .commands import (
     Command,
     CommandError,
     Context,
     Terminal,
     parse_options,
-    parse_pid,
     plural,
-    unknown_pid,
 )
 from .render import (
     _PROCESS_HEADERS,
     clip,
+    fit,
     format_age,
     format_ms,
     format_stack,
@@ -39,6 +37,8 @@ __all__ = ["diagnostic_commands"]
 _WINDOWS = (1.0, 10.0, 60.0)
 _TOP_INTERVAL = 1.0
 _TOP_ROWS = 15
+#: Frames ``stack`` shows unless told (the innermost ones).
+_STACK_FRAMES = 50
 
 
 def _user_lines(counters: dict[str, Any]) -> list[str]:
@@ -140,7 +140,11 @@ class _Diagnostics:
             self._format_stats(stats),
             "",
             f"newest of {len(procs)} running:",
-            table(_PROCESS_HEADERS, (process_row(p, now) for p in newest)) if newest else "-",
+            (
+                table(_PROCESS_HEADERS, fit(_PROCESS_HEADERS, rows, width))
+                if (rows := [process_row(p, now) for p in newest])
+                else "-"
+            ),
         ]
         return "\n".join(clip(line, width) if "\n" not in line else line for line in lines)
 
@@ -192,12 +196,17 @@ class _Diagnostics:
                 )
         return "\n".join(lines)
 
-    # -- stack and where -------------------------------------------------------------------
+    # -- stack -------------------------------------------------------------------
 
     async def stack(self, args: list[str], terminal: Terminal) -> str:
         opts, positional = parse_options(args, {"--limit": int}, {"-l": "--limit"})
         if positional:
             raise CommandError("usage: stack [-l FRAMES]")
+        limit = opts.get("--limit", _STACK_FRAMES)
+        if limit < 1:
+            raise CommandError(
+                f"-l is how many frames to show, innermost first: 1 or more, not {limit}"
+            )
         thread_id = self.context.apploop.thread_id
         if thread_id is None:
             return "the app loop's thread is not known yet (the loop has not run since start)"
@@ -211,30 +220,7 @@ class _Diagnostics:
             else "answering"
         )
         head = f"app loop thread {thread_id} ({state}), innermost call last:"
-        return head + "\n" + format_stack(frames, opts.get("--limit", 50))
-
-    async def where(self, args: list[str], terminal: Terminal) -> str:
-        if len(args) != 1:
-            raise CommandError("usage: where PID")
-        pid = parse_pid(args[0])
-        process = self.context.manager.get(pid)
-        if process is None:
-            raise CommandError(unknown_pid(self.context.manager, pid))
-        task = getattr(process, "task", None)
-        if task is None or not hasattr(task, "get_coro"):
-            return (
-                f"pid {pid} ({process.kind}) is not a task: it runs in callbacks "
-                "(a protocol), so it has no stack of its own; see 'info'"
-            )
-        if task.done():
-            return f"pid {pid}: its task has finished"
-        frames, awaiting = await_chain(task.get_coro())
-        text = f"pid {pid} ({process.name}), task {task.get_name()}, innermost await last:"
-        if frames:
-            text += "\n" + format_stack(frames)
-        if awaiting is not None:
-            text += f"\n  awaiting {_awaited(awaiting)}"
-        return text
+        return head + "\n" + format_stack(frames, limit)
 
     # -- bus -------------------------------------------------------------------------
 
@@ -278,16 +264,6 @@ def _callable_name(callback: Any) -> str:
     return f"a {type(callback).__name__} object"
 
 
-def _awaited(awaiting: Any) -> str:
-    """What a task waits for, in words (not its repr, which shows internals)."""
-    if isinstance(awaiting, asyncio.Task):
-        return f"task {clip(awaiting.get_name(), 80)}"
-    name = type(awaiting).__name__
-    if name == "FutureIter" or isinstance(awaiting, asyncio.Future):
-        return "a future"
-    return f"a {name}"
-
-
 def diagnostic_commands(context: Context) -> list[Command]:
     """The diagnostic commands, bound to ``context``."""
     diagnostics = _Diagnostics(context)
@@ -302,7 +278,8 @@ def diagnostic_commands(context: Context) -> list[Command]:
             diagnostics.stack,
             "stack [-l FRAMES]",
             "where the app loop's thread is right now (works while it is blocked)",
+            f"-l FRAMES: how many of the innermost frames to show (default {_STACK_FRAMES},\n"
+            "1 or more); the outer ones left out are counted.",
         ),
-        Command("where", diagnostics.where, "where PID", "the await stack of a task process"),
         Command("bus", diagnostics.bus, "bus", "the app bus's state, channels and subscribers"),
     ]

@@ -72,8 +72,8 @@ class LineEditor:
     Args:
         max_length: Longest accepted line, in characters.
         history: How many entered lines to keep.
-        complete: Given the word before the cursor (the first word only),
-            the candidates for Tab completion.
+        complete: Given the line before the cursor, the candidates for
+            its last word (the word the cursor ends), for Tab completion.
     """
 
     def __init__(
@@ -215,6 +215,17 @@ class LineEditor:
             if stop and (events or self._out_size >= _STEP_ECHO):
                 break
         return pos
+
+    @property
+    def after_cr(self) -> bool:
+        """Whether the last character fed was a CR (an LF or NUL next ends the same line)."""
+        return self._last == "\r"
+
+    @after_cr.setter
+    def after_cr(self, value: bool) -> None:
+        # Set by whoever reads the input instead of the editor for a while
+        # (a key that leaves ``top``), so the next line starts right.
+        self._last = "\r" if value else ""
 
     def _feed_char(self, char: str, events: list[Event]) -> None:
         last, self._last = self._last, char
@@ -396,12 +407,19 @@ class LineEditor:
         self._redraw()
 
     def _complete(self) -> None:
-        if self.complete is None or self.secret:
+        if self.secret:
             return
-        word = self.text[: self._cursor]
-        if " " in word:
+        if not self.echo:
+            # The client echoes what it sends (line mode): its screen shows the
+            # Tab as blank space, so that is what it is, never a completion
+            # the operator cannot see.
+            self._insert(" ")
             return
-        candidates = sorted(self.complete(word))
+        if self.complete is None:
+            return
+        before = self.text[: self._cursor]
+        word = before.rpartition(" ")[2]
+        candidates = sorted(set(self.complete(before)))
         if len(candidates) == 1:
             self._insert(candidates[0][len(word) :] + " ")
         elif candidates:

@@ -27,6 +27,8 @@ from .commands import Command, CommandError, Context, Terminal, clip_word, parse
 from .render import (
     _PROCESS_HEADERS,
     describe_error,
+    detail_lines,
+    fit,
     format_age,
     format_details,
     format_time,
@@ -138,6 +140,10 @@ class _Listing:
         procs = self.context.manager.processes()  # one atomic snapshot
         if kinds_text:
             kinds = set(kinds_text.split(","))
+            sessions = self.context.console_sessions
+            if "console" in kinds and sessions is not None:
+                # The console's own sessions (their PIDs are the console's, not the app's).
+                procs += sessions.processes()
             procs = [p for p in procs if p.kind in kinds]
         if "--state" in opts:
             state = _state(opts["--state"])
@@ -162,7 +168,8 @@ class _Listing:
         if not page:
             return f"no processes match (of {len(self.context.manager)} running)"
         now = time.time()
-        text = table(_PROCESS_HEADERS, (process_row(p, now) for p in page))
+        rows = fit(_PROCESS_HEADERS, (process_row(p, now) for p in page), terminal.width)
+        text = table(_PROCESS_HEADERS, rows)
         shown = f"showing {offset + 1}-{offset + len(page)} of {total}"
         if offset + len(page) < total:
             terminal.more = ["ps", *_more_args(args, offset + len(page))]
@@ -229,10 +236,11 @@ class _Listing:
             ("exit", record.exit_reason.value if record.exit_reason else "-"),
             ("error", describe_error(record.error) if record.error is not None else "-"),
             ("at-exit", f"{hooks} hooks pending" if process is not None else "-"),
-            ("details", format_details(record.details, 200) or "-"),
         ]
+        details = detail_lines(record.details) or ["-"]
+        rows += [("details", details[0]), *(("", line) for line in details[1:])]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}".rstrip() for k, v in rows)
 
     # -- history --------------------------------------------------------------------
 

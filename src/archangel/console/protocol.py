@@ -227,6 +227,11 @@ class ConsoleProtocol(TelnetServer):
         return f"<ConsoleProtocol {self.peer}>"
 
     @property
+    def connection(self) -> asyncio.WriteTransport | None:
+        """The connection's transport, until its socket is closed for good."""
+        return self._socket
+
+    @property
     def ended(self) -> bool:
         """The session is over (its connection may still be flushing)."""
         return self._lost

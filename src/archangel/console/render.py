@@ -18,6 +18,8 @@ from ..kernel.process import Process, ProcessInfo
 __all__ = [
     "clip",
     "describe_error",
+    "detail_lines",
+    "fit",
     "format_age",
     "format_details",
     "format_ms",
@@ -91,11 +93,17 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 3)] + "..."
 
 
-def format_details(details: Mapping[str, Any], width: int = _DETAILS_WIDTH) -> str:
-    """``key=value`` pairs on one line, cut to ``width``."""
+def format_details(details: Mapping[str, Any], width: int | None = _DETAILS_WIDTH) -> str:
+    """``key=value`` pairs on one line, cut to ``width`` (None: never cut)."""
     if not details:
         return ""
-    return clip(" ".join(f"{k}={_short(v)}" for k, v in details.items()), width)
+    text = " ".join(f"{k}={_short(v)}" for k, v in details.items())
+    return " ".join(text.split()) if width is None else clip(text, width)
+
+
+def detail_lines(details: Mapping[str, Any]) -> list[str]:
+    """``key=value`` pairs, one a line and never cut (for ``info``)."""
+    return [" ".join(f"{k}={_short(v)}".split()) for k, v in details.items()]
 
 
 def safe_details(process: Process) -> Mapping[str, Any]:
@@ -113,7 +121,10 @@ def describe_error(error: BaseException) -> str:
 
 
 def process_row(process: Process, now: float) -> tuple[str, ...]:
-    """One ``ps`` row for a live process (read from the console's thread)."""
+    """One ``ps`` row for a live process (read from the console's thread).
+
+    Its DETAILS are whole: :func:`fit` cuts them to the screen's width.
+    """
     started = process.started
     return (
         str(process.pid),
@@ -121,8 +132,31 @@ def process_row(process: Process, now: float) -> tuple[str, ...]:
         process.state.value,
         format_age(None if started is None else now - started),
         clip(process.name, _NAME_WIDTH),
-        format_details(safe_details(process)),
+        format_details(safe_details(process), None),
     )
+
+
+#: The fewest columns the last column of a table is cut to, however narrow the screen.
+_MIN_LAST = 16
+
+
+def fit(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int) -> list[list[str]]:
+    """``rows`` with the last column cut to what is left of ``width`` columns.
+
+    The other columns keep their width (as :func:`table` lays them out); the
+    last one gets the rest of the screen, at least :data:`_MIN_LAST`.
+    """
+    fitted = [list(row) for row in rows]
+    if not fitted:
+        return fitted
+    used = sum(
+        max(len(header), *(len(row[i]) for row in fitted)) + 2
+        for i, header in enumerate(headers[:-1])
+    )
+    room = max(_MIN_LAST, width - used)
+    for row in fitted:
+        row[-1] = clip(row[-1], room)
+    return fitted
 
 
 def snapshot(process: Process) -> ProcessInfo:

@@ -10,23 +10,26 @@ wires them: it is not where commands are defined.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import ConsoleError
 from ..kernel.manager import ProcessManager
 from .actions import action_commands
-from .commands import CommandTable, Context, plural
+from .commands import Command, CommandTable, Context, Handler, plural
 from .diagnostics import diagnostic_commands
 from .guard import Digest
 from .listen import bind_unix, is_loopback, remove_unix
 from .listing import listing_commands
 from .protocol import ConsoleProtocol, describe_peer
 from .session import Limits, Settings
+from .sessions import SessionProcess, session_commands
 from .table import SessionTable
+from .tasks import task_commands
 from .thread import OperatorThread
 
 __all__ = ["Console"]
@@ -87,7 +90,11 @@ class Console(OperatorThread):
         port: TCP port; 0 picks a free one (see :attr:`address`).
         path: Listen on this Unix socket (created with mode 0600) instead of TCP.
         token: A secret every session must send as its first line.
-        repl: Enable the ``py EXPRESSION`` command (runs any code: off by default).
+        repl: Enable the ``py CODE`` command (runs any code: off by default).
+        commands: More commands for this console (:class:`~archangel.console.Command`);
+            one with a built-in's name replaces it. See also :meth:`command`.
+        locals: More names for ``py`` to see (besides ``manager``, ``app``
+            and ``asyncio``).
         max_sessions: Sessions open at once.
         max_line: Longest accepted input line, in characters.
         max_output: Longest reply of one command, in bytes.
@@ -120,6 +127,8 @@ class Console(OperatorThread):
         token: str | None = None,
         repl: bool = False,
         *,
+        commands: Iterable[Command] = (),
+        locals: Mapping[str, Any] | None = None,
         max_sessions: int = 16,
         max_line: int = 4096,
         max_output: int = 1 << 20,
@@ -148,6 +157,12 @@ class Console(OperatorThread):
         self.repl = repl
         self.limits = Limits(max_sessions, max_line, max_output, token_timeout, idle_timeout)
         self.action_timeout = action_timeout
+        self._commands: list[Command] = []
+        for command in commands:
+            self._add(command)
+        self.locals: dict[str, Any] = dict(locals or {})
+        #: The console's own manager of its sessions (kind ``console``; console thread only).
+        self.sessions = ProcessManager(history=100, name="console sessions")
         self._address: tuple[str, int] | str | None = None
         self._unix_inode: int | None = None
         # Console-thread state:
@@ -173,6 +188,72 @@ class Console(OperatorThread):
     def address(self) -> tuple[str, int] | str | None:
         """The bound ``(host, port)``, or the Unix socket path; None until started."""
         return self._address
+
+    # -- commands of this console -----------------------------------------------------------
+
+    def _add(self, command: Command) -> None:
+        if not isinstance(command, Command):
+            raise ConsoleError(f"console command {command!r} is not an archangel.console.Command")
+        if not command.name or not command.name.isprintable() or " " in command.name:
+            raise ConsoleError(f"console command name {command.name!r} must be one word")
+        if not self._is_new():
+            raise ConsoleError(f"{self!r}: commands are added before start(), not after")
+        self._commands.append(command)
+
+    def command(
+        self,
+        name: str | None = None,
+        *,
+        help: str = "",
+        usage: str | None = None,
+        details: str | None = None,
+        changes: bool = False,
+        app_loop: bool = False,
+        complete: Callable[[str], Iterable[str]] | None = None,
+        raw: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Add a command to this console, as a decorator (before :meth:`start`).
+
+        The function is called as ``fn(args, terminal)`` with the words
+        after the command name; it returns the text to show (or an
+        awaitable of it). Raise :class:`~archangel.console.CommandError` for
+        bad input: the operator sees ``error: <message>``.
+
+        Args:
+            name: What the operator types (default: the function's name).
+            help: One line for the ``help`` list (default: the docstring's first line).
+            usage: The synopsis ``help NAME`` shows (default: the name).
+            details: More text for ``help NAME`` (default: the rest of the docstring).
+            changes: It changes something: Enter on an empty line never repeats it.
+            app_loop: Run it on the app loop's thread (needed to touch the
+                app's objects) instead of the console's.
+            complete: Given the word being typed, the candidates Tab offers.
+            raw: Pass the rest of the line as one unsplit argument.
+
+        Raises:
+            ConsoleError: The console has started, or the name is not one word.
+        """
+
+        def decorate(fn: Handler) -> Handler:
+            doc = inspect.cleandoc(fn.__doc__ or "")
+            first, _, rest = doc.partition("\n")
+            command_name = str(name or getattr(fn, "__name__", ""))
+            self._add(
+                Command(
+                    command_name,
+                    fn,
+                    usage or command_name,
+                    help or first,
+                    rest.strip() if details is None else details,
+                    changes=changes,
+                    raw=raw,
+                    complete=complete,
+                    app_loop=app_loop,
+                )
+            )
+            return fn
+
+        return decorate
 
     # -- lifecycle (any thread) ------------------------------------------------------------
 
@@ -238,20 +319,27 @@ class Console(OperatorThread):
 
     def _settings(self) -> Settings:
         assert self._apploop is not None
+        namespace = {"manager": self.manager, "app": self.app, "asyncio": asyncio, **self.locals}
         context = Context(
             self.manager,
             self.app,
             self._apploop,
             repl=self.repl,
+            namespace=namespace,
+            action_timeout=self.action_timeout,
             sessions=lambda: self._table.taken,
             max_output=self.limits.max_output,
+            console_sessions=self.sessions,
         )
         table = CommandTable(
             context,
             (
                 listing_commands(context),
                 diagnostic_commands(context),
+                task_commands(context, self.action_timeout),
                 action_commands(context, self.action_timeout),
+                session_commands(context, self.sessions),
+                self._commands,
             ),
         )
         what = f"app {getattr(self.app, 'name', '')!s}".rstrip() if self.app else "manager"
@@ -310,4 +398,7 @@ class Console(OperatorThread):
         protocol.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        process = self.sessions.register(SessionProcess(protocol.session))
+        process.connection_made(protocol.connection)  # kill() aborts the connection
+        task.add_done_callback(lambda _: process.connection_lost(None))
         self._table.opened(protocol)

@@ -162,6 +162,8 @@ class Session:
         self.editor = LineEditor(limits.max_line, limits.history, settings.table.complete)
         self.editor.prompt = settings.prompt
         self.more: list[str] | None = None
+        #: The command running now (its first word), or None between commands.
+        self.command: str | None = None
         self._events: collections.deque[Event] = collections.deque()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._typed = ""  # decoded input not fed to the editor yet, from ``_fed`` on
@@ -192,10 +194,13 @@ class Session:
         await self._send(text)
 
     async def key(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for input; True if some came or the client left."""
-        if self._events or self._fed < len(self._typed) or self._eof:
-            self._events.clear()
-            self._typed, self._fed = "", 0
+        """Wait up to ``timeout`` s for a key; True if one came or the client left.
+
+        The key is taken from the input (a whole line, from a client in line
+        mode); what was typed after it stays for the prompt. The end of the
+        line that started the command (the LF or NUL after a CR) is not a key.
+        """
+        if self._eof or self._take_key():
             return True
         try:
             data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
@@ -204,7 +209,30 @@ class Session:
         self.active = time.monotonic()
         if not data:
             self._eof = True
-        self._decoder.decode(data)  # keep the decoder in step; the key itself is dropped
+            return True
+        self._typed, self._fed = self._decoder.decode(data), 0
+        return self._take_key()
+
+    def _take_key(self) -> bool:
+        """Take one key (or one line) from what was typed ahead; False if there is none."""
+        if self._events:
+            self._events.popleft()
+            return True
+        rest = self._typed[self._fed :]
+        editor = self.editor
+        if editor.after_cr and rest[:1] in ("\n", "\x00"):
+            rest = rest[1:]  # the end of the line before (CR LF, CR NUL): not a key
+            editor.after_cr = False
+        self._typed, self._fed = "", 0
+        if not rest:
+            return False
+        ends = [i for i in (rest.find("\r"), rest.find("\n")) if i >= 0]
+        if ends:  # a line (a client in line mode): the rest stays typed ahead
+            end = min(ends)
+            editor.after_cr = rest[end] == "\r"
+            self._typed = rest[end + 1 :]
+        else:  # a key, or one key's escape sequence
+            editor.after_cr = False
         return True
 
     def quit(self) -> None:
@@ -321,7 +349,11 @@ class Session:
                 await self._reply(await table.run(argv, self))
             return
         self.more = None
-        await self._reply(await table.run_line(event, self))
+        self.command = event.split(None, 1)[0]
+        try:
+            await self._reply(await table.run_line(event, self))
+        finally:
+            self.command = None
 
     async def _authenticate(self) -> bool:
         settings = self.settings

@@ -1,11 +1,11 @@
 """The operator side's thread: a server on a thread and loop of its own.
 
-The console and the web endpoints (:mod:`archangel.web`) each run on a
+The console and the web endpoints (``archangel.web``) each run on a
 thread of their own with their own event loop, so they keep answering while
 the app's loop is blocked. :class:`OperatorThread` is that part, written
 once: find the app's loop, start the thread, wait until the server listens
 (or say why it cannot), and on :meth:`~OperatorThread.close` stop it and
-join the thread. A subclass says what it serves in :meth:`_serve`.
+join the thread. A subclass says what it serves in ``_serve()``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class OperatorThread:
 
     Subclasses set :attr:`what` (``"console"``, ``"web"``: in the thread's name
     and the messages) and :attr:`error` (the error they raise), and implement
-    :meth:`_serve`, which binds, calls :meth:`_listening` or
-    :meth:`_cannot_listen`, and returns when :attr:`_stop` is set (cleaning
+    ``_serve()``, which binds, calls ``_listening()`` or
+    ``_cannot_listen()``, and returns when ``_stop`` is set (cleaning
     up on its way out). ``with server:`` from the app's loop starts and
     closes it.
     """
@@ -64,6 +64,10 @@ class OperatorThread:
         self._apploop: AppLoop | None = None
 
     # -- any thread ---------------------------------------------------------------------------
+
+    def _is_new(self) -> bool:
+        """Whether :meth:`start` has not been called yet."""
+        return self._state is _State.NEW
 
     def _app_loop(self, loop: asyncio.AbstractEventLoop | None, **options: Any) -> AppLoop:
         """The bridge to the app's loop: ``loop``, or the running one."""
@@ -170,7 +174,7 @@ class OperatorThread:
         await self._serve()
 
     async def _serve(self) -> None:
-        """Bind, say so (:meth:`_listening`), serve until :attr:`_stop` is set, clean up."""
+        """Bind, say so (``_listening()``), serve until ``_stop`` is set, clean up."""
         raise NotImplementedError
 
     def _listening(self) -> None:

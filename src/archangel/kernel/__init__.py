@@ -11,6 +11,7 @@
 ``_children``      a supervisor's table of children: lookup, stop last first
 ``frames``         where code is: stacks and await chains, read from any thread
 ``holders``        background-task holders and waiter lists, off the hot path
+``signames``       the signal names an operator types (``archangel signal``, the console)
 =================  ==========================================================
 
 The kernel imports :mod:`archangel.errors` only (``tests/test_layers.py``).

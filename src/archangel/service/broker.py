@@ -26,7 +26,7 @@ __all__ = ["Broker", "Client", "bind"]
 logger = logging.getLogger(__name__)
 
 #: The largest message: one request or one reply.
-MAX_MESSAGE = 65536
+_MAX_MESSAGE = 65536
 
 
 class Broker:
@@ -40,7 +40,7 @@ class Broker:
     def answer(self, channel: socket.socket, asked: dict[tuple[Any, ...], int]) -> None:
         """Answer the request waiting on ``channel``; ``asked`` counts that worker's requests."""
         try:
-            data = channel.recv(MAX_MESSAGE)
+            data = channel.recv(_MAX_MESSAGE)
         except OSError:
             data = b""
         if not data:
@@ -142,7 +142,7 @@ class Client:
             "reuse_port": bool(kwargs.get("reuse_port")),
         }
         self._sock.send(json.dumps(request).encode())
-        data, fds, _, _ = socket.recv_fds(self._sock, MAX_MESSAGE, 1)
+        data, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
         if not fds:
             reply = json.loads(data or b"{}")
             where = path if path is not None else f"{host}:{port}"

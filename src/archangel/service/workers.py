@@ -141,7 +141,7 @@ class Worker:
     ready: bool = False
     """Its App reached RUN."""
     retiring: bool = False
-    """The master asked it to stop: its end is no failure."""
+    """Whether the master asked it to stop (then its end is no failure)."""
     asked: dict[tuple[Any, ...], int] = field(default_factory=dict)
     """How many sockets it took per address, to hand the n-th request the n-th socket."""
 
