@@ -29,6 +29,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -276,7 +277,27 @@ def _terminal_kept(stream: TextIO) -> Iterator[None]:
         yield
     finally:
         if saved is not None:
-            with contextlib.suppress(OSError):
+            _restore(termios, fd, saved)
+
+
+#: Seconds the client keeps watching its terminal after putting it back.
+_LATE_PREP = 0.2
+
+
+def _restore(termios: Any, fd: int, saved: Any) -> None:
+    """Put ``saved`` back, and again if ``readline`` changes it meanwhile.
+
+    The thread in ``input()`` may only now be starting its next line (a
+    loaded machine), and ``readline`` then turns echo off again after the
+    settings were put back; it does so once, at the start of a line, so
+    watching for :data:`_LATE_PREP` seconds is enough to undo it.
+    """
+    deadline = time.monotonic() + _LATE_PREP
+    with contextlib.suppress(OSError):
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            if termios.tcgetattr(fd) != saved:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
