@@ -13,10 +13,12 @@ import asyncio
 import os
 import resource
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import pytest
 import uvloop
 
+from archangel import App
 from archangel.bus.bus import Bus
 from archangel.bus.states import State
 
@@ -127,3 +129,22 @@ async def clock() -> VirtualClockLoop:
     loop = asyncio.get_running_loop()
     assert isinstance(loop, VirtualClockLoop), loop
     return loop
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Any]:
+    """Start an App (made by the test with the returned function) and stop it after."""
+    apps: list[tuple[App, asyncio.Future[int]]] = []
+
+    async def start(app: App) -> App:
+        task = asyncio.ensure_future(app.main())
+        apps.append((app, task))
+        await app.bus.wait(State.RUN, State.EXITED)
+        assert app.bus.state is State.RUN
+        return app
+
+    yield start
+    for app, task in apps:
+        if not task.done():
+            app.request_stop(quick=True)
+        await task

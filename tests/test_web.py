@@ -83,25 +83,6 @@ def value(found: dict[str, Any], name: str, **labels: str) -> float:
     return samples(family)[name, frozenset(labels.items())]
 
 
-@pytest.fixture
-async def running() -> AsyncIterator[Any]:
-    """Start an App (made by the test with the returned function) and stop it after."""
-    apps: list[tuple[App, asyncio.Future[int]]] = []
-
-    async def start(app: App) -> App:
-        task = asyncio.ensure_future(app.main())
-        apps.append((app, task))
-        await app.bus.wait(State.RUN, State.EXITED)
-        assert app.bus.state is State.RUN
-        return app
-
-    yield start
-    for app, task in apps:
-        if not task.done():
-            app.request_stop(quick=True)
-        await task
-
-
 # -- /metrics ---------------------------------------------------------------------------
 
 

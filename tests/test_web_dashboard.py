@@ -70,25 +70,6 @@ async def sleeper() -> None:
     await asyncio.Event().wait()
 
 
-@pytest.fixture
-async def running() -> AsyncIterator[Any]:
-    """Start an App (made by the test with the returned function) and stop it after."""
-    apps: list[tuple[App, asyncio.Future[int]]] = []
-
-    async def start(app: App) -> App:
-        task = asyncio.ensure_future(app.main())
-        apps.append((app, task))
-        await app.bus.wait(State.RUN, State.EXITED)
-        assert app.bus.state is State.RUN
-        return app
-
-    yield start
-    for app, task in apps:
-        if not task.done():
-            app.request_stop(quick=True)
-        await task
-
-
 async def login(url: str) -> tuple[str, str]:
     """Log in with the token as the page does; ``(cookie header, CSRF token)``."""
     status, headers, body = await call(f"{url}/api/login", "POST", {"token": TOKEN}, Origin=url)

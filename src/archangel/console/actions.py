@@ -7,7 +7,7 @@ if the app's loop does not pick it up within the action timeout, the reply
 says the loop is blocked and the action is queued (it runs once the loop is
 free). Nothing here mutates the manager from the console's thread, and
 work on the app's loop is done in slices of about a millisecond
-(:class:`~archangel.console.apploop.TimeSlice`), yielding to the loop
+(:class:`~archangel.kernel.slices.TimeSlice`), yielding to the loop
 between them.
 """
 

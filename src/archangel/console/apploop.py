@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from ..kernel.manager import ProcessManager
+from ..kernel.slices import TimeSlice
 
 __all__ = ["AppLoop", "Outcome", "Status", "TimeSlice"]
 
@@ -56,26 +57,6 @@ class Outcome(NamedTuple):
     status: Status
     value: Any = None
     error: BaseException | None = None
-
-
-class TimeSlice:
-    """A share of the app loop's time, for work done there in many small steps.
-
-    Call :meth:`tick` after each step (on the app's loop): once ``seconds``
-    have passed since the slice began, it yields to the loop once and begins
-    a new slice. So killing 100,000 processes never holds the loop for more
-    than about ``seconds`` plus one step at a time.
-    """
-
-    def __init__(self, seconds: float = 0.001) -> None:
-        self.seconds = seconds
-        self._end = time.perf_counter() + seconds
-
-    async def tick(self) -> None:
-        """Yield to the loop if this slice is used up."""
-        if time.perf_counter() >= self._end:
-            await asyncio.sleep(0)
-            self._end = time.perf_counter() + self.seconds
 
 
 class _Sample(NamedTuple):

@@ -10,6 +10,7 @@
 ``supervisor``     :class:`Supervisor`: OTP restarts over child processes
 ``_children``      a supervisor's table of children: lookup, stop last first
 ``frames``         where code is: stacks and await chains, read from any thread
+``slices``         :class:`~archangel.kernel.slices.TimeSlice`: long work on a loop in small steps
 ``holders``        background-task holders and waiter lists, off the hot path
 ``signames``       the signal names an operator types (``archangel signal``, the console)
 =================  ==========================================================

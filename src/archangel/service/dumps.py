@@ -38,6 +38,7 @@ from ..kernel.frames import innermost
 from ..kernel.holders import hold
 from ..kernel.manager import ProcessManager
 from ..kernel.process import Process
+from ..kernel.slices import TimeSlice
 from .statistics import Statistics, counters
 
 __all__ = ["MAX_TASKS", "Runlog", "Writer", "state", "state_text", "task_stacks"]
@@ -133,7 +134,7 @@ def task_stacks(limit: int = MAX_TASKS) -> list[dict[str, Any]]:
     return [_task_row(task) for task in first]
 
 
-async def _first_tasks(limit: int, time_slice: _Slice) -> tuple[list[asyncio.Task[Any]], int]:
+async def _first_tasks(limit: int, time_slice: TimeSlice) -> tuple[list[asyncio.Task[Any]], int]:
     """The first ``limit`` tasks by name and how many there are, picked in slices.
 
     Taking the set is one ``asyncio.all_tasks()``; choosing among 50,000
@@ -210,18 +211,6 @@ def _head(
     }
 
 
-class _Slice:
-    """Yields to the loop once ``_SLICE`` seconds of work have passed."""
-
-    def __init__(self) -> None:
-        self._end = time.perf_counter() + _SLICE
-
-    async def tick(self) -> None:
-        if time.perf_counter() >= self._end:
-            await asyncio.sleep(0)
-            self._end = time.perf_counter() + _SLICE
-
-
 class _ListText:
     """A list being encoded as ``json.dumps(..., indent=1)`` writes it one level deep.
 
@@ -279,7 +268,7 @@ async def state_text(
     ``tasks`` describes the first :data:`MAX_TASKS` by name, ``tasks_total``
     counts them all.
     """
-    time_slice = _Slice()
+    time_slice = TimeSlice(_SLICE)
     processes = manager.processes()
     history = manager.history  # iterating it takes a snapshot
     head = _head(manager, name, bus_state, addresses, settings, app) | {
