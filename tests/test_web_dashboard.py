@@ -8,9 +8,12 @@ headless Chromium that loads the page, runs its script and dumps the DOM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import tomllib
@@ -445,7 +448,10 @@ def chromium_dom(url: str) -> str:
         pytest.skip(
             "chromium is not installed (apt-get install chromium; nox's tests session does)"
         )
-    with tempfile.TemporaryDirectory(prefix="archangel-chromium-") as profile:
+    # Chromium's helper processes may still be writing the profile as it goes.
+    with tempfile.TemporaryDirectory(
+        prefix="archangel-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         done = subprocess.run(
             [
                 chromium,
@@ -572,7 +578,10 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.skip(
             "chromium is not installed (apt-get install chromium; nox's tests session does)"
         )
-    with tempfile.TemporaryDirectory(prefix="archangel-chromium-") as profile:
+    # Chromium's helper processes may still be writing the profile as it goes.
+    with tempfile.TemporaryDirectory(
+        prefix="archangel-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = await asyncio.create_subprocess_exec(
             chromium,
             "--headless",
@@ -588,6 +597,7 @@ async def browser() -> AsyncIterator[Browser]:
             "about:blank",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers in its group, stopped with it
         )
         try:
             active = Path(profile) / "DevToolsActivePort"
@@ -599,7 +609,8 @@ async def browser() -> AsyncIterator[Browser]:
                 async with client.ws_connect(pages[0]["webSocketDebuggerUrl"]) as socket:
                     yield Browser(socket)
         finally:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             await process.wait()
 
 
