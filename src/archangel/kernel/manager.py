@@ -79,6 +79,8 @@ class ProcessManager:
         # Records are plain tuples (cheap to build on every exit, and small);
         # the ``history`` property turns them into ProcessInfo when read.
         self._history: collections.deque[_Record] = collections.deque(maxlen=history)
+        # Read on every exit: a plain attribute reads faster than deque.maxlen.
+        self._keep_history = history > 0
         self._procs: dict[int, Process] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
@@ -252,8 +254,9 @@ class ProcessManager:
     def _exited(self, process: Process, reason: ExitReason) -> None:
         procs = self._procs
         del procs[process._archangel_pid]  # type: ignore[arg-type]
+        kind = process.kind
         try:  # free until it raises
-            counts = self._kinds[process.kind]
+            counts = self._kinds[kind]
         except KeyError:
             counts = self._moved_kind(process)
         counts.exited += 1
@@ -263,14 +266,14 @@ class ProcessManager:
             elif reason is _ERROR:
                 counts.failed += 1
                 error = process._archangel_error
-                if error is not None and self._history.maxlen:
+                if error is not None and self._keep_history:
                     clear_frames(error)  # the record must not keep the process
-        if self._history.maxlen:
+        if self._keep_history:
             self._history.append(
                 (
                     process._archangel_pid,
-                    process.kind,
-                    process._archangel_name or type(process).__name__,
+                    kind,
+                    process._archangel_name or type(process),
                     process._archangel_started,
                     process._archangel_ended,
                     reason,

@@ -84,14 +84,25 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# pid, kind, name, started, ended, exit_reason, error, details
+# pid, kind, name, started, ended, exit_reason, error, details. The name is
+# the process's own, or its class when it has none: the class's __name__ is
+# read when a record is, not on every exit.
 _Record = tuple[
-    int | None, str, str, float | None, float | None, ExitReason, BaseException | None, Any
+    int | None,
+    str,
+    str | type,
+    float | None,
+    float | None,
+    ExitReason,
+    BaseException | None,
+    Any,
 ]
 
 
 def _info(record: _Record) -> ProcessInfo:
     pid, kind, name, started, ended, reason, error, details = record
+    if not isinstance(name, str):
+        name = name.__name__
     return ProcessInfo(
         pid, kind, name, ProcessState.EXITED, started, ended, reason, error, details
     )
