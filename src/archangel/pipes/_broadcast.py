@@ -21,7 +21,7 @@ from .inbox import FailureLog
 
 __all__ = ["RESERVED_NOTIFICATIONS", "Broadcast"]
 
-logger = logging.getLogger("archangel.pipeline")
+logger = logging.getLogger("archangel.pipes.pipeline")  # one logger for the pipeline
 
 #: Names a broadcast refuses: the methods the pipeline itself calls on cogs
 #: and supplies, which a broadcast must not trigger out of turn.

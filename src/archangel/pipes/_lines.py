@@ -15,7 +15,7 @@ from ..errors import InvalidArgument
 
 __all__ = ["MAX_STREAM_LINE", "LineBuffer", "LineSupply"]
 
-logger = logging.getLogger("archangel.supplies")
+logger = logging.getLogger("archangel.pipes.supplies")  # one logger for the supplies
 
 #: Default longest line a file or stream supply (``tail``, ``lines``, a
 #: :class:`LineBuffer`) holds, in bytes (1 MiB); a longer one is passed on cut.

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "MARK", "READ_AHEAD", "ROTATED_POLL", "Follower"]
 
-logger = logging.getLogger("archangel.supplies")
+logger = logging.getLogger("archangel.pipes.supplies")  # one logger for the supplies
 
 #: Bytes read at a time.
 CHUNK = 1 << 16

@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["END", "FailureLog", "Inbox"]
 
-logger = logging.getLogger("archangel.pipeline")
+logger = logging.getLogger("archangel.pipes.pipeline")  # one logger for the pipeline
 
 #: What :meth:`Inbox.get` returns once the inbox is closed and empty.
 END: Any = object()

@@ -44,7 +44,7 @@ from .inbox import END, FailureLog, Inbox
 
 __all__ = ["CogCounters", "Train", "TrainCounters"]
 
-logger = logging.getLogger("archangel.pipeline")
+logger = logging.getLogger("archangel.pipes.pipeline")  # one logger for the pipeline
 
 _COG_KEYS = ("in", "out", "swallowed", "failed", "flushed", "dropped", "in_flight", "seconds")
 _TRAIN_KEYS = ("in", "out", "swallowed", "failed", "flushed", "dropped", "in_flight")

@@ -28,7 +28,7 @@ __all__ = ["UvicornConnection", "UvicornServing"]
 #: Stands in for uvicorn's loggers on a killed connection: uvicorn logs every
 #: exception that ends an ASGI task, its cancellation included, as "Exception in
 #: ASGI application"; a kill is not an error of the application.
-_QUIET = logging.Logger("archangel.asgi.killed")
+_QUIET = logging.Logger("archangel.service.asgi.killed")
 _QUIET.disabled = True
 
 
