@@ -113,6 +113,22 @@ def test_an_unknown_signal_name_is_refused_with_the_valid_ones(
     )
 
 
+# -- --pidfile "" -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [("status",), ("signal", "hup"), ("run", "examples.service:app")]
+)
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_pidfile_path_is_a_usage_error(command: tuple[str, ...], path: str) -> None:
+    done = cli(*command, f"--pidfile={path}")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"archangel {command[0]}: error: argument --pidfile: the path is empty: "
+        "give a file, e.g. /run/app.pid"
+    )
+
+
 # -- run --umask -----------------------------------------------------------------------------
 
 

@@ -85,6 +85,17 @@ def umask_value(text: str) -> int:
     return int(digits, 8)
 
 
+def pidfile_path(text: str) -> str:
+    """``--pidfile``: a path, not empty (an empty one names no file).
+
+    Raises:
+        argparse.ArgumentTypeError: The path is empty or blank.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty: give a file, e.g. /run/app.pid")
+    return text
+
+
 _LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
@@ -161,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="MODULE:APP")
     p.add_argument("--daemon", action="store_true", help="detach; return once it runs")
-    p.add_argument("--pidfile", help="hold this pidfile while running")
+    p.add_argument("--pidfile", type=pidfile_path, help="hold this pidfile while running")
     p.add_argument("--user", help="drop to this user after binding")
     p.add_argument("--group", help="drop to this group after binding")
     p.add_argument(
@@ -193,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         help="signal the service a pidfile names",
         description="Send a signal to the running service (check: only test that it runs).",
     )
-    p.add_argument("--pidfile", required=True)
+    p.add_argument("--pidfile", type=pidfile_path, required=True)
     p.add_argument(
         "signal",
         type=signal_name,
@@ -207,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Say whether the service a pidfile names runs (exit status 0), or why "
         "not: 1 stale, 3 no pidfile, 4 malformed, 5 permission denied.",
     )
-    p.add_argument("--pidfile", required=True)
+    p.add_argument("--pidfile", type=pidfile_path, required=True)
 
     p = sub.add_parser(
         "console",
