@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import socket
 import subprocess
 import sys
 import textwrap
@@ -75,3 +76,107 @@ def _locked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gone(pid: int, timeout: float = 15.0) -> bool:
+    """Wait until ``pid`` has exited (or is a zombie nobody reaps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+ECHO_SCRIPT = """
+import asyncio, logging, os, sys
+from archangel import App, Process, State
+
+HOOKS = os.environ["HOOK_LOG"]
+
+
+class Echo(Process, asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.at_exit(record, self)
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def record(process):
+    with open(HOOKS, "a") as out:
+        out.write(f"{process.pid} {process.exit_reason.value}\\n")
+"""
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text(ECHO_SCRIPT + textwrap.dedent(body))
+    return path
+
+
+def popen(script: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")},
+    )
+
+
+def connect(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` connections, each echoing once: each is a process of the service."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    for conn in conns:
+        conn.sendall(b"ping")
+        assert conn.recv(4) == b"ping"
+    return conns
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    """Wait until the service closes (or resets) ``conn``; True once it has."""
+    try:
+        return conn.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        conn.close()
+
+
+def hook_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+    """Wait until the at-exit hooks wrote ``count`` lines; return the lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+SLOW_START = """
+app = App("slow-start", shutdown_timeout=5)
+
+
+@app.bus.on(State.START)
+async def start():
+    await app.serve(Echo, "127.0.0.1", 0)
+    print("port", app.addresses[0][1], flush=True)
+    try:
+        await asyncio.Event().wait()  # a backend that never answers
+    except asyncio.CancelledError:
+        print("start cancelled", flush=True)
+        raise
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    sys.exit(app.run(loop=sys.argv[1]))
+"""

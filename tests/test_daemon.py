@@ -13,6 +13,8 @@ import os
 import pwd
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,17 @@ import pytest
 
 from archangel.errors import DaemonError
 from archangel.service.daemon import check, drop_privileges, read_pid
-from tests.service_helpers import Run, _locked, needs_nobody, needs_root, wait_for
+from tests.service_helpers import (
+    ROOT,
+    SLOW_START,
+    Run,
+    _locked,
+    gone,
+    needs_nobody,
+    needs_root,
+    wait_for,
+    write_script,
+)
 
 
 @pytest.fixture
@@ -299,6 +311,42 @@ def test_daemonize_errors_before_the_fork_raise_in_the_caller(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{message}: No such file or directory\nTrue\n"
+
+
+def test_a_daemon_stopped_while_starting_tells_its_launcher(tmp_path: Path) -> None:
+    write_script(tmp_path / "slow.py", SLOW_START)
+    pidfile, log = tmp_path / "slow.pid", tmp_path / "slow.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")}
+    cli = [sys.executable, "-m", "archangel"]
+    launcher = subprocess.Popen(
+        [*cli, "run", "slow:app", "--daemon", f"--pidfile={pidfile}", f"--log-file={log}"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid = None
+    try:
+        deadline = time.monotonic() + 10
+        while "port " not in (log.read_text() if log.exists() else ""):
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        pid = int(pidfile.read_text())
+        stop = subprocess.run(
+            [*cli, "signal", f"--pidfile={pidfile}", "term"], env=env, capture_output=True
+        )
+        assert stop.returncode == 0, stop.stderr
+        _, err = launcher.communicate(timeout=10)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        if pid is not None and not gone(pid, timeout=10):
+            os.kill(pid, signal.SIGKILL)
+    assert launcher.returncode == 1
+    assert f"daemon (pid {pid}) could not start: stopped during START, before it was ready" in err
+    assert "start cancelled" in log.read_text()
+    assert not pidfile.exists()
 
 
 # --- drop_privileges ---------------------------------------------------------

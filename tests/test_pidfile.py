@@ -21,7 +21,7 @@ import pytest
 
 from archangel.errors import PidFileError, PidFileUnusable
 from archangel.service.pidfile import PidFile, check, read_pid, send_signal
-from tests.service_helpers import ENV, Run, _locked, needs_nobody, needs_root, wait_for
+from tests.service_helpers import ENV, ROOT, Run, _locked, needs_nobody, needs_root, wait_for
 
 HOLDER = """
 import signal, sys
@@ -323,6 +323,50 @@ def _try(call: Callable[[], object]) -> object:
     return None
 
 
+def test_a_pidfile_unreadable_after_dropping_privileges_is_still_removed(
+    tmp_path: Path,
+) -> None:
+    """release() reads the pidfile through the descriptor acquire() opened.
+
+    A service that drops privileges (``--user``) may no longer read its own
+    pidfile by path; it must still recognise its PID and remove the file,
+    not log that the pidfile "no longer holds" it.
+    """
+    from archangel.service.pidfile import PidFile
+
+    # A directory the dropped user may write in, outside pytest's 0700 tree.
+    run_dir = Path(tempfile.mkdtemp(prefix="archangel-run-"))
+    run_dir.chmod(0o777)
+    pidfile = run_dir / "svc.pid"
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 99
+        try:
+            os.dup2(write_end, 2)
+            logging.basicConfig(stream=os.fdopen(2, "w", closefd=False), force=True)
+            lock = PidFile(pidfile)
+            lock.acquire()
+            pidfile.chmod(0o000)  # unreadable by path from now on
+            if os.geteuid() == 0:  # root reads anything: become nobody, as --user does
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            lock.release()
+            status = 0
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as err:
+        message = err.read()
+    _, wait_status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0, message
+    assert "no longer holds" not in message
+    assert not pidfile.exists(), message
+    run_dir.rmdir()
+
+
 # --- read_pid, check, send_signal --------------------------------------------
 
 
@@ -521,3 +565,82 @@ def test_status_of_a_service_run_by_another_user(
     signalled = run(command, "signal", f"--pidfile={public}", "hup")
     assert signalled.returncode == 5
     assert "it runs as another user" in signalled.stderr
+
+
+# --- readers never make a start fail ----------------------------------------------
+
+STATUS_READER = """
+import sys
+from archangel.errors import PidFileUnusable
+from archangel.service.pidfile import check, send_signal
+path, first = sys.argv[1], True
+while True:
+    for read in (check, lambda path: send_signal(path, 0)):  # `status`, `signal check`
+        try:
+            read(path)
+        except PidFileUnusable:
+            pass
+    if first:
+        print("reading", flush=True)
+        first = False
+"""
+
+
+STARTER = """
+import logging, sys
+from archangel import App, State
+from archangel.cli import main
+
+def make():
+    app = App("racer", shutdown_timeout=5)
+    app.bus.subscribe(State.RUN, app.request_stop)  # up, then down again
+    return app
+
+if __name__ == "__main__":
+    path, stale, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    logging.basicConfig(level=logging.CRITICAL)
+    statuses = []
+    for _ in range(count):
+        with open(path, "w") as file:  # a stale pidfile whose PID runs again
+            file.write(stale + "\\n")
+        run = ["run", "starter:make", f"--pidfile={path}", "--loop=asyncio"]
+        statuses.append(main([*run, "--log-level=CRITICAL"]))
+    print(" ".join(map(str, statuses)))
+"""
+
+
+def test_status_readers_never_make_a_start_over_a_stale_pidfile_fail(tmp_path: Path) -> None:
+    """Many readers of a stale pidfile (its PID reused by a live process) while it is replaced."""
+    pidfile = tmp_path / "race.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    (tmp_path / "starter.py").write_text(STARTER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", STATUS_READER, str(pidfile)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for reader in readers:
+            assert reader.stdout is not None
+            assert reader.stdout.readline() == "reading\n"
+        starts = 200
+        starter = subprocess.run(
+            [sys.executable, "starter.py", str(pidfile), str(os.getpid()), str(starts)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert starter.returncode == 0, starter.stderr
+        assert starter.stdout.split() == ["0"] * starts, starter.stderr
+        assert all(reader.poll() is None for reader in readers)  # still reading
+    finally:
+        for reader in readers:
+            reader.kill()
+            reader.communicate()
