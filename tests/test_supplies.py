@@ -400,4 +400,24 @@ async def test_every_immediately() -> None:
     await ticker.aclose()
 
 
-# -- the line server -------------------------------------------------------------------------
+# -- max_line defaults -----------------------------------------------------------------------
+
+
+def test_the_two_longest_line_defaults_have_names_of_their_own() -> None:
+    import importlib
+    import inspect
+
+    from archangel.pipes import _lines, supplies
+
+    line_server = importlib.import_module("archangel.pipes.line_server")
+
+    assert _lines.MAX_STREAM_LINE == 1 << 20 and line_server._MAX_PEER_LINE == 1 << 16
+    assert not hasattr(_lines, "MAX_LINE") and not hasattr(line_server, "MAX_LINE")
+    for fn, default in [
+        (supplies.tail, _lines.MAX_STREAM_LINE),
+        (supplies.lines, _lines.MAX_STREAM_LINE),
+        (_lines.LineBuffer, _lines.MAX_STREAM_LINE),
+        (line_server.line_server, line_server._MAX_PEER_LINE),
+        (line_server.LineServer, line_server._MAX_PEER_LINE),
+    ]:
+        assert inspect.signature(fn).parameters["max_line"].default == default
