@@ -15,7 +15,6 @@ import pytest
 
 from archangel import App, ExitReason, InvalidArgument, Process, ProcessStateError, State
 from archangel.app import EXIT_FORCED, EXIT_OK
-from archangel.service import dumps
 from tests.helpers import until
 
 
@@ -337,41 +336,6 @@ async def test_dumps_at_once_never_show_a_reader_half_a_file(tmp_path: Path) -> 
     app.request_stop(quick=True)
     assert await task == 0
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
-
-
-async def test_write_json_from_many_writers_at_once(tmp_path: Path) -> None:
-    """Each write has a temporary file of its own: none fails, none is seen half-written."""
-    target = tmp_path / "shared.json"
-    invalid: list[int] = []
-    done = threading.Event()
-
-    def read_while_writing() -> None:
-        while not done.is_set():
-            try:
-                text = target.read_text()
-            except FileNotFoundError:
-                continue
-            try:
-                json.loads(text)
-            except ValueError:
-                invalid.append(len(text))
-
-    writer = dumps.Writer()
-    reader = threading.Thread(target=read_while_writing)
-    reader.start()
-    try:
-        for _ in range(10):
-            writes = [
-                writer.write_json(target, {"n": n, "pad": "x" * 100_000 * n}) for n in range(4)
-            ]
-            assert await asyncio.gather(*writes) == [str(target)] * 4
-    finally:
-        done.set()
-        await asyncio.to_thread(reader.join)
-    assert invalid == []
-    assert json.loads(target.read_text())["n"] in range(4)
-    assert os.listdir(tmp_path) == ["shared.json"]
-    assert writer.pending == 0
 
 
 async def test_a_dump_asked_for_during_a_write_is_written_again_after_it(tmp_path: Path) -> None:
@@ -699,20 +663,3 @@ def test_the_hooks_table_in_the_docstring_and_the_docs_is_the_one_subscribed(
         for callback in app.bus.subscribers(state):
             if getattr(callback, "__self__", None) is app:
                 assert callback.__name__ in own, f"{callback} is not in App._HOOKS"
-
-
-async def test_a_write_whose_caller_is_cancelled_is_finished_and_held_by_its_writer(
-    tmp_path: Path,
-) -> None:
-    writer = dumps.Writer()
-    target = tmp_path / "state.json"
-    caller = asyncio.ensure_future(writer.write_text(target, ['{"a": ', "1}"]))
-    await asyncio.sleep(0)  # the write has begun
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    assert writer.pending == 1  # the writer holds it, not a module-level set
-    while writer.pending:
-        await asyncio.sleep(0.01)
-    assert json.loads(target.read_text()) == {"a": 1}
-    assert os.listdir(tmp_path) == ["state.json"]

@@ -22,6 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_helpers import (
+    SLOW_START,
+    closed_by_peer,
+    connect,
+    hook_lines,
+    popen,
+    write_script,
+)
 from tests.test_systemd import ENV_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -380,3 +388,82 @@ def test_the_handlers_the_app_replaced_are_put_back_when_it_exits(
     child.expect("my own handler ran")
     child.expect("still alive")
     assert child.process.wait(timeout=30) == 0
+
+
+def test_third_sigint_exits_at_once(tmp_path: Path) -> None:
+    """1st SIGINT: graceful (stuck in a STOP hook), 2nd: quick (kills), 3rd: exit now."""
+    script = write_script(
+        tmp_path / "stuck.py",
+        """
+        app = App("stuck", shutdown_timeout=60)
+
+        @app.bus.on(State.START)
+        async def start():
+            await app.serve(Echo, "127.0.0.1", 0)
+
+        @app.bus.on(State.RUN)
+        def ready():
+            print("running", app.addresses[0][1], flush=True)
+
+        @app.bus.on(State.STOP)
+        async def never_done():
+            print("stopping", flush=True)
+            await asyncio.Event().wait()
+
+        sys.exit(app.run())
+        """,
+    )
+    child = popen(script, tmp_path)
+    try:
+        assert child.stdout is not None
+        word, port = child.stdout.readline().split()
+        assert word == "running"
+        conns = connect(int(port), 5)
+        child.send_signal(signal.SIGINT)
+        assert child.stdout.readline() == "stopping\n"
+        for conn in conns:  # graceful, and stuck before the drain: connections are up
+            conn.sendall(b"still")
+            assert conn.recv(5) == b"still"
+        assert not (tmp_path / "hooks").exists()
+
+        child.send_signal(signal.SIGINT)  # quick: kills every connection, runs the hooks
+        assert all(closed_by_peer(conn) for conn in conns)
+        lines = hook_lines(tmp_path / "hooks", 5)
+        assert sorted(lines) == [f"{pid} killed" for pid in range(1, 6)]
+        assert child.poll() is None  # the quick stop is stuck in the same STOP hook
+
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=10) == 128 + signal.SIGINT
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize(("sig", "reason"), [("SIGTERM", "shutdown"), ("SIGQUIT", "killed")])
+def test_a_stop_signal_during_start_stops_the_service(
+    tmp_path: Path, loop: str, sig: str, reason: str
+) -> None:
+    child = popen(write_script(tmp_path / "slow.py", SLOW_START), tmp_path, loop)
+    try:
+        assert child.stdout is not None
+        lines = [child.stdout.readline()]
+        while not lines[-1].startswith("port "):
+            assert lines[-1], f"the service ended before it listened: {lines}"
+            lines.append(child.stdout.readline())
+        [conn] = connect(int(lines[-1].split()[1]), 1)  # accepted while still in START
+        child.send_signal(signal.Signals[sig])
+        assert closed_by_peer(conn)
+        rest, err = child.communicate(timeout=10)
+        out = "".join(lines) + rest
+        assert child.returncode == 0, out + err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert "start cancelled" in out
+    assert "slow-start: stop requested during START: start cancelled" in out
+    states = [line.split("State.")[1].rstrip(">") for line in out.splitlines() if "State." in line]
+    assert states == ["ENTER", "IDLE", "START", "STOP", "IDLE", "EXIT", "EXITED"]
+    assert (tmp_path / "hooks").read_text() == f"1 {reason}\n"

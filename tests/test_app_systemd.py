@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_service import gone
+from tests.service_helpers import gone
 from tests.test_systemd import ENV_VARS, SPAWNER
 
 ROOT = Path(__file__).resolve().parent.parent

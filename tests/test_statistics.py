@@ -25,7 +25,7 @@ import pytest
 
 from archangel import App, Cog, InvalidArgument, Pipeline, Process, ProcessManager, State
 from archangel.console import Console
-from archangel.service import Runlog, calc_statistics, dumps
+from archangel.service import Runlog, calc_statistics
 from archangel.service.statistics import counters, format_statistics
 from conftest import VirtualClockLoop
 from console_helpers import RawClient
@@ -323,117 +323,6 @@ async def test_the_periodic_runlog_and_statistics_run_from_run_to_stop(
     await clock.advance(60)
     assert sum("statistics over" in r.getMessage() for r in caplog.records) == count
     assert runlog_file.stat().st_mtime_ns == mtime  # the timers stopped at STOP
-
-
-# -- the state dump: settings, history, what the app adds ------------------------------------
-
-
-async def test_the_state_dump_holds_settings_history_and_the_state_subscribers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    app = App(
-        "stateful",
-        shutdown_timeout=7,
-        state_file=tmp_path / "state.json",
-        pidfile=tmp_path / "svc.pid",
-        signals={"HUP": "state", "ALRM": "my-channel"},
-        console={"token": "s3cret"},
-        history=2,
-        stats_interval=60,
-    )
-
-    @app.bus.on("state")
-    def cache() -> dict[str, int]:
-        return {"entries": 12}
-
-    @app.bus.on("state", priority=60)
-    async def queue() -> list[str]:
-        await asyncio.sleep(0)
-        return ["a", "b"]
-
-    @app.bus.on("state", priority=70)
-    def broken() -> None:
-        raise RuntimeError("no state today")
-
-    task = asyncio.ensure_future(app.main())
-    await app.bus.wait(State.RUN)
-    try:
-        for n in range(3):
-            job = app.manager.register(Job())
-            job.name = f"job-{n}"
-            job.inc("done")
-            job._exit(None)
-        live = app.manager.register(Job())
-        live.inc("done", 2)
-        path = await app.dump("state")
-        state = json.loads(Path(path).read_text())
-    finally:
-        app.request_stop()
-        await task
-    settings = state["settings"]
-    assert settings["name"] == "stateful" and settings["shutdown_timeout"] == 7
-    assert settings["signals"]["SIGHUP"] == ["state"]
-    assert settings["signals"]["SIGALRM"] == ["channel 'my-channel'"]
-    assert settings["signals"]["SIGINT"] == ["graceful", "quick", "immediate"]
-    assert settings["pidfile"] == str(tmp_path / "svc.pid")
-    assert settings["stats_interval"] == 60 and settings["runlog_interval"] is None
-    assert settings["console"]["address"][0] == "127.0.0.1" and settings["console"]["token"]
-    assert "s3cret" not in json.dumps(state)  # the console's token is a secret
-    assert settings["history"] == 2
-    assert [r["name"] for r in state["history"]] == ["job-1", "job-2"]  # bounded, oldest first
-    assert state["app"] == {
-        "test_the_state_dump_holds_settings_history_and_the_state_subscribers.<locals>.cache": {
-            "entries": 12
-        },
-        "test_the_state_dump_holds_settings_history_and_the_state_subscribers.<locals>.queue": [
-            "a",
-            "b",
-        ],
-        "test_the_state_dump_holds_settings_history_and_the_state_subscribers.<locals>.broken": {
-            "error": "RuntimeError: no state today"
-        },
-    }
-    assert "state subscriber" in caplog.text and "no state today" in caplog.text
-    row = next(p for p in state["processes"] if p["pid"] == live.pid)
-    assert row["user"] == {"done": 2}
-    assert state["counters"]["kinds"]["job"]["user"] == {"done": 5}
-
-
-class Busy(Process):
-    """A process that uses the name ``statistics`` for its own data."""
-
-    kind = "busy"
-
-    def __init__(self) -> None:
-        self.statistics = {"mine": True}  # type: ignore[assignment,method-assign]
-
-
-async def test_the_dumps_read_the_mixins_counts_whatever_a_class_calls_statistics() -> None:
-    manager = ProcessManager()
-    busy = manager.register(Busy())
-    busy.inc("n")
-    state = dumps.state(manager, name="busy")
-    assert state["processes"][0]["user"] == {"n": 1}
-    assert json.loads("".join(await dumps.state_text(manager, name="busy")))["processes"][0][
-        "user"
-    ] == {"n": 1}
-
-
-async def test_state_text_with_history_and_user_counts_is_the_state() -> None:
-    manager = ProcessManager(history=50)
-    for n in range(40):
-        job = manager.register(Job())
-        job.inc("n", n)
-        if n % 2:
-            job._exit(None)
-    options: dict[str, Any] = {"name": "h", "settings": {"a": 1}, "app": {"b": [2]}}
-    text = "".join(await dumps.state_text(manager, **options))
-    whole = dumps.state(manager, **options)
-    got = json.loads(text)
-    for key in ("time", "tasks"):
-        got.pop(key), whole.pop(key)
-    assert got == json.loads(json.dumps(whole, default=str))
-    assert len(got["history"]) == 20 and got["processes"][0]["user"] == {"n": 0}
 
 
 # -- the console's stats --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A real daemon: ``archangel run examples.service:app --daemon``, driven by ``archangel signal``.
+"""The CLI on a real daemon: ``archangel run examples.service:app --daemon``, signal, status.
 
 Each test starts the example service as a real detached process and talks
 to it only the way an operator would: the command line, its pidfile, its
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.service_helpers import ROOT, closed_by_peer, connect, gone, hook_lines
 
 
 class Service:
@@ -101,20 +97,6 @@ class Service:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def gone(pid: int, timeout: float = 15.0) -> bool:
-    """Wait until ``pid`` has exited (or is a zombie nobody reaps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -289,252 +271,6 @@ def test_unreadable_pidfile_is_permission_denied(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(wait_status) == 5, message
     assert f"pidfile {pidfile}" in message or str(pidfile) in message
     assert "ermission denied" in message
-
-
-def test_a_pidfile_unreadable_after_dropping_privileges_is_still_removed(
-    tmp_path: Path,
-) -> None:
-    """release() reads the pidfile through the descriptor acquire() opened.
-
-    A service that drops privileges (``--user``) may no longer read its own
-    pidfile by path; it must still recognise its PID and remove the file,
-    not log that the pidfile "no longer holds" it.
-    """
-    from archangel.service.pidfile import PidFile
-
-    # A directory the dropped user may write in, outside pytest's 0700 tree.
-    run_dir = Path(tempfile.mkdtemp(prefix="archangel-run-"))
-    run_dir.chmod(0o777)
-    pidfile = run_dir / "svc.pid"
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        status = 99
-        try:
-            os.dup2(write_end, 2)
-            logging.basicConfig(stream=os.fdopen(2, "w", closefd=False), force=True)
-            lock = PidFile(pidfile)
-            lock.acquire()
-            pidfile.chmod(0o000)  # unreadable by path from now on
-            if os.geteuid() == 0:  # root reads anything: become nobody, as --user does
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            lock.release()
-            status = 0
-        finally:
-            logging.shutdown()
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as err:
-        message = err.read()
-    _, wait_status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(wait_status) == 0, message
-    assert "no longer holds" not in message
-    assert not pidfile.exists(), message
-    run_dir.rmdir()
-
-
-ECHO_SCRIPT = """
-import asyncio, logging, os, sys
-from archangel import App, Process, State
-
-HOOKS = os.environ["HOOK_LOG"]
-
-
-class Echo(Process, asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-        self.at_exit(record, self)
-
-    def data_received(self, data):
-        self.transport.write(data)
-
-
-def record(process):
-    with open(HOOKS, "a") as out:
-        out.write(f"{process.pid} {process.exit_reason.value}\\n")
-"""
-
-
-def write_script(path: Path, body: str) -> Path:
-    path.write_text(ECHO_SCRIPT + textwrap.dedent(body))
-    return path
-
-
-def popen(script: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")},
-    )
-
-
-def connect(port: int, count: int) -> list[socket.socket]:
-    """Open ``count`` connections, each echoing once: each is a process of the service."""
-    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
-    for conn in conns:
-        conn.sendall(b"ping")
-        assert conn.recv(4) == b"ping"
-    return conns
-
-
-def closed_by_peer(conn: socket.socket) -> bool:
-    """Wait until the service closes (or resets) ``conn``; True once it has."""
-    try:
-        return conn.recv(100) == b""
-    except ConnectionResetError:
-        return True
-    finally:
-        conn.close()
-
-
-def hook_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
-    """Wait until the at-exit hooks wrote ``count`` lines; return the lines."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.01)
-
-
-def test_third_sigint_exits_at_once(tmp_path: Path) -> None:
-    """1st SIGINT: graceful (stuck in a STOP hook), 2nd: quick (kills), 3rd: exit now."""
-    script = write_script(
-        tmp_path / "stuck.py",
-        """
-        app = App("stuck", shutdown_timeout=60)
-
-        @app.bus.on(State.START)
-        async def start():
-            await app.serve(Echo, "127.0.0.1", 0)
-
-        @app.bus.on(State.RUN)
-        def ready():
-            print("running", app.addresses[0][1], flush=True)
-
-        @app.bus.on(State.STOP)
-        async def never_done():
-            print("stopping", flush=True)
-            await asyncio.Event().wait()
-
-        sys.exit(app.run())
-        """,
-    )
-    child = popen(script, tmp_path)
-    try:
-        assert child.stdout is not None
-        word, port = child.stdout.readline().split()
-        assert word == "running"
-        conns = connect(int(port), 5)
-        child.send_signal(signal.SIGINT)
-        assert child.stdout.readline() == "stopping\n"
-        for conn in conns:  # graceful, and stuck before the drain: connections are up
-            conn.sendall(b"still")
-            assert conn.recv(5) == b"still"
-        assert not (tmp_path / "hooks").exists()
-
-        child.send_signal(signal.SIGINT)  # quick: kills every connection, runs the hooks
-        assert all(closed_by_peer(conn) for conn in conns)
-        lines = hook_lines(tmp_path / "hooks", 5)
-        assert sorted(lines) == [f"{pid} killed" for pid in range(1, 6)]
-        assert child.poll() is None  # the quick stop is stuck in the same STOP hook
-
-        child.send_signal(signal.SIGINT)
-        assert child.wait(timeout=10) == 128 + signal.SIGINT
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.communicate()
-
-
-SLOW_START = """
-app = App("slow-start", shutdown_timeout=5)
-
-
-@app.bus.on(State.START)
-async def start():
-    await app.serve(Echo, "127.0.0.1", 0)
-    print("port", app.addresses[0][1], flush=True)
-    try:
-        await asyncio.Event().wait()  # a backend that never answers
-    except asyncio.CancelledError:
-        print("start cancelled", flush=True)
-        raise
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    sys.exit(app.run(loop=sys.argv[1]))
-"""
-
-
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-@pytest.mark.parametrize(("sig", "reason"), [("SIGTERM", "shutdown"), ("SIGQUIT", "killed")])
-def test_a_stop_signal_during_start_stops_the_service(
-    tmp_path: Path, loop: str, sig: str, reason: str
-) -> None:
-    child = popen(write_script(tmp_path / "slow.py", SLOW_START), tmp_path, loop)
-    try:
-        assert child.stdout is not None
-        lines = [child.stdout.readline()]
-        while not lines[-1].startswith("port "):
-            assert lines[-1], f"the service ended before it listened: {lines}"
-            lines.append(child.stdout.readline())
-        [conn] = connect(int(lines[-1].split()[1]), 1)  # accepted while still in START
-        child.send_signal(signal.Signals[sig])
-        assert closed_by_peer(conn)
-        rest, err = child.communicate(timeout=10)
-        out = "".join(lines) + rest
-        assert child.returncode == 0, out + err
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert "start cancelled" in out
-    assert "slow-start: stop requested during START: start cancelled" in out
-    states = [line.split("State.")[1].rstrip(">") for line in out.splitlines() if "State." in line]
-    assert states == ["ENTER", "IDLE", "START", "STOP", "IDLE", "EXIT", "EXITED"]
-    assert (tmp_path / "hooks").read_text() == f"1 {reason}\n"
-
-
-def test_a_daemon_stopped_while_starting_tells_its_launcher(tmp_path: Path) -> None:
-    write_script(tmp_path / "slow.py", SLOW_START)
-    pidfile, log = tmp_path / "slow.pid", tmp_path / "slow.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HOOK_LOG": str(tmp_path / "hooks")}
-    cli = [sys.executable, "-m", "archangel"]
-    launcher = subprocess.Popen(
-        [*cli, "run", "slow:app", "--daemon", f"--pidfile={pidfile}", f"--log-file={log}"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pid = None
-    try:
-        deadline = time.monotonic() + 10
-        while "port " not in (log.read_text() if log.exists() else ""):
-            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.01)
-        pid = int(pidfile.read_text())
-        stop = subprocess.run(
-            [*cli, "signal", f"--pidfile={pidfile}", "term"], env=env, capture_output=True
-        )
-        assert stop.returncode == 0, stop.stderr
-        _, err = launcher.communicate(timeout=10)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.communicate()
-        if pid is not None and not gone(pid, timeout=10):
-            os.kill(pid, signal.SIGKILL)
-    assert launcher.returncode == 1
-    assert f"daemon (pid {pid}) could not start: stopped during START, before it was ready" in err
-    assert "start cancelled" in log.read_text()
-    assert not pidfile.exists()
 
 
 def test_run_replaces_an_unlocked_malformed_pidfile(tmp_path: Path) -> None:
@@ -735,81 +471,3 @@ def test_a_start_refused_by_a_held_pidfile_says_so_in_its_last_line(
     assert daemon.returncode == 1
     assert re.fullmatch(rf"daemon \(pid \d+\) {re.escape(by_other)}", last_line(daemon.stderr))
     assert pidfile.read_text() == "garbage\n"
-
-
-# --- readers never make a start fail ----------------------------------------------
-
-STATUS_READER = """
-import sys
-from archangel.errors import PidFileUnusable
-from archangel.service.pidfile import check, send_signal
-path, first = sys.argv[1], True
-while True:
-    for read in (check, lambda path: send_signal(path, 0)):  # `status`, `signal check`
-        try:
-            read(path)
-        except PidFileUnusable:
-            pass
-    if first:
-        print("reading", flush=True)
-        first = False
-"""
-
-STARTER = """
-import logging, sys
-from archangel import App, State
-from archangel.cli import main
-
-def make():
-    app = App("racer", shutdown_timeout=5)
-    app.bus.subscribe(State.RUN, app.request_stop)  # up, then down again
-    return app
-
-if __name__ == "__main__":
-    path, stale, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    logging.basicConfig(level=logging.CRITICAL)
-    statuses = []
-    for _ in range(count):
-        with open(path, "w") as file:  # a stale pidfile whose PID runs again
-            file.write(stale + "\\n")
-        run = ["run", "starter:make", f"--pidfile={path}", "--loop=asyncio"]
-        statuses.append(main([*run, "--log-level=CRITICAL"]))
-    print(" ".join(map(str, statuses)))
-"""
-
-
-def test_status_readers_never_make_a_start_over_a_stale_pidfile_fail(tmp_path: Path) -> None:
-    """Many readers of a stale pidfile (its PID reused by a live process) while it is replaced."""
-    pidfile = tmp_path / "race.pid"
-    pidfile.write_text(f"{os.getpid()}\n")
-    (tmp_path / "starter.py").write_text(STARTER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    readers = [
-        subprocess.Popen(
-            [sys.executable, "-c", STATUS_READER, str(pidfile)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(4)
-    ]
-    try:
-        for reader in readers:
-            assert reader.stdout is not None
-            assert reader.stdout.readline() == "reading\n"
-        starts = 200
-        starter = subprocess.run(
-            [sys.executable, "starter.py", str(pidfile), str(os.getpid()), str(starts)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        assert starter.returncode == 0, starter.stderr
-        assert starter.stdout.split() == ["0"] * starts, starter.stderr
-        assert all(reader.poll() is None for reader in readers)  # still reading
-    finally:
-        for reader in readers:
-            reader.kill()
-            reader.communicate()

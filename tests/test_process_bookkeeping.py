@@ -1,4 +1,7 @@
-"""The mixin's bookkeeping: set in ``__new__``, read-only, and impossible to clash with."""
+"""The mixin's bookkeeping: set in ``__new__``, read-only, and impossible to clash with.
+
+kernel/process.py's tests, with test_process.py.
+"""
 
 from __future__ import annotations
 
