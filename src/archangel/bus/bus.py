@@ -38,6 +38,12 @@ __all__ = ["DEFAULT_PRIORITY", "STOP", "Bus", "Callback", "TransitionResults"]
 
 logger = logging.getLogger(__name__)
 
+
+def _label(state: object) -> str:
+    """A state as logs and messages name it: ``START``, not ``<State.START>``."""
+    return str(getattr(state, "name", state))
+
+
 S = TypeVar("S", bound=Hashable)
 
 
@@ -219,15 +225,15 @@ class Bus(Channels, Generic[S]):
                 results.append([])  # raised below: nobody sees this list
                 failures.append(exc)
                 failed = True
-                logger.error("%r: subscribers of %r failed", self, state, exc_info=exc)
+                logger.error("%r: subscribers of %s failed", self, _label(state), exc_info=exc)
             else:
                 results.append(published)
                 failed = False
         if failures:
-            names = ", ".join(repr(exc.channel) for exc in failures)
+            names = ", ".join(_label(exc.channel) for exc in failures)
             message = (
-                f"going from {source!r} to {target!r}, subscribers of {names} failed; "
-                f"the bus is in {self._state!r}"
+                f"going from {_label(source)} to {_label(target)}, subscribers of {names} "
+                f"failed; the bus is in {_label(self._state)}"
             )
             self._error = ChannelFailures(message, failures)
             raise self._error
@@ -236,7 +242,7 @@ class Bus(Channels, Generic[S]):
 
     def _enter(self, state: S) -> None:
         self._state = state
-        logger.info("bus state: %r", state)
+        logger.info("bus state: %s", _label(state))
         for states, waiter in self._waiters:
             if state in states and not waiter.done():
                 waiter.set_result(state)
@@ -391,6 +397,6 @@ class Bus(Channels, Generic[S]):
             timer.cancel()
 
     def __repr__(self) -> str:
-        state = getattr(self._state, "name", self._state)
+        state = _label(self._state)
         count = sum(map(len, self._plans.values()))
         return f"<Bus [{state}] {count} subscribers on {len(self._plans)} channels>"
