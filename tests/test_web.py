@@ -74,7 +74,7 @@ def samples(family: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return result
 
 
-def value(found: dict[str, Any], name: str, **labels: str) -> float:
+def value(found: dict[str, Any], name: str, /, **labels: str) -> float:
     """One sample's value: ``name`` is the sample name (``..._total`` for counters)."""
     base = name
     for suffix in ("_total", "_count", "_sum"):
@@ -173,6 +173,85 @@ async def test_metrics_report_the_counters_after_a_known_workload(running: Any) 
     for _, writer in conns:
         writer.close()
     more.set()
+
+
+class CountingEcho(Process, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.inc("bytes", len(data))
+        self.transport.write(data)
+
+
+async def scrape(app: App) -> dict[str, Any]:
+    status, text = await asyncio.to_thread(get, f"{app.web.url}/metrics")
+    assert status == 200
+    return families(text)
+
+
+async def test_metrics_keep_ended_pipelines_and_report_user_statistics_and_bus_messages(
+    running: Any,
+) -> None:
+    app = await running(App("counted", web={"port": 0}))
+    server = await app.serve(CountingEcho, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    for payload in (b"abc", b"defgh"):  # each connection counts its bytes, then ends
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+        writer.close()
+    await until(lambda: app.manager.counters["kinds"]["conn"]["exited"] == 2)
+    app.inc("requests", 3)
+    app.inc("requests")
+    await app.reload()
+
+    ends: list[asyncio.Event] = []
+    seconds = 0.0
+
+    async def batch() -> AsyncIterator[int]:
+        for n in range(4):
+            yield n
+        ends.append(asyncio.Event())
+        await ends[-1].wait()
+
+    for run in (1, 2):
+        pipeline = Pipeline(batch(), lambda n: None if n % 2 else [n], name="batch")
+        app.manager.spawn(pipeline)
+        counters = pipeline.counters
+        await until(lambda: len(ends) == run and counters["in_flight"] == 0)  # noqa: B023
+        live = {"pipeline": "batch", "pid": str(pipeline.pid)}
+        found = await scrape(app)  # the pipeline is seen running
+        assert value(found, "archangel_pipeline_items_in_total", **live) == 4
+        ends[-1].set()
+        pid = pipeline.pid
+        await until(lambda: pid not in app.manager)  # noqa: B023
+        found = await scrape(app)
+        # Its series goes with it; its counts stay in the name's ended series.
+        assert ("archangel_pipeline_items_in_total", frozenset(live.items())) not in samples(
+            found["archangel_pipeline_items_in"]
+        )
+        ended = {"pipeline": "batch", "pid": "ended"}
+        assert value(found, "archangel_pipeline_items_in_total", **ended) == 4 * run
+        assert value(found, "archangel_pipeline_items_out_total", **ended) == 2 * run
+        assert value(found, "archangel_pipeline_items_swallowed_total", **ended) == 2 * run
+        assert value(found, "archangel_pipeline_items_in_flight", **ended) == 0
+        cog = {**ended, "cog": pipeline.cog_counters[0].name, "position": "0"}
+        assert value(found, "archangel_cog_items_in_total", **cog) == 4 * run
+        seconds += pipeline.cog_counters[0]["seconds"]
+        assert value(found, "archangel_cog_seconds_total", **cog) == seconds
+
+    for name, (kind, labels) in FAMILIES.items():
+        for sample in found[name + "_info" if kind == "info" else name].samples:
+            if not sample.name.endswith(("_bucket", "_created")):
+                assert set(sample.labels) == set(labels), (name, sample)
+    assert value(found, "archangel_processes_user_total", kind="conn", name="bytes") == 8
+    assert app.manager.counters["kinds"]["conn"]["user"] == {"bytes": 8}
+    assert samples(found["archangel_user"]) == {
+        ("archangel_user_total", frozenset({("name", "requests")})): 4
+    }
+    published = {str(channel): n for channel, n in app.bus.published.items()}
+    assert published["State.RUN"] == 1
+    assert published["reload"] == 1
+    for channel, count in published.items():
+        assert value(found, "archangel_bus_messages_total", channel=channel) == count
 
 
 async def test_the_lag_histogram_is_fed_by_the_probe(running: Any) -> None:
