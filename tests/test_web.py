@@ -297,6 +297,19 @@ async def test_the_index_lists_the_endpoints_and_no_token(running: Any) -> None:
         assert "s3cret-token" not in shown
 
 
+async def test_the_web_thread_gives_the_gil_up_every_millisecond_while_it_serves() -> None:
+    from archangel.console.commands import _GIL_SLICE
+
+    before = sys.getswitchinterval()
+    assert before > _GIL_SLICE  # the interpreter's default, 5 ms
+    with WebServer(ProcessManager()) as server:
+        # Held from the start, not per request: a scrape's first wait counts too.
+        assert sys.getswitchinterval() == _GIL_SLICE
+        assert (await asyncio.to_thread(get, f"{server.url}/metrics"))[0] == 200
+        assert sys.getswitchinterval() == _GIL_SLICE
+    await until(lambda: sys.getswitchinterval() == before)
+
+
 # -- /livez and the blocked-loop warning ----------------------------------------------------
 
 

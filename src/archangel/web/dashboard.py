@@ -433,11 +433,7 @@ class Dashboard:
         if not self.guard.host_ok(request):
             return _error(421, "this server answers to loopback names only (127.0.0.1, localhost)")
         try:
-            # The console's short GIL slices for every request, as for a session:
-            # a page of 100,000 processes sorted by name is tens of milliseconds
-            # of Python on this thread, which the app's loop must not wait out.
-            with short_gil_slices():
-                response = await handler(request)
+            response = await handler(request)
         except Refused as refused:
             response = _error(refused.status, refused.reason)
         if not response.prepared:
