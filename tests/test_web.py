@@ -516,3 +516,12 @@ def test_the_documented_example_runs(capsys: pytest.CaptureFixture[str]) -> None
     output = next(body for kind, body in blocks if kind == "text")
     exec(compile(textwrap.dedent(code), "docs/web.rst", "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == textwrap.dedent(output).strip() + "\n"
+
+
+def test_the_page_shows_the_dashboards_screenshots_and_they_stay_small() -> None:
+    images = re.findall(r"^\.\. image:: (\S+)$", DOCS.read_text(), re.M)
+    assert {"_static/dashboard.png", "_static/dashboard-blocked.png"} <= set(images)
+    for image in images:
+        path = DOCS.parent / image
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+        assert path.stat().st_size < 200_000, image  # docs/_tools/screenshots.py's window
