@@ -247,11 +247,17 @@ async def test_metrics_keep_ended_pipelines_and_report_user_statistics_and_bus_m
     assert samples(found["archangel_user"]) == {
         ("archangel_user_total", frozenset({("name", "requests")})): 4
     }
-    published = {str(channel): n for channel, n in app.bus.published.items()}
-    assert published["State.RUN"] == 1
-    assert published["reload"] == 1
+    assert app.bus.published[State.RUN] == 1
+    assert app.bus.published["reload"] == 1
+    await app.bus.publish("State.RUN")  # a channel that reads as the state's: one series
+    found = await scrape(app)
+    published: dict[str, int] = {}
+    for channel, count in app.bus.published.items():
+        published[str(channel)] = published.get(str(channel), 0) + count
+    assert published["State.RUN"] == 2
     for channel, count in published.items():
         assert value(found, "archangel_bus_messages_total", channel=channel) == count
+    assert len(samples(found["archangel_bus_messages"])) == len(published)
 
 
 async def test_the_lag_histogram_is_fed_by_the_probe(running: Any) -> None:

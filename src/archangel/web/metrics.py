@@ -185,8 +185,12 @@ class Collector:
             "Messages published on each channel of the App's bus (states entered included)",
             labels=["channel"],
         )
-        for channel, count in sorted((str(c), n) for c, n in published.items()):
-            family.add_metric([channel], count)
+        by_label: dict[str, int] = {}
+        for channel, count in published.items():  # two channels may read the same
+            label = str(channel)
+            by_label[label] = by_label.get(label, 0) + count
+        for label, count in sorted(by_label.items()):
+            family.add_metric([label], count)
         yield family
 
     def _seen(self, pipelines: dict[int, Process]) -> None:
