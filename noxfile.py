@@ -93,9 +93,10 @@ def bench(session: nox.Session) -> None:
     runs the ones named; ``--quick`` (``nox -s bench -- --quick [NAME...]``) runs each
     with its smoke-run arguments (``QUICK``). The figures mean what
     ``benchmarks/_harness.py`` says; a missed target is printed, not a failure.
-    aiostream and watchfiles are installed here only, as comparison points.
+    aiostream and watchfiles are installed here only, as comparison points; the
+    web extra for ``observe`` (the web endpoints under load).
     """
-    session.install("-e", ".", "aiostream", "watchfiles")
+    session.install("-e", ".[web]", "aiostream", "watchfiles")
     quick = "--quick" in session.posargs
     names = [name for name in session.posargs if name != "--quick"] or BENCHMARKS
     unknown = sorted(set(names) - set(BENCHMARKS))
@@ -115,11 +116,13 @@ BENCHMARKS = [
     "console_ps",
     "console_memory",
     "workers",
+    "observe",
 ]
 
 #: Each benchmark's smoke-run arguments (``nox -s bench -- --quick``).
 QUICK = {
     "workers": ["--seconds", "1", "--rounds", "1"],
+    "observe": ["--quick"],
     "kernel": ["--rounds", "3", "--n", "20000"],
     "echo": ["--quick"],
     "bus": ["--rounds", "5"],

@@ -74,7 +74,7 @@ def samples(family: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return result
 
 
-def value(found: dict[str, Any], name: str, **labels: str) -> float:
+def value(found: dict[str, Any], name: str, /, **labels: str) -> float:
     """One sample's value: ``name`` is the sample name (``..._total`` for counters)."""
     base = name
     for suffix in ("_total", "_count", "_sum"):
@@ -175,6 +175,91 @@ async def test_metrics_report_the_counters_after_a_known_workload(running: Any) 
     more.set()
 
 
+class CountingEcho(Process, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.inc("bytes", len(data))
+        self.transport.write(data)
+
+
+async def scrape(app: App) -> dict[str, Any]:
+    status, text = await asyncio.to_thread(get, f"{app.web.url}/metrics")
+    assert status == 200
+    return families(text)
+
+
+async def test_metrics_keep_ended_pipelines_and_report_user_statistics_and_bus_messages(
+    running: Any,
+) -> None:
+    app = await running(App("counted", web={"port": 0}))
+    server = await app.serve(CountingEcho, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    for payload in (b"abc", b"defgh"):  # each connection counts its bytes, then ends
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+        writer.close()
+    await until(lambda: app.manager.counters["kinds"]["conn"]["exited"] == 2)
+    app.inc("requests", 3)
+    app.inc("requests")
+    await app.reload()
+
+    ends: list[asyncio.Event] = []
+    seconds = 0.0
+
+    async def batch() -> AsyncIterator[int]:
+        for n in range(4):
+            yield n
+        ends.append(asyncio.Event())
+        await ends[-1].wait()
+
+    for run in (1, 2):
+        pipeline = Pipeline(batch(), lambda n: None if n % 2 else [n], name="batch")
+        app.manager.spawn(pipeline)
+        counters = pipeline.counters
+        await until(lambda: len(ends) == run and counters["in_flight"] == 0)  # noqa: B023
+        live = {"pipeline": "batch", "pid": str(pipeline.pid)}
+        found = await scrape(app)  # the pipeline is seen running
+        assert value(found, "archangel_pipeline_items_in_total", **live) == 4
+        ends[-1].set()
+        pid = pipeline.pid
+        await until(lambda: pid not in app.manager)  # noqa: B023
+        found = await scrape(app)
+        # Its series goes with it; its counts stay in the name's ended series.
+        assert ("archangel_pipeline_items_in_total", frozenset(live.items())) not in samples(
+            found["archangel_pipeline_items_in"]
+        )
+        ended = {"pipeline": "batch", "pid": "ended"}
+        assert value(found, "archangel_pipeline_items_in_total", **ended) == 4 * run
+        assert value(found, "archangel_pipeline_items_out_total", **ended) == 2 * run
+        assert value(found, "archangel_pipeline_items_swallowed_total", **ended) == 2 * run
+        assert value(found, "archangel_pipeline_items_in_flight", **ended) == 0
+        cog = {**ended, "cog": pipeline.cog_counters[0].name, "position": "0"}
+        assert value(found, "archangel_cog_items_in_total", **cog) == 4 * run
+        seconds += pipeline.cog_counters[0]["seconds"]
+        assert value(found, "archangel_cog_seconds_total", **cog) == seconds
+
+    for name, (kind, labels) in FAMILIES.items():
+        for sample in found[name + "_info" if kind == "info" else name].samples:
+            if not sample.name.endswith(("_bucket", "_created")):
+                assert set(sample.labels) == set(labels), (name, sample)
+    assert value(found, "archangel_processes_user_total", kind="conn", name="bytes") == 8
+    assert app.manager.counters["kinds"]["conn"]["user"] == {"bytes": 8}
+    assert samples(found["archangel_user"]) == {
+        ("archangel_user_total", frozenset({("name", "requests")})): 4
+    }
+    assert app.bus.published[State.RUN] == 1
+    assert app.bus.published["reload"] == 1
+    await app.bus.publish("State.RUN")  # a channel that reads as the state's: one series
+    found = await scrape(app)
+    published: dict[str, int] = {}
+    for channel, count in app.bus.published.items():
+        published[str(channel)] = published.get(str(channel), 0) + count
+    assert published["State.RUN"] == 2
+    for channel, count in published.items():
+        assert value(found, "archangel_bus_messages_total", channel=channel) == count
+    assert len(samples(found["archangel_bus_messages"])) == len(published)
+
+
 async def test_the_lag_histogram_is_fed_by_the_probe(running: Any) -> None:
     app = await running(App("lagged", web={"port": 0, "probe_interval": 0.05}))
     counts: list[float] = []
@@ -216,6 +301,19 @@ async def test_the_index_lists_the_endpoints_and_no_token(running: Any) -> None:
     _, metrics = await asyncio.to_thread(get, f"{app.web.url}/metrics")
     for shown in (text, metrics, repr(app.web), repr(app)):
         assert "s3cret-token" not in shown
+
+
+async def test_the_web_thread_gives_the_gil_up_every_millisecond_while_it_serves() -> None:
+    from archangel.console.commands import _GIL_SLICE
+
+    before = sys.getswitchinterval()
+    assert before > _GIL_SLICE  # the interpreter's default, 5 ms
+    with WebServer(ProcessManager()) as server:
+        # Held from the start, not per request: a scrape's first wait counts too.
+        assert sys.getswitchinterval() == _GIL_SLICE
+        assert (await asyncio.to_thread(get, f"{server.url}/metrics"))[0] == 200
+        assert sys.getswitchinterval() == _GIL_SLICE
+    await until(lambda: sys.getswitchinterval() == before)
 
 
 # -- /livez and the blocked-loop warning ----------------------------------------------------
@@ -424,3 +522,12 @@ def test_the_documented_example_runs(capsys: pytest.CaptureFixture[str]) -> None
     output = next(body for kind, body in blocks if kind == "text")
     exec(compile(textwrap.dedent(code), "docs/web.rst", "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == textwrap.dedent(output).strip() + "\n"
+
+
+def test_the_page_shows_the_dashboards_screenshots_and_they_stay_small() -> None:
+    images = re.findall(r"^\.\. image:: (\S+)$", DOCS.read_text(), re.M)
+    assert {"_static/dashboard.png", "_static/dashboard-blocked.png"} <= set(images)
+    for image in images:
+        path = DOCS.parent / image
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+        assert path.stat().st_size < 200_000, image  # docs/_tools/screenshots.py's window

@@ -530,6 +530,7 @@ async def test_a_browser_shows_the_blocked_loop_and_its_stack(running: Any) -> N
     assert banner is not None, "the banner is hidden"
     assert "The app loop is blocked: no answer for" in banner.group(1)
     assert "in block_the_loop" in banner.group(1)
+    assert "time.sleep(0.01)  # the blocking line" in banner.group(1)  # the line itself
     # The table is served by the web's thread: it fills while the loop is blocked.
     for worker in workers:
         assert f'data-pid="{worker.pid}"' in dom
@@ -614,6 +615,20 @@ async def browser() -> AsyncIterator[Browser]:
             await process.wait()
 
 
+async def test_a_browser_draws_the_lag_plot(running: Any, browser: Browser) -> None:
+    app = await running(App("plotted", web={"port": 0, "probe_interval": 0.05}))
+    await browser.call("Page.navigate", url=f"{app.web.url}/")
+    # Each event a second brings the probes' answers: after a few, a line of them.
+    points = await browser.wait(
+        "(() => { const line = document.querySelector('#plot-lag polyline');"
+        " const points = line ? line.getAttribute('points').trim().split(/\\s+/) : [];"
+        " return points.length >= 2 && points; })()"
+    )
+    for point in points:
+        x, y = map(float, point.split(","))
+        assert x >= 0 and y >= 0, points
+
+
 async def test_a_browser_logs_in_and_kills_a_process(running: Any, browser: Browser) -> None:
     app = await running(App("clicked", web={"port": 0, "token": TOKEN}))
     workers = [app.manager.spawn(sleeper(), name=f"worker-{n}") for n in range(3)]
@@ -646,6 +661,12 @@ async def test_a_browser_logs_in_and_kills_a_process(running: Any, browser: Brow
     assert result == f"pid {victim.pid}: killed (worker-1, exit: killed)"
     assert app.manager.get(victim.pid) is None
     assert app.manager.get(workers[0].pid) is workers[0]
+    # The page updates: the killed process's row goes, the others stay.
+    await browser.wait(f"!document.querySelector('#proc-rows tr[data-pid=\"{victim.pid}\"]')")
+    shown = await browser.run(
+        "[...document.querySelectorAll('#proc-rows tr')].map(row => Number(row.dataset.pid))"
+    )
+    assert sorted(shown) == [workers[0].pid, workers[2].pid]
     # The session is a cookie the page's script cannot read.
     assert await browser.run("document.cookie") == ""
     await browser.run("document.getElementById('logout').click()")

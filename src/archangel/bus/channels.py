@@ -20,14 +20,17 @@ functions that return a coroutine, both work); once a publish has seen every
 subscriber of a channel return a plain value, later publishes run them in a
 plain loop that checks nothing, creates no task or coroutine per subscriber
 and never suspends. The channel learns again when its subscribers change. A
-channel nobody subscribed to costs one dictionary lookup;
+channel nobody subscribed to costs two dictionary operations;
 :meth:`Channels.has_subscribers` lets a caller skip building the message at
-all.
+all. Each publish adds one to its channel's count (:attr:`Channels.published`,
+which ``/metrics`` reads): one dictionary update, about 50 ns of the 0.3 us a
+publish to one plain subscriber costs (``benchmarks/bus.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import inspect
 import itertools
@@ -169,6 +172,8 @@ class Channels:
         self._tasks: set[asyncio.Future[Any]] = set()
         # The task running an awaitable subscriber of a publish with a deadline.
         self._bounded: asyncio.Task[Any] | None = None
+        # channel -> messages published on it (one ``+= 1`` per publish, for /metrics).
+        self._published: collections.defaultdict[Hashable, int] = collections.defaultdict(int)
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -246,6 +251,17 @@ class Channels:
         """The channels that have subscribers."""
         return tuple(self._plans)
 
+    @property
+    def published(self) -> dict[Hashable, int]:
+        """How many messages were published on each channel, subscribed to or not (a copy).
+
+        Every :meth:`publish` counts, hence every :meth:`emit` once it runs and
+        every state a :class:`~archangel.bus.Bus` enters; :meth:`ask` and
+        :meth:`pipe` do not. Safe to read from another thread (the web's
+        ``/metrics`` does).
+        """
+        return dict(self._published)
+
     def _plan(self, channel: Hashable) -> None:
         self._proven.pop(channel, None)  # until the next publish proves it again
         subscriptions = self._subscriptions.get(channel)
@@ -270,6 +286,7 @@ class Channels:
                 ``asyncio.CancelledError``, ``KeyboardInterrupt`` and
                 ``SystemExit`` are not collected: they propagate at once.
         """
+        self._published[channel] += 1
         results: list[Any] = []
         callbacks = self._proven.get(channel)
         if callbacks is not None:
@@ -335,6 +352,7 @@ class Channels:
         """
         if channel in self._proven:
             return await self.publish(channel, *args), 0
+        self._published[channel] += 1
         callbacks = self._plans.get(channel)
         if callbacks is None:
             return [], 0

@@ -5,9 +5,17 @@ counted for it on the app's hot path. At each scrape it reads, from the
 web's thread, what the parts already count — the manager's per-kind
 counters, the history's length, each pipeline's and cog's counters, each
 supervisor's restarts, the App's lifecycle state and its reload and dump
-counts — and the lag probe's figures. The one metric that is fed as it goes
-is the lag histogram, and it is fed on the web's thread by
+counts, the messages its bus published on each channel, the users' own
+statistics (``inc``) — and the lag probe's figures. The one metric that is
+fed as it goes is the lag histogram, and it is fed on the web's thread by
 :class:`~archangel.web.watch.LoopWatch`, not on the app's loop.
+
+A pipeline's counters are its own, so they would go when it ends and the
+totals would drop (a counter that goes down reads as a reset). The collector
+keeps, between scrapes, the pipelines it saw running; once one has ended, its
+final counters are added to its name's ``pid="ended"`` series, which only
+grows. A pipeline that starts and ends between two scrapes is never seen:
+its items count nowhere here (the runlog has them).
 
 :func:`registry` builds one ``CollectorRegistry`` per web server (never the
 global one: two apps in a process never share a metric). The names follow
@@ -32,10 +40,11 @@ from prometheus_client.metrics_core import (
 
 from ..console.apploop import AppLoop
 from ..kernel.manager import ProcessManager
+from ..kernel.process import Process
 from .target import app_counts, lifecycle
 from .watch import LoopWatch
 
-__all__ = ["FAMILIES", "LAG_BUCKETS", "Collector", "registry"]
+__all__ = ["ENDED", "FAMILIES", "LAG_BUCKETS", "Collector", "registry"]
 
 #: Buckets of the lag histogram in seconds (a healthy loop answers in well
 #: under a millisecond, a blocked one in seconds).
@@ -46,6 +55,8 @@ LAG_BUCKETS = (
 _KIND_COUNTERS = ("started", "exited", "killed", "failed")
 _PIPELINE_COUNTERS = ("in", "out", "swallowed", "failed", "dropped")
 _COG_COUNTERS = ("in", "out", "swallowed", "failed", "dropped")
+#: The ``pid`` label of the series that sum the final counters of ended pipelines.
+ENDED = "ended"
 
 #: Every family the web's registry exposes (besides ``process_*``): name as
 #: exposed -> (type, labels). The metric docs are in :meth:`Collector.collect`.
@@ -53,6 +64,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "archangel_app": ("info", ("app",)),
     "archangel_processes_running": ("gauge", ("kind",)),
     **{f"archangel_processes_{c}": ("counter", ("kind",)) for c in _KIND_COUNTERS},
+    "archangel_processes_user": ("counter", ("kind", "name")),
+    "archangel_user": ("counter", ("name",)),
     "archangel_history_records": ("gauge", ()),
     **{
         f"archangel_pipeline_items_{c}": ("counter", ("pipeline", "pid"))
@@ -65,6 +78,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     },
     "archangel_cog_seconds": ("counter", ("pipeline", "pid", "cog", "position")),
     "archangel_supervisor_restarts": ("counter", ("supervisor", "pid")),
+    "archangel_bus_messages": ("counter", ("channel",)),
     "archangel_loop_lag_seconds": ("gauge", ()),
     "archangel_loop_blocked_seconds": ("gauge", ()),
     "archangel_loop_blocks": ("counter", ()),
@@ -88,6 +102,13 @@ class Collector:
         self.manager = manager
         self.app = app
         self.watch = watch
+        # The pipelines running at the last scrape, by PID: kept so that the
+        # final counters of one that has ended since can still be read.
+        self._running: dict[int, Process] = {}
+        # The final counters of ended pipelines, summed per name (and per
+        # ``(name, cog, position)``): the ``pid="ended"`` series.
+        self._ended: dict[str, dict[str, float]] = {}
+        self._ended_cogs: dict[tuple[str, str, str], dict[str, float]] = {}
 
     def __repr__(self) -> str:
         return f"<web Collector of {self.manager!r}>"
@@ -102,18 +123,21 @@ class Collector:
             info = InfoMetricFamily("archangel_app", "The App this process runs", labels=["app"])
             info.add_metric([str(getattr(self.app, "name", ""))], {})
             yield info
-        yield from self._processes()
+        counters = self.manager.counters
+        yield from self._processes(counters)
+        yield from self._user(counters)
         yield GaugeMetricFamily(
             "archangel_history_records",
             "Completed processes the manager's history holds now",
             value=len(self.manager.history),
         )
         yield from self._pipelines_and_supervisors()
+        yield from self._bus()
         yield from self._loop(self.watch.apploop)
         yield from self._app()
 
-    def _processes(self) -> Iterator[Metric]:
-        kinds = self.manager.counters["kinds"]
+    def _processes(self, counters: dict[str, Any]) -> Iterator[Metric]:
+        kinds = counters["kinds"]
         running = GaugeMetricFamily(
             "archangel_processes_running", "Live processes, by kind", labels=["kind"]
         )
@@ -130,11 +154,65 @@ class Collector:
         yield running
         yield from families.values()
 
+    def _user(self, counters: dict[str, Any]) -> Iterator[Metric]:
+        # What ``inc`` counted: per kind, the kind's processes' counts (live and
+        # exited: the manager keeps them), and the service's own (``App.inc``).
+        per_kind = CounterMetricFamily(
+            "archangel_processes_user",
+            "What processes counted with Process.inc, by kind and name",
+            labels=["kind", "name"],
+        )
+        for kind, counts in sorted(counters["kinds"].items()):
+            for name, count in sorted(counts.get("user", {}).items()):
+                per_kind.add_metric([kind, name], count)
+        own = CounterMetricFamily(
+            "archangel_user",
+            "What the service counted with App.inc (ProcessManager.inc), by name",
+            labels=["name"],
+        )
+        for name, count in sorted(counters.get("user", {}).items()):
+            own.add_metric([name], count)
+        yield per_kind
+        yield own
+
+    def _bus(self) -> Iterator[Metric]:
+        bus = getattr(self.app, "bus", None) if self.app is not None else None
+        published = getattr(bus, "published", None)
+        if not isinstance(published, dict):
+            return
+        family = CounterMetricFamily(
+            "archangel_bus_messages",
+            "Messages published on each channel of the App's bus (states entered included)",
+            labels=["channel"],
+        )
+        by_label: dict[str, int] = {}
+        for channel, count in published.items():  # two channels may read the same
+            label = str(channel)
+            by_label[label] = by_label.get(label, 0) + count
+        for label, count in sorted(by_label.items()):
+            family.add_metric([label], count)
+        yield family
+
+    def _seen(self, pipelines: dict[int, Process]) -> None:
+        """Fold the final counters of the pipelines that ended since the last scrape."""
+        for pid in self._running.keys() - pipelines.keys():
+            process = self._running.pop(pid)
+            totals = self._ended.setdefault(process.name, {})
+            counters = getattr(process, "counters", {})
+            for c in (*_PIPELINE_COUNTERS, "in_flight"):
+                totals[c] = totals.get(c, 0) + counters.get(c, 0)
+            for position, cog in enumerate(getattr(process, "cog_counters", ())):
+                key = (process.name, str(getattr(cog, "name", "?")), str(position))
+                cog_totals = self._ended_cogs.setdefault(key, {})
+                for c in (*_COG_COUNTERS, "seconds"):
+                    cog_totals[c] = cog_totals.get(c, 0) + cog.get(c, 0)
+        self._running.update(pipelines)
+
     def _pipelines_and_supervisors(self) -> Iterator[Metric]:
         pipes = {
             c: CounterMetricFamily(
                 f"archangel_pipeline_items_{c}",
-                f"Items {c} by each live pipeline's train",
+                f"Items {c} by each pipeline's train (pid ended: the ended ones of that name)",
                 labels=["pipeline", "pid"],
             )
             for c in _PIPELINE_COUNTERS
@@ -148,13 +226,13 @@ class Collector:
         cogs = {
             c: CounterMetricFamily(
                 f"archangel_cog_items_{c}",
-                f"Items {c} by each cog of a live pipeline",
+                f"Items {c} by each cog of a pipeline (pid ended: of the ended ones)",
                 labels=cog_labels,
             )
             for c in _COG_COUNTERS
         }
         cog_seconds = CounterMetricFamily(
-            "archangel_cog_seconds", "Time spent in each cog of a live pipeline", labels=cog_labels
+            "archangel_cog_seconds", "Time spent in each cog of a pipeline", labels=cog_labels
         )
         restarts = CounterMetricFamily(
             "archangel_supervisor_restarts",
@@ -163,9 +241,12 @@ class Collector:
         )
         # One pass over a snapshot of the live processes: pipelines and
         # supervisors are found by kind, their counters read as they are now.
+        pipelines: dict[int, Process] = {}
         for process in self.manager.processes():
             kind = process.kind
             if kind == "pipeline":
+                if process.pid is not None:
+                    pipelines[process.pid] = process
                 labels = [process.name, str(process.pid)]
                 counters = getattr(process, "counters", {})
                 for c, family in pipes.items():
@@ -180,6 +261,16 @@ class Collector:
                 count = getattr(process, "restarts", None)
                 if isinstance(count, int):
                     restarts.add_metric([process.name, str(process.pid)], count)
+        self._seen(pipelines)
+        for name, totals in sorted(self._ended.items()):
+            for c, family in pipes.items():
+                family.add_metric([name, ENDED], totals[c])
+            in_flight.add_metric([name, ENDED], totals["in_flight"])
+        for (name, cog, place), totals in sorted(self._ended_cogs.items()):
+            cog_label = [name, ENDED, cog, place]
+            for c, family in cogs.items():
+                family.add_metric(cog_label, totals[c])
+            cog_seconds.add_metric(cog_label, totals["seconds"])
         yield from pipes.values()
         yield in_flight
         yield from cogs.values()

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ..console.commands import short_gil_slices
 from ..console.listen import is_loopback
 from ..console.thread import OperatorThread
 from ..errors import WebError
@@ -189,7 +190,17 @@ class WebServer(OperatorThread):
         assert self.dashboard is not None
         tasks = [asyncio.create_task(self.watch.run()), asyncio.create_task(self.dashboard.run())]
         try:
-            await self._stop.wait()
+            # The console's short GIL slices (1 ms) for as long as the server
+            # serves, as for a console session that stays open: a scrape or a
+            # page at 100,000 processes is tens of milliseconds of Python on
+            # this thread, and the app's loop must not wait out the default
+            # 5 ms interval for the GIL. Held from the start, not per request:
+            # a thread already waiting for the GIL waits out the interval it
+            # began with, so lowering it once a request is read is too late
+            # for the first wait (``benchmarks/observe.py``). An idle server
+            # competes for nothing, so the setting costs nothing then.
+            with short_gil_slices():
+                await self._stop.wait()
         finally:
             self.dashboard.closing()
             for task in tasks:
