@@ -33,7 +33,7 @@ from typing import Any
 
 from . import demo
 from .errors import DaemonError, InvalidArgument, PidFileUnusable
-from .kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
+from .kernel.signames import MASTER_SIGNALS, SIGNALS, signal_key
 from .service import daemon, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
@@ -42,15 +42,20 @@ __all__ = ["EXIT_STATUS", "load_app", "main"]
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
 
 
+#: What ``archangel signal`` sends: an App's signals, and a master's TTIN/TTOU.
+_SIGNALS = {**SIGNALS, **MASTER_SIGNALS}
+_SIGNAL_NAMES = ", ".join(name.upper() for name in _SIGNALS if name != "check") + " or check"
+
+
 def signal_name(text: str) -> str:
     """A signal name as the operator types it (``TERM``, ``SIGTERM``, ``term``): its key.
 
     Raises:
         argparse.ArgumentTypeError: Not a signal the command knows; the message lists them.
     """
-    name = signal_key(text)
+    name = signal_key(text, _SIGNALS)
     if name is None:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {SIGNAL_NAMES}")
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
     return name
 
 
@@ -198,7 +203,8 @@ def _parser() -> argparse.ArgumentParser:
         "signal",
         type=signal_name,
         metavar="SIGNAL",
-        help=f"{SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+        help=f"{_SIGNAL_NAMES} (TTIN/TTOU: a master of workers only); any case, "
+        "with or without SIG (TERM, SIGTERM, term)",
     )
 
     p = sub.add_parser(
@@ -341,7 +347,14 @@ def _fresh(args: argparse.Namespace) -> Any:
 
 
 def _signal(args: argparse.Namespace) -> int:
-    signum = SIGNALS[args.signal]
+    signum = _SIGNALS[args.signal]
+    if args.signal in MASTER_SIGNALS:
+        pid = daemon.check(args.pidfile)
+        if not workers.worker_pids(pid):
+            raise UsageError(
+                f"SIG{args.signal.upper()} changes the count of workers, and pid {pid} "
+                f"({args.pidfile}) runs none: it would only stop it"
+            )
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:
         print(f"sent SIG{args.signal.upper()} to pid {pid}")

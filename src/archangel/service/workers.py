@@ -38,7 +38,8 @@ from typing import Any
 
 from ..bus.states import State
 from ..errors import InvalidArgument
-from . import broker, systemd
+from . import broker, systemd, worker_views
+from .worker_views import per_worker_path, uptime, worker_pids
 
 __all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "uptime", "worker_pids"]
 
@@ -72,57 +73,6 @@ def resolve_count(workers: int | str) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidArgument(f"workers must be a count >= 1 or 'auto', not {workers!r}")
     return workers
-
-
-def per_worker_path(path: str, pid: int) -> str:
-    """A worker's own dump file: ``path`` with its pid before the extension.
-
-    ``/tmp/web.state.json`` for worker 4242 is ``/tmp/web.state.4242.json``.
-    """
-    root, ext = os.path.splitext(path)
-    return f"{root}.{pid}{ext}"
-
-
-def worker_pids(master: int) -> list[int]:
-    """The workers of master ``master``, from ``/proc``: its children forked, not executed.
-
-    A worker is a forked copy of its master, with its command line; a child
-    that executed a program of its own is not one.
-    """
-    try:
-        with open(f"/proc/{master}/cmdline", "rb") as f:
-            cmdline = f.read()
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    pids = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[1]) != master or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read() != cmdline:
-                    continue
-        except OSError:
-            continue
-        pids.append(int(entry))
-    return sorted(pids)
-
-
-def uptime(pid: int) -> float | None:
-    """Seconds since process ``pid`` started, from ``/proc``; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            started = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/uptime", "rb") as f:
-            now = float(f.read().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    return max(0.0, now - started / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass
@@ -217,6 +167,11 @@ class Master:
         self._announced = False
         self._watchdog_every = systemd.watchdog_interval()
         self._watchdog_next = 0.0
+        self.restarts: dict[int, int] = {}  # slot -> workers respawned after a failure
+        #: The master's console over every worker (the App has a console), or None.
+        self.console: Any = None
+        #: The private directory of the workers' consoles (mode 0700), or None.
+        self.runtime_dir: str | None = None
 
     def __repr__(self) -> str:
         workers = f"{len(self.workers)}/{self.count}"
@@ -234,17 +189,25 @@ class Master:
         pidfile = self.app.pidfile
         if pidfile is not None:
             pidfile.acquire()
-        if self.app.console_options is not None:
-            logger.warning("%s: no console with workers (yet): not started", self.app.name)
         self._install()
         try:
-            for slot in range(1, self.count + 1):
-                self._spawn(slot)
-            while not (self._stopping and not self.workers):
-                self._step()
+            try:
+                if self.app.console_options is not None:
+                    self._start_console()
+            except Exception as exc:  # the console cannot listen: nothing is forked
+                self._failed = f"cannot start: {exc}"
+            else:
+                for slot in range(1, self.count + 1):
+                    self._spawn(slot)
+                while not (self._stopping and not self.workers):
+                    self._step()
         finally:
             self._uninstall()
             self._broker.close()
+            if self.console is not None:
+                self.console.close()
+            if self.runtime_dir is not None:
+                worker_views.remove_runtime_dir(self.runtime_dir)
             if pidfile is not None:
                 pidfile.release()
         if self._failed is not None:
@@ -254,6 +217,41 @@ class Master:
             return 3
         logger.info("%s: master stopped, every worker ended", self.app.name)
         return self._worst
+
+    def _start_console(self) -> None:
+        app = self.app
+        self.runtime_dir = worker_views.make_runtime_dir(app.name, app.user, app.group)
+        self.console = app.master_console(self)
+
+    @property
+    def name(self) -> str:
+        """The App's name."""
+        return str(self.app.name)
+
+    def worker_table(self) -> list[dict[str, Any]]:
+        """The workers now, by place (safe to call from another thread).
+
+        Each is a dict of ``place``, ``pid``, ``state`` (``starting`` until its
+        App is in RUN, then ``ready``; ``stopping`` once asked to stop),
+        ``started`` (epoch seconds), ``restarts`` (of its place, after
+        failures) and ``console`` (its console's Unix socket, or None).
+        """
+        now, clock = time.time(), time.monotonic()
+        rows = []
+        for w in sorted(self.workers.values(), key=lambda w: (w.slot, w.pid)):
+            state = "stopping" if w.retiring else "ready" if w.ready else "starting"
+            where = self.runtime_dir
+            rows.append(
+                {
+                    "place": w.slot,
+                    "pid": w.pid,
+                    "state": state,
+                    "started": now - (clock - w.started),
+                    "restarts": self.restarts.get(w.slot, 0),
+                    "console": None if where is None else worker_views.console_path(where, w.pid),
+                }
+            )
+        return rows
 
     def _install(self) -> None:
         read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -340,9 +338,19 @@ class Master:
         elif signum == signal.SIGTTOU:
             self.resize(self.count - 1)
         elif signum in (signal.SIGUSR1, signal.SIGUSR2):
+            self._dump("runlog" if signum == signal.SIGUSR1 else "state")
             for pid, worker in self.workers.items():
                 if worker.ready:  # a worker still starting has no handler for it yet
                     self._kill(pid, signum)
+
+    def _dump(self, which: str) -> None:
+        path = self.app.state_file if which == "state" else self.app.runlog_file
+        try:
+            worker_views.write_master_dump(path, worker_views.master_document(self, which))
+        except OSError as exc:
+            logger.error("%s: master cannot write its %s dump %s: %s", self.name, which, path, exc)
+        else:
+            logger.info("%s: master wrote its %s dump %s", self.name, which, path)
 
     def stop(self, how: str = "graceful") -> None:
         """Stop every worker: ``"graceful"`` (SIGTERM) or ``"quick"`` (SIGQUIT).
@@ -489,6 +497,7 @@ class Master:
         while failures and failures[0] < now - self.max_seconds:
             failures.popleft()
         message = f"worker {worker.pid} (place {slot}) {how} {when}"
+        self.restarts[slot] = self.restarts.get(slot, 0) + 1
         if len(failures) > self.max_restarts:
             self._failed = (
                 f"{message}; {len(failures)} failures within {self.max_seconds:g} s: giving up"
@@ -563,7 +572,7 @@ class Master:
             me = os.getpid()
             app.pidfile = None
             app.daemon = None
-            app.console_options = None
+            app.console_options = self._worker_console(app, me)
             app.state_file = per_worker_path(app.state_file, me)
             app.runlog_file = per_worker_path(app.runlog_file, me)
             app.socket_broker = broker.Client(channel, app.name)
@@ -583,6 +592,15 @@ class Master:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(status)
+
+    def _worker_console(self, app: Any, me: int) -> dict[str, Any] | None:  # pragma: no cover
+        """In a worker: its console's options (a private Unix socket), or None."""
+        if self.runtime_dir is None:
+            return None
+        worker_views.forget_master_console(self.console.address, self.runtime_dir)
+        own = dict(app.console_options or {})
+        options = {k: own[k] for k in ("repl", "commands", "locals") if k in own}
+        return {**options, "path": worker_views.console_path(self.runtime_dir, me)}
 
     def _uninstall_inherited(self) -> None:  # pragma: no cover - in the worker
         for sig in _HANDLED:
