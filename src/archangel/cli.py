@@ -34,7 +34,7 @@ from typing import Any
 from . import demo
 from .errors import DaemonError, InvalidArgument, PidFileUnusable
 from .kernel.signames import MASTER_SIGNALS, SIGNALS, signal_key
-from .service import daemon, workers
+from .service import daemon, upgrade, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
@@ -274,7 +274,11 @@ def _run(args: argparse.Namespace) -> int:
     app = load_app(args.target)
     # Paths are taken before a daemon changes directory.
     log_file = os.path.abspath(args.log_file) if args.log_file else None
-    if args.pidfile is not None:
+    # A new master executed by an old one (SIGURG): its pidfile and daemon are the old one's.
+    upgrading = upgrade.OLD_ENV in os.environ
+    if args.pidfile is not None and upgrading:
+        app.pidfile = daemon.PidFile(os.path.abspath(args.pidfile))
+    elif args.pidfile is not None:
         pidfile = os.path.abspath(args.pidfile)
         try:
             pid = daemon.check(pidfile, signalable=False)
@@ -299,7 +303,7 @@ def _run(args: argparse.Namespace) -> int:
         app.user = args.user
     if args.group is not None:
         app.group = args.group
-    if args.daemon:
+    if args.daemon and not upgrading:
         app.daemon = daemon.daemonize(
             workdir=args.workdir or "/",
             umask=0o022 if args.umask is None else args.umask,
@@ -351,9 +355,10 @@ def _signal(args: argparse.Namespace) -> int:
     if args.signal in MASTER_SIGNALS:
         pid = daemon.check(args.pidfile)
         if not workers.worker_pids(pid):
+            what = "upgrades a master" if args.signal == "urg" else "changes the count"
             raise UsageError(
-                f"SIG{args.signal.upper()} changes the count of workers, and pid {pid} "
-                f"({args.pidfile}) runs none: it would only stop it"
+                f"SIG{args.signal.upper()} {what} of workers, and pid {pid} "
+                f"({args.pidfile}) runs none: it would do nothing or stop it"
             )
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:

@@ -3,9 +3,9 @@
 ``workers`` lists the master's workers; ``ps`` asks every worker's console
 for ``ps --json`` at once and shows the processes in one table with a WORKER
 column; ``info``, ``where``, ``kill`` and ``stack`` are passed to the worker
-that holds the process; ``on WORKER COMMAND`` passes any command; ``stop``
-and ``reload`` signal the master itself, as ``kill -TERM`` / ``kill -HUP``
-would. Each worker is asked through :mod:`~archangel.console.relay` with a
+that holds the process; ``on WORKER COMMAND`` passes any command; ``stop``,
+``reload`` and ``upgrade`` signal the master itself, as ``kill -TERM`` /
+``-HUP`` / ``-URG`` would. Each worker is asked through :mod:`~archangel.console.relay` with a
 timeout of its own, so one worker that does not answer is shown as such and
 never holds the others' answers up.
 
@@ -286,6 +286,13 @@ class _Fleet:
         count = len(self.master.worker_table())
         return f"stopping: the master stops {plural(count, 'worker')} gracefully"
 
+    async def upgrade(self, args: list[str], terminal: Terminal) -> str:
+        os.kill(os.getpid(), signal.SIGURG)
+        return (
+            "upgrading: a new master is executed with the listening sockets and stops this "
+            "one once its workers are ready; this session ends with this master"
+        )
+
     async def reload(self, args: list[str], terminal: Terminal) -> str:
         os.kill(os.getpid(), signal.SIGHUP)
         return "rolling every worker: a fresh one ready before an old one stops (see workers)"
@@ -336,4 +343,11 @@ def fleet_commands(context: Context, master: WorkerTable, timeout: float) -> lis
             changes=True,
         ),
         Command("reload", fleet.reload, "reload", "roll every worker (as SIGHUP)", changes=True),
+        Command(
+            "upgrade",
+            fleet.upgrade,
+            "upgrade",
+            "re-execute the master with new code, no connection refused (as SIGURG)",
+            changes=True,
+        ),
     ]

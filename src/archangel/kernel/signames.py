@@ -24,9 +24,14 @@ SIGNALS: dict[str, int] = {
     "check": 0,
 }
 
-#: What a master of workers takes besides (``archangel signal``): one worker more, fewer.
-#: Not in :data:`SIGNALS`: an App binds neither, and either would stop it (their default).
-MASTER_SIGNALS: dict[str, int] = {"ttin": signal.SIGTTIN, "ttou": signal.SIGTTOU}
+#: What a master of workers takes besides (``archangel signal``): one worker more,
+#: fewer, and the master's upgrade (URG). Not in :data:`SIGNALS`: an App binds none,
+#: and TTIN or TTOU would stop it (their default action).
+MASTER_SIGNALS: dict[str, int] = {
+    "ttin": signal.SIGTTIN,
+    "ttou": signal.SIGTTOU,
+    "urg": signal.SIGURG,
+}
 
 #: The names, as an error message lists them.
 SIGNAL_NAMES = ", ".join(name.upper() for name in SIGNALS if name != "check") + " or check"

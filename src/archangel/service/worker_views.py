@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,15 +32,20 @@ from . import daemon
 
 __all__ = [
     "console_path",
+    "dump",
     "forget_master_console",
     "make_runtime_dir",
     "master_document",
     "per_worker_path",
     "remove_runtime_dir",
     "uptime",
+    "worker_console",
     "worker_pids",
+    "worker_table",
     "write_master_dump",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def make_runtime_dir(name: str, user: Any = None, group: Any = None) -> str:
@@ -116,6 +122,57 @@ def _is_console(sock: socket.socket, address: Any, inside: str) -> bool:
     except OSError:
         return False
     return isinstance(peer, str) and peer.startswith(inside)
+
+
+def worker_table(master: Any) -> list[dict[str, Any]]:
+    """``master``'s workers now, by place (safe to call from another thread).
+
+    Each is a dict of ``place``, ``pid``, ``state`` (``starting`` until its
+    App is in RUN, then ``ready``; ``stopping`` once asked to stop),
+    ``started`` (epoch seconds), ``restarts`` (of its place, after
+    failures) and ``console`` (its console's Unix socket, or None).
+    """
+    now, clock = time.time(), time.monotonic()
+    where = master.runtime_dir
+    rows = []
+    for w in sorted(master.workers.values(), key=lambda w: (w.slot, w.pid)):
+        rows.append(
+            {
+                "place": w.slot,
+                "pid": w.pid,
+                "state": "stopping" if w.retiring else "ready" if w.ready else "starting",
+                "started": now - (clock - w.started),
+                "restarts": master.restarts.get(w.slot, 0),
+                "console": None if where is None else console_path(where, w.pid),
+            }
+        )
+    return rows
+
+
+def worker_console(master: Any, own: Any, pid: int) -> dict[str, Any] | None:
+    """In worker ``pid``, just forked: its console's options, or None (no console).
+
+    A private Unix socket in the master's runtime directory, with the App
+    console's ``repl``, ``commands`` and ``locals`` (``own``). The master
+    console's descriptors the fork copied are closed first.
+    """
+    if master.runtime_dir is None:
+        return None
+    address = None if master.console is None else master.console.address
+    forget_master_console(address, master.runtime_dir)
+    options = {k: own[k] for k in ("repl", "commands", "locals") if k in (own or {})}
+    return {**options, "path": console_path(master.runtime_dir, pid)}
+
+
+def dump(master: Any, which: str) -> None:
+    """Write ``master``'s ``"state"`` or ``"runlog"`` dump to the App's file; log, never raise."""
+    path = master.app.state_file if which == "state" else master.app.runlog_file
+    try:
+        write_master_dump(path, master_document(master, which))
+    except OSError as exc:
+        logger.error("%s: master cannot write its %s dump %s: %s", master.name, which, path, exc)
+    else:
+        logger.info("%s: master wrote its %s dump %s", master.name, which, path)
 
 
 def master_document(master: Any, which: str) -> dict[str, Any]:

@@ -18,6 +18,12 @@ the inherited descriptors themselves (``$LISTEN_PID`` rewritten to theirs).
 A worker tells the master it is ready, over a pipe, when its App reaches RUN.
 Workers die with the master (``PR_SET_PDEATHSIG``, checked against the race
 with ``getppid``) and never talk to systemd: the master does.
+
+When the App has a console, the master runs one over every worker
+(:class:`archangel.console.workers.MasterConsole`, made by the App), and each
+worker a console of its own on a Unix socket in the master's private runtime
+directory (:mod:`~archangel.service.worker_views`). SIGURG re-executes the
+master with the listening sockets (:mod:`~archangel.service.upgrade`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import Any
 
 from ..bus.states import State
 from ..errors import InvalidArgument
-from . import broker, systemd, worker_views
+from . import broker, systemd, upgrade, worker_views
 from .worker_views import per_worker_path, uptime, worker_pids
 
 __all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "uptime", "worker_pids"]
@@ -56,6 +62,7 @@ _HANDLED = (
     signal.SIGTTOU,
     signal.SIGUSR1,
     signal.SIGUSR2,
+    signal.SIGURG,
     signal.SIGCHLD,
 )
 
@@ -172,6 +179,8 @@ class Master:
         self.console: Any = None
         #: The private directory of the workers' consoles (mode 0700), or None.
         self.runtime_dir: str | None = None
+        self._successor: int | None = None  # the new master forked for an upgrade
+        self._predecessor: int | None = None  # the old master this one upgrades
 
     def __repr__(self) -> str:
         workers = f"{len(self.workers)}/{self.count}"
@@ -187,13 +196,18 @@ class Master:
         be killed at the shutdown deadline (or itself reported a forced stop).
         """
         pidfile = self.app.pidfile
-        if pidfile is not None:
+        handed = upgrade.inherited()
+        if handed is not None:  # the pidfile and the console are the old master's for now
+            self._predecessor, sockets = handed
+            self._broker.adopt(sockets)
+            logger.info("%s: new master, upgrading %d", self.name, self._predecessor)
+        elif pidfile is not None:
             pidfile.acquire()
         self._install()
         try:
             try:
                 if self.app.console_options is not None:
-                    self._start_console()
+                    self._start_console(console=handed is None)
             except Exception as exc:  # the console cannot listen: nothing is forked
                 self._failed = f"cannot start: {exc}"
             else:
@@ -203,7 +217,7 @@ class Master:
                     self._step()
         finally:
             self._uninstall()
-            self._broker.close()
+            self._broker.close(unlink=self._successor is None)  # else the new master's now
             if self.console is not None:
                 self.console.close()
             if self.runtime_dir is not None:
@@ -218,10 +232,12 @@ class Master:
         logger.info("%s: master stopped, every worker ended", self.app.name)
         return self._worst
 
-    def _start_console(self) -> None:
+    def _start_console(self, console: bool = True) -> None:
         app = self.app
-        self.runtime_dir = worker_views.make_runtime_dir(app.name, app.user, app.group)
-        self.console = app.master_console(self)
+        if self.runtime_dir is None:
+            self.runtime_dir = worker_views.make_runtime_dir(app.name, app.user, app.group)
+        if console:
+            self.console = app.master_console(self)
 
     @property
     def name(self) -> str:
@@ -231,27 +247,9 @@ class Master:
     def worker_table(self) -> list[dict[str, Any]]:
         """The workers now, by place (safe to call from another thread).
 
-        Each is a dict of ``place``, ``pid``, ``state`` (``starting`` until its
-        App is in RUN, then ``ready``; ``stopping`` once asked to stop),
-        ``started`` (epoch seconds), ``restarts`` (of its place, after
-        failures) and ``console`` (its console's Unix socket, or None).
+        See :func:`~archangel.service.worker_views.worker_table`.
         """
-        now, clock = time.time(), time.monotonic()
-        rows = []
-        for w in sorted(self.workers.values(), key=lambda w: (w.slot, w.pid)):
-            state = "stopping" if w.retiring else "ready" if w.ready else "starting"
-            where = self.runtime_dir
-            rows.append(
-                {
-                    "place": w.slot,
-                    "pid": w.pid,
-                    "state": state,
-                    "started": now - (clock - w.started),
-                    "restarts": self.restarts.get(w.slot, 0),
-                    "console": None if where is None else worker_views.console_path(where, w.pid),
-                }
-            )
-        return rows
+        return worker_views.worker_table(self)
 
     def _install(self) -> None:
         read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -283,6 +281,8 @@ class Master:
             due.append(self._watchdog_next)
         if self._roll:
             due.append(self._roll_not_before)
+        if self._predecessor is not None and self._announced:  # watch for its end
+            due.append(now + 0.05)
         timeout = max(0.0, min([now + 1.0, *due]) - now)
         fds: list[Any] = [self._wakeup[0]]
         for worker in self.workers.values():
@@ -337,20 +337,32 @@ class Master:
             self.resize(self.count + 1)
         elif signum == signal.SIGTTOU:
             self.resize(self.count - 1)
+        elif signum == signal.SIGURG:
+            self.upgrade()
         elif signum in (signal.SIGUSR1, signal.SIGUSR2):
-            self._dump("runlog" if signum == signal.SIGUSR1 else "state")
+            worker_views.dump(self, "runlog" if signum == signal.SIGUSR1 else "state")
             for pid, worker in self.workers.items():
                 if worker.ready:  # a worker still starting has no handler for it yet
                     self._kill(pid, signum)
 
-    def _dump(self, which: str) -> None:
-        path = self.app.state_file if which == "state" else self.app.runlog_file
-        try:
-            worker_views.write_master_dump(path, worker_views.master_document(self, which))
-        except OSError as exc:
-            logger.error("%s: master cannot write its %s dump %s: %s", self.name, which, path, exc)
-        else:
-            logger.info("%s: master wrote its %s dump %s", self.name, which, path)
+    def upgrade(self) -> None:
+        """Execute a new master with the listening sockets (see :mod:`~archangel.service.upgrade`).
+
+        The new master forks its workers and, once they are all ready, stops
+        this master with SIGTERM. If it ends before, this master runs on.
+        """
+        if self._stopping or self._successor is not None or self._predecessor is not None:
+            why = "stopping" if self._stopping else "an upgrade is under way"
+            logger.warning("%s: not upgrading: %s", self.name, why)
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - it executes the new master
+            upgrade.exec_new_master(self._broker.sockets)
+        self._successor = pid
+        logger.info("%s: upgrading: new master %d started", self.name, pid)
 
     def stop(self, how: str = "graceful") -> None:
         """Stop every worker: ``"graceful"`` (SIGTERM) or ``"quick"`` (SIGQUIT).
@@ -359,7 +371,8 @@ class Master:
         later is killed. A second stop sends its signal again; the deadline stays.
         """
         if self._stopping is None:
-            systemd.stopping(f"{self.app.name}: stopping {len(self.workers)} workers")
+            if self._successor is None:  # else the service goes on, in the new master
+                systemd.stopping(f"{self.app.name}: stopping {len(self.workers)} workers")
             self._stop_deadline = time.monotonic() + self.app.shutdown_timeout + 2.0
             self._respawn_at.clear()
             self._roll.clear()
@@ -403,6 +416,9 @@ class Master:
                 self._stop_deadline = None
             return
         now = time.monotonic()
+        if self._predecessor is not None and self._announced and os.getppid() != self._predecessor:
+            old, self._predecessor = self._predecessor, None
+            upgrade.take_over(self, old)
         if self._watchdog_every is not None and now >= self._watchdog_next:
             systemd.watchdog_ping()
             self._watchdog_next = now + self._watchdog_every
@@ -452,6 +468,9 @@ class Master:
             for pid in (self.slots.get(s) for s in range(1, self.count + 1))
         ):
             self._announced = True
+            if self._predecessor is not None:  # the service is this master's from now on
+                systemd.notify(f"MAINPID={self.pid}")
+                self._kill(self._predecessor, signal.SIGTERM)
             systemd.ready(self._status())
             if self.app.daemon is not None:
                 self.app.daemon.ready()
@@ -467,6 +486,14 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self._successor:
+                self._successor = None
+                logger.error(
+                    "%s: upgrade failed: the new master %d %s; running on",
+                    self.name,
+                    pid,
+                    _describe(status),
+                )
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -572,7 +599,7 @@ class Master:
             me = os.getpid()
             app.pidfile = None
             app.daemon = None
-            app.console_options = self._worker_console(app, me)
+            app.console_options = worker_views.worker_console(self, app.console_options, me)
             app.state_file = per_worker_path(app.state_file, me)
             app.runlog_file = per_worker_path(app.runlog_file, me)
             app.socket_broker = broker.Client(channel, app.name)
@@ -592,15 +619,6 @@ class Master:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(status)
-
-    def _worker_console(self, app: Any, me: int) -> dict[str, Any] | None:  # pragma: no cover
-        """In a worker: its console's options (a private Unix socket), or None."""
-        if self.runtime_dir is None:
-            return None
-        worker_views.forget_master_console(self.console.address, self.runtime_dir)
-        own = dict(app.console_options or {})
-        options = {k: own[k] for k in ("repl", "commands", "locals") if k in own}
-        return {**options, "path": worker_views.console_path(self.runtime_dir, me)}
 
     def _uninstall_inherited(self) -> None:  # pragma: no cover - in the worker
         for sig in _HANDLED:
