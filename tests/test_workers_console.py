@@ -177,18 +177,30 @@ def test_stop_from_the_master_console_stops_the_service(master: Callable[..., Ma
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_the_master_state_dump_names_every_worker(master: Callable[..., Master]) -> None:
+def test_the_master_state_dump_names_every_worker_and_its_processes(
+    master: Callable[..., Master],
+) -> None:
     m = master(2)
     workers = m.ready(2)
     state = m.tmp / "state.json"
     os.kill(m.proc.pid, signal.SIGUSR2)
-    wait_for(lambda: all(Path(per_worker_path(str(state), pid)).exists() for pid in workers), 10)
-    wait_for(state.exists, 10)
+
+    def complete() -> bool:  # written at once; then again by the console, with the processes
+        try:
+            dump = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return False
+        return all("processes" in worker for worker in dump["workers"])
+
+    wait_for(complete, 10)
     dump = json.loads(state.read_text())
     assert dump["master"]["pid"] == m.proc.pid
     assert [w["pid"] for w in dump["workers"]] == workers
     for worker in dump["workers"]:
+        assert [p["name"] for p in worker["processes"]] == ["sleeper"]
         assert worker["state_file"] == per_worker_path(str(state), worker["pid"])
+    wait_for(lambda: all(Path(w["state_file"]).exists() for w in dump["workers"]), 10)
+    for worker in dump["workers"]:  # and each worker's own dump
         own = json.loads(Path(worker["state_file"]).read_text())
         assert [p["name"] for p in own["processes"]] == ["sleeper"]
 

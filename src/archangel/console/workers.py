@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConsoleError
@@ -22,6 +23,7 @@ from ..kernel.manager import ProcessManager
 from .apploop import AppLoop
 from .commands import CommandTable, Context, plural
 from .fleet import WorkerTable, fleet_commands
+from .relay import NotAnswering, ask_json
 from .server import Console
 from .session import Settings
 from .sessions import session_commands
@@ -89,6 +91,48 @@ class MasterConsole(Console):
         # Whatever would be handed to "the app's loop" runs on the console's own.
         self._apploop = AppLoop(asyncio.get_running_loop(), self.manager)
         await super()._main()
+
+    def write_dump(
+        self, document: dict[str, Any], write: Callable[[dict[str, Any]], object]
+    ) -> bool:
+        """Complete ``document`` (the master's dump) with each worker's processes, then write it.
+
+        Returns at once: on the console's thread, each worker's console is
+        asked for ``ps --json`` (its first 10,000 processes, within
+        ``worker_timeout``), the answer goes under that worker's
+        ``processes`` (or its ``error``), and ``write(document)`` is called
+        on a thread of its own (the master's atomic write). False when the
+        console does not run (nothing is written).
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._is_new():
+            return False
+        coro = self._write_dump(document, write)
+        try:
+            asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # its loop has ended
+            coro.close()
+            return False
+        return True
+
+    async def _write_dump(
+        self, document: dict[str, Any], write: Callable[[dict[str, Any]], object]
+    ) -> None:
+        async def fill(worker: dict[str, Any]) -> None:
+            line = "ps --json --limit 10000"
+            try:
+                page = await ask_json(worker["console"] or "", line, self.worker_timeout)
+            except NotAnswering as exc:
+                worker["error"] = str(exc)
+            else:
+                worker["processes"] = page.get("processes")
+                worker["processes_total"] = page.get("total")
+
+        await asyncio.gather(*(fill(worker) for worker in document.get("workers", ())))
+        try:
+            await asyncio.to_thread(write, document)
+        except OSError as exc:
+            logger.error("%r: cannot write the master's dump: %s", self, exc)
 
     def _settings(self) -> Settings:
         assert self._apploop is not None

@@ -11,7 +11,9 @@
   the master closes is closed for its client, and no worker holds another's.
 * :func:`master_document` and :func:`write_master_dump`: the master's own
   state and runlog dumps, which name every worker and point at the dump each
-  worker writes of its processes.
+  worker writes of its processes. With a console, the master's console
+  writes the state dump once more with each worker's processes, asked of the
+  workers' consoles (:meth:`~archangel.console.workers.MasterConsole.write_dump`).
 
 Nothing here runs a loop or forks; :mod:`archangel.service.workers` does.
 """
@@ -167,12 +169,15 @@ def worker_console(master: Any, own: Any, pid: int) -> dict[str, Any] | None:
 def dump(master: Any, which: str) -> None:
     """Write ``master``'s ``"state"`` or ``"runlog"`` dump to the App's file; log, never raise."""
     path = master.app.state_file if which == "state" else master.app.runlog_file
+    document = master_document(master, which)
     try:
-        write_master_dump(path, master_document(master, which))
+        write_master_dump(path, document)
     except OSError as exc:
         logger.error("%s: master cannot write its %s dump %s: %s", master.name, which, path, exc)
     else:
         logger.info("%s: master wrote its %s dump %s", master.name, which, path)
+    if which == "state" and master.console is not None:  # then again, with the processes
+        master.console.write_dump(document, lambda doc: write_master_dump(path, doc))
 
 
 def master_document(master: Any, which: str) -> dict[str, Any]:
