@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -51,8 +52,8 @@ SERVICE = textwrap.dedent(
 def master(tmp_path: Path) -> Iterator[Callable[..., Master]]:
     made: list[Master] = []
 
-    def make(workers: int = 2, loop: str = "asyncio") -> Master:
-        made.append(Master(tmp_path, workers, loop, SERVICE))
+    def make(workers: int = 2, loop: str = "asyncio", *extra: str) -> Master:
+        made.append(Master(tmp_path, workers, loop, SERVICE, extra))
         return made[-1]
 
     yield make
@@ -97,6 +98,22 @@ def test_the_master_console_shows_and_kills_in_every_worker(
     assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
     for pid in (first, second):
         assert stat.S_IMODE((runtime / f"{pid}.sock").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_workers_that_drop_to_a_user_still_have_their_consoles(
+    master: Callable[..., Master],
+) -> None:
+    m = master(2, "asyncio", "--user", "nobody")
+    first, second = m.ready(2)
+    session = Session(m.port)
+    try:
+        assert sleepers(session.run("ps")) == {first: 1, second: 1}
+    finally:
+        session.close()
+    runtime = Path(m.logged(r"console on /")[0].split("console on ")[1]).parent
+    assert runtime.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
 
 
 def test_the_master_console_answers_while_a_worker_does_not(

@@ -30,14 +30,16 @@ def wait_for(condition: Callable[[], object], within: float) -> None:
 class Master:
     """``archangel run service:app --workers N`` in a child process, and its log."""
 
-    def __init__(self, tmp: Path, workers: int, loop: str, service: str) -> None:
+    def __init__(
+        self, tmp: Path, workers: int, loop: str, service: str, extra: tuple[str, ...] = ()
+    ) -> None:
         (tmp / "service.py").write_text(service)
         self.tmp = tmp
         self.pidfile = tmp / "service.pid"
         self.log: list[str] = []
         argv = ["-m", "archangel", "run", "service:app", "--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, *argv, "--loop", loop, "--pidfile", str(self.pidfile)],
+            [sys.executable, *argv, "--loop", loop, "--pidfile", str(self.pidfile), *extra],
             cwd=tmp,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

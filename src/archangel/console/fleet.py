@@ -101,9 +101,14 @@ class _Fleet:
         except NotAnswering as exc:
             return exc
 
-    async def _all(self, line: str) -> list[Answer]:
-        """``line`` asked of every worker not stopping, all at once: each with its answer."""
-        rows = [row for row in self.master.worker_table() if row["state"] != "stopping"]
+    async def _all(self, line: str, *, stopping: bool = False) -> list[Answer]:
+        """``line`` asked of every worker (with ``stopping``, those stopping too) at once.
+
+        Each worker comes with its answer, or the :class:`NotAnswering` error.
+        """
+        rows = self.master.worker_table()
+        if not stopping:
+            rows = [row for row in rows if row["state"] != "stopping"]
         answers = await asyncio.gather(
             *(self._one(row, line, as_json=True, timeout=self.timeout) for row in rows)
         )
@@ -145,7 +150,7 @@ class _Fleet:
         opts, positional = parse_options(args, {"--json": bool})
         if positional:
             raise CommandError("usage: workers [--json]")
-        answers = await self._all("ps --json --limit 1")
+        answers = await self._all("ps --json --limit 1", stopping=True)
         now = time.time()
         entries = []
         for row, answer in answers:
@@ -153,7 +158,7 @@ class _Fleet:
             entry["uptime"] = max(0.0, now - row["started"])
             if isinstance(answer, NotAnswering):
                 entry["processes"] = None
-                if row["state"] == "ready":
+                if row["state"] == "ready":  # (one starting or stopping may have no console)
                     entry["state"] = "not answering"
                 entry["console"] = str(answer)
             else:

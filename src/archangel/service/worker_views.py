@@ -2,9 +2,10 @@
 
 * The **runtime directory**: made by the master when the App has a console,
   mode 0700 (``tempfile.mkdtemp``) under ``$XDG_RUNTIME_DIR`` or the temp
-  directory, owned by the App's ``user``/``group`` when the workers drop to
-  them. Each worker's console listens there on ``<pid>.sock`` (mode 0600), for
-  the master's console alone; the directory is removed when the master exits.
+  directory; when the workers drop to the App's ``user``/``group``, under the
+  temp directory and owned by them. Each worker's console listens there on
+  ``<pid>.sock`` (mode 0600), for the master's console alone; the directory
+  is removed when the master exits.
 * :func:`forget_master_console`: in a fresh worker, closes the descriptors of
   the master's console that the fork copied (its listening socket, its
   sessions, its connections to other workers' consoles), so that a session
@@ -57,8 +58,8 @@ def make_runtime_dir(name: str, user: Any = None, group: Any = None) -> str:
     that workers which drop to them can still make their sockets there.
     """
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if not base or not os.path.isdir(base):
-        base = None
+    if not base or not os.path.isdir(base) or user is not None or group is not None:
+        base = None  # (a worker that drops to another user could not enter root's)
     prefix = "archangel-" + "".join(c if c.isalnum() else "-" for c in name)[:24] + "-"
     path = tempfile.mkdtemp(prefix=prefix, dir=base)
     if (user is not None or group is not None) and os.geteuid() == 0:
