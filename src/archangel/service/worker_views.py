@@ -85,9 +85,9 @@ def forget_master_console(address: Any, runtime_dir: str) -> None:
 
     They are found by what they are, not from a list kept by the console's
     thread (which the fork may have caught between an ``accept`` and its
-    bookkeeping): every socket whose own address is the console's address
-    (the listening socket, and each session accepted on it), and every socket
-    connected to a worker's console in ``runtime_dir``.
+    bookkeeping): every socket on the console's port or path (the listening
+    socket, and each session accepted on it), and every socket connected to
+    a worker's console in ``runtime_dir``.
     """
     if isinstance(address, list | tuple):
         address = tuple(address[:2])
@@ -114,9 +114,11 @@ def _is_console(sock: socket.socket, address: Any, inside: str) -> bool:
         own = sock.getsockname()
     except OSError:
         return False
-    if isinstance(own, tuple):
-        own = tuple(own[:2])
-    if address is not None and own == address:
+    if isinstance(own, tuple) and isinstance(address, tuple):
+        # By port alone: a session accepted on a console bound to 0.0.0.0 has
+        # the address it came in on (127.0.0.1, say), not 0.0.0.0.
+        return bool(own[1] == address[1] and sock.type == socket.SOCK_STREAM)
+    if address is not None and own == address:  # a Unix socket: its path
         return True
     if sock.family != socket.AF_UNIX:
         return False
