@@ -74,6 +74,12 @@ class Master:
         return self.workers()
 
     def close(self) -> None:
+        if self.proc.poll() is None:  # gracefully first: the master removes its runtime dir
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         for pid in self.workers():
             os.kill(pid, signal.SIGKILL)
         if self.proc.poll() is None:
