@@ -241,7 +241,7 @@ class _Fleet:
                 shown += " (Enter for more)"
             lines.append(shown)
         else:
-            lines.append(f"no processes match (of {total} in every worker)")
+            lines.append(f"no processes match in {plural(len(counts) - len(notes), 'worker')}")
         return "\n".join(lines + notes)
 
     async def info(self, args: list[str], terminal: Terminal) -> str:
