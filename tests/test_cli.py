@@ -109,7 +109,7 @@ def test_an_unknown_signal_name_is_refused_with_the_valid_ones(
     last = done.stderr.rstrip("\n").splitlines()[-1]
     assert last == (
         f"archangel signal: error: argument SIGNAL: unknown signal {name!r}: "
-        "use INT, TERM, QUIT, HUP, USR1, USR2, ALRM or check"
+        "use INT, TERM, QUIT, HUP, USR1, USR2, ALRM, TTIN, TTOU, URG or check"
     )
 
 

@@ -930,6 +930,25 @@ class App:
             self.web.start()
             logger.info("%s: metrics and probes on %s", self.name, self.web.url)
 
+    def master_console(self, master: Any) -> Any:
+        """Start the console of ``master``, a master of this App's workers; return it.
+
+        :meth:`run` with ``workers`` calls it when the App has a console: the
+        master serves one console over every worker
+        (:class:`~archangel.console.workers.MasterConsole`), with the App's
+        console options, and each worker a console of its own on a private
+        Unix socket (see :doc:`/workers`).
+
+        Raises:
+            ConsoleError: The console cannot listen, or a bad option.
+        """
+        from .console.workers import MasterConsole
+
+        console = MasterConsole(master, **(self.console_options or {}))
+        console.start()
+        logger.info("%s: console on %s", self.name, console.address)
+        return console
+
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")
         self._watchdog.start()

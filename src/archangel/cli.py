@@ -33,13 +33,18 @@ from typing import Any
 
 from . import demo
 from .errors import DaemonError, InvalidArgument, PidFileUnusable
-from .kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
-from .service import daemon, workers
+from .kernel.signames import MASTER_SIGNALS, SIGNALS, signal_key
+from .service import daemon, upgrade, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
 #: Exit status per :class:`~archangel.errors.PidFileUnusable` reason.
 EXIT_STATUS = {"stale": 1, "missing": 3, "malformed": 4, "permission": 5, "io": 6, "held": 1}
+
+
+#: What ``archangel signal`` sends: an App's signals, and a master's TTIN/TTOU.
+_SIGNALS = {**SIGNALS, **MASTER_SIGNALS}
+_SIGNAL_NAMES = ", ".join(name.upper() for name in _SIGNALS if name != "check") + " or check"
 
 
 def signal_name(text: str) -> str:
@@ -48,9 +53,9 @@ def signal_name(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: Not a signal the command knows; the message lists them.
     """
-    name = signal_key(text)
+    name = signal_key(text, _SIGNALS)
     if name is None:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {SIGNAL_NAMES}")
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}: use {_SIGNAL_NAMES}")
     return name
 
 
@@ -209,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
         "signal",
         type=signal_name,
         metavar="SIGNAL",
-        help=f"{SIGNAL_NAMES}; any case, with or without SIG (TERM, SIGTERM, term)",
+        help=f"{_SIGNAL_NAMES} (TTIN/TTOU: a master of workers only); any case, "
+        "with or without SIG (TERM, SIGTERM, term)",
     )
 
     p = sub.add_parser(
@@ -279,7 +285,11 @@ def _run(args: argparse.Namespace) -> int:
     app = load_app(args.target)
     # Paths are taken before a daemon changes directory.
     log_file = os.path.abspath(args.log_file) if args.log_file else None
-    if args.pidfile is not None:
+    # A new master executed by an old one (SIGURG): its pidfile and daemon are the old one's.
+    upgrading = upgrade.OLD_ENV in os.environ
+    if args.pidfile is not None and upgrading:
+        app.pidfile = daemon.PidFile(os.path.abspath(args.pidfile))
+    elif args.pidfile is not None:
         pidfile = os.path.abspath(args.pidfile)
         try:
             pid = daemon.check(pidfile, signalable=False)
@@ -304,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
         app.user = args.user
     if args.group is not None:
         app.group = args.group
-    if args.daemon:
+    if args.daemon and not upgrading:
         app.daemon = daemon.daemonize(
             workdir=args.workdir or "/",
             umask=0o022 if args.umask is None else args.umask,
@@ -352,7 +362,15 @@ def _fresh(args: argparse.Namespace) -> Any:
 
 
 def _signal(args: argparse.Namespace) -> int:
-    signum = SIGNALS[args.signal]
+    signum = _SIGNALS[args.signal]
+    if args.signal in MASTER_SIGNALS:
+        pid = daemon.check(args.pidfile)
+        if not workers.worker_pids(pid):
+            what = "upgrades a master" if args.signal == "urg" else "changes the count"
+            raise UsageError(
+                f"SIG{args.signal.upper()} {what} of workers, and pid {pid} "
+                f"({args.pidfile}) runs none: it would do nothing or stop it"
+            )
     pid = daemon.send_signal(args.pidfile, signum)
     if signum:
         print(f"sent SIG{args.signal.upper()} to pid {pid}")

@@ -90,8 +90,11 @@ class OperatorThread:
         thread_id = threading.get_ident() if in_loop_thread else None
         return AppLoop(loop, self.manager, thread_id=thread_id, **options)
 
-    def _launch(self, apploop: AppLoop, where: str) -> None:
+    def _launch(self, apploop: AppLoop | None, where: str) -> None:
         """Start the thread and wait until it listens.
+
+        ``apploop`` None: there is no app loop (a master of workers); the
+        subclass makes its bridge on its own thread.
 
         Raises:
             error: It did not listen in time, or cannot listen on ``where``.

@@ -73,6 +73,13 @@ class Broker:
         logger.info("%s: master listening on %s", self.name, sock.getsockname())
         return sock
 
+    def adopt(self, sockets: dict[tuple[Any, ...], list[socket.socket]]) -> None:
+        """Take ``sockets`` (by address) as bound already: an old master's, on an upgrade."""
+        for key, socks in sockets.items():
+            self.sockets.setdefault(key, []).extend(socks)
+            if key[0] == "unix":
+                self._unix_paths.append(key[1])
+
     def close(self, *, unlink: bool = True) -> None:
         """Close every socket; with ``unlink``, remove the Unix sockets' files."""
         for socks in self.sockets.values():

@@ -18,6 +18,12 @@ the inherited descriptors themselves (``$LISTEN_PID`` rewritten to theirs).
 A worker tells the master it is ready, over a pipe, when its App reaches RUN.
 Workers die with the master (``PR_SET_PDEATHSIG``, checked against the race
 with ``getppid``) and never talk to systemd: the master does.
+
+When the App has a console, the master runs one over every worker
+(:class:`archangel.console.workers.MasterConsole`, made by the App), and each
+worker a console of its own on a Unix socket in the master's private runtime
+directory (:mod:`~archangel.service.worker_views`). SIGURG re-executes the
+master with the listening sockets (:mod:`~archangel.service.upgrade`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from typing import Any
 
 from ..bus.states import State
 from ..errors import InvalidArgument
-from . import broker, systemd
+from . import broker, systemd, upgrade, worker_views
+from .worker_views import per_worker_path, uptime, worker_pids
 
 __all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "uptime", "worker_pids"]
 
@@ -55,6 +62,7 @@ _HANDLED = (
     signal.SIGTTOU,
     signal.SIGUSR1,
     signal.SIGUSR2,
+    signal.SIGURG,
     signal.SIGCHLD,
 )
 
@@ -72,57 +80,6 @@ def resolve_count(workers: int | str) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidArgument(f"workers must be a count >= 1 or 'auto', not {workers!r}")
     return workers
-
-
-def per_worker_path(path: str, pid: int) -> str:
-    """A worker's own dump file: ``path`` with its pid before the extension.
-
-    ``/tmp/web.state.json`` for worker 4242 is ``/tmp/web.state.4242.json``.
-    """
-    root, ext = os.path.splitext(path)
-    return f"{root}.{pid}{ext}"
-
-
-def worker_pids(master: int) -> list[int]:
-    """The workers of master ``master``, from ``/proc``: its children forked, not executed.
-
-    A worker is a forked copy of its master, with its command line; a child
-    that executed a program of its own is not one.
-    """
-    try:
-        with open(f"/proc/{master}/cmdline", "rb") as f:
-            cmdline = f.read()
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    pids = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[1]) != master or fields[0] == b"Z":
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read() != cmdline:
-                    continue
-        except OSError:
-            continue
-        pids.append(int(entry))
-    return sorted(pids)
-
-
-def uptime(pid: int) -> float | None:
-    """Seconds since process ``pid`` started, from ``/proc``; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            started = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/uptime", "rb") as f:
-            now = float(f.read().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    return max(0.0, now - started / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass
@@ -217,6 +174,13 @@ class Master:
         self._announced = False
         self._watchdog_every = systemd.watchdog_interval()
         self._watchdog_next = 0.0
+        self.restarts: dict[int, int] = {}  # slot -> workers respawned after a failure
+        #: The master's console over every worker (the App has a console), or None.
+        self.console: Any = None
+        #: The private directory of the workers' consoles (mode 0700), or None.
+        self.runtime_dir: str | None = None
+        self._successor: int | None = None  # the new master forked for an upgrade
+        self._predecessor: int | None = None  # the old master this one upgrades
 
     def __repr__(self) -> str:
         workers = f"{len(self.workers)}/{self.count}"
@@ -232,19 +196,32 @@ class Master:
         be killed at the shutdown deadline (or itself reported a forced stop).
         """
         pidfile = self.app.pidfile
-        if pidfile is not None:
+        handed = upgrade.inherited()
+        if handed is not None:  # the pidfile and the console are the old master's for now
+            self._predecessor, sockets = handed
+            self._broker.adopt(sockets)
+            logger.info("%s: new master, upgrading %d", self.name, self._predecessor)
+        elif pidfile is not None:
             pidfile.acquire()
-        if self.app.console_options is not None:
-            logger.warning("%s: no console with workers (yet): not started", self.app.name)
         self._install()
         try:
-            for slot in range(1, self.count + 1):
-                self._spawn(slot)
-            while not (self._stopping and not self.workers):
-                self._step()
+            try:
+                if self.app.console_options is not None:
+                    self._start_console(console=handed is None)
+            except Exception as exc:  # the console cannot listen: nothing is forked
+                self._failed = f"cannot start: {exc}"
+            else:
+                for slot in range(1, self.count + 1):
+                    self._spawn(slot)
+                while not (self._stopping and not self.workers):
+                    self._step()
         finally:
             self._uninstall()
-            self._broker.close()
+            self._broker.close(unlink=self._successor is None)  # else the new master's now
+            if self.console is not None:
+                self.console.close()
+            if self.runtime_dir is not None:
+                worker_views.remove_runtime_dir(self.runtime_dir)
             if pidfile is not None:
                 pidfile.release()
         if self._failed is not None:
@@ -254,6 +231,25 @@ class Master:
             return 3
         logger.info("%s: master stopped, every worker ended", self.app.name)
         return self._worst
+
+    def _start_console(self, console: bool = True) -> None:
+        app = self.app
+        if self.runtime_dir is None:
+            self.runtime_dir = worker_views.make_runtime_dir(app.name, app.user, app.group)
+        if console:
+            self.console = app.master_console(self)
+
+    @property
+    def name(self) -> str:
+        """The App's name."""
+        return str(self.app.name)
+
+    def worker_table(self) -> list[dict[str, Any]]:
+        """The workers now, by place (safe to call from another thread).
+
+        See :func:`~archangel.service.worker_views.worker_table`.
+        """
+        return worker_views.worker_table(self)
 
     def _install(self) -> None:
         read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -285,6 +281,8 @@ class Master:
             due.append(self._watchdog_next)
         if self._roll:
             due.append(self._roll_not_before)
+        if self._predecessor is not None and self._announced:  # watch for its end
+            due.append(now + 0.05)
         timeout = max(0.0, min([now + 1.0, *due]) - now)
         fds: list[Any] = [self._wakeup[0]]
         for worker in self.workers.values():
@@ -339,10 +337,32 @@ class Master:
             self.resize(self.count + 1)
         elif signum == signal.SIGTTOU:
             self.resize(self.count - 1)
+        elif signum == signal.SIGURG:
+            self.upgrade()
         elif signum in (signal.SIGUSR1, signal.SIGUSR2):
+            worker_views.dump(self, "runlog" if signum == signal.SIGUSR1 else "state")
             for pid, worker in self.workers.items():
                 if worker.ready:  # a worker still starting has no handler for it yet
                     self._kill(pid, signum)
+
+    def upgrade(self) -> None:
+        """Execute a new master with the listening sockets (see :mod:`~archangel.service.upgrade`).
+
+        The new master forks its workers and, once they are all ready, stops
+        this master with SIGTERM. If it ends before, this master runs on.
+        """
+        if self._stopping or self._successor is not None or self._predecessor is not None:
+            why = "stopping" if self._stopping else "an upgrade is under way"
+            logger.warning("%s: not upgrading: %s", self.name, why)
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - it executes the new master
+            upgrade.exec_new_master(self._broker.sockets)
+        self._successor = pid
+        logger.info("%s: upgrading: new master %d started", self.name, pid)
 
     def stop(self, how: str = "graceful") -> None:
         """Stop every worker: ``"graceful"`` (SIGTERM) or ``"quick"`` (SIGQUIT).
@@ -351,7 +371,8 @@ class Master:
         later is killed. A second stop sends its signal again; the deadline stays.
         """
         if self._stopping is None:
-            systemd.stopping(f"{self.app.name}: stopping {len(self.workers)} workers")
+            if self._successor is None:  # else the service goes on, in the new master
+                systemd.stopping(f"{self.app.name}: stopping {len(self.workers)} workers")
             self._stop_deadline = time.monotonic() + self.app.shutdown_timeout + 2.0
             self._respawn_at.clear()
             self._roll.clear()
@@ -395,6 +416,9 @@ class Master:
                 self._stop_deadline = None
             return
         now = time.monotonic()
+        if self._predecessor is not None and self._announced and os.getppid() != self._predecessor:
+            old, self._predecessor = self._predecessor, None
+            upgrade.take_over(self, old)
         if self._watchdog_every is not None and now >= self._watchdog_next:
             systemd.watchdog_ping()
             self._watchdog_next = now + self._watchdog_every
@@ -444,6 +468,9 @@ class Master:
             for pid in (self.slots.get(s) for s in range(1, self.count + 1))
         ):
             self._announced = True
+            if self._predecessor is not None:  # the service is this master's from now on
+                systemd.notify(f"MAINPID={self.pid}")
+                self._kill(self._predecessor, signal.SIGTERM)
             systemd.ready(self._status())
             if self.app.daemon is not None:
                 self.app.daemon.ready()
@@ -459,6 +486,14 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self._successor:
+                self._successor = None
+                logger.error(
+                    "%s: upgrade failed: the new master %d %s; running on",
+                    self.name,
+                    pid,
+                    _describe(status),
+                )
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -489,6 +524,7 @@ class Master:
         while failures and failures[0] < now - self.max_seconds:
             failures.popleft()
         message = f"worker {worker.pid} (place {slot}) {how} {when}"
+        self.restarts[slot] = self.restarts.get(slot, 0) + 1
         if len(failures) > self.max_restarts:
             self._failed = (
                 f"{message}; {len(failures)} failures within {self.max_seconds:g} s: giving up"
@@ -563,7 +599,7 @@ class Master:
             me = os.getpid()
             app.pidfile = None
             app.daemon = None
-            app.console_options = None
+            app.console_options = worker_views.worker_console(self, app.console_options, me)
             app.state_file = per_worker_path(app.state_file, me)
             app.runlog_file = per_worker_path(app.runlog_file, me)
             app.socket_broker = broker.Client(channel, app.name)
