@@ -14,7 +14,7 @@ from typing import Any
 
 from archangel import App, ExitReason, Process, ProcessManager, ProcessState, State, TaskProcess
 from archangel.console import Console
-from archangel.console.commands import _GIL_SLICE
+from archangel.console.fairness import _GIL_SLICE
 from tests.console_helpers import PROMPT, BlockingClient, Light, RawClient
 from tests.helpers import serve, until
 

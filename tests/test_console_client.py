@@ -11,6 +11,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 from pathlib import Path
 
 import archangel
@@ -93,6 +94,17 @@ def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
     return data
 
 
+def _readline_waits(fd: int, timeout: float = 20.0) -> None:
+    """Until ``readline`` has taken the terminal for its next line (canonical mode off).
+
+    A Ctrl-D typed before that is read by the terminal's line discipline as
+    the end of an empty line, which ``readline`` then never sees as an EOF.
+    """
+    deadline = time.monotonic() + timeout
+    while termios.tcgetattr(fd)[3] & termios.ICANON and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _client_in_a_terminal(
     address: str, typed: bytes, end: str, ready: threading.Event
 ) -> tuple[int, bool, bytes]:
@@ -112,6 +124,7 @@ def _client_in_a_terminal(
         if typed:
             os.write(master, typed)
             screen += _read_until(master, b"archangel> ")
+        _readline_waits(slave)
         ready.set()  # the client waits in readline for the next line
         if end == "ctrl-c":
             os.write(master, b"\x03")  # the terminal sends SIGINT to the client

@@ -13,7 +13,7 @@ import telnetlib3
 from archangel import ProcessManager
 from archangel.console import Command, CommandError, Console, Terminal
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, Light, RawClient, Screen, open_telnet
+from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, Screen, open_telnet
 
 COLOURS = ("red", "green", "grey")
 
@@ -181,6 +181,10 @@ async def test_ps_fits_details_to_the_screen_and_info_shows_them_whole() -> None
         screen = Screen(reader)
         try:
             await screen.until(PROMPT)
+            # Typed before the console offers telnet, a line would make it a raw client.
+            async with asyncio.timeout(TIMEOUT):
+                while not writer.will_echo:
+                    await asyncio.sleep(0.001)
             writer.write("ps\r\n")
             out = await screen.until("showing 1-1 of 1")
             row = next(line for line in out.splitlines() if "path=" in line)

@@ -14,10 +14,9 @@ from archangel import ProcessManager
 from archangel.console.apploop import AppLoop, Status
 from archangel.console.client import TelnetFilter, parse_address
 from archangel.console.commands import CommandError, parse_options
-from archangel.console.lineedit import _STEP, _STEP_ECHO, Key, LineEditor
-from archangel.console.listing import _SORT_CHUNK, sorted_head
+from archangel.console.fairness import _EDIT_STEP, _EDIT_STEP_ECHO, _SORT_CHUNK, Pacer, sorted_head
+from archangel.console.lineedit import Key, LineEditor
 from archangel.console.render import clip, format_age, format_details, format_ms, table
-from archangel.console.session import Pacer
 from archangel.errors import ConsoleError
 from archangel.kernel.frames import await_chain
 
@@ -101,7 +100,7 @@ def test_step_feeds_a_bounded_piece() -> None:
     assert editor.step("ps\r\ninfo 1\r\n") == ("", ["ps"], 3)
     assert editor.step("ps\r\ninfo 1\r\n", 3) == ("", ["info 1"], 11)
     assert editor.step("ps\r\ninfo 1\r\n", 11) == ("", [], 12)  # the LF of CR LF
-    assert editor.step("x" * 5000)[2] == _STEP
+    assert editor.step("x" * 5000)[2] == _EDIT_STEP
     editor.clear()
     editor.echo = True
     editor.feed("x" * 4000 + "\x01")
@@ -110,7 +109,7 @@ def test_step_feeds_a_bounded_piece() -> None:
     editor.feed("x" * 4000 + "\x01")
     echo, _, end = editor.step("\t" * 5000)  # each Tab lists, then redraws 4000 characters
     assert "alpha  beta" in echo
-    assert end < 10 and len(echo) <= _STEP_ECHO + 2 * 4100  # bounded per step
+    assert end < 10 and len(echo) <= _EDIT_STEP_ECHO + 2 * 4100  # bounded per step
 
 
 def test_secret_lines_are_not_echoed_or_remembered() -> None:
@@ -314,7 +313,7 @@ async def test_pacer_rests_after_a_stretch_of_work() -> None:
 def test_short_gil_slices_nest_and_restore_the_switch_interval() -> None:
     import sys
 
-    from archangel.console.commands import _GIL_SLICE, short_gil_slices
+    from archangel.console.fairness import _GIL_SLICE, short_gil_slices
 
     before = sys.getswitchinterval()
     with short_gil_slices():

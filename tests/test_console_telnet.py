@@ -8,7 +8,12 @@ import json
 import logging
 import os
 import re
+import select
+import shutil
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +22,18 @@ import telnetlib3
 import archangel
 from archangel import ProcessManager, ProcessState
 from archangel.console import Console
+from archangel.console import protocol as console_protocol
 from archangel.console.client import _TOKEN_ENV, main, run_client, run_script
 from archangel.errors import ConsoleError
-from tests.console_helpers import PROMPT, TIMEOUT, Light, RawClient, open_telnet, settled
+from tests.console_helpers import (
+    PROMPT,
+    TIMEOUT,
+    Light,
+    RawClient,
+    on_console,
+    open_telnet,
+    settled,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where the archangel under test comes from, for the subprocesses that run it.
@@ -120,6 +134,155 @@ async def test_nc_gets_its_prompt_at_once() -> None:
             await client.read_until(PROMPT)
             assert loop.time() - started < 0.5  # no waiting for telnet negotiation
             assert "no processes match" in await client.ask("ps")
+
+
+# -- telnet commands only for a client that speaks telnet ----------------------------------
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed (Debian package: see noxfile.py DEBIAN_TOOLS)"
+    return path
+
+
+async def _send_and_half_close(address: tuple[str, int] | str | None, data: bytes) -> bytes:
+    """What a plain socket gets back for ``data``, sent then ``shutdown(SHUT_WR)`` (``nc -N``)."""
+    if isinstance(address, str):
+        reader, writer = await asyncio.open_unix_connection(address)
+    else:
+        assert address is not None
+        reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(TIMEOUT):
+            return await reader.read()  # until the console closes
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("over", ["tcp", "unix"])
+async def test_a_plain_socket_client_is_never_sent_a_telnet_command(
+    over: str, tmp_path: Path
+) -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    path = tmp_path / "c.sock" if over == "unix" else None
+    with Console(manager, path=path) as console:
+        reply = await _send_and_half_close(console.address, b"ps\n")
+        await settled(console)
+    assert b"\xff" not in reply  # no IAC: no DO TERMINAL-TYPE before the banner
+    text = reply.decode("utf-8")  # clean text, whole
+    assert text.startswith("archangel console (manager): 1 process running;")
+    assert re.search(r"^\s*1\s+light\s+new\s", text, re.M)
+    assert "showing 1-1 of 1" in text
+
+
+async def test_printf_ps_piped_into_nc_greps_as_text() -> None:
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager) as console:
+        assert isinstance(console.address, tuple)
+        host, port = console.address
+        # grep calls a matching line with a byte that is not UTF-8 "binary".
+        nc = f"{_tool('nc')} -N {host} {port}"
+        line = f"printf 'ps\\n' | {nc} | grep -e 'archangel console' -e light"
+        command = await asyncio.create_subprocess_exec(
+            "/bin/bash",
+            "-c",
+            f"set -o pipefail; {line}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+        )
+        async with asyncio.timeout(30):
+            out, err = await command.communicate()
+    assert command.returncode == 0, err
+    assert "binary file matches" not in out.decode() + err.decode()
+    banner, row = out.decode().splitlines()
+    assert banner.startswith("archangel console (manager): 1 process running;"), out
+    assert re.fullmatch(r"\s*1\s+light\s+new\s.*", row), out
+
+
+async def test_a_client_that_speaks_telnet_first_is_answered_in_telnet_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Silence would bring the offer only after an hour: what comes is the answer
+    # to the client's own IAC WILL TERMINAL-TYPE.
+    monkeypatch.setattr(console_protocol, "TELNET_PROBE", 3600.0)
+    with Console(ProcessManager()) as console:
+        assert isinstance(console.address, tuple)
+        reader, writer = await asyncio.open_connection(*console.address)
+        try:
+            writer.write(b"\xff\xfb\x18")  # IAC WILL TTYPE
+            received = b""
+            async with asyncio.timeout(TIMEOUT):
+                while b"\xff\xfd\x18" not in received:  # IAC DO TTYPE
+                    chunk = await reader.read(4096)
+                    assert chunk, received
+                    received += chunk
+        finally:
+            writer.close()
+
+
+def _telnet_in_a_terminal(host: str, port: int, seen: threading.Event) -> bytes:
+    """The real ``telnet`` on a pty: its first prompt, then ``ps`` typed; the screen."""
+    master, slave = os.openpty()
+    screen = b""
+
+    def until(marker: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 20
+        while marker not in screen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                screen += os.read(master, 65536)
+
+    try:
+        child = subprocess.Popen(
+            [_tool("telnet"), host, str(port)], stdin=slave, stdout=slave, stderr=slave
+        )
+        try:
+            until(PROMPT.encode())
+            seen.wait(30)  # the console has negotiated: character mode, its echo
+            os.write(master, b"ps\r")
+            until(b"showing 1-1 of 1")
+            os.write(master, b"quit\r")
+            until(b"closed by foreign host")
+        finally:
+            child.kill()
+            child.wait()
+        return screen
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_real_telnet_is_offered_its_options_once_it_waits() -> None:
+    # telnet on a port other than 23 says nothing until the server negotiates.
+    manager = ProcessManager()
+    manager.register(Light())
+    with Console(manager) as console:
+        assert isinstance(console.address, tuple)
+        seen = threading.Event()
+        job = asyncio.create_task(asyncio.to_thread(_telnet_in_a_terminal, *console.address, seen))
+
+        def echoing() -> list[bool]:
+            return [
+                bool(p.writer.will_echo)
+                for t in list(console._transports)
+                if isinstance(p := t.get_protocol(), console_protocol.ConsoleProtocol)
+                and p.writer is not None
+            ]
+
+        async with asyncio.timeout(TIMEOUT):
+            while await on_console(console, echoing) != [True]:
+                await asyncio.sleep(0.01)
+        seen.set()
+        screen = (await job).decode("utf-8", "replace")
+    assert "showing 1-1 of 1" in screen, screen
+    assert "ps\r\n" in screen  # echoed once (by the console), not twice
+    assert "bye" in screen
 
 
 # -- the archangel console client ----------------------------------------------------------

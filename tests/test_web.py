@@ -304,7 +304,7 @@ async def test_the_index_lists_the_endpoints_and_no_token(running: Any) -> None:
 
 
 async def test_the_web_thread_gives_the_gil_up_every_millisecond_while_it_serves() -> None:
-    from archangel.console.commands import _GIL_SLICE
+    from archangel.console.fairness import _GIL_SLICE
 
     before = sys.getswitchinterval()
     assert before > _GIL_SLICE  # the interpreter's default, 5 ms

@@ -63,7 +63,7 @@ from .kernel.frames import innermost
 from .kernel.holders import hold
 from .kernel.manager import ProcessManager
 from .kernel.process import Process
-from .service import asgi, dumps, frameworks, statistics, streams, systemd
+from .service import asgi, dumps, frameworks, sidecar, statistics, streams, systemd
 from .service.daemon import DaemonHandle, PidFile, drop_privileges
 from .service.signals import Action, Binding, SignalPolicy
 
@@ -572,7 +572,6 @@ class App:
 
     def settings(self) -> dict[str, Any]:
         """What the App runs with, as the state dump writes it (JSON-ready)."""
-        console = self.console
         return {
             "name": self.name,
             "shutdown_timeout": self.shutdown_timeout,
@@ -587,16 +586,27 @@ class App:
             "stats_interval": self.stats_interval,
             "user": self.user,
             "group": self.group,
-            # The console's address once started; never its token (a secret), only
-            # whether one is asked for.
-            "console": None
-            if self.console_options is None
-            else {
-                "address": console.address if console is not None else None,
-                "token": self.console_options.get("token") is not None,
-            },
+            "console": self._console_entry(),
             "history": self.manager.history.maxlen,
         }
+
+    def _console_entry(self) -> dict[str, Any] | None:
+        """The console's address once started (``host`` and ``port``, or ``path``), or None.
+
+        Never its token (a secret): only whether one is asked for.
+        """
+        if self.console_options is None:
+            return None
+        address = self.console.address if self.console is not None else None
+        entry: dict[str, Any] = {
+            "address": address,
+            "token": self.console_options.get("token") is not None,
+        }
+        if isinstance(address, tuple):
+            entry["host"], entry["port"] = address[0], address[1]
+        elif isinstance(address, str):
+            entry["path"] = address
+        return entry
 
     async def _app_state(self) -> dict[str, Any]:
         """What the ``state`` channel's subscribers return, by name (pyzenkit's ``get_state``).
@@ -926,6 +936,10 @@ class App:
             self.console = Console(self, **self.console_options)
             self.console.start()
             logger.info("%s: console on %s", self.name, self.console.address)
+            if self.pidfile is not None:  # for archangel status (the port may be the kernel's)
+                entry = self._console_entry()
+                assert entry is not None
+                sidecar.write_console(self.pidfile.path, entry)
         if self.web is not None:
             self.web.start()
             logger.info("%s: metrics and probes on %s", self.name, self.web.url)
@@ -994,6 +1008,8 @@ class App:
         if self.web is not None:
             self.web.close()
         if self.pidfile is not None:
+            if self.console is not None:
+                sidecar.remove_console(self.pidfile.path)
             self.pidfile.release()
         self.signals.uninstall()
         # Nothing the App started outlives it. A reload hook may wait on anything:

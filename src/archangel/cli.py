@@ -34,7 +34,7 @@ from typing import Any
 from . import demo
 from .errors import DaemonError, InvalidArgument, PidFileUnusable
 from .kernel.signames import MASTER_SIGNALS, SIGNALS, signal_key
-from .service import daemon, upgrade, workers
+from .service import daemon, sidecar, upgrade, workers
 
 __all__ = ["EXIT_STATUS", "load_app", "main"]
 
@@ -382,6 +382,9 @@ def _signal(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     pid = daemon.check(args.pidfile, signalable=False)
     print(f"running: pid {pid} ({args.pidfile})")
+    console = sidecar.read_console(args.pidfile, pid)  # where the App said its console listens
+    if console is not None:
+        print(f"console: {sidecar.describe_console(console)}")
     for worker in workers.worker_pids(pid):
         up = workers.uptime(worker)
         print(f"  worker {worker}" + ("" if up is None else f", up {up:.0f} s"))

@@ -8,7 +8,7 @@ says the loop is blocked and the action is queued (it runs once the loop is
 free). Nothing here mutates the manager from the console's thread, and
 work on the app's loop is done in slices of about a millisecond
 (:class:`~archangel.kernel.slices.TimeSlice`), yielding to the loop
-between them.
+between them (the rules of :mod:`archangel.console.fairness`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from ..kernel.process import Process, ProcessState
 from ..kernel.signames import SIGNAL_NAMES, SIGNALS, signal_key
-from .apploop import Outcome, Status, TimeSlice
+from .apploop import Outcome, Status
 from .commands import (
     Command,
     CommandError,
@@ -35,6 +35,7 @@ from .commands import (
     plural,
     unknown_pid,
 )
+from .fairness import TimeSlice
 from .render import describe_error
 
 __all__ = ["MAX_KILL", "action_commands"]

@@ -25,9 +25,8 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from ..kernel.manager import ProcessManager
-from ..kernel.slices import TimeSlice
 
-__all__ = ["AppLoop", "Outcome", "Status", "TimeSlice"]
+__all__ = ["AppLoop", "Outcome", "Status"]
 
 logger = logging.getLogger(__name__)
 

@@ -11,16 +11,13 @@ session, the console or the app down.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import inspect
 import logging
 import shlex
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..kernel.manager import ProcessManager
@@ -40,46 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-#: While a session is open, the console thread gives the GIL up at least this often.
-_GIL_SLICE = 0.001
-
-# The switch interval is one setting for the whole interpreter, so the count
-# of sessions open (in any console of the process) is process-wide too.
-_slices_lock = threading.Lock()
-_slices_depth = 0
-_slices_saved = 0.0
-
-
-@contextlib.contextmanager
-def short_gil_slices() -> Iterator[None]:
-    """Lower the interpreter's GIL switch interval to ``_GIL_SLICE`` while in the block.
-
-    A console session runs Python code on the console's thread (sorting
-    100,000 processes, say); with the default 5 ms switch interval the app's
-    loop could wait that long for the GIL. A 1 ms interval keeps each wait
-    under about a millisecond. It is held for a whole session, not one
-    command: a thread already waiting for the GIL waits out the interval it
-    began with, so lowering it only once the work has begun would be too
-    late. The previous value is restored when the last session in the
-    process ends. (The setting only matters while threads compete for the
-    GIL: an idle session costs nothing.)
-    """
-    global _slices_depth, _slices_saved
-    with _slices_lock:
-        if _slices_depth == 0:
-            _slices_saved = sys.getswitchinterval()
-            if _slices_saved > _GIL_SLICE:
-                sys.setswitchinterval(_GIL_SLICE)
-        _slices_depth += 1
-    try:
-        yield
-    finally:
-        with _slices_lock:
-            _slices_depth -= 1
-            if _slices_depth == 0 and _slices_saved > _GIL_SLICE:
-                sys.setswitchinterval(_slices_saved)
 
 
 class CommandError(Exception):

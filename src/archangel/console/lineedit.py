@@ -28,6 +28,8 @@ import enum
 import re
 from collections.abc import Callable, Sequence
 
+from .fairness import _EDIT_STEP, _EDIT_STEP_ECHO
+
 __all__ = ["Key", "LineEditor"]
 
 _CSI_MAX = 16
@@ -39,10 +41,6 @@ _REDRAWS = re.compile(r"\x0c+")
 _BELL = "\a"
 _ERASE_TO_END = "\x1b[K"
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
-#: Characters :meth:`LineEditor.step` takes at most.
-_STEP = 1024
-#: Echo after which :meth:`LineEditor.step` stops early (one redraw may follow).
-_STEP_ECHO = 16 * 1024
 
 
 class Key(enum.Enum):
@@ -126,8 +124,8 @@ class LineEditor:
     def step(self, text: str, start: int = 0) -> tuple[str, list[Event], int]:
         """Process a bounded piece of ``text`` from ``start``.
 
-        It stops after the first line or key completed, after ``_STEP``
-        characters, or once about ``_STEP_ECHO`` characters are to be
+        It stops after the first line or key completed, after ``_EDIT_STEP``
+        characters, or once about ``_EDIT_STEP_ECHO`` characters are to be
         echoed, whichever comes first.
 
         Returns:
@@ -135,7 +133,7 @@ class LineEditor:
             go on from.
         """
         events: list[Event] = []
-        end = self._run(text, start, min(len(text), start + _STEP), events, stop=True)
+        end = self._run(text, start, min(len(text), start + _EDIT_STEP), events, stop=True)
         return self._take(), events, end
 
     def redraw(self) -> str:
@@ -212,7 +210,7 @@ class LineEditor:
                     continue
             self._feed_char(text[pos], events)
             pos += 1
-            if stop and (events or self._out_size >= _STEP_ECHO):
+            if stop and (events or self._out_size >= _EDIT_STEP_ECHO):
                 break
         return pos
 

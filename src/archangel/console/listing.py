@@ -10,20 +10,20 @@ The app's loop shares the GIL with this thread, and a single long call into
 C (one ``list.sort`` of 100,000 names, one ``json.dumps`` of 10,000
 records) holds it however short the switch interval is. So sorts are done in
 chunks of a few thousand and merged, and JSON is encoded one record at a
-time: no single call holds the GIL for more than about a millisecond.
+time: no single call holds the GIL for more than about a millisecond (the
+rules of :mod:`archangel.console.fairness`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import heapq
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..kernel.process import Process, ProcessInfo, ProcessState
 from .commands import Command, CommandError, Context, Terminal, clip_word, parse_options, parse_pid
+from .fairness import json_parts, sorted_head
 from .render import (
     _PROCESS_HEADERS,
     describe_error,
@@ -33,7 +33,6 @@ from .render import (
     format_details,
     format_time,
     info_dict,
-    json_parts,
     json_with_list,
     process_row,
     safe_details,
@@ -42,14 +41,12 @@ from .render import (
     to_json,
 )
 
-__all__ = ["listing_commands", "sorted_head"]
+__all__ = ["listing_commands"]
 
 T = TypeVar("T")
 
 _PAGE = 50
 _MAX_PAGE = 10_000
-#: Processes sorted by one ``list.sort`` call (well under a millisecond each).
-_SORT_CHUNK = 2048
 _JSON_ROOM = 128  # bytes kept for the members a JSON page adds after fitting its records
 
 _SORT_KEYS: dict[str, Callable[[Process], Any]] = {
@@ -94,23 +91,6 @@ def _page(opts: dict[str, Any], default: int = _PAGE) -> tuple[int, int]:
     if offset < 0:
         raise CommandError(f"--offset must be 0 or more, not {offset}")
     return limit, offset
-
-
-def sorted_head(items: list[T], key: Callable[[T], Any], reverse: bool, count: int) -> list[T]:
-    """The first ``count`` of ``sorted(items, key=key, reverse=reverse)``, in small steps.
-
-    Chunks of ``_SORT_CHUNK`` are sorted, then merged lazily (stably, like
-    one sort) until ``count`` are out: each call into C is short, and a page
-    near the top of 100,000 processes costs little more than the chunk sorts.
-    """
-    if len(items) <= _SORT_CHUNK:
-        return sorted(items, key=key, reverse=reverse)[:count]
-    runs = [
-        sorted(items[start : start + _SORT_CHUNK], key=key, reverse=reverse)
-        for start in range(0, len(items), _SORT_CHUNK)
-    ]
-    merged = heapq.merge(*runs, key=key, reverse=reverse)
-    return list(itertools.islice(merged, count))
 
 
 def _more_args(args: list[str], offset: int) -> list[str]:

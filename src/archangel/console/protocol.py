@@ -7,6 +7,16 @@ of after option negotiation, so a plain ``nc`` gets the banner and prompt
 immediately, while a real telnet client negotiates ``WILL ECHO``/``WILL SGA``
 in the background.
 
+**Telnet only to a client that can take it.** The console sends no telnet
+command before it knows what the client speaks, so a plain-socket client
+(``printf 'ps\\n' | nc -N``, a script) gets clean text that ``grep`` reads as
+text. The client's first bytes decide: an IAC (a telnet client that
+negotiates first) starts the negotiation at once; anything else makes it a
+raw line client, which is never sent an IAC. A client that says nothing for
+:data:`TELNET_PROBE` seconds after connecting (a person at ``telnet``, which
+waits for the server on a port other than 23) is offered the options then,
+as a telnet server offers them on connect.
+
 Where telnetlib3 5.x, used as it comes, loses answers or memory, this class
 does otherwise:
 
@@ -44,14 +54,19 @@ from typing import Any, cast
 
 from telnetlib3.server import TelnetServer
 from telnetlib3.stream_writer import TelnetWriter
-from telnetlib3.telopt import IP
+from telnetlib3.telopt import IAC, IP
 
 from .session import Session, Settings
 
-__all__ = ["LINGER", "TELNET_LOG_LIMIT", "ConsoleProtocol"]
+__all__ = ["LINGER", "TELNET_LOG_LIMIT", "TELNET_PROBE", "ConsoleProtocol"]
 
 #: Seconds a closed session's unread output may wait for its client before it is dropped.
 LINGER = 10.0
+#: Seconds a silent new connection is given before the console offers it telnet options.
+#: A piped ``nc`` or a script sends its first line within milliseconds; a person
+#: at ``telnet`` types nothing that soon (and, before the offer, is in the
+#: client's line mode: what is typed is still sent, as whole lines).
+TELNET_PROBE = 0.25
 #: Lines of telnet trouble logged per connection; the rest are counted in one line.
 TELNET_LOG_LIMIT = 20
 #: The reader pauses the socket above twice this many unread bytes.
@@ -222,6 +237,9 @@ class ConsoleProtocol(TelnetServer):
         self._lost = False
         self._free = False
         self._linger: asyncio.TimerHandle | None = None
+        # What the client speaks: None until its first bytes (or TELNET_PROBE of silence).
+        self._telnet: bool | None = None
+        self._probe: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<ConsoleProtocol {self.peer}>"
@@ -257,14 +275,39 @@ class ConsoleProtocol(TelnetServer):
         self._opened(self)
 
     def begin_negotiation(self) -> None:
-        """Offer the telnet options, unless the connection is already over.
+        """Wait for the client to show what it speaks before offering telnet options.
 
-        telnetlib3 schedules this from ``connection_made``; a connection
-        dropped before it runs (pushed out of a full session table) would
-        otherwise fail in its negotiation timer.
+        telnetlib3 schedules this from ``connection_made`` and would send
+        ``DO TTYPE`` at once. Here the offer waits for the client's first
+        bytes, or for :data:`TELNET_PROBE` seconds of silence (see the module
+        docstring). Nothing is offered on a connection already over (pushed
+        out of a full session table): it would fail in its negotiation timer.
         """
+        if self._lost or self._telnet is not None or self._probe is not None:
+            return
+        self._probe = asyncio.get_running_loop().call_later(TELNET_PROBE, self._silent)
+
+    def _silent(self) -> None:
+        self._probe = None
+        if self._telnet is None:
+            self._negotiate()  # a client that waits for the server: a telnet client
+
+    def _negotiate(self) -> None:
+        self._telnet = True
         if not self._lost:
             super().begin_negotiation()
+
+    def data_received(self, data: bytes) -> None:
+        """The client's bytes; the first ones tell whether it speaks telnet."""
+        if self._telnet is None and data:
+            if self._probe is not None:
+                self._probe.cancel()
+                self._probe = None
+            if data[0] == IAC[0]:
+                self._negotiate()  # offered before its commands are read: they answer it
+            else:
+                self._telnet = False  # a raw line client: never sent an IAC
+        super().data_received(data)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol: bool | None
         """The client is done sending: the session answers what came, then closes."""
@@ -278,6 +321,9 @@ class ConsoleProtocol(TelnetServer):
         if self._lost:
             return
         self._lost = True
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         if exc is None:
             logger.debug("console: connection from %s ended", self.peer)
         else:

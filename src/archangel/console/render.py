@@ -26,7 +26,6 @@ __all__ = [
     "format_stack",
     "format_time",
     "info_dict",
-    "json_parts",
     "json_with_list",
     "process_row",
     "safe_details",
@@ -213,24 +212,6 @@ def format_stack(frames: Sequence[FrameType], limit: int = 50) -> str:
 def to_json(value: Any) -> str:
     """Compact one-line JSON (anything unknown as its ``str``)."""
     return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def json_parts(records: Iterable[Any], budget: int) -> list[str]:
-    """``records`` encoded one by one, as many as fit in ``budget`` bytes with their commas.
-
-    One ``json.dumps`` of 10,000 records holds the GIL for about 15 ms (C code
-    is not interrupted by the switch interval); one record at a time, each
-    call is a few microseconds. Stops at the first record that does not fit.
-    """
-    parts: list[str] = []
-    size = 0
-    for record in records:
-        part = to_json(record)
-        size += len(part) + 1  # ASCII (json escapes the rest): characters are bytes
-        if size > budget:
-            break
-        parts.append(part)
-    return parts
 
 
 def json_with_list(head: Mapping[str, Any], key: str, parts: Sequence[str]) -> str:

@@ -16,8 +16,9 @@ the session writes its echo, waits while the transport's write buffer is
 above its high-water mark (a client that does not read is not read either,
 so what it makes the console buffer stays bounded) and yields to the loop, so
 a flood of keys in one session never starves the others; after a stretch of
-such work the sessions rest together (:class:`Pacer`), so it never starves
-the app's loop of the GIL either.
+such work the sessions rest together
+(:class:`~archangel.console.fairness.Pacer`), so it never starves the app's
+loop of the GIL either. The rules are :mod:`archangel.console.fairness`'s.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from collections.abc import Callable
 from telnetlib3.stream_reader import TelnetReader
 from telnetlib3.stream_writer import TelnetWriter
 
-from .commands import CommandTable, short_gil_slices
+from .commands import CommandTable
+from .fairness import Pacer, short_gil_slices
 from .guard import Digest, Throttle
 from .lineedit import Event, Key, LineEditor
 from .render import to_json
 
-__all__ = ["Limits", "Pacer", "Session", "Settings"]
+__all__ = ["Limits", "Session", "Settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,46 +69,6 @@ class Limits:
     token_timeout: float = 30.0
     idle_timeout: float | None = 600.0
     history: int = 100
-
-
-class Pacer:
-    """Rests the console's thread now and then while its sessions have work queued.
-
-    The GIL hands over badly between a thread that works in short bursts
-    between brief releases (a loop going round, each turn a short ``epoll``)
-    and a thread that waits for it: the waiter is woken at each release, the
-    releasing thread takes the GIL straight back, and the waiter's switch
-    interval starts again, so it may wait for hundreds of milliseconds. A
-    session chewing through a flood of keys does exactly that. So the
-    sessions of a console share one pacer: once they have worked ``work``
-    seconds in a row, each of them sleeps until ``rest`` seconds have passed,
-    and the console's loop waits in ``epoll`` with the GIL released, long
-    enough for the app's loop to take it. A session with nothing queued never
-    calls it.
-    """
-
-    def __init__(self, work: float = 0.001, rest: float = 0.001) -> None:
-        self.work = work
-        self.rest = rest
-        self._since = 0.0  # when the current stretch of work began
-        self._last = 0.0  # the last call
-        self._resume = 0.0  # the end of the rest under way
-
-    async def pace(self) -> None:
-        """Yield to the loop, resting first if the console has worked long enough."""
-        now = time.perf_counter()
-        if now - self._last > self.rest:  # the console was idle since: a new stretch
-            self._since = now
-        self._last = now
-        if now < self._resume:
-            await asyncio.sleep(self._resume - now)
-        elif now - self._since >= self.work:
-            self._resume = now + self.rest
-            await asyncio.sleep(self.rest)
-        else:
-            await asyncio.sleep(0)
-            return
-        self._since = self._last = time.perf_counter()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +261,7 @@ class Session:
         """Check the token, then read and run commands until the client leaves.
 
         While the session is open the interpreter's switch interval is kept
-        short (:func:`~archangel.console.commands.short_gil_slices`), so the
+        short (:func:`~archangel.console.fairness.short_gil_slices`), so the
         app's loop never waits long for the GIL while this session works.
         """
         with short_gil_slices():

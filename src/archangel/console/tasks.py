@@ -36,8 +36,9 @@ from .commands import (
     plural,
     unknown_pid,
 )
-from .listing import _MAX_PAGE, _PAGE, sorted_head
-from .render import clip, fit, format_stack, json_parts, json_with_list, table, to_json
+from .fairness import json_parts, sorted_head
+from .listing import _MAX_PAGE, _PAGE
+from .render import clip, fit, format_stack, json_with_list, table, to_json
 
 __all__ = ["TaskIds", "awaited", "task_commands"]
 

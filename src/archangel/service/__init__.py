@@ -5,6 +5,7 @@
 ``dumps``          state and runlog dumps, written without stalling the loop
 ``statistics``     every counter nested, pyzenkit's ``calc_statistics`` rates
 ``pidfile``        :class:`PidFile`: a locked pidfile and its readers
+``sidecar``        beside the pidfile, where the console listens (for ``status``)
 ``daemon``         daemonizing and dropping privileges
 ``systemd``        sd_notify, the watchdog and socket activation
 ``serving``        the base of the framework glue below

@@ -46,8 +46,9 @@ from aiohttp import web
 
 from ..console.actions import MAX_KILL, action_commands
 from ..console.apploop import AppLoop
-from ..console.commands import CommandTable, Context, short_gil_slices
+from ..console.commands import CommandTable, Context
 from ..console.diagnostics import diagnostic_commands
+from ..console.fairness import short_gil_slices
 from ..console.listing import listing_commands
 from ..console.render import to_json
 from ..kernel.manager import ProcessManager

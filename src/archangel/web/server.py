@@ -24,7 +24,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..console.commands import short_gil_slices
+from ..console.fairness import short_gil_slices
 from ..console.listen import is_loopback
 from ..console.thread import OperatorThread
 from ..errors import WebError
