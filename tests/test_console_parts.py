@@ -328,3 +328,31 @@ def test_short_gil_slices_nest_and_restore_the_switch_interval() -> None:
     except RuntimeError:
         pass
     assert sys.getswitchinterval() == before
+
+
+def test_a_forked_child_starts_with_no_short_gil_slices_and_a_free_lock() -> None:
+    # A worker forked while a console session (or the web server) holds the
+    # 1 ms interval must not keep it, nor a count that never falls to zero.
+    import os
+    import sys
+
+    from archangel.console import fairness
+
+    before = sys.getswitchinterval()
+    read, write = os.pipe()
+    with fairness.short_gil_slices():
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's exit
+            try:
+                with fairness.short_gil_slices():  # the lock is free, the count starts at 0
+                    pass
+                os.write(write, f"{sys.getswitchinterval()} {fairness._slices_depth}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 100).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+    interval, depth = answer.split()
+    assert float(interval) == before
+    assert int(depth) == 0

@@ -194,6 +194,24 @@ def test_stop_from_the_master_console_stops_the_service(master: Callable[..., Ma
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+def test_archangel_status_names_the_master_console(master: Callable[..., Master]) -> None:
+    m = master(2)
+    m.ready(2)
+    port = m.port
+    status = subprocess.run(
+        [sys.executable, "-m", "archangel", "status", "--pidfile", str(m.pidfile)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"console: 127.0.0.1:{port}" in status.stdout.splitlines()
+    m.proc.terminate()
+    assert m.proc.wait(20) == 0
+    assert not Path(f"{m.pidfile}.console.json").exists()
+
+
 def test_the_master_state_dump_names_every_worker_and_its_processes(
     master: Callable[..., Master],
 ) -> None:

@@ -590,14 +590,17 @@ class App:
             "history": self.manager.history.maxlen,
         }
 
-    def _console_entry(self) -> dict[str, Any] | None:
+    def _console_entry(self, console: Any = None) -> dict[str, Any] | None:
         """The console's address once started (``host`` and ``port``, or ``path``), or None.
 
-        Never its token (a secret): only whether one is asked for.
+        ``console`` is the App's own by default (a master of workers passes
+        its :class:`~archangel.console.workers.MasterConsole`). Never its
+        token (a secret): only whether one is asked for.
         """
         if self.console_options is None:
             return None
-        address = self.console.address if self.console is not None else None
+        console = console if console is not None else self.console
+        address = console.address if console is not None else None
         entry: dict[str, Any] = {
             "address": address,
             "token": self.console_options.get("token") is not None,
@@ -961,6 +964,10 @@ class App:
         console = MasterConsole(master, **(self.console_options or {}))
         console.start()
         logger.info("%s: console on %s", self.name, console.address)
+        if self.pidfile is not None:  # for archangel status, as _start writes it
+            entry = self._console_entry(console)
+            assert entry is not None
+            sidecar.write_console(self.pidfile.path, entry)
         return console
 
     def _ready(self) -> None:

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,23 @@ def short_gil_slices() -> Iterator[None]:
             if _slices_depth == 0 and _slices_saved > _GIL_SLICE:
                 sys.setswitchinterval(_slices_saved)
 
+
+def _forget_slices_after_fork() -> None:
+    """In a forked child (a worker): no session of the parent's is open here.
+
+    The child starts with the parent's switch interval, count and lock as
+    they were at the fork, perhaps mid-session or with the lock held by a
+    thread the child does not have: give it the interval the parent had
+    before its sessions, a count of none and a fresh lock.
+    """
+    global _slices_lock, _slices_depth
+    _slices_lock = threading.Lock()
+    if _slices_depth and _slices_saved > _GIL_SLICE:
+        sys.setswitchinterval(_slices_saved)
+    _slices_depth = 0
+
+
+os.register_at_fork(after_in_child=_forget_slices_after_fork)
 
 # -- 2. no long call into C -----------------------------------------------------------------
 

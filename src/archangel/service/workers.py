@@ -44,7 +44,7 @@ from typing import Any
 
 from ..bus.states import State
 from ..errors import InvalidArgument
-from . import broker, systemd, upgrade, worker_views
+from . import broker, sidecar, systemd, upgrade, worker_views
 from .worker_views import per_worker_path, uptime, worker_pids
 
 __all__ = ["Master", "Worker", "per_worker_path", "resolve_count", "uptime", "worker_pids"]
@@ -223,6 +223,7 @@ class Master:
             if self.runtime_dir is not None:
                 worker_views.remove_runtime_dir(self.runtime_dir)
             if pidfile is not None:
+                sidecar.remove_console(pidfile.path)  # if the master console wrote it
                 pidfile.release()
         if self._failed is not None:
             logger.error("%s: master exiting with status 1: %s", self.app.name, self._failed)
