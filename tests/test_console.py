@@ -154,8 +154,11 @@ async def test_answers_are_in_operator_words_never_python_reprs() -> None:
     assert failed.state is ProcessState.EXITED
     with Console(manager) as console:
         async with await RawClient.open(console.address) as client:
-            assert await client.ask("kill 99999999") == "no process with pid 99999999"
-            assert await client.ask(f"kill {failed.pid}") == f"pid {failed.pid} has already exited"
+            assert await client.ask("kill 99999999") == "error: no process with pid 99999999"
+            assert (
+                await client.ask(f"kill {failed.pid}")
+                == f"error: pid {failed.pid} has already exited"
+            )
             assert await client.ask("where 99999999") == "error: no process with pid 99999999"
             assert re.search(
                 r"^error\s+ValueError: bad header$", await client.ask(f"info {failed.pid}"), re.M

@@ -90,12 +90,12 @@ class _Actions:
         if len(pids) > MAX_KILL:
             raise CommandError(f"at most {MAX_KILL} pids at a time; use killall KIND")
         manager = self.context.manager
+        found: list[tuple[int, Process]] = []
 
         async def kill_and_wait() -> list[tuple[int, str]]:
             # On the app's loop: kill, then wait until each has exited (its
             # sync at-exit hooks run as it exits, so they have run by then) or
             # _EXIT_WAIT passes.
-            found: list[tuple[int, Process]] = []
             report: list[tuple[int, str]] = []
             time_slice = TimeSlice()
             for pid in pids:
@@ -125,7 +125,10 @@ class _Actions:
         ok, value = await self._run(what, kill_and_wait, finish=_EXIT_WAIT + 1.0)
         if not ok:
             return str(value)
-        return "\n".join(text for _, text in value)
+        answer = "\n".join(text for _, text in value)
+        if not found:  # nothing was killed: a failed command (a script's exit status 1)
+            raise CommandError(answer)
+        return answer
 
     async def killall(self, args: list[str], terminal: Terminal) -> str:
         if len(args) != 1:
