@@ -464,6 +464,6 @@ def test_a_stop_signal_during_start_stops_the_service(
             child.communicate()
     assert "start cancelled" in out
     assert "slow-start: stop requested during START: start cancelled" in out
-    states = [line.split("State.")[1].rstrip(">") for line in out.splitlines() if "State." in line]
+    states = [line.split("bus state: ")[1] for line in out.splitlines() if "bus state: " in line]
     assert states == ["ENTER", "IDLE", "START", "STOP", "IDLE", "EXIT", "EXITED"]
     assert (tmp_path / "hooks").read_text() == f"1 {reason}\n"
