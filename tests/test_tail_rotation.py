@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from archangel import ExitReason
+from archangel.pipes import _copies
 from archangel.pipes.pipeline import Pipeline
 from archangel.pipes.supplies import Tail, tail
 from archangel.pipes.watch import Change, Watcher, inotify_available
@@ -487,6 +488,53 @@ async def test_copies_made_while_a_slow_pipeline_holds_the_tail_back(
         assert f"{len(fixed(lost))} bytes" in warning and "app.log.2.gz" in warning
     else:
         assert not warnings
+
+
+async def test_a_copy_truncate_while_the_tail_looks_at_the_copies_of_the_last_one(
+    watcher: Watcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate run back to back: the file is copied and truncated again while
+    the tail is looking for the copy of the previous truncation (a loaded
+    machine, many copies to look at). The file's new content is not the one
+    the tail saw at that truncation: the second one is noticed too, its copy
+    read, and nothing read twice at the next one. The second copy-truncate is
+    done by hand at that moment: inside the tail's look at the copies."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    real_scan, rotations = _copies.scan, []
+
+    def copy_truncate(then: bytes) -> None:  # logrotate: rename, copy, truncate
+        for n in range(3, 0, -1):
+            if (tmp_path / f"app.log.{n}").exists():
+                os.rename(tmp_path / f"app.log.{n}", tmp_path / f"app.log.{n + 1}")
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        os.truncate(log, 0)
+        writer.write(then)
+
+    def scan(path: str, held: set[tuple[int, int]]) -> list[_copies.Copy]:
+        if rotations:  # the next logrotate run, while the tail looks
+            copy_truncate(rotations.pop())
+        return real_scan(path, held)
+
+    async def up_to(last: int) -> list[int]:  # the lines that came, up to line ``last``
+        got = [-1]
+        async with asyncio.timeout(5):
+            while got[-1] != last:
+                got.append(int((await follow.queue.get()).split()[1]))
+        return got[1:]
+
+    monkeypatch.setattr(_copies, "scan", scan)
+    async with Follow(tail(log, watcher=watcher)) as follow:
+        with log.open("ab", buffering=0) as writer:
+            writer.write(fixed(range(100)))
+            assert await up_to(99) == list(range(100))
+            rotations.append(fixed(range(150, 300)))  # longer than the last one
+            copy_truncate(fixed(range(100, 150)))
+            assert await up_to(299) == list(range(100, 300))
+            copy_truncate(fixed(range(300, 310)))
+            assert await up_to(309) == list(range(300, 310))
+        assert not rotations and follow.queue.empty()
+        assert (follow.supply.truncations, follow.supply.lost_bytes) == (3, 0)
 
 
 async def test_a_copy_deleted_before_a_slow_pipeline_got_there(

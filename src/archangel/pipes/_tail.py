@@ -26,9 +26,11 @@ The rules it keeps (each has its test in ``tests/test_supplies.py`` or
 * A truncation is the file shorter than the position read, the ``MARK``
   bytes before that position changed (truncated and written past it again
   before the tail looked), or, before anything was read, its first bytes
-  changed. Each read takes the ``MARK`` bytes before the position with it, so
-  a truncation is noticed at the next read, not after a ``READ_AHEAD`` of the
-  next content.
+  changed. Each read takes the ``MARK`` bytes before the position with it (at
+  the start, the first bytes), so a truncation is noticed at the next read,
+  not after a ``READ_AHEAD`` of the next content; and one made while the
+  copies of the last one were looked at (logrotate run back to back) is
+  noticed too, its copy read, not taken for the content seen at the last one.
 * What the tail had not read yet is looked for in the copies a copy-truncate
   rotation left beside the file (see :mod:`._copies`): the one holding what
   was read is read on from the position, then every copy made after it, oldest
@@ -294,7 +296,10 @@ class Follower:
             # At the limit, the mark is still read: the file may have been rewritten.
             want = CHUNK if limit is None else max(0, min(CHUNK, limit - pos))
             data = os.pread(fd, len(mark) + want, pos - len(mark))
-            if not data.startswith(mark):  # truncated since the last read
+            # Truncated since the last read: the mark changed, or, read from the start,
+            # the first bytes seen at the last truncation (one while copies were looked at).
+            rewritten = not pos and data[: len(f.head)] != f.head[: len(data)]
+            if rewritten or not data.startswith(mark):
                 if self._truncation(f):
                     return False
                 continue
