@@ -663,3 +663,48 @@ def test_the_hooks_table_in_the_docstring_and_the_docs_is_the_one_subscribed(
         for callback in app.bus.subscribers(state):
             if getattr(callback, "__self__", None) is app:
                 assert callback.__name__ in own, f"{callback} is not in App._HOOKS"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"console": "s3cret"}, r"console must be True, False or a mapping of options such as"),
+        ({"console": 5}, r"console must be True, False or a mapping"),
+        ({"console": {"prot": 1}}, r"console has no option 'prot'; the options are host, port,"),
+        (
+            {"web": "yes"},
+            r"web must be True, False or a mapping of options such as \{'port': 9100",
+        ),
+        ({"web": {"prot": 1}}, r"web has no option 'prot'; the options are host, port, token,"),
+    ],
+)
+def test_console_and_web_options_are_checked_when_the_app_is_made(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=rf"^App 'a': {message}"):
+        App("a", **options)  # type: ignore[arg-type]
+
+
+async def test_serve_refuses_a_port_that_is_none_and_no_address_at_all() -> None:
+    app = App("s")
+
+    class Quiet(Process, asyncio.Protocol):
+        pass
+
+    for host, port in (
+        ("127.0.0.1", "abc"),
+        ("127.0.0.1", -5),
+        ("127.0.0.1", 65536),
+        ("127.0.0.1", True),
+    ):
+        with pytest.raises(
+            InvalidArgument, match=rf"cannot serve on port {port!r}: a port is an int"
+        ):
+            await app.serve(Quiet, host, port)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"cannot serve: give a host and a port"):
+        await app.serve(Quiet)
+    server = await app.serve(Quiet, "127.0.0.1", "0")  # type: ignore[arg-type]  # as the environment gives it
+    assert server.sockets[0].getsockname()[1] > 0
+    assert app.servers == [server]
+    server.close()
+    await server.wait_closed()

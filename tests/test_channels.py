@@ -653,3 +653,14 @@ async def test_cancelling_a_walk_with_a_deadline_cancels_its_subscriber(bus: Bus
     with pytest.raises(ChannelFailures) as caught:
         await bus.transition(State.EXITED, deadline=deadline)
     assert "would wait for itself" in str(caught.value.exceptions[0].exceptions[0])
+
+
+def test_a_callback_that_cannot_be_called_is_refused_naming_it() -> None:
+    from archangel import NotCallable
+
+    bus = channels.Channels()
+    with pytest.raises(NotCallable, match=r"cannot subscribe 'print' to 'x': not callable"):
+        bus.subscribe("x", "print")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # what Python raises for the same mistake, too
+        bus.subscribe("x", 42)  # type: ignore[arg-type]
+    assert bus.subscribers("x") == ()

@@ -62,6 +62,24 @@ async def test_dash_c_prints_only_the_answers_and_fails_on_an_error() -> None:
         assert status == 0 and out.startswith("processes: 1 running") and "bye" not in out
 
 
+async def test_dash_c_without_the_token_it_asks_for_fails_at_once() -> None:
+    manager = ProcessManager()
+    with Console(manager, token="tok", token_timeout=3600.0) as console:
+        address = _address(console)
+        env_token = ENV.pop("ARCHANGEL_CONSOLE_TOKEN", None)
+        try:
+            async with asyncio.timeout(30):  # not the console's token timeout (an hour)
+                status, out, err = await _run(*CLIENT, address, "-c", "ps")
+        finally:
+            if env_token is not None:
+                ENV["ARCHANGEL_CONSOLE_TOKEN"] = env_token
+        assert (status, out) == (1, "")
+        assert err == (
+            f"the console at {address} asks for a token: give --token "
+            "or set $ARCHANGEL_CONSOLE_TOKEN\n"
+        )
+
+
 async def test_a_closed_pipe_ends_it_quietly() -> None:
     manager = ProcessManager()
     lights = [manager.register(Light()) for _ in range(3000)]

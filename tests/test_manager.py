@@ -691,3 +691,19 @@ def test_counters_and_repr() -> None:
         "running": 1,
     }
     assert repr(manager) == "<ProcessManager 'web' running=1 [open]>"
+
+
+async def test_kill_and_shutdown_refuse_arguments_of_the_wrong_kind() -> None:
+    manager = ProcessManager(name="m")
+    task = manager.spawn(asyncio.sleep(3600), name="sleeper")
+    for pid in ("1", 1.0, True):
+        with pytest.raises(
+            InvalidArgument, match=r"^<ProcessManager 'm' .*: kill\(\) takes an int pid"
+        ):
+            manager.kill(pid)  # type: ignore[arg-type]
+    assert task.state is not task.state.EXITED  # nothing killed by a mistake
+    assert manager.kill(99) is False  # an unknown pid is still no error
+    for timeout in ("5", -1, float("nan")):
+        with pytest.raises(InvalidArgument, match=r"shutdown\(\) timeout must be"):
+            await manager.shutdown(timeout)  # type: ignore[arg-type]
+    assert await manager.shutdown(1.0) is True

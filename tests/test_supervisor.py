@@ -957,3 +957,23 @@ def test_an_app_whose_top_level_supervisor_gives_up_stops_with_status_1(
     assert "flaky-app: supervisor 'db-pool' (pid 1) gave up: RestartLimitExceeded" in done.stderr
     assert "more than 2 restarts in 60 s" in done.stderr
     assert "ConnectionError" in done.stderr and "exiting with status 1" in done.stderr
+
+
+def test_misused_limits_and_a_list_of_children_are_clear_errors() -> None:
+    from archangel import NotCallable
+
+    async def child() -> None:
+        await asyncio.sleep(3600)
+
+    with pytest.raises(
+        InvalidArgument, match=r"max_seconds must be a number of seconds >= 0, got '5'"
+    ):
+        Supervisor(child, max_seconds="5")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"max_restarts must be an int >= 0, got 2.5"):
+        Supervisor(child, max_restarts=2.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"backoff must be a number of seconds"):
+        Supervisor(child, backoff="1")  # type: ignore[arg-type]
+    with pytest.raises(
+        NotCallable, match=r"give each child as its own argument, Supervisor\(\*children\)"
+    ):
+        Supervisor([child, child])  # type: ignore[arg-type]

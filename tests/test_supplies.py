@@ -421,3 +421,21 @@ def test_the_two_longest_line_defaults_have_names_of_their_own() -> None:
         (line_server.LineServer, line_server._MAX_PEER_LINE),
     ]:
         assert inspect.signature(fn).parameters["max_line"].default == default
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "message"),
+    [
+        (123, {}, r"tail\(123\): give a path \(a str or an os.PathLike\) or a list of paths"),
+        (None, {}, r"tail\(None\): give a path"),
+        (b"/tmp/x.log", {}, r"tail\(b'/tmp/x.log'\): give a path"),
+        ([1], {}, r"tail\(\): a path is a str or an os.PathLike, not 1"),
+        ("/tmp/x.log", {"max_line": 0}, r"max_line must be >= 1 byte, got 0"),
+        ("/tmp/x.log", {"rotated_grace": "1"}, r"rotated_grace must be a number of seconds"),
+    ],
+)
+def test_tail_refuses_what_is_not_a_path_when_made(
+    path: object, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        tail(path, **options)  # type: ignore[arg-type, call-overload]

@@ -424,3 +424,16 @@ async def test_a_timer_is_rearmed_on_the_real_loops(bus: Bus[State]) -> None:
         await again.wait()
     assert timer.active and timer.ticks == 2
     timer.cancel()
+
+
+async def test_a_timer_whose_callback_cannot_be_called_is_refused_when_made() -> None:
+    from archangel import NotCallable
+
+    bus = Bus()
+    with pytest.raises(
+        NotCallable, match=r"a timer every 0.5 s: its callback must be callable, got 'print'"
+    ):
+        bus.every(0.5, "print")  # type: ignore[arg-type]
+    with pytest.raises(NotCallable):
+        every(asyncio.get_running_loop(), 1.0, None, ())  # type: ignore[arg-type]
+    bus.close()

@@ -38,6 +38,7 @@ from .errors import InvalidArgument as InvalidArgument
 from .errors import InvalidTransition as InvalidTransition
 from .errors import ManagerClosed as ManagerClosed
 from .errors import NotAProcess as NotAProcess
+from .errors import NotCallable as NotCallable
 from .errors import NotRegistered as NotRegistered
 from .errors import PidFileError as PidFileError
 from .errors import ProcessStateError as ProcessStateError
@@ -81,6 +82,7 @@ __all__ = [
     "InvalidTransition",
     "ManagerClosed",
     "NotAProcess",
+    "NotCallable",
     "NotRegistered",
     "PidFileError",
     "Pipeline",

@@ -234,14 +234,16 @@ class App:
         self.signals = signals if isinstance(signals, SignalPolicy) else SignalPolicy(signals)
         self.pidfile = PidFile(os.path.abspath(pidfile)) if pidfile is not None else None
         self.user, self.group = user, group
-        self.console_options: Mapping[str, Any] | None = (
-            {} if console is True else (console or None)
-        )
+        self.console_options: Mapping[str, Any] | None = None
+        if console is not False and console is not None:
+            from .console import Console  # telnetlib3: only for an App with a console
+
+            self.console_options = _options(name, "console", console, Console)
         self.console: Any = None
         #: The :class:`archangel.web.WebServer`, made here, started at START.
         self.web: Any = None
-        if web:
-            self.web = _web_server(self, {} if web is True else web)
+        if web is not False and web is not None:
+            self.web = _web_server(self, name, web)
         #: Reloads run so far (each ``reload`` published on the bus), for the metrics.
         self.reload_count = 0
         #: Dumps written so far, by kind, for the metrics.
@@ -699,7 +701,9 @@ class App:
         Other keyword arguments go to ``loop.create_server``.
 
         Raises:
-            InvalidArgument: Under socket activation, ``fd_name`` names no
+            InvalidArgument: No address (no host, port, path or ``sock``), a
+                port that is not an int from 0 to 65535 (a string of digits
+                is taken); under socket activation, ``fd_name`` names no
                 inherited socket left; or ``protocol_factory`` is none of the
                 above: not callable, or a coroutine
                 function or object with an async ``__call__`` (a handler or an
@@ -863,7 +867,28 @@ class App:
         kwargs: dict[str, Any],
     ) -> asyncio.Server:
         loop = asyncio.get_running_loop()
+        given: object = port
+        if isinstance(given, str) and given.isdigit():  # from the environment, as asyncio takes it
+            port = int(given)
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+        ):
+            raise InvalidArgument(
+                f"{self!r} cannot serve on port {port!r}: a port is an int from 0 to 65535 "
+                "(0 picks a free one)"
+            )
         sock = self._listening_socket(fd_name, host, port, path, kwargs)
+        if (
+            sock is None
+            and path is None
+            and host is None
+            and port is None
+            and "sock" not in kwargs
+        ):
+            raise InvalidArgument(
+                f"{self!r} cannot serve: give a host and a port (port 0 picks a free one), "
+                "a path (a Unix socket) or sock="
+            )
         if sock is not None:
             # asyncio listens again, with backlog=100 unless told otherwise.
             kwargs.setdefault("backlog", _listen_backlog(sock))
@@ -1112,13 +1137,40 @@ class App:
         return hold(self._tasks, task)
 
 
-def _web_server(app: App, options: Mapping[str, Any]) -> Any:
+def _web_server(app: App, name: str, web: Any) -> Any:
     """The App's :class:`archangel.web.WebServer` (made, not started)."""
     # archangel.web raises WebError naming the extra when aiohttp or
     # prometheus_client is missing: an App(web=...) fails here, not at START.
     from .web import WebServer
 
-    return WebServer(app, **options)
+    return WebServer(app, **(_options(name, "web", web, WebServer) or {}))
+
+
+def _options(name: str, what: str, value: Any, target: type) -> dict[str, Any] | None:
+    """``console=`` or ``web=``: True (the defaults), False or None (none), or
+    a mapping of ``target``'s keyword arguments (checked now, not at START).
+
+    Raises:
+        InvalidArgument: Another value (a token given alone, say), or a key
+            ``target`` does not take.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    accepted = [p for p in inspect.signature(target).parameters if p not in ("self", "target")]
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(
+            f"App {name!r}: {what} must be True, False or a mapping of options such as "
+            f"{{'port': {8023 if what == 'console' else 9100}, 'token': '...'}}, not {value!r}"
+        )
+    unknown = [key for key in value if key not in accepted]
+    if unknown:
+        raise InvalidArgument(
+            f"App {name!r}: {what} has no option {unknown[0]!r}; "
+            f"the options are {', '.join(accepted)}"
+        )
+    return dict(value)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidTransition",
     "ManagerClosed",
     "NotAProcess",
+    "NotCallable",
     "NotRegistered",
     "PidFileError",
     "PidFileUnusable",
@@ -46,6 +47,14 @@ class ArchangelError(Exception):
 
 class InvalidArgument(ArchangelError, ValueError):
     """An argument outside what the call accepts (an unknown exit reason, say)."""
+
+
+class NotCallable(InvalidArgument, TypeError):
+    """A callback, factory or cog argument that cannot be called.
+
+    An :class:`InvalidArgument` that is also the ``TypeError`` Python raises
+    for the same mistake, so either ``except`` catches it.
+    """
 
 
 class NotRegistered(ArchangelError, LookupError):
@@ -200,3 +209,13 @@ def check_number(value: object, what: str, *, integer: bool = False) -> None:
         raise InvalidArgument(f"{what} must be {expected} >= 0, got {value!r}")
     if math.isnan(value) or value < 0:
         raise InvalidArgument(f"{what} must be >= 0, got {value!r}")
+
+
+def check_callable(value: object, what: str) -> None:
+    """Raise :class:`NotCallable` unless ``value`` is callable.
+
+    ``what`` says whose argument it is and what it is for, e.g.
+    ``"Bus: every(0.5, ...)'s callback"``; the message quotes the value given.
+    """
+    if not callable(value):
+        raise NotCallable(f"{what} must be callable, got {value!r}")

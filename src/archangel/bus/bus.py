@@ -379,6 +379,7 @@ class Bus(Channels, Generic[S]):
         Raises:
             InvalidArgument: ``interval`` is not a positive number, or ``delay``
                 is negative.
+            NotCallable: ``callback`` is not callable.
         """
         timer = Timer(self._bind(), interval, callback, args, delay=delay)
         self._timers.add(timer)

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from types import CoroutineType
 from typing import Any, Final
 
-from ..errors import ChannelFailures, InvalidArgument
+from ..errors import ChannelFailures, InvalidArgument, NotCallable
 
 __all__ = ["DEADLINE_GRACE", "DEFAULT_PRIORITY", "STOP", "Callback", "Channels"]
 
@@ -187,12 +187,13 @@ class Channels:
         priority is updated and it keeps its place among equals.
 
         Raises:
-            TypeError: ``callback`` is not callable, or not hashable.
+            NotCallable: ``callback`` is not callable (a ``TypeError`` too).
+            TypeError: ``callback`` is not hashable.
             InvalidArgument: ``priority`` is not a number (None, a string, NaN or a
                 bool); nothing is subscribed.
         """
         if not callable(callback):
-            raise TypeError(f"cannot subscribe {callback!r} to {channel!r}: not callable")
+            raise NotCallable(f"cannot subscribe {callback!r} to {channel!r}: not callable")
         _check_priority(channel, repr(callback), priority)
         subscriptions = self._subscriptions.setdefault(channel, {})
         old = subscriptions.get(callback)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, check_callable
 from .queue import _cancel_requested, _finite
 
 __all__ = ["Timer", "every", "next_deadline"]
@@ -94,6 +94,7 @@ class Timer:
         if not (_finite(interval) and interval > 0):
             raise InvalidArgument(f"a timer's interval must be positive, not {interval!r}")
         _check_delay(delay, "a timer's first delay")
+        check_callable(callback, f"a timer every {interval!r} s: its callback")
         self._loop = loop
         #: Seconds between deadlines.
         self.interval = float(interval)
@@ -298,5 +299,6 @@ def every(
     Raises:
         InvalidArgument: ``interval`` is not a positive number, or ``delay``
             is negative.
+        NotCallable: ``callback`` is not callable.
     """
     return Timer(loop, interval, callback, args, delay=delay)

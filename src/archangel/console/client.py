@@ -350,9 +350,16 @@ class _Answers:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.buffer = ""
 
-    def next(self) -> tuple[str, bool]:
-        """The text up to the next prompt (without it), and whether a prompt came."""
+    def next(self, token_prompt: bool = False) -> tuple[str, bool]:
+        """The text up to the next prompt (without it), and whether a prompt came.
+
+        With ``token_prompt``, the console's ``token:`` prompt ends the text
+        too (not a prompt: the caller has no token to answer it with).
+        """
         while not self.buffer.endswith(_PROMPT):
+            if token_prompt and self.buffer.endswith(_TOKEN_PROMPT):
+                text, self.buffer = self.buffer, ""
+                return text, False
             try:
                 data = self.sock.recv(1 << 16)
             except OSError:
@@ -402,7 +409,14 @@ def run_script(
         answers = _Answers(sock)
         if token is not None:
             sock.sendall(token.encode() + b"\n")
-        said, prompted = answers.next()  # the banner (after the token prompt)
+        said, prompted = answers.next(token_prompt=token is None)  # the banner
+        if not prompted and token is None and said.endswith(_TOKEN_PROMPT):
+            stderr.write(
+                f"the console at {address} asks for a token: give --token "
+                f"or set ${_TOKEN_ENV}\n"
+            )
+            stderr.flush()
+            return 1
         if not prompted:
             stderr.write(PromptEater().feed(said, final=True))
             stderr.flush()

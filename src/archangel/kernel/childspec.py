@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final
 
-from ..errors import InvalidArgument, coerce_enum
+from ..errors import InvalidArgument, NotCallable, coerce_enum
 
 __all__ = ["IGNORE", "ChildSpec", "Restart", "Strategy"]
 
@@ -78,8 +78,14 @@ class ChildSpec:
     shutdown: float = 5.0
 
     def __post_init__(self) -> None:
-        if not callable(self.factory):
-            raise InvalidArgument(f"ChildSpec factory {self.factory!r} is not callable")
+        factory: object = self.factory
+        if not callable(factory):
+            hint = (
+                ": give each child as its own argument, Supervisor(*children)"
+                if isinstance(factory, list | tuple)
+                else ""
+            )
+            raise NotCallable(f"ChildSpec factory {factory!r} is not callable{hint}")
         object.__setattr__(
             self, "restart", coerce_enum(Restart, self.restart, "ChildSpec restart")
         )

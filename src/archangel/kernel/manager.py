@@ -23,6 +23,7 @@ from typing import Any, TypeVar, overload
 
 from ..errors import (
     AlreadyRegistered,
+    InvalidArgument,
     ManagerClosed,
     NotAProcess,
     NotRegistered,
@@ -424,7 +425,13 @@ class ProcessManager:
         An unknown PID is not an error here: a process may exit on its own
         between an operator reading ``ps`` and typing ``kill``. Use
         ``manager[pid]`` to get :class:`NotRegistered` instead.
+
+        Raises:
+            InvalidArgument: ``pid`` is not an int (``"3"``, ``3.0``): a
+                mistake, not a process that may have exited.
         """
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise InvalidArgument(f"{self!r}: kill() takes an int pid, got {pid!r}")
         process = self._procs.get(pid)
         if process is None:
             return False
@@ -460,7 +467,12 @@ class ProcessManager:
             True if every process ended and every async hook finished within
             ``timeout``, with nothing killed or cancelled; False if the stop
             was forced.
+
+        Raises:
+            InvalidArgument: ``timeout`` is not a number ``>= 0``; nothing
+                is stopped.
         """
+        check_number(timeout, f"{self!r}: shutdown() timeout")
         self._closing = True
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self._shutdown(timeout))

@@ -52,6 +52,7 @@ from ..errors import (
     InvalidArgument,
     ProcessStateError,
     RestartLimitExceeded,
+    check_number,
     coerce_enum,
 )
 from ._children import Child, find, kill_children, stop_children
@@ -170,8 +171,11 @@ class Supervisor(TaskProcess):
                 )
             self._children.append(Child(spec, spec.id))
         self.strategy: Strategy = coerce_enum(Strategy, strategy, "strategy")
-        if max_restarts < 0:
-            raise InvalidArgument(f"max_restarts must be >= 0, got {max_restarts!r}")
+        check_number(max_restarts, f"{self!r}: max_restarts", integer=True)
+        check_number(max_seconds, f"{self!r}: max_seconds")
+        check_number(max_backoff, f"{self!r}: max_backoff")
+        if backoff is not None:
+            check_number(backoff, f"{self!r}: backoff")
         if not max_seconds > 0:
             raise InvalidArgument(f"max_seconds must be > 0, got {max_seconds!r}")
         if backoff is not None and not 0 <= backoff <= max_backoff:

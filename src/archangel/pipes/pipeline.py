@@ -33,7 +33,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotCallable
 from ..kernel.process import ExitReason
 from ..kernel.task import TaskProcess
 from ._broadcast import Broadcast
@@ -215,7 +215,7 @@ class Pipeline(TaskProcess):
             raise InvalidArgument(f"Pipeline supply {supply!r} is not an iterable")
         for cog in (*cogs, sink, errors, id_setter):
             if cog is not None and not callable(cog):
-                raise InvalidArgument(
+                raise NotCallable(
                     f"Pipeline cog, sink, error sink or id_setter {cog!r} is not callable"
                 )
         if ids is not None and id_setter is None:

@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple, Protocol, overload
 
 from ..bus import timers
-from ..errors import InvalidArgument, WatcherClosed
+from ..errors import InvalidArgument, WatcherClosed, check_number
 from ._lines import MAX_STREAM_LINE, LineBuffer, LineSupply
 from ._tail import CHUNK, Follower
 from .line_server import LineConnection, LineServer, line_server
@@ -129,9 +129,10 @@ def tail(
         (or give it to a pipeline) to follow.
 
     Raises:
-        InvalidArgument: An empty list, a file given twice, a second path
-            where ``from_start`` goes (``tail(a, b)``), or a negative
-            ``rotated_grace``.
+        InvalidArgument: Not a path or a list of paths, an empty list, a
+            file given twice, a second path where ``from_start`` goes
+            (``tail(a, b)``), a negative ``rotated_grace`` or a ``max_line``
+            under 1.
     """
     second: object = from_start
     if isinstance(second, str | bytes | os.PathLike):
@@ -140,6 +141,10 @@ def tail(
             f"tail({path!r}, {second!r}): several files go in one list: tail([a, b])"
         )
     if with_path or not isinstance(path, str | os.PathLike):
+        if not isinstance(path, str | os.PathLike | Sequence) or isinstance(path, bytes):
+            raise InvalidArgument(
+                f"tail({path!r}): give a path (a str or an os.PathLike) or a list of paths"
+            )
         paths = [path] if isinstance(path, str | os.PathLike) else list(path)
         return Tails(
             paths,
@@ -231,8 +236,12 @@ class Tail(LineSupply):
         max_line: int = MAX_STREAM_LINE,
         rotated_grace: float = ROTATED_GRACE,
     ) -> None:
-        if rotated_grace < 0:
-            raise InvalidArgument(f"rotated_grace must be >= 0, got {rotated_grace}")
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidArgument(f"tail(): a path is a str or an os.PathLike, not {path!r}")
+        check_number(rotated_grace, f"tail({path!r}): rotated_grace")
+        check_number(max_line, f"tail({path!r}): max_line", integer=True)
+        if max_line < 1:
+            raise InvalidArgument(f"tail({path!r}): max_line must be >= 1 byte, got {max_line!r}")
         self.path = os.path.abspath(os.fspath(path))
         self.from_start = from_start
         self.watcher = watcher
