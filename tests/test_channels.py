@@ -664,3 +664,26 @@ def test_a_callback_that_cannot_be_called_is_refused_naming_it() -> None:
     with pytest.raises(TypeError):  # what Python raises for the same mistake, too
         bus.subscribe("x", 42)  # type: ignore[arg-type]
     assert bus.subscribers("x") == ()
+
+
+@pytest.mark.parametrize("proven", [False, True])
+async def test_a_plain_subscriber_that_runs_past_the_deadline_is_reported_and_cuts_the_walk(
+    bus: Bus[State], caplog: pytest.LogCaptureFixture, proven: bool
+) -> None:
+    import time
+
+    def slow_stop() -> None:
+        time.sleep(0.2)  # nothing can interrupt it
+
+    bus.subscribe(State.STOP, slow_stop)
+    await bus.transition(State.RUN)
+    if proven:  # a channel already published once is proven plain: its fast path
+        await bus.publish(State.STOP)
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.WARNING, logger="archangel.bus.channels"):
+        results = await bus.transition(State.EXITED, deadline=loop.time() + 0.05)
+    assert results.kept is False  # the stop went past its bound: an App's is forced
+    assert bus.state is State.EXITED and bus.error is None
+    [overran] = [r.getMessage() for r in caplog.records]
+    who = "its plain subscribers" if proven else r"subscriber <function .*slow_stop.*>"
+    assert re.search(rf"{who} of <State.STOP> ran 0.\d s, past the deadline by 0.\d s", overran)

@@ -149,7 +149,9 @@ class Bus(Channels, Generic[S]):
                 can still do its work; one that has not ended that long after
                 its cancellation (it caught it and went on) is left behind,
                 logged. A subscriber cut short is not a failure: no error path
-                is taken. Plain (sync) subscribers are never interrupted.
+                is taken. Plain (sync) subscribers are never interrupted; one
+                begun before the deadline that ends after it is logged, and
+                counts as cut short.
                 Awaitable subscribers of a walk with a deadline run as tasks of
                 their own.
 
@@ -159,7 +161,8 @@ class Bus(Channels, Generic[S]):
             each the results of that state's publish (None for a subscriber cut
             short). Its :attr:`~TransitionResults.states` are the states
             entered, and :attr:`~TransitionResults.kept` is False when
-            subscribers were cut short at the deadline. (It used to be that
+            subscribers were cut short at the deadline (or a plain one ran
+            past it). (It used to be that
             bool alone: read ``.kept`` now; the list is empty, so falsy,
             when the bus was in ``target`` already.)
 

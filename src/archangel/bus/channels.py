@@ -351,27 +351,53 @@ class Channels:
         Plain subscribers run as in :meth:`publish`: nothing interrupts a plain
         call, and a channel proven plain takes the hot path.
         """
+        time = asyncio.get_running_loop().time
         if channel in self._proven:
-            return await self.publish(channel, *args), 0
+            began = time()
+            results = await self.publish(channel, *args)
+            return results, self._overran(channel, "its plain subscribers", began, deadline)
         self._published[channel] += 1
         callbacks = self._plans.get(channel)
         if callbacks is None:
             return [], 0
-        results: list[Any] = []
+        results = []
         failures: list[Exception] = []
         cut = 0
         for callback in callbacks:
             try:
+                began = time()
                 result = callback(*args)
                 if inspect.isawaitable(result):
                     result, ended = await self._await_by(channel, callback, result, deadline)
                     cut += not ended
+                else:
+                    cut += self._overran(channel, f"subscriber {callback!r}", began, deadline)
                 results.append(result)
             except Exception as exc:
                 failures.append(exc)
         if failures:
             raise _failures(channel, callbacks, failures)
         return results, cut
+
+    def _overran(self, channel: Hashable, who: str, began: float, deadline: float) -> int:
+        """1 (and a warning) if plain calls begun before ``deadline`` ended after it, else 0.
+
+        Nothing interrupts a plain call: the bound is only reported, so the
+        step counts as cut short (an App's stop is then forced: status 3).
+        """
+        ended = asyncio.get_running_loop().time()
+        if not began <= deadline < ended:
+            return 0
+        logger.warning(
+            "%r: %s of %r ran %.1f s, past the deadline by %.1f s (a plain call cannot be "
+            "interrupted: make it async, or quicker)",
+            self,
+            who,
+            channel,
+            ended - began,
+            ended - deadline,
+        )
+        return 1
 
     async def _await_by(
         self, channel: Hashable, callback: Callback, awaitable: Awaitable[Any], deadline: float

@@ -412,8 +412,7 @@ def run_script(
         said, prompted = answers.next(token_prompt=token is None)  # the banner
         if not prompted and token is None and said.endswith(_TOKEN_PROMPT):
             stderr.write(
-                f"the console at {address} asks for a token: give --token "
-                f"or set ${_TOKEN_ENV}\n"
+                f"the console at {address} asks for a token: give --token or set ${_TOKEN_ENV}\n"
             )
             stderr.flush()
             return 1
