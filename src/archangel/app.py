@@ -123,6 +123,9 @@ def _leave(loop: asyncio.AbstractEventLoop, name: str) -> bool:
             LEAVE_GRACE,
             innermost(task.get_coro()) or "?",
         )
+        # Said once, here: not again as "Task was destroyed but it is pending!"
+        # when the closed loop's last reference to it goes.
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
     closings = {
         "asynchronous generators": loop.shutdown_asyncgens(),
         "the default executor's threads": loop.shutdown_default_executor(),
