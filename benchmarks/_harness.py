@@ -26,6 +26,11 @@ verdict
     script exits with status 0 whether its targets are met or not (a busy
     machine is no error); a non-zero status means the benchmark itself broke
     (a server did not start, a client failed, counters did not match).
+stall
+    The app loop's worst gap between two turns of a task spinning on
+    ``await asyncio.sleep(0)`` while some work runs (:func:`worst_gap_while`):
+    what that work cost the loop's latency, the operating system's scheduling
+    included (compare with the same gap measured while nothing else runs).
 
 Every script adds its own figures (CPU use, p99, per-round-pair ratios) on top,
 and says what they mean where it prints them.
@@ -33,9 +38,11 @@ and says what they mean where it prints them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import statistics
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
@@ -136,3 +143,15 @@ def verdict(
     op = ">=" if at_least else "<="
     outcome = "met" if met(value, target, at_least=at_least) else "not met"
     return f"target {what} {op} {target:{fmt}}{unit}: {outcome} ({value:{fmt}}{unit})"
+
+
+async def worst_gap_while(work: asyncio.Future[object]) -> float:
+    """The longest the app loop went without running this task, until ``work`` is done."""
+    worst = 0.0
+    last = time.perf_counter()
+    while not work.done():
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        worst = max(worst, now - last)
+        last = now
+    return worst

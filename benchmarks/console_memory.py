@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 
-from _harness import verdict
+from _harness import verdict, worst_gap_while
 
 from archangel import Process, ProcessManager
 from archangel.console import Console
@@ -195,18 +195,6 @@ def client(scenario: str, address: tuple[str, int], megabytes: int) -> None:
 
 
 # -- the app side ------------------------------------------------------------------------
-
-
-async def worst_gap_while(work: asyncio.Future[object]) -> float:
-    """The longest the app loop went without running this task, until ``work`` is done."""
-    worst = 0.0
-    last = time.perf_counter()
-    while not work.done():
-        await asyncio.sleep(0)
-        now = time.perf_counter()
-        worst = max(worst, now - last)
-        last = now
-    return worst
 
 
 async def settled(console: Console) -> float:

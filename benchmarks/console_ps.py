@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 
-from _harness import median, verdict
+from _harness import median, verdict, worst_gap_while
 
 from archangel import Process, ProcessManager
 from archangel.console import Console
@@ -121,18 +121,6 @@ def client(address: str) -> None:
             reply = read()
             elapsed = time.perf_counter() - started
             print(json.dumps([elapsed, reply[-300:].decode("utf-8", "replace")]), flush=True)
-
-
-async def worst_gap_while(work: asyncio.Future[object]) -> float:
-    """The longest the app loop went without running this task, until ``work`` is done."""
-    worst = 0.0
-    last = time.perf_counter()
-    while not work.done():
-        await asyncio.sleep(0)
-        now = time.perf_counter()
-        worst = max(worst, now - last)
-        last = now
-    return worst
 
 
 async def main(count: int, rounds: int, plain_tasks: int | None = None) -> int:

@@ -64,7 +64,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import uvloop
-from _harness import figure, median, order, ratio, verdict
+from _harness import figure, median, order, ratio, verdict, worst_gap_while
 from echo_load import (
     Children,
     Config,
@@ -188,18 +188,6 @@ async def forever() -> AsyncIterator[int]:
     for n in range(100):
         yield n
     await asyncio.Event().wait()
-
-
-async def worst_gap_while(work: asyncio.Future[object]) -> float:
-    """The longest the app loop went without running this task, until ``work`` is done."""
-    worst = 0.0
-    last = time.perf_counter()
-    while not work.done():
-        await asyncio.sleep(0)
-        now = time.perf_counter()
-        worst = max(worst, now - last)
-        last = now
-    return worst
 
 
 async def scrape_and_refresh(count: int, rounds: int, pipelines: int) -> None:
