@@ -32,7 +32,7 @@ median.
 
 Then the state dump (``dump state``, SIGUSR2), which runs on the app loop
 itself: built by ``dumps.state_text`` and written by
-``dumps.write_text``, as ``App`` does, once per round; and once built
+``dumps.Writer.write_text``, as ``App`` does, once per round; and once built
 the old way, in one call (``state()`` and one ``json.dumps``), for
 comparison. Target (issue 10): the app loop is stalled <= 10 ms by it.
 """
@@ -215,14 +215,15 @@ async def dump_state(manager: ProcessManager, rounds: int) -> float:
     """The state dump's time and app-loop stall, in slices (as App does) and in one call."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "state.json")
+        writer = dumps.Writer()  # as App writes its dumps
 
         async def sliced() -> None:
             pieces = await dumps.state_text(manager, name="bench", bus_state="RUN")
-            await dumps.write_text(path, pieces)
+            await writer.write_text(path, pieces)
 
         async def whole() -> None:  # before issue 10: built and encoded in one call each
             data = dumps.state(manager, name="bench", bus_state="RUN")
-            await dumps.write_json(path, data)
+            await writer.write_json(path, data)
 
         results: dict[str, tuple[list[float], list[float]]] = {}
         for name, dump, times in (("dump state", sliced, rounds), ("(in one call)", whole, 1)):
