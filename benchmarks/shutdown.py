@@ -65,7 +65,7 @@ def one_round(loop: str, conns: int, tmp: Path) -> tuple[float, int]:
     clients: list[socket.socket] = []
     try:
         # Signal only once the handlers are installed: SIGUSR2's default action kills.
-        wait_for(lambda: log.exists() and "State.RUN" in log.read_text(), 10, "RUN")
+        wait_for(lambda: log.exists() and "bus state: RUN" in log.read_text(), 10, "RUN")
         addresses = _dump(server.pid, state)["addresses"]
         assert isinstance(addresses, list)
         port = addresses[0][1]
