@@ -19,10 +19,10 @@ import fnmatch
 import os
 import time
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 from ..kernel.frames import await_chain, innermost
+from ..kernel.loop_tasks import tasks_of
 from ..kernel.process import Process
 from .apploop import Status
 from .commands import (
@@ -48,38 +48,6 @@ _CANCEL_POLL = 0.005
 _TASK_HEADERS = ("ID", "PID", "STATE", "NAME", "COROUTINE", "WAITING AT")
 _TASKS_OPTIONS: dict[str, type] = {"--name": str, "--limit": int, "--offset": int, "--json": bool}
 _TASKS_ALIASES = {"-n": "--name", "-l": "--limit", "-o": "--offset"}
-
-
-def _task_refs() -> list[Any]:
-    """Weak references to every task of every loop, copied in one atomic step.
-
-    asyncio keeps its tasks in a ``WeakSet`` (``asyncio.tasks._all_tasks``;
-    ``_scheduled_tasks`` and ``_eager_tasks`` from 3.12): ``list()`` of its underlying set is one
-    C call, which no other thread can interleave with. Python versions
-    without it fall back to :func:`asyncio.all_tasks` (which copies the set
-    in Python and retries when it changes under it).
-    """
-    refs: list[Any] = []
-    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        registry = getattr(asyncio.tasks, attr, None)
-        data = getattr(registry, "data", None)
-        if isinstance(data, set):
-            refs.extend(list(data))
-        elif isinstance(registry, set):
-            refs.extend(weakref.ref(task) for task in list(registry))
-    return refs
-
-
-def _tasks_of(loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Task[Any]]:
-    """The tasks on ``loop`` that are not done (read from any thread)."""
-    refs = _task_refs()
-    if not refs:
-        yield from list(asyncio.all_tasks(loop))
-        return
-    for ref in refs:
-        task = ref()
-        if task is not None and task.get_loop() is loop and not task.done():
-            yield task
 
 
 class TaskIds:
@@ -162,7 +130,7 @@ class _Tasks:
     def _snapshot(self) -> tuple[list[int], list[asyncio.Task[Any]], dict[int, Process]]:
         """The app loop's tasks, their numbers (in step), and the process each runs (by id())."""
         number = self.ids.number
-        tasks = list(_tasks_of(self.context.apploop.loop))
+        tasks = list(tasks_of(self.context.apploop.loop))
         numbers = [number(task) for task in tasks]
         self.ids.prune(len(tasks))
         owners: dict[int, Process] = {}

@@ -12,6 +12,7 @@
 ``frames``         where code is: stacks and await chains, read from any thread
 ``slices``         :class:`~archangel.kernel.slices.TimeSlice`: long work on a loop in small steps
 ``holders``        background-task holders and waiter lists, off the hot path
+``loop_tasks``     every asyncio task of a loop, copied cheaply, read from any thread
 ``signames``       the signal names an operator types (``archangel signal``, the console)
 =================  ==========================================================
 
