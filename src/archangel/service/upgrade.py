@@ -86,7 +86,9 @@ def inherited() -> tuple[int, dict[tuple[Any, ...], list[socket.socket]]] | None
 
 
 def take_over(master: Any, old: int | None) -> None:
-    """In a new master, once the old one has exited: hold the pidfile, start the console and web server.
+    """In a new master, once the old one has exited: hold the pidfile, start the operator servers.
+
+    The operator servers are the console and the web server, each when the App has one.
 
     Failures are logged: the service runs on in the new master without them.
     """

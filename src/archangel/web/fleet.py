@@ -114,11 +114,13 @@ async def scrape(path: str | None, timeout: float) -> list[Metric] | str:
     try:
         async with asyncio.timeout(timeout):
             connector = aiohttp.UnixConnector(path=path)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                async with session.get("http://worker/metrics") as response:
-                    if response.status != 200:
-                        return f"answered {response.status}"
-                    text = await response.text()
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://worker/metrics") as response,
+            ):
+                if response.status != 200:
+                    return f"answered {response.status}"
+                text = await response.text()
     except TimeoutError:
         return f"not answering (no reply in {timeout:g} s)"
     except (OSError, aiohttp.ClientError) as exc:
@@ -357,7 +359,7 @@ class FleetWebServer(OperatorThread):
         async def page(request: web.Request) -> web.Response:
             if not guard.host_ok(request):
                 return web.Response(status=421, text="this server answers to loopback names only")
-            rows, scraped = await self.scrape_all()
+            _, scraped = await self.scrape_all()
             return web.Response(
                 text=_page(master.name, scraped), content_type="text/html", headers=_HEADERS
             )
@@ -374,10 +376,7 @@ def _processes(metrics: list[Metric] | str) -> str:
     if isinstance(metrics, str):
         return "-"
     total = sum(
-        s.value
-        for m in metrics
-        if m.name == "archangel_processes_running"
-        for s in m.samples
+        s.value for m in metrics if m.name == "archangel_processes_running" for s in m.samples
     )
     return str(int(total))
 

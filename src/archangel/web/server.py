@@ -151,7 +151,7 @@ class WebServer(OperatorThread):
 
     @property
     def url(self) -> str | None:
-        """``http://host:port`` of the bound address (``unix:PATH`` on a Unix socket); None until started."""
+        """``http://host:port`` of the bound address, ``unix:PATH``; None until started."""
         if self.path is not None:
             return None if self._unix_inode is None else f"unix:{self.path}"
         if self._address is None:
