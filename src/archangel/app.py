@@ -174,6 +174,8 @@ class App:
             :class:`archangel.web.WebServer` arguments (``host``, ``port``,
             ``token``, ``block_threshold``...). Checked here: a non-loopback
             ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
+            Under ``run(workers=N)`` the master serves it over every worker,
+            each worker its own on a private Unix socket (see :doc:`/workers`).
         history: How many completed processes the manager remembers (the
             state dump holds them).
         runlog_interval: Write the runlog every this many seconds while
