@@ -199,3 +199,36 @@ def test_a_fixed_web_port_is_the_masters_alone(master: Callable[..., Master]) ->
     assert listening and listening <= socket_inodes(m.proc.pid)
     for pid in workers:  # the fork copied the master's socket: each worker closed it
         assert not listening & socket_inodes(pid)
+
+
+def test_a_killed_worker_is_counted_and_its_successor_scraped(
+    master: Callable[..., Master],
+) -> None:
+    m = master(2)
+    first, second = m.ready(2)
+    base = url(m)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(m.logged(r"worker \d+ \(place 1\) ready")) >= 2, 15)
+    wait_for(lambda: get(base + "/readyz")[0] == 200, 10)
+    wait_for(lambda: up(get(base + "/metrics")[1]) == {"1": 1.0, "2": 1.0}, 10)
+    found = families(get(base + "/metrics")[1])
+    restarts = {lab["worker"]: v for _, lab, v in found["archangel_worker_restarts"][1]}
+    assert restarts == {"1": 1.0, "2": 0.0}
+    pids = {lab["worker_pid"] for _, lab, _ in found["archangel_worker_up"][1]}
+    assert str(first) not in pids and str(second) in pids
+
+
+class _Fleet:
+    name, count, stopping, heartbeat = "fleet", 1, False, 0.0
+
+    def worker_table(self) -> list[dict[str, object]]:
+        return []
+
+
+def test_the_masters_web_server_needs_a_token_off_loopback() -> None:
+    from archangel.errors import WebError
+    from archangel.web.fleet import FleetWebServer
+
+    with pytest.raises(WebError, match="a token is required"):
+        FleetWebServer(_Fleet(), host="0.0.0.0", port=9100)
+    FleetWebServer(_Fleet(), host="0.0.0.0", port=9100, token="s3cret").close()
