@@ -232,3 +232,13 @@ def test_the_masters_web_server_needs_a_token_off_loopback() -> None:
     with pytest.raises(WebError, match="a token is required"):
         FleetWebServer(_Fleet(), host="0.0.0.0", port=9100)
     FleetWebServer(_Fleet(), host="0.0.0.0", port=9100, token="s3cret").close()
+
+
+def test_app_web_takes_the_masters_worker_timeout() -> None:
+    from archangel import App
+    from archangel.errors import InvalidArgument
+
+    app = App("timed", web={"port": 0, "worker_timeout": 0.5})
+    assert app.web_options == {"port": 0, "worker_timeout": 0.5}
+    with pytest.raises(InvalidArgument, match="has no option 'worker_timeot'"):
+        App("typo", web={"worker_timeot": 0.5})
