@@ -174,6 +174,8 @@ class App:
             :class:`archangel.web.WebServer` arguments (``host``, ``port``,
             ``token``, ``block_threshold``...). Checked here: a non-loopback
             ``host`` without a ``token`` raises :class:`~archangel.errors.WebError`.
+            Under ``run(workers=N)`` the master serves it over every worker,
+            each worker its own on a private Unix socket (see :doc:`/workers`).
         history: How many completed processes the manager remembers (the
             state dump holds them).
         runlog_interval: Write the runlog every this many seconds while
@@ -245,8 +247,11 @@ class App:
         self.console: Any = None
         #: The :class:`archangel.web.WebServer`, made here, started at START.
         self.web: Any = None
+        #: The options the web server was made with (for a master of workers and its workers).
+        self.web_options: dict[str, Any] | None = None
         if web is not False and web is not None:
-            self.web = _web_server(self, name, web)
+            self.web_options = _web_options(name, web)
+            self.web = _web_server(self, self.web_options)
         #: Reloads run so far (each ``reload`` published on the bus), for the metrics.
         self.reload_count = 0
         #: Dumps written so far, by kind, for the metrics.
@@ -998,6 +1003,33 @@ class App:
             sidecar.write_console(self.pidfile.path, entry)
         return console
 
+    def master_web(self, master: Any) -> Any:
+        """Start the web server of ``master``, a master of this App's workers; return it.
+
+        :meth:`run` with ``workers`` calls it when the App has a web server:
+        the master serves the metrics of every worker, the probes and a
+        workers page (:class:`~archangel.web.fleet.FleetWebServer`) on the
+        App's ``host`` and ``port``, and each worker its own web server on a
+        private Unix socket (:meth:`web_on`; see :doc:`/workers`).
+
+        Raises:
+            WebError: The server cannot listen, or a bad option.
+        """
+        from .web.fleet import FleetWebServer
+
+        server = FleetWebServer(master, **(self.web_options or {}))
+        server.start()
+        logger.info("%s: metrics and probes on %s", self.name, server.url)
+        return server
+
+    def web_on(self, path: str) -> Any:
+        """A web server with this App's web options, on the Unix socket ``path`` instead.
+
+        What a worker of ``run(workers=N)`` serves, for the master's web server alone.
+        """
+        options = {k: v for k, v in (self.web_options or {}).items() if k not in ("host", "port")}
+        return _web_server(self, {**options, "path": path})
+
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")
         self._watchdog.start()
@@ -1140,13 +1172,28 @@ class App:
         return hold(self._tasks, task)
 
 
-def _web_server(app: App, name: str, web: Any) -> Any:
-    """The App's :class:`archangel.web.WebServer` (made, not started)."""
+def _web_options(name: str, web: Any) -> dict[str, Any]:
+    """``web=``'s options, checked (``worker_timeout``, the master's under workers, included)."""
     # archangel.web raises WebError naming the extra when aiohttp or
     # prometheus_client is missing: an App(web=...) fails here, not at START.
     from .web import WebServer
 
-    return WebServer(app, **(_options(name, "web", web, WebServer) or {}))
+    timeout = None
+    if isinstance(web, Mapping) and "worker_timeout" in web:
+        web = dict(web)
+        timeout = web.pop("worker_timeout")
+    options = _options(name, "web", web, WebServer) or {}
+    if timeout is not None:
+        options["worker_timeout"] = timeout
+    return options
+
+
+def _web_server(app: App, options: Mapping[str, Any]) -> Any:
+    """The App's :class:`archangel.web.WebServer` (made, not started)."""
+    from .web import WebServer
+
+    # worker_timeout is the master's, under workers (archangel.web.fleet): not one process's.
+    return WebServer(app, **{k: v for k, v in options.items() if k != "worker_timeout"})
 
 
 def _options(name: str, what: str, value: Any, target: type) -> dict[str, Any] | None:

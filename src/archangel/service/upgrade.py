@@ -86,7 +86,9 @@ def inherited() -> tuple[int, dict[tuple[Any, ...], list[socket.socket]]] | None
 
 
 def take_over(master: Any, old: int | None) -> None:
-    """In a new master, once the old one has exited: hold the pidfile, start the console.
+    """In a new master, once the old one has exited: hold the pidfile, start the operator servers.
+
+    The operator servers are the console and the web server, each when the App has one.
 
     Failures are logged: the service runs on in the new master without them.
     """
@@ -102,3 +104,8 @@ def take_over(master: Any, old: int | None) -> None:
             master.console = app.master_console(master)
         except Exception as exc:
             logger.error("%s: new master runs without a console: %s", app.name, exc)
+    if app.web is not None:
+        try:
+            master.web = app.master_web(master)
+        except Exception as exc:
+            logger.error("%s: new master runs without its web server: %s", app.name, exc)

@@ -5,7 +5,9 @@
   directory; when the workers drop to the App's ``user``/``group``, under the
   temp directory and owned by them. Each worker's console listens there on
   ``<pid>.sock`` (mode 0600), for the master's console alone; the directory
-  is removed when the master exits.
+  is removed when the master exits. With ``App(web=...)``, each worker's
+  web server listens there too, on ``<pid>.web.sock`` (mode 0600), for the
+  master's web server alone (:func:`worker_web`).
 * :func:`forget_master_console`: in a fresh worker, closes the descriptors of
   the master's console that the fork copied (its listening socket, its
   sessions, its connections to other workers' consoles), so that a session
@@ -42,9 +44,11 @@ __all__ = [
     "per_worker_path",
     "remove_runtime_dir",
     "uptime",
+    "web_path",
     "worker_console",
     "worker_pids",
     "worker_table",
+    "worker_web",
     "write_master_dump",
 ]
 
@@ -78,6 +82,11 @@ def remove_runtime_dir(path: str) -> None:
 def console_path(runtime_dir: str, pid: int) -> str:
     """Where worker ``pid``'s console listens."""
     return os.path.join(runtime_dir, f"{pid}.sock")
+
+
+def web_path(runtime_dir: str, pid: int) -> str:
+    """Where worker ``pid``'s web server listens."""
+    return os.path.join(runtime_dir, f"{pid}.web.sock")
 
 
 def forget_master_console(address: Any, runtime_dir: str) -> None:
@@ -135,10 +144,13 @@ def worker_table(master: Any) -> list[dict[str, Any]]:
     Each is a dict of ``place``, ``pid``, ``state`` (``starting`` until its
     App is in RUN, then ``ready``; ``stopping`` once asked to stop),
     ``started`` (epoch seconds), ``restarts`` (of its place, after
-    failures) and ``console`` (its console's Unix socket, or None).
+    failures), ``console`` (its console's Unix socket, or None) and ``web``
+    (its web server's Unix socket, or None).
     """
     now, clock = time.time(), time.monotonic()
     where = master.runtime_dir
+    console = where is not None and master.app.console_options is not None
+    has_web = where is not None and master.app.web is not None
     rows = []
     for w in sorted(master.workers.values(), key=lambda w: (w.slot, w.pid)):
         rows.append(
@@ -148,7 +160,8 @@ def worker_table(master: Any) -> list[dict[str, Any]]:
                 "state": "stopping" if w.retiring else "ready" if w.ready else "starting",
                 "started": now - (clock - w.started),
                 "restarts": master.restarts.get(w.slot, 0),
-                "console": None if where is None else console_path(where, w.pid),
+                "console": console_path(where, w.pid) if console else None,
+                "web": web_path(where, w.pid) if has_web else None,
             }
         )
     return rows
@@ -165,8 +178,24 @@ def worker_console(master: Any, own: Any, pid: int) -> dict[str, Any] | None:
         return None
     address = None if master.console is None else master.console.address
     forget_master_console(address, master.runtime_dir)
+    web = getattr(master, "web", None)
+    if web is not None and web.address is not None:
+        forget_master_console(web.address, master.runtime_dir)
+    if own is None:
+        return None
     options = {k: own[k] for k in ("repl", "commands", "locals") if k in (own or {})}
     return {**options, "path": console_path(master.runtime_dir, pid)}
+
+
+def worker_web(master: Any, app: Any, pid: int) -> None:
+    """In worker ``pid``, just forked: its App's web server moves to a private Unix socket.
+
+    The App's web options stay (token, thresholds), but the server listens
+    on :func:`web_path` in the master's runtime directory, never on the
+    App's host and port: those are the master's web server's.
+    """
+    if app.web is not None and master.runtime_dir is not None:
+        app.web = app.web_on(web_path(master.runtime_dir, pid))
 
 
 def dump(master: Any, which: str) -> None:

@@ -22,7 +22,10 @@ with ``getppid``) and never talk to systemd: the master does.
 When the App has a console, the master runs one over every worker
 (:class:`archangel.console.workers.MasterConsole`, made by the App), and each
 worker a console of its own on a Unix socket in the master's private runtime
-directory (:mod:`~archangel.service.worker_views`). SIGURG re-executes the
+directory (:mod:`~archangel.service.worker_views`); so with ``App(web=...)``:
+the master serves the web endpoints over every worker
+(:class:`archangel.web.fleet.FleetWebServer`), each worker its own on a Unix
+socket there. SIGURG re-executes the
 master with the listening sockets (:mod:`~archangel.service.upgrade`).
 """
 
@@ -179,6 +182,10 @@ class Master:
         self.console: Any = None
         #: The private directory of the workers' consoles (mode 0700), or None.
         self.runtime_dir: str | None = None
+        #: The master's web server over every worker (the App has one), or None.
+        self.web: Any = None
+        #: ``time.monotonic()`` at the last turn of the master's loop (``/livez``).
+        self.heartbeat = time.monotonic()
         self._successor: int | None = None  # the new master forked for an upgrade
         self._predecessor: int | None = None  # the old master this one upgrades
 
@@ -206,7 +213,7 @@ class Master:
         self._install()
         try:
             try:
-                if self.app.console_options is not None:
+                if self.app.console_options is not None or self.app.web is not None:
                     self._start_console(console=handed is None)
             except Exception as exc:  # the console cannot listen: nothing is forked
                 self._failed = f"cannot start: {exc}"
@@ -218,8 +225,9 @@ class Master:
         finally:
             self._uninstall()
             self._broker.close(unlink=self._successor is None)  # else the new master's now
-            if self.console is not None:
-                self.console.close()
+            for operator in (self.console, self.web):
+                if operator is not None:
+                    operator.close()
             if self.runtime_dir is not None:
                 worker_views.remove_runtime_dir(self.runtime_dir)
             if pidfile is not None:
@@ -237,13 +245,20 @@ class Master:
         app = self.app
         if self.runtime_dir is None:
             self.runtime_dir = worker_views.make_runtime_dir(app.name, app.user, app.group)
-        if console:
+        if console and app.console_options is not None:
             self.console = app.master_console(self)
+        if console and app.web is not None:
+            self.web = app.master_web(self)
 
     @property
     def name(self) -> str:
         """The App's name."""
         return str(self.app.name)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop has begun (TERM, INT, QUIT, or the master gave up)."""
+        return self._stopping is not None
 
     def worker_table(self) -> list[dict[str, Any]]:
         """The workers now, by place (safe to call from another thread).
@@ -274,7 +289,7 @@ class Master:
     def _step(self) -> None:
         """One turn of the loop: wait for an event (at most 1 s), then handle them all."""
         assert self._wakeup is not None
-        now = time.monotonic()
+        now = self.heartbeat = time.monotonic()
         due = [*self._respawn_at.values()]
         if self._stop_deadline is not None:
             due.append(self._stop_deadline)
@@ -601,6 +616,7 @@ class Master:
             app.pidfile = None
             app.daemon = None
             app.console_options = worker_views.worker_console(self, app.console_options, me)
+            worker_views.worker_web(self, app, me)
             app.state_file = per_worker_path(app.state_file, me)
             app.runlog_file = per_worker_path(app.runlog_file, me)
             app.socket_broker = broker.Client(channel, app.name)

@@ -25,9 +25,9 @@ import logging
 from typing import Any
 
 from ..console.fairness import short_gil_slices
-from ..console.listen import is_loopback
+from ..console.listen import bind_unix, is_loopback, remove_unix
 from ..console.thread import OperatorThread
-from ..errors import WebError
+from ..errors import ArchangelError, WebError
 from ..kernel.manager import ProcessManager
 from . import probes
 from .metrics import Collector, registry
@@ -77,6 +77,9 @@ class WebServer(OperatorThread):
             before a warning with its stack is logged; None turns it off.
         live_threshold: Seconds without an answer after which ``/livez`` fails.
         probe_interval: Seconds between lag probes of the app loop.
+        path: Serve on this Unix socket (mode 0600) instead of ``host`` and
+            ``port``: what each worker of ``run(workers=N)`` does, for the
+            master's web server alone (see :doc:`/workers`).
 
     Raises:
         WebError: A bad target or setting, or a non-loopback ``host``
@@ -100,12 +103,13 @@ class WebServer(OperatorThread):
         block_threshold: float | None = 1.0,
         live_threshold: float = LIVE_THRESHOLD,
         probe_interval: float = 0.5,
+        path: str | None = None,
     ) -> None:
         manager, self.app = unwrap(target)
         super().__init__(manager)
         if token is not None and (not token or token != token.strip() or "\n" in token):
             raise WebError("web token must be a non-empty line without outer spaces")
-        if not is_loopback(host) and token is None:
+        if path is None and not is_loopback(host) and token is None:
             raise WebError(
                 f"web server on {host}:{port} would be reachable from other hosts: "
                 "a token is required (or bind to 127.0.0.1)"
@@ -118,29 +122,38 @@ class WebServer(OperatorThread):
             raise WebError("web live_threshold and probe_interval must be positive")
         self.host = host
         self.port = port
+        self.path = path
         self._token = token
         self.block_threshold = block_threshold
         self.live_threshold = live_threshold
         self.probe_interval = probe_interval
         self._address: tuple[str, int] | None = None
+        self._unix_inode: int | None = None
         self.watch: LoopWatch | None = None
         #: Who may act through the dashboard (the token, sessions, throttle).
-        self.guard = Guard(token, loopback=is_loopback(host))
+        self.guard = Guard(token, loopback=path is not None or is_loopback(host))
         #: The dashboard; made by :meth:`start`.
         self.dashboard: Dashboard | None = None
 
     def __repr__(self) -> str:  # never the token
+        return f"<WebServer {self._where()} [{self._state.value}]>"
+
+    def _where(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
         host, port = self._address or (self.host, self.port)
-        return f"<WebServer {host}:{port} [{self._state.value}]>"
+        return f"{host}:{port}"
 
     @property
     def address(self) -> tuple[str, int] | None:
-        """The bound ``(host, port)``; None until started."""
+        """The bound ``(host, port)``; None until started (and on a Unix socket)."""
         return self._address
 
     @property
     def url(self) -> str | None:
-        """``http://host:port`` of the bound address; None until started."""
+        """``http://host:port`` of the bound address, ``unix:PATH``; None until started."""
+        if self.path is not None:
+            return None if self._unix_inode is None else f"unix:{self.path}"
         if self._address is None:
             return None
         host, port = self._address
@@ -163,7 +176,7 @@ class WebServer(OperatorThread):
         self.dashboard = Dashboard(
             self.manager, self.app, apploop, self.guard, block_threshold=self.block_threshold
         )
-        self._launch(apploop, f"{self.host}:{self.port}")
+        self._launch(apploop, self._where())
 
     async def _serve(self) -> None:
         assert self._stop is not None and self.watch is not None
@@ -178,14 +191,11 @@ class WebServer(OperatorThread):
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except OSError as exc:
+            await self._site(runner)
+        except (OSError, WebError) as exc:
             await runner.cleanup()
             self._cannot_listen(exc)
             return
-        host, port = runner.addresses[0][:2]
-        self._address = (host, port)
         self._listening()
         assert self.dashboard is not None
         tasks = [asyncio.create_task(self.watch.run()), asyncio.create_task(self.dashboard.run())]
@@ -207,6 +217,29 @@ class WebServer(OperatorThread):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
+            if self.path is not None and self._unix_inode is not None:
+                remove_unix(self.path, self._unix_inode)
+
+    async def _site(self, runner: web.AppRunner) -> None:
+        """Listen: on ``path`` (a Unix socket made 0600 before it is bound), or on TCP."""
+        if self.path is None:
+            site: web.BaseSite = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            self._address = (host, port)
+            return
+        try:
+            sock, inode = bind_unix(self.path)
+        except ArchangelError as exc:
+            raise WebError(str(exc)) from None
+        try:
+            site = web.SockSite(runner, sock)
+            await site.start()
+        except BaseException:
+            sock.close()
+            remove_unix(self.path, inode)
+            raise
+        self._unix_inode = inode
 
     def _application(self, metrics_registry: Any) -> web.Application:
         watch = self.watch

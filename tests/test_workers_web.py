@@ -1,0 +1,244 @@
+"""``App(web=...)`` under ``archangel run --workers 2``: the web side on the master.
+
+Each test runs the master in a child process (web on port 0), finds its
+web server's address in its log and asks it over real HTTP, as Prometheus
+or the kubelet would. Each worker runs one task process named ``sleeper``.
+Waits are bounded polls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from workers_helpers import Master, wait_for
+
+SERVICE = textwrap.dedent(
+    """
+    import asyncio
+    from archangel import App, State
+
+    app = App("web-workers", shutdown_timeout=10, web={"port": 0})
+
+    async def sleeper():
+        await asyncio.sleep(3600)
+
+    @app.bus.on(State.START)
+    async def start():
+        app.manager.spawn(sleeper(), name="sleeper")
+
+    @app.bus.on(State.STOP)
+    async def slow_stop():
+        await asyncio.sleep(2)
+    """
+)
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Callable[..., Master]]:
+    made: list[Master] = []
+
+    def make(workers: int = 2, loop: str = "asyncio", port: int = 0) -> Master:
+        service = SERVICE.replace('web={"port": 0}', f'web={{"port": {port}}}')
+        made.append(Master(tmp_path, workers, loop, service))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.close()
+
+
+def url(m: Master) -> str:
+    pattern = rf"^\S+ \S+ {m.proc.pid} .*metrics and probes on (http://\S+)"
+    wait_for(lambda: m.logged(pattern), 10)
+    found = re.search(pattern, m.logged(pattern)[0])
+    assert found is not None
+    return found.group(1)
+
+
+def get(address: str, timeout: float = 10.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(address, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def families(text: str) -> dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]]:
+    return {
+        f.name: (f.type, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text)
+    }
+
+
+def up(text: str) -> dict[str, float]:
+    samples = families(text)["archangel_worker_up"][1]
+    return {labels["worker"]: value for _, labels, value in samples}
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_master_serves_every_workers_metrics(master: Callable[..., Master], loop: str) -> None:
+    m = master(2, loop)
+    first, second = m.ready(2)
+    base = url(m)
+    status, text = get(base + "/metrics")
+    assert status == 200
+    found = families(text)
+    assert up(text) == {"1": 1.0, "2": 1.0}
+    running = found["archangel_processes_running"]
+    assert running[0] == "gauge"
+    by_worker = {(lab["worker"], lab["worker_pid"]): v for _, lab, v in running[1]}
+    assert by_worker == {("1", str(first)): 1.0, ("2", str(second)): 1.0}
+    assert found["archangel_processes_started"][0] == "counter"
+    assert found["archangel_loop_probe_lag_seconds"][0] == "histogram"
+    assert found["archangel_workers"][0] == "gauge"
+    assert {lab["state"]: v for _, lab, v in found["archangel_workers"][1]}["ready"] == 2.0
+    assert found["archangel_worker_restarts"][0] == "counter"
+    assert {lab["worker"] for _, lab, _ in found["process_cpu_seconds"][1]} >= {"1", "2", "master"}
+    # Both workers came up once: no respawn loop on the web port.
+    assert not m.logged("respawning|address already in use|giving up")
+    assert get(base + "/readyz")[0] == 200
+    assert get(base + "/livez")[0] == 200
+    status, page = get(base + "/")
+    assert status == 200 and str(first) in page and str(second) in page
+
+
+def test_the_workers_web_servers_are_private_unix_sockets(master: Callable[..., Master]) -> None:
+    m = master(2)
+    pids = m.ready(2)
+    url(m)
+    pattern = r"metrics and probes on unix:(\S+)"
+    wait_for(lambda: len(m.logged(pattern)) >= 2, 10)
+    paths = []
+    for line in m.logged(pattern):
+        found = re.search(pattern, line)
+        assert found is not None
+        paths.append(found.group(1))
+    assert sorted(os.path.basename(p) for p in paths) == sorted(f"{pid}.web.sock" for pid in pids)
+    directory = os.path.dirname(paths[0])
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    for path in paths:
+        mode = os.stat(path).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_a_stopped_worker_is_down_and_the_scrape_still_answers(
+    master: Callable[..., Master],
+) -> None:
+    m = master(2)
+    first, _ = m.ready(2)
+    base = url(m)
+    assert up(get(base + "/metrics")[1]) == {"1": 1.0, "2": 1.0}
+    os.kill(first, signal.SIGSTOP)
+    try:
+        status, text = get(base + "/metrics", timeout=5)  # within the worker timeout (1.5 s)
+        assert status == 200
+        assert up(text) == {"1": 0.0, "2": 1.0}
+        running = families(text)["archangel_processes_running"][1]
+        assert {lab["worker"] for _, lab, _ in running} == {"2"}
+    finally:
+        os.kill(first, signal.SIGCONT)
+    wait_for(lambda: up(get(base + "/metrics")[1]) == {"1": 1.0, "2": 1.0}, 10)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_readyz_turns_unready_as_the_master_stops(
+    master: Callable[..., Master], loop: str
+) -> None:
+    m = master(2, loop)
+    m.ready(2)
+    base = url(m)
+    assert get(base + "/readyz") == (200, "ready: 2 workers ready\n")
+    m.proc.send_signal(signal.SIGTERM)
+    # The workers take 2 s to stop: the master's server answers all along, unready.
+    wait_for(lambda: get(base + "/readyz")[0] == 503, 5)
+    assert get(base + "/livez")[0] == 200
+    assert m.proc.wait(20) == 0
+
+
+def listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on 127.0.0.1:``port``, from ``/proc/net/tcp``."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return {row[9] for row in rows if row[1] == f"0100007F:{port:04X}" and row[3] == "0A"}
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(link[8:-1])
+    return found
+
+
+def test_a_fixed_web_port_is_the_masters_alone(master: Callable[..., Master]) -> None:
+    with socket.socket() as probe:  # a free port, as an operator's 9100 would be
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    m = master(2, "asyncio", port)
+    workers = m.ready(2)
+    assert url(m) == f"http://127.0.0.1:{port}"
+    assert get(f"http://127.0.0.1:{port}/readyz") == (200, "ready: 2 workers ready\n")
+    assert not m.logged("respawning|address already in use|giving up")
+    listening = listening_inodes(port)
+    assert listening and listening <= socket_inodes(m.proc.pid)
+    for pid in workers:  # the fork copied the master's socket: each worker closed it
+        assert not listening & socket_inodes(pid)
+
+
+def test_a_killed_worker_is_counted_and_its_successor_scraped(
+    master: Callable[..., Master],
+) -> None:
+    m = master(2)
+    first, second = m.ready(2)
+    base = url(m)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(m.logged(r"worker \d+ \(place 1\) ready")) >= 2, 15)
+    wait_for(lambda: get(base + "/readyz")[0] == 200, 10)
+    wait_for(lambda: up(get(base + "/metrics")[1]) == {"1": 1.0, "2": 1.0}, 10)
+    found = families(get(base + "/metrics")[1])
+    restarts = {lab["worker"]: v for _, lab, v in found["archangel_worker_restarts"][1]}
+    assert restarts == {"1": 1.0, "2": 0.0}
+    pids = {lab["worker_pid"] for _, lab, _ in found["archangel_worker_up"][1]}
+    assert str(first) not in pids and str(second) in pids
+
+
+class _Fleet:
+    name, count, stopping, heartbeat = "fleet", 1, False, 0.0
+
+    def worker_table(self) -> list[dict[str, object]]:
+        return []
+
+
+def test_the_masters_web_server_needs_a_token_off_loopback() -> None:
+    from archangel.errors import WebError
+    from archangel.web.fleet import FleetWebServer
+
+    with pytest.raises(WebError, match="a token is required"):
+        FleetWebServer(_Fleet(), host="0.0.0.0", port=9100)
+    FleetWebServer(_Fleet(), host="0.0.0.0", port=9100, token="s3cret").close()
+
+
+def test_app_web_takes_the_masters_worker_timeout() -> None:
+    from archangel import App
+    from archangel.errors import InvalidArgument
+
+    app = App("timed", web={"port": 0, "worker_timeout": 0.5})
+    assert app.web_options == {"port": 0, "worker_timeout": 0.5}
+    with pytest.raises(InvalidArgument, match="has no option 'worker_timeot'"):
+        App("typo", web={"worker_timeot": 0.5})
