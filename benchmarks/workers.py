@@ -157,7 +157,7 @@ ARCHANGEL = textwrap.dedent(
         server = await app.serve_streams(handle, "127.0.0.1", int(sys.argv[2]))
     @app.bus.on(State.EXIT)
     def report():
-        print(os.getpid(), count, flush=True)
+        print(f"{os.getpid()} {count}", flush=True)
     sys.exit(app.run(workers=int(sys.argv[1])))
     """
 ).replace("RESPONSE_HERE", repr(RESPONSE))
@@ -215,17 +215,23 @@ def measure(mode: str, args: argparse.Namespace) -> tuple[float, float, list[flo
             env=env,
         )
         deadline = time.monotonic() + 10
-        while len(children(master.pid)) < args.workers or not _answers(port):
+        # workers=1 is no master: the App runs in the process itself.
+        forked = args.workers > 1
+        while (forked and len(children(master.pid)) < args.workers) or not _answers(port):
             if time.monotonic() > deadline:
                 raise SystemExit("archangel workers did not start")
             time.sleep(0.05)
-        pids = children(master.pid)
+        pids = children(master.pid) if forked else [master.pid]
         before = cpu_of(pids)
         rate = wrk(port, args.seconds, args.client_threads, args.connections)
         used = cpu_of(pids) - before
         master.send_signal(signal.SIGTERM)
         out, _ = master.communicate(timeout=20)
-        counts = [int(line.split()[1]) for line in out.splitlines() if line.strip()]
+        # "PID COUNT" per worker; anything else on the master's stdout is not ours.
+        rows = [line.split() for line in out.splitlines()]
+        counts = [int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()]
+        if len(counts) != args.workers:
+            raise SystemExit(f"expected {args.workers} worker counts, got: {out!r}")
     else:
         plain = Plain(mode, args.workers)
         plain.wait_listening()
