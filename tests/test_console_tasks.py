@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -173,3 +174,30 @@ async def test_signal_sends_to_this_process_in_any_spelling() -> None:
                 assert got == ["usr2", "usr2"]
     finally:
         loop.remove_signal_handler(signal.SIGUSR2)
+
+
+async def test_task_ids_are_kept_while_a_task_lives_and_never_given_again() -> None:
+    """asyncio's own weak references number the tasks; one gone is forgotten, its id unused."""
+    from archangel.console.tasks import TaskIds
+    from archangel.kernel.loop_tasks import live_refs
+
+    event = asyncio.Event()
+    tasks = [asyncio.ensure_future(plain_wait(event)) for _ in range(3)]
+    await asyncio.sleep(0)
+    ids = TaskIds()
+    mine = {ref() for ref in live_refs(asyncio.get_running_loop())} & set(tasks)
+    assert mine == set(tasks)
+    numbers = {ids.number_ref(ref) for ref in live_refs(asyncio.get_running_loop())}
+    first = [ids.number(task) for task in tasks]
+    assert set(first) <= numbers and len(set(first)) == 3
+    assert [ids.get(n) for n in first] == tasks
+    event.set()
+    await asyncio.wait(tasks)
+    del tasks, mine
+    gc.collect()  # a finished task may sit in a reference cycle a moment
+    ids.prune(0)  # under the threshold: nothing forgotten yet, though all are gone
+    assert all(ids.get(n) is None for n in first)
+    later = asyncio.ensure_future(asyncio.sleep(0))
+    assert ids.number(later) > max(numbers)  # a new task gets a new id, never an old one
+    assert ids.known(later) == ids.number(later)
+    await later

@@ -21,8 +21,9 @@ import time
 import weakref
 from typing import Any
 
+from ..errors import InvalidArgument
 from ..kernel.frames import await_chain, innermost
-from ..kernel.loop_tasks import tasks_of
+from ..kernel.loop_tasks import live_refs
 from ..kernel.process import Process
 from .apploop import Status
 from .commands import (
@@ -59,41 +60,56 @@ class TaskIds:
     """
 
     def __init__(self) -> None:
-        # Plain dicts of ints and weak references, no tuples: a listing of
-        # 100,000 tasks must not leave 100,000 new containers for the garbage
-        # collector, whose full collection holds the GIL for 100 ms and more.
-        self._refs: dict[int, weakref.ref[asyncio.Task[Any]]] = {}
-        self._numbers: dict[int, int] = {}
-        self._by_number: dict[int, weakref.ref[asyncio.Task[Any]]] = {}
+        # A dict of ints and one of weak references (asyncio's own where the
+        # snapshot has them): numbering 200,000 tasks makes no new object the
+        # garbage collector walks, and so triggers none of its collections,
+        # each of which would hold the GIL for milliseconds while the
+        # snapshot's big lists are young.
+        self._numbers: dict[int, int] = {}  # id(task) -> its number
+        self._refs: dict[int, weakref.ref[asyncio.Task[Any]]] = {}  # number -> the task
         self._next = 1
 
     def number(self, task: asyncio.Task[Any]) -> int:
         """The task's number (given now if it has none yet)."""
-        key = id(task)
-        ref = self._refs.get(key)
-        if ref is not None and ref() is task:
-            return self._numbers[key]
+        known = self.known(task)
+        return known if known is not None else self._give(task, weakref.ref(task))
+
+    def number_ref(self, ref: weakref.ref[asyncio.Task[Any]]) -> int:
+        """The number of the live task ``ref`` refers to (given now, keeping ``ref``, if none)."""
+        task = ref()
+        if task is None:
+            raise InvalidArgument("TaskIds.number_ref() takes a reference to a live task")
+        known = self.known(task)
+        return known if known is not None else self._give(task, ref)
+
+    def known(self, task: asyncio.Task[Any]) -> int | None:
+        """The task's number, or None if it has none (none is given)."""
+        number = self._numbers.get(id(task))
+        if number is not None and self._refs[number]() is task:
+            return number
+        return None
+
+    def _give(self, task: asyncio.Task[Any], ref: weakref.ref[asyncio.Task[Any]]) -> int:
         number = self._next
         self._next += 1
-        ref = weakref.ref(task)
-        self._refs[key] = self._by_number[number] = ref
-        self._numbers[key] = number
+        self._numbers[id(task)] = number
+        self._refs[number] = ref
         return number
 
     def get(self, number: int) -> asyncio.Task[Any] | None:
         """The task numbered ``number``, if it is still around."""
-        ref = self._by_number.get(number)
+        ref = self._refs.get(number)
         return None if ref is None else ref()
 
     def prune(self, live: int) -> None:
         """Forget the tasks that are gone, once they outnumber the ``live`` ones."""
         if len(self._refs) <= 2 * live + 1024:
             return
-        gone = [key for key, ref in self._refs.items() if ref() is None]
-        for key in gone:
-            del self._refs[key], self._numbers[key]
-        for number in [n for n, ref in self._by_number.items() if ref() is None]:
-            del self._by_number[number]
+        gone = {number for number, ref in self._refs.items() if ref() is None}
+        for key in [key for key, number in self._numbers.items() if number in gone]:
+            del self._numbers[key]
+        for number in gone:
+            del self._refs[number]
 
 
 def awaited(awaiting: Any) -> str:
@@ -112,6 +128,16 @@ def _coroutine_name(task: asyncio.Task[Any]) -> str:
     return name if isinstance(name, str) else type(coro).__name__
 
 
+def _named(task: asyncio.Task[Any] | None, pattern: str, glob: bool | None) -> bool:
+    """Whether ``task``'s name matches: a glob, a substring, or (``glob`` None) exactly."""
+    if task is None:
+        return False
+    name = task.get_name()
+    if glob is None:
+        return name == pattern
+    return fnmatch.fnmatchcase(name, pattern) if glob else pattern in name
+
+
 def _short_path(where: str | None) -> str:
     if where is None:
         return "-"
@@ -127,18 +153,28 @@ class _Tasks:
 
     # -- the snapshot (console's thread) -------------------------------------------------
 
-    def _snapshot(self) -> tuple[list[int], list[asyncio.Task[Any]], dict[int, Process]]:
-        """The app loop's tasks, their numbers (in step), and the process each runs (by id())."""
-        number = self.ids.number
-        tasks = list(tasks_of(self.context.apploop.loop))
-        numbers = [number(task) for task in tasks]
-        self.ids.prune(len(tasks))
-        owners: dict[int, Process] = {}
+    def _snapshot(self) -> tuple[list[int], dict[int, int]]:
+        """The numbers of the app loop's tasks, and the PID each process's task runs (by number).
+
+        Ints only, in a list and an int-to-int dict (which the garbage
+        collector does not track): the tasks themselves are taken back with
+        :meth:`TaskIds.get` for the few a command looks at.
+        """
+        ids = self.ids
+        numbers = [ids.number_ref(ref) for ref in live_refs(self.context.apploop.loop)]
+        ids.prune(len(numbers))
+        owners: dict[int, int] = {}
         for process in self.context.manager.processes():
-            runs = getattr(process, "task", None)
-            if runs is not None:
-                owners[id(runs)] = process
-        return numbers, tasks, owners
+            runs, pid = getattr(process, "task", None), process.pid
+            if isinstance(runs, asyncio.Task) and pid is not None:
+                known = ids.known(runs)
+                if known is not None:
+                    owners[known] = pid
+        return numbers, owners
+
+    def _owner(self, number: int, owners: dict[int, int]) -> Process | None:
+        pid = owners.get(number)
+        return None if pid is None else self.context.manager.get(pid)
 
     def _state(self, task: asyncio.Task[Any]) -> str:
         current = asyncio.current_task(self.context.apploop.loop)
@@ -169,19 +205,19 @@ class _Tasks:
             raise CommandError(f"--limit must be between 1 and {_MAX_PAGE}, not {limit}")
         if offset < 0:
             raise CommandError(f"--offset must be 0 or more, not {offset}")
-        numbers, tasks, owners = self._snapshot()
-        # Indexes into the two lists (ints: nothing for the garbage collector).
-        chosen = list(range(len(tasks)))
+        chosen, owners = self._snapshot()
         if "--name" in opts:
             pattern = opts["--name"]
-            if any(c in pattern for c in "*?["):
-                chosen = [i for i in chosen if fnmatch.fnmatchcase(tasks[i].get_name(), pattern)]
-            else:
-                chosen = [i for i in chosen if pattern in tasks[i].get_name()]
+            glob = any(c in pattern for c in "*?[")
+            chosen = [n for n in chosen if _named(self.ids.get(n), pattern, glob)]
         total = len(chosen)
-        managed = sum(1 for i in chosen if id(tasks[i]) in owners)
-        page = sorted_head(chosen, numbers.__getitem__, False, offset + limit)[offset:]
-        records = [self._record(tasks[i], owners.get(id(tasks[i]))) for i in page]
+        managed = sum(1 for n in chosen if n in owners)
+        page = sorted_head(chosen, int, False, offset + limit)[offset:]  # by number
+        records = [
+            self._record(task, self._owner(n, owners))
+            for n in page
+            if (task := self.ids.get(n)) is not None
+        ]
         if opts.get("--json"):
             head: dict[str, Any] = {"total": total, "offset": offset, "limit": limit}
             budget = self.context.max_output - len(to_json(head)) - 128
@@ -237,25 +273,23 @@ class _Tasks:
                 )
             return task, process
         if text[:1] in "tT" and text[1:].isdigit():
-            found = self.ids.get(int(text[1:]))
-            if found is None or found.done():
+            task = self.ids.get(int(text[1:]))
+            if task is None or task.done():
                 raise CommandError(f"no task {clip_word(text)} (it has finished, or never was)")
-            tasks, owners = [found], {}
-            for process in manager.processes():
-                if getattr(process, "task", None) is found:
-                    owners[id(found)] = process
-        else:
-            numbers, every, owners = self._snapshot()
-            named = [i for i, task in enumerate(every) if task.get_name() == text]
-            tasks = [every[i] for i in sorted(named, key=numbers.__getitem__)]
-            if not tasks:
-                raise CommandError(f"no task named {clip_word(text)}: see 'tasks'")
-            if len(tasks) > 1:
-                ids = ", ".join(f"t{self.ids.number(t)}" for t in tasks[:10])
-                raise CommandError(
-                    f"{len(tasks)} tasks are named {clip_word(text)} ({ids}): give its id"
-                )
-        return tasks[0], owners.get(id(tasks[0]))
+            runs = (p for p in manager.processes() if getattr(p, "task", None) is task)
+            return task, next(runs, None)
+        numbers, owners = self._snapshot()
+        named = sorted(n for n in numbers if _named(self.ids.get(n), text, None))
+        found = [(n, task) for n in named if (task := self.ids.get(n)) is not None]
+        if not found:
+            raise CommandError(f"no task named {clip_word(text)}: see 'tasks'")
+        if len(found) > 1:
+            ids = ", ".join(f"t{n}" for n, _ in found[:10])
+            raise CommandError(
+                f"{len(found)} tasks are named {clip_word(text)} ({ids}): give its id"
+            )
+        number, task = found[0]
+        return task, self._owner(number, owners)
 
     def describe(self, task: asyncio.Task[Any], process: Process | None) -> str:
         """``task t3 (worker-1)``, with its PID when it is a process."""

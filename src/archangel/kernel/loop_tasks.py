@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["task_refs", "tasks_of"]
+__all__ = ["live_refs", "task_refs", "tasks_of"]
 
 
 def task_refs() -> list[weakref.ref[asyncio.Task[Any]]]:
@@ -38,20 +38,32 @@ def task_refs() -> list[weakref.ref[asyncio.Task[Any]]]:
     return refs
 
 
-def tasks_of(
+def live_refs(
     loop: asyncio.AbstractEventLoop, refs: list[weakref.ref[asyncio.Task[Any]]] | None = None
-) -> Iterator[asyncio.Task[Any]]:
-    """The tasks on ``loop`` that are not done, from ``refs`` (by default :func:`task_refs`).
+) -> Iterator[weakref.ref[asyncio.Task[Any]]]:
+    """The references in ``refs`` (by default :func:`task_refs`) to tasks on ``loop`` not done.
 
     Lazily: a caller that yields to the loop between items takes them in
     steps. A task that ends meanwhile is skipped if it has ended by the time
-    it is reached.
+    it is reached; the task of the reference just given is alive until the
+    next one is asked for. Keeping these references (asyncio's own) costs
+    nothing new, where a new weak reference per task would be one more
+    object per task for the garbage collector.
     """
     refs = task_refs() if refs is None else refs
     if not refs:
-        yield from list(asyncio.all_tasks(loop))
-        return
+        refs = [weakref.ref(task) for task in list(asyncio.all_tasks(loop))]
     for ref in refs:
         task = ref()
         if task is not None and task.get_loop() is loop and not task.done():
+            yield ref
+
+
+def tasks_of(
+    loop: asyncio.AbstractEventLoop, refs: list[weakref.ref[asyncio.Task[Any]]] | None = None
+) -> Iterator[asyncio.Task[Any]]:
+    """The tasks on ``loop`` that are not done, from ``refs`` (as :func:`live_refs` picks them)."""
+    for ref in live_refs(loop, refs):
+        task = ref()
+        if task is not None:
             yield task

@@ -22,9 +22,9 @@ dicts and text and writes files; when to dump is the App's business.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import heapq
-import itertools
 import json
 import os
 import secrets
@@ -119,8 +119,6 @@ def _task_row(task: asyncio.Task[Any]) -> dict[str, Any]:
 
 #: Tasks the state describes at most (the first by name); ``tasks_total`` counts them all.
 MAX_TASKS = 1000
-#: Tasks looked at between two yields while the first ``MAX_TASKS`` are picked in slices.
-_TASK_CHUNK = 4096
 
 
 def _by_name(task: asyncio.Task[Any]) -> str:
@@ -142,17 +140,24 @@ async def _first_tasks(limit: int, time_slice: TimeSlice) -> tuple[list[asyncio.
     Taking the set is one copy of weak references
     (:func:`~archangel.kernel.loop_tasks.task_refs`, not the 50 ms an
     ``asyncio.all_tasks()`` of 100,000 tasks holds the loop); following them
-    and choosing is done ``_TASK_CHUNK`` at a time, each chunk's best merged
-    with the best so far, yielding to the loop between chunks. A task that
-    ends before it is reached is not counted; one that ends after is still
-    described (as done).
+    and choosing is done one task at a time, into a list kept sorted by name
+    and bounded to ``limit`` (ties keep the order they came in, as
+    :func:`heapq.nsmallest` does), with a :meth:`~TimeSlice.tick` after
+    each. A task that ends before it is reached is not counted; one that
+    ends after is still described (as done).
     """
-    live = tasks_of(asyncio.get_running_loop())
+    names: list[str] = []
     best: list[asyncio.Task[Any]] = []
     total = 0
-    while chunk := list(itertools.islice(live, _TASK_CHUNK)):
-        total += len(chunk)
-        best = heapq.nsmallest(limit, [*best, *chunk], key=_by_name)
+    for task in tasks_of(asyncio.get_running_loop()):
+        total += 1
+        name = task.get_name()
+        if len(best) < limit or name < names[-1]:
+            at = bisect.bisect_right(names, name)
+            names.insert(at, name)
+            best.insert(at, task)
+            if len(best) > limit:
+                del names[-1], best[-1]
         await time_slice.tick()
     return best, total
 
@@ -364,7 +369,8 @@ async def _write_atomically(target: str, pieces: list[str]) -> None:
                 await out.write(piece)
             await out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
-        os.replace(temp, target)
+        # In a thread too: replacing a big file frees its blocks, milliseconds on ext4.
+        await asyncio.to_thread(os.replace, temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
