@@ -152,7 +152,7 @@ async def _first_tasks(limit: int, time_slice: TimeSlice) -> tuple[list[asyncio.
     for task in tasks_of(asyncio.get_running_loop()):
         total += 1
         name = task.get_name()
-        if len(best) < limit or name < names[-1]:
+        if len(best) < limit or (best and name < names[-1]):
             at = bisect.bisect_right(names, name)
             names.insert(at, name)
             best.insert(at, task)
