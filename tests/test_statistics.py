@@ -274,10 +274,32 @@ def test_the_intervals_are_off_by_default() -> None:
     assert App("on", runlog_interval=2, stats_interval=0.5).stats_interval == 0.5
 
 
-async def _until(path: Path, after: float = -1.0) -> None:
-    """Wait until ``path`` is newer than ``after`` (in real time: a thread writes it)."""
+def _inode(path: Path) -> int:
+    """Which write of ``path`` is there: each is a new file renamed over the last.
+
+    Not the mtime: two writes within one tick of the kernel's coarse clock
+    (4 ms) have the same. The next write's file exists before the rename
+    frees the last one's inode, so two writes in a row never share one.
+    """
+    return path.stat().st_ino
+
+
+async def _dumped(app: App, count: int) -> None:
+    """Wait until ``count`` runlogs are written and done (the file is there a bit before).
+
+    The periodic timer skips a tick whose previous dump is still being
+    written, so the virtual clock must not be moved on before this.
+    """
     deadline = time.monotonic() + 10
-    while not path.exists() or path.stat().st_mtime_ns <= after:
+    while app.dump_counts["runlog"] < count:
+        assert time.monotonic() < deadline, f"runlog {count} not done"
+        await asyncio.sleep(0)
+
+
+async def _until(path: Path, after: int = -1) -> None:
+    """Wait until ``path`` is written, by another write than inode ``after`` (in real time)."""
+    deadline = time.monotonic() + 10
+    while not path.exists() or _inode(path) == after:
         assert time.monotonic() < deadline, f"{path} not written"
         await asyncio.sleep(0)
 
@@ -302,12 +324,14 @@ async def test_the_periodic_runlog_and_statistics_run_from_run_to_stop(
     ]
     await clock.advance(1)
     await _until(runlog_file)
+    await _dumped(app, 1)
     first = json.loads(runlog_file.read_text())
     assert first["statistics"]["user"]["ticks"]["inc"] == 3
     app.inc("ticks")
-    mtime = runlog_file.stat().st_mtime_ns
+    before = _inode(runlog_file)
     await clock.advance(10)
-    await _until(runlog_file, mtime)
+    await _until(runlog_file, before)
+    await _dumped(app, 2)
     second = json.loads(runlog_file.read_text())
     assert second["statistics"]["user"]["ticks"] == {
         "cnt": 4,
@@ -381,9 +405,9 @@ SERVICE = textwrap.dedent(
 )
 
 
-def _wait_written(path: Path, after: int = 0) -> dict[str, Any]:
+def _wait_written(path: Path, after: int = -1) -> dict[str, Any]:
     deadline = time.monotonic() + 15
-    while not path.exists() or path.stat().st_mtime_ns <= after:
+    while not path.exists() or _inode(path) == after:
         assert time.monotonic() < deadline, f"{path} not written"
         time.sleep(0.01)
     data: dict[str, Any] = json.loads(path.read_text())
@@ -409,14 +433,14 @@ def test_a_real_service_writes_its_runlog_periodically_and_on_signals(
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         # Periodic: written with no signal, then again.
         first = _wait_written(runlog)
-        second = _wait_written(runlog, runlog.stat().st_mtime_ns)
+        second = _wait_written(runlog, _inode(runlog))
         ticks = second["statistics"]["kinds"]["worker"]["user"]["ticks"]
         assert ticks["cnt"] > first["counters"]["kinds"]["worker"]["user"]["ticks"]
         assert 0 < ticks["inc"] <= ticks["cnt"] and ticks["spd"] > 0
         assert second["statistics"]["user"]["ready"]["cnt"] == 1
         # SIGUSR1 writes it too (the same runlog: increments since the previous one).
         proc.send_signal(signal.SIGUSR1)
-        _wait_written(runlog, runlog.stat().st_mtime_ns)
+        _wait_written(runlog, _inode(runlog))
         # SIGUSR2: the state, with the settings, the app's part and the user counts.
         proc.send_signal(signal.SIGUSR2)
         dumped = _wait_written(state)
