@@ -201,3 +201,27 @@ async def test_task_ids_are_kept_while_a_task_lives_and_never_given_again() -> N
     assert ids.number(later) > max(numbers)  # a new task gets a new id, never an old one
     assert ids.known(later) == ids.number(later)
     await later
+
+
+async def test_task_ids_forget_the_tasks_that_are_gone_and_keep_the_live_ones() -> None:
+    """Past the threshold ``prune`` drops every entry of a gone task, and nothing else."""
+    from archangel.console.tasks import TaskIds
+
+    event = asyncio.Event()
+    keep = asyncio.ensure_future(plain_wait(event))
+    done = [asyncio.ensure_future(asyncio.sleep(0)) for _ in range(1500)]
+    ids = TaskIds()
+    kept = ids.number(keep)
+    numbers = [ids.number(task) for task in done]
+    await asyncio.wait(done)
+    del done
+    gc.collect()
+    ids.prune(1)
+    assert sum(map(len, ids._refs.values())) == sum(map(len, ids._numbers.values())) == 1
+    assert len(ids._refs) == len(ids._numbers) == 1  # the emptied blocks are gone too
+    assert ids.get(kept) is keep and ids.known(keep) == kept
+    assert all(ids.get(n) is None for n in numbers)
+    again = asyncio.ensure_future(asyncio.sleep(0))  # may take a freed task's address
+    assert ids.known(again) is None and ids.number(again) > max(numbers)
+    event.set()
+    await asyncio.gather(keep, again)

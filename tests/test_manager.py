@@ -366,6 +366,32 @@ def test_spawn_without_a_running_loop_registers_nothing() -> None:
     assert ran == []
 
 
+async def test_task_pids_names_the_tasks_of_live_spawned_processes_only() -> None:
+    manager = ProcessManager()
+    release = asyncio.Event()
+
+    async def waits() -> None:
+        await release.wait()
+
+    first, second = manager.spawn(waits), manager.spawn(waits(), name="second")
+    manager.register(Process())  # not a task: never in the map
+    unmanaged = asyncio.ensure_future(release.wait())
+    pids = manager.task_pids()
+    assert pids == {first.task: first.pid, second.task: second.pid}
+    pids.clear()  # a copy: the manager's own map is untouched
+    assert len(manager.task_pids()) == 2
+
+    killed_early = manager.spawn(waits)
+    killed_early.kill()  # before its first step
+    await killed_early.wait()
+    assert killed_early.task not in manager.task_pids()
+    release.set()
+    await first.wait()
+    await second.wait()
+    await unmanaged
+    assert manager.task_pids() == {}
+
+
 async def test_killing_a_task_cancels_it() -> None:
     manager = ProcessManager()
     cancelled = asyncio.Event()

@@ -19,6 +19,7 @@ import fnmatch
 import os
 import time
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import InvalidArgument
@@ -49,6 +50,11 @@ _CANCEL_POLL = 0.005
 _TASK_HEADERS = ("ID", "PID", "STATE", "NAME", "COROUTINE", "WAITING AT")
 _TASKS_OPTIONS: dict[str, type] = {"--name": str, "--limit": int, "--offset": int, "--json": bool}
 _TASKS_ALIASES = {"-n": "--name", "-l": "--limit", "-o": "--offset"}
+#: TaskIds keeps its entries in small dicts, one per block of 4,096 numbers
+#: and one per megabyte of addresses (``id()``): a few thousand entries each.
+_NUMBER_BLOCK = 12
+_ID_BLOCK = 20
+_NONE: dict[int, Any] = {}  # an empty block, to read from (never written)
 
 
 class TaskIds:
@@ -60,13 +66,21 @@ class TaskIds:
     """
 
     def __init__(self) -> None:
-        # A dict of ints and one of weak references (asyncio's own where the
+        # Dicts of ints and of weak references (asyncio's own where the
         # snapshot has them): numbering 200,000 tasks makes no new object the
         # garbage collector walks, and so triggers none of its collections,
         # each of which would hold the GIL for milliseconds while the
-        # snapshot's big lists are young.
-        self._numbers: dict[int, int] = {}  # id(task) -> its number
-        self._refs: dict[int, weakref.ref[asyncio.Task[Any]]] = {}  # number -> the task
+        # snapshot's big lists are young. And many small dicts, not one big
+        # one: growing a dict of 175,000 entries is one C call of 10-20 ms
+        # (a new table of 8 MB), when the GIL cannot change hands. Each small
+        # dict holds a block of neighbours (numbers given one after another;
+        # tasks at nearby addresses), so a pass over the tasks in asyncio's
+        # order reads them in order, as it would one big dict.
+        self._numbers: dict[int, dict[int, int]] = {}  # id(task) >> 20 -> {id(task): number}
+        self._refs: dict[
+            int, dict[int, weakref.ref[asyncio.Task[Any]]]
+        ] = {}  # number >> 12 -> ...
+        self._count = 0  # entries in _refs
         self._next = 1
 
     def number(self, task: asyncio.Task[Any]) -> int:
@@ -82,34 +96,72 @@ class TaskIds:
         known = self.known(task)
         return known if known is not None else self._give(task, ref)
 
+    def numbers(self, refs: Iterable[weakref.ref[asyncio.Task[Any]]]) -> list[int]:
+        """The numbers of the live tasks ``refs`` refer to, in their order.
+
+        As :meth:`number_ref` for each (a task without a number gets one,
+        and its reference is kept), in one call: the console's pass over
+        every task of the loop.
+        """
+        numbers, by_number, give = self._numbers, self._refs, self._give
+        found: list[int] = []
+        append = found.append
+        for ref in refs:
+            task = ref()
+            if task is None:
+                continue
+            key = id(task)
+            number = numbers.get(key >> _ID_BLOCK, _NONE).get(key)
+            if number is None or by_number[number >> _NUMBER_BLOCK][number]() is not task:
+                number = give(task, ref)
+            append(number)
+        return found
+
     def known(self, task: asyncio.Task[Any]) -> int | None:
         """The task's number, or None if it has none (none is given)."""
-        number = self._numbers.get(id(task))
-        if number is not None and self._refs[number]() is task:
+        key = id(task)
+        number: int | None = self._numbers.get(key >> _ID_BLOCK, _NONE).get(key)
+        if number is not None and self._refs[number >> _NUMBER_BLOCK][number]() is task:
             return number
         return None
 
     def _give(self, task: asyncio.Task[Any], ref: weakref.ref[asyncio.Task[Any]]) -> int:
         number = self._next
         self._next += 1
-        self._numbers[id(task)] = number
-        self._refs[number] = ref
+        key = id(task)
+        numbers = self._numbers.get(key >> _ID_BLOCK)
+        if numbers is None:
+            numbers = self._numbers[key >> _ID_BLOCK] = {}
+        numbers[key] = number
+        refs = self._refs.get(number >> _NUMBER_BLOCK)
+        if refs is None:
+            refs = self._refs[number >> _NUMBER_BLOCK] = {}
+        refs[number] = ref
+        self._count += 1
         return number
 
     def get(self, number: int) -> asyncio.Task[Any] | None:
         """The task numbered ``number``, if it is still around."""
-        ref = self._refs.get(number)
+        ref = self._refs.get(number >> _NUMBER_BLOCK, _NONE).get(number)
         return None if ref is None else ref()
 
     def prune(self, live: int) -> None:
         """Forget the tasks that are gone, once they outnumber the ``live`` ones."""
-        if len(self._refs) <= 2 * live + 1024:
+        if self._count <= 2 * live + 1024:
             return
-        gone = {number for number, ref in self._refs.items() if ref() is None}
-        for key in [key for key, number in self._numbers.items() if number in gone]:
-            del self._numbers[key]
-        for number in gone:
-            del self._refs[number]
+        for block, refs in list(self._refs.items()):
+            dead = [number for number, ref in refs.items() if ref() is None]
+            for number in dead:
+                del refs[number]
+            self._count -= len(dead)
+            if not refs:
+                del self._refs[block]
+        for block, numbers in list(self._numbers.items()):
+            stale = [key for key, number in numbers.items() if self.get(number) is None]
+            for key in stale:
+                del numbers[key]
+            if not numbers:
+                del self._numbers[block]
 
 
 def awaited(awaiting: Any) -> str:
@@ -153,27 +205,24 @@ class _Tasks:
 
     # -- the snapshot (console's thread) -------------------------------------------------
 
-    def _snapshot(self) -> tuple[list[int], dict[int, int]]:
-        """The numbers of the app loop's tasks, and the PID each process's task runs (by number).
+    def _snapshot(self) -> tuple[list[int], dict[asyncio.Task[Any], int]]:
+        """The numbers of the app loop's tasks, and the PID of each task that is a process.
 
-        Ints only, in a list and an int-to-int dict (which the garbage
-        collector does not track): the tasks themselves are taken back with
-        :meth:`TaskIds.get` for the few a command looks at.
+        The numbers are ints in a list, which the garbage collector does not
+        walk: the tasks themselves are taken back with :meth:`TaskIds.get`
+        for the few a command looks at. The owners are the manager's own map
+        of its task processes (:meth:`~archangel.ProcessManager.task_pids`),
+        copied in one step: no walk over every process.
         """
         ids = self.ids
-        numbers = [ids.number_ref(ref) for ref in live_refs(self.context.apploop.loop)]
+        numbers = ids.numbers(live_refs(self.context.apploop.loop))
         ids.prune(len(numbers))
-        owners: dict[int, int] = {}
-        for process in self.context.manager.processes():
-            runs, pid = getattr(process, "task", None), process.pid
-            if isinstance(runs, asyncio.Task) and pid is not None:
-                known = ids.known(runs)
-                if known is not None:
-                    owners[known] = pid
-        return numbers, owners
+        return numbers, self.context.manager.task_pids()
 
-    def _owner(self, number: int, owners: dict[int, int]) -> Process | None:
-        pid = owners.get(number)
+    def _owner(
+        self, task: asyncio.Task[Any], owners: dict[asyncio.Task[Any], int]
+    ) -> Process | None:
+        pid = owners.get(task)
         return None if pid is None else self.context.manager.get(pid)
 
     def _state(self, task: asyncio.Task[Any]) -> str:
@@ -211,10 +260,10 @@ class _Tasks:
             glob = any(c in pattern for c in "*?[")
             chosen = [n for n in chosen if _named(self.ids.get(n), pattern, glob)]
         total = len(chosen)
-        managed = sum(1 for n in chosen if n in owners)
+        managed = sum(1 for n in chosen if self.ids.get(n) in owners) if owners else 0
         page = sorted_head(chosen, int, False, offset + limit)[offset:]  # by number
         records = [
-            self._record(task, self._owner(n, owners))
+            self._record(task, self._owner(task, owners))
             for n in page
             if (task := self.ids.get(n)) is not None
         ]
@@ -276,8 +325,7 @@ class _Tasks:
             task = self.ids.get(int(text[1:]))
             if task is None or task.done():
                 raise CommandError(f"no task {clip_word(text)} (it has finished, or never was)")
-            runs = (p for p in manager.processes() if getattr(p, "task", None) is task)
-            return task, next(runs, None)
+            return task, self._owner(task, manager.task_pids())
         numbers, owners = self._snapshot()
         named = sorted(n for n in numbers if _named(self.ids.get(n), text, None))
         found = [(n, task) for n in named if (task := self.ids.get(n)) is not None]
@@ -288,8 +336,8 @@ class _Tasks:
             raise CommandError(
                 f"{len(found)} tasks are named {clip_word(text)} ({ids}): give its id"
             )
-        number, task = found[0]
-        return task, self._owner(number, owners)
+        _, task = found[0]
+        return task, self._owner(task, owners)
 
     def describe(self, task: asyncio.Task[Any], process: Process | None) -> str:
         """``task t3 (worker-1)``, with its PID when it is a process."""

@@ -83,6 +83,9 @@ class ProcessManager:
         # Read on every exit: a plain attribute reads faster than deque.maxlen.
         self._keep_history = history > 0
         self._procs: dict[int, Process] = {}
+        # The task of each spawned process still running, with its PID: so
+        # the console finds which tasks are processes without walking them all.
+        self._task_pids: dict[asyncio.Task[Any], int] = {}
         self._last_pid = 0
         self._kinds: dict[str, _KindCounts] = {}
         # The manager's (the app's) own user statistics; the processes' are
@@ -240,7 +243,9 @@ class ProcessManager:
             if process is not target and process._coro is not None:
                 process._coro.close()  # no "never awaited" warning for a refused coroutine
             raise
-        process.start()
+        task = process.start()
+        self._task_pids[task] = process._archangel_pid  # type: ignore[assignment]
+        task.add_done_callback(self._task_pids.pop)
         return process
 
     def _require_loop(self, process: TaskProcess) -> None:
@@ -384,6 +389,14 @@ class ProcessManager:
     def processes(self) -> list[Process]:
         """A snapshot list of the live processes in PID order; safe from any thread."""
         return list(self._procs.values())
+
+    def task_pids(self) -> dict[asyncio.Task[Any], int]:
+        """The asyncio task of each live process :meth:`spawn` started, with its PID.
+
+        A snapshot (one copy in C), safe from any thread: the console uses it
+        to tell which of the loop's tasks are processes.
+        """
+        return self._task_pids.copy()
 
     def ps(self, kind: str | None = None) -> list[ProcessInfo]:
         """Snapshots of the live processes in PID order, optionally of one kind."""
