@@ -129,6 +129,10 @@ def scraper(url: str, dashboard: bool) -> None:
                     pass
 
         threading.Thread(target=follow, daemon=True).start()
+    # Started (the interpreter and urllib imported) before the load begins:
+    # the scraper shares the load client's core, and its start-up, some
+    # 100 ms of CPU, would otherwise be counted against the scraped server.
+    print("ready", flush=True)
     scrapes = 0
     next_at = time.monotonic()
     while True:
@@ -282,6 +286,9 @@ def churn_round(config: Config, children: Children, variant: str) -> tuple[Sampl
         scraping = children.spawn(
             pinned(config.client_cpus, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
+        said = first_line(scraping, timeout=30)
+        if said != "ready":
+            raise RuntimeError(f"scraper did not start (said {said!r})")
     sample = run_clients(children, config, "churn", int(port), server.pid)
     scrapes = 0
     if scraping is not None:
