@@ -21,6 +21,7 @@ import uvloop
 from archangel import App
 from archangel.bus.bus import Bus
 from archangel.bus.states import State
+from tests.browser_helpers import browser  # noqa: F401  (a fixture: the dashboard's tests)
 from tests.service_helpers import run  # noqa: F401  (a fixture: test_daemon.py, test_pidfile.py)
 
 _LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {

@@ -8,12 +8,9 @@ headless Chromium that loads the page, runs its script and dumps the DOM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import tomllib
@@ -32,15 +29,12 @@ from archangel import App, ChildSpec, Pipeline, ProcessManager, State, Superviso
 from archangel.console.guard import Throttle
 from archangel.web import WebServer
 from archangel.web.dashboard import _STATIC
+from tests.browser_helpers import BROWSER_TIMEOUT, Browser
 from tests.helpers import until
 from tests.test_web import block_while
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "op3rator-s3cret"
-#: How long one Chromium run may take before the test fails (it takes about 2 s).
-BROWSER_TIMEOUT = 30.0
-
-
 def request(
     url: str,
     method: str = "GET",
@@ -201,11 +195,12 @@ async def test_the_page_and_its_files_come_from_the_package(running: Any) -> Non
     policy = headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
-    for path in ("/metrics", "/livez", "/readyz", "/api/processes"):  # the endpoint list
+    for path in ("metrics", "livez", "readyz", "api/processes"):  # the endpoint list
         assert f'href="{path}"' in html
-    # Everything it loads is served from here: only local paths, no other host.
+    # Everything it loads is served from here: only paths relative to the page
+    # (so that it works under the master's /workers/N/ too), no other host.
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
-        assert ref.startswith("/") and not ref.startswith("//"), ref
+        assert not ref.startswith("/") and ":" not in ref, ref
     for name, kind in _STATIC.items():
         path = "/" if name == "index.html" else f"/static/{name}"
         status, headers, text = await asyncio.to_thread(request, url + path)
@@ -535,85 +530,6 @@ async def test_a_browser_shows_the_blocked_loop_and_its_stack(running: Any) -> N
     # The table is served by the web's thread: it fills while the loop is blocked.
     for worker in workers:
         assert f'data-pid="{worker.pid}"' in dom
-
-
-class Browser:
-    """A headless Chromium driven over the DevTools protocol (a WebSocket), one page."""
-
-    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
-        self.socket = socket
-        self._id = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        await self.socket.send_json({"id": self._id, "method": method, "params": params})
-        while True:  # events of the page come in between: skip them
-            message = json.loads((await self.socket.receive(timeout=BROWSER_TIMEOUT)).data)
-            if message.get("id") == self._id:
-                assert "error" not in message, message
-                result: dict[str, Any] = message["result"]
-                return result
-
-    async def run(self, script: str) -> Any:
-        """Evaluate ``script`` in the page (awaiting a promise); its value."""
-        answer = await self.call(
-            "Runtime.evaluate", expression=script, awaitPromise=True, returnByValue=True
-        )
-        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
-        return answer["result"].get("value")
-
-    async def wait(self, condition: str) -> Any:
-        """Wait in the page until the expression ``condition`` is truthy; its value."""
-        return await self.run(
-            "new Promise((done, fail) => { const end = Date.now() + 10000;"
-            f" (function poll() {{ const value = ({condition});"
-            " if (value) done(value); else if (Date.now() > end) fail(new Error('timed out'));"
-            " else setTimeout(poll, 20); })(); })"
-        )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """A headless Chromium with a blank page, driven over its DevTools WebSocket."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(
-            "chromium is not installed (apt-get install chromium; nox's tests session does)"
-        )
-    # Chromium's helper processes may still be writing the profile as it goes.
-    with tempfile.TemporaryDirectory(
-        prefix="archangel-chromium-", ignore_cleanup_errors=True
-    ) as profile:
-        process = await asyncio.create_subprocess_exec(
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "about:blank",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its helpers in its group, stopped with it
-        )
-        try:
-            active = Path(profile) / "DevToolsActivePort"
-            await until(lambda: len(active.read_text().split()) >= 2 if active.exists() else False)
-            port = active.read_text().split()[0]
-            async with aiohttp.ClientSession() as client:
-                async with client.get(f"http://127.0.0.1:{port}/json/list") as response:
-                    pages = [p for p in await response.json() if p["type"] == "page"]
-                async with client.ws_connect(pages[0]["webSocketDebuggerUrl"]) as socket:
-                    yield Browser(socket)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            await process.wait()
 
 
 async def test_a_browser_draws_the_lag_plot(running: Any, browser: Browser) -> None:

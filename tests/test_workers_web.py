@@ -8,6 +8,8 @@ Waits are bounded polls.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -17,11 +19,15 @@ import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.browser_helpers import Browser
 from workers_helpers import Master, wait_for
 
 SERVICE = textwrap.dedent(
@@ -49,8 +55,11 @@ SERVICE = textwrap.dedent(
 def master(tmp_path: Path) -> Iterator[Callable[..., Master]]:
     made: list[Master] = []
 
-    def make(workers: int = 2, loop: str = "asyncio", port: int = 0) -> Master:
-        service = SERVICE.replace('web={"port": 0}', f'web={{"port": {port}}}')
+    def make(
+        workers: int = 2, loop: str = "asyncio", port: int = 0, token: str | None = None
+    ) -> Master:
+        web = f'"port": {port}' + (f', "token": {token!r}' if token else "")
+        service = SERVICE.replace('web={"port": 0}', f"web={{{web}}}")
         made.append(Master(tmp_path, workers, loop, service))
         return made[-1]
 
@@ -73,6 +82,25 @@ def get(address: str, timeout: float = 10.0) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def ask(
+    address: str, method: str = "GET", body: Any = None, **headers: str
+) -> tuple[int, Message, Any]:
+    """One request (header ``X_CSRF_Token`` is ``X-CSRF-Token``); a JSON body is parsed."""
+    sent = {k.replace("_", "-"): v for k, v in headers.items()}
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        sent.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(address, data=data, headers=sent, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            status, got, text = response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            status, got, text = exc.code, exc.headers, exc.read().decode()
+    is_json = got.get("Content-Type", "").startswith("application/json")
+    return status, got, json.loads(text) if is_json else text
 
 
 def families(text: str) -> dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]]:
@@ -216,6 +244,139 @@ def test_a_killed_worker_is_counted_and_its_successor_scraped(
     assert restarts == {"1": 1.0, "2": 0.0}
     pids = {lab["worker_pid"] for _, lab, _ in found["archangel_worker_up"][1]}
     assert str(first) not in pids and str(second) in pids
+
+
+# -- each worker's dashboard, through the master -----------------------------------------------
+
+
+def sleepers(base: str, place: int) -> list[dict[str, Any]]:
+    status, _, page = ask(f"{base}/workers/{place}/api/processes?name=sleeper")
+    assert status == 200, page
+    return list(page["processes"])
+
+
+async def first_live_message(address: str, origin: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(address, headers={"Origin": origin}) as socket,
+    ):
+        message = await asyncio.wait_for(socket.receive(), 10)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        return dict(json.loads(message.data))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_each_workers_dashboard_is_reached_through_the_master(
+    master: Callable[..., Master], loop: str
+) -> None:
+    m = master(2, loop)
+    first, second = m.ready(2)
+    base = url(m)
+    _, _, page = ask(base + "/")
+    assert "href='/workers/1/'" in page and "href='/workers/2/'" in page
+    status, headers, html = ask(base + "/workers/1/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert 'src="static/dashboard.js"' in html  # relative: served from under /workers/1/ too
+    status, headers, script = ask(base + "/workers/1/static/dashboard.js")
+    assert status == 200 and "api/live" in script
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert ask(base + "/workers/2")[0] == 200  # redirected to the slash (urllib follows)
+    # Each place answers with its own worker's processes.
+    by_place = {place: sleepers(base, place) for place in (1, 2)}
+    assert [len(rows) for rows in by_place.values()] == [1, 1]
+    _, _, overview = ask(base + "/workers/2/api/overview")
+    assert overview["state"] == "RUN"
+    status, _, missing = ask(base + "/workers/3/api/overview")
+    assert status == 404 and missing["error"] == "no worker in place 3: the places are 1-2"
+    # The live WebSocket, both ways through the master; another site's page is refused.
+    live = asyncio.run(first_live_message(f"{base}/workers/1/api/live", base))
+    assert live["state"] == "RUN" and "history" in live
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(first_live_message(f"{base}/workers/1/api/live", "http://evil.example"))
+    assert refused.value.status == 403
+    # No token: the workers' pages are read-only, through the master as directly.
+    pid = by_place[1][0]["pid"]
+    status, _, body = ask(
+        f"{base}/workers/1/api/action", "POST", {"action": "kill", "pids": [pid]}, Origin=base
+    )
+    assert status == 403 and "read-only" in body["error"]
+    assert len(sleepers(base, 1)) == 1
+    # The worker's metrics, too (the master's /metrics merges them).
+    status, _, text = ask(base + "/workers/2/metrics")
+    assert status == 200 and "archangel_processes_running" in families(text)
+    assert not m.logged(r"Traceback|did not answer")
+    assert {first, second} == set(m.workers())
+
+
+def test_a_workers_actions_work_through_the_master_with_the_token(
+    master: Callable[..., Master],
+) -> None:
+    m = master(2, token="s3cret")
+    m.ready(2)
+    base = url(m)
+    login = f"{base}/workers/1/api/login"
+    status, _, body = ask(login, "POST", {"token": "wrong"}, Origin=base)
+    assert status == 401 and body["error"] == "wrong token"
+    status, _, body = ask(login, "POST", {"token": "s3cret"}, Origin="http://evil.example")
+    assert status == 403 and "cross-origin" in body["error"]  # refused at the master
+    status, headers, body = ask(login, "POST", {"token": "s3cret"}, Origin=base)
+    assert status == 200 and body["logged_in"] is True
+    csrf = body["csrf"]
+    cookie = headers["Set-Cookie"]
+    assert "Path=/workers/1/" in cookie and "HttpOnly" in cookie  # this worker's session only
+    session = cookie.split(";")[0]
+    pid = sleepers(base, 1)[0]["pid"]
+    other = sleepers(base, 2)[0]["pid"]
+    kill = {"action": "kill", "pids": [pid]}
+    action = f"{base}/workers/1/api/action"
+    status, _, body = ask(action, "POST", kill, Origin=base, Cookie=session)
+    assert status == 403 and "X-CSRF-Token" in body["error"]  # the session needs its CSRF token
+    status, _, body = ask(action, "POST", kill, Origin=base, Cookie=session, X_CSRF_Token=csrf)
+    assert status == 200 and str(pid) in body["result"], body
+    wait_for(lambda: not sleepers(base, 1), 10)
+    # Worker 2 is untouched, and its own session is not worker 1's.
+    assert [row["pid"] for row in sleepers(base, 2)] == [other]
+    status, _, body = ask(
+        f"{base}/workers/2/api/action",
+        "POST",
+        {"action": "kill", "pids": [other]},
+        Authorization="Bearer s3cret",
+    )
+    assert status == 200, body
+    wait_for(lambda: not sleepers(base, 2), 10)
+    assert "s3cret" not in "".join(m.logged(".*"))
+
+
+async def test_a_browser_uses_a_workers_dashboard_through_the_master(
+    master: Callable[..., Master], browser: Browser
+) -> None:
+    m = master(2, token="s3cret")
+    m.ready(2)
+    base = url(m)
+    victim = sleepers(base, 2)[0]["pid"]
+    await browser.call("Page.navigate", url=f"{base}/")
+    await browser.wait("document.querySelectorAll('a[href=\"/workers/2/\"]').length === 1")
+    await browser.run("document.querySelector('a[href=\"/workers/2/\"]').click()")
+    # Worker 2's own page: its table, and its WebSocket live through the master.
+    await browser.wait(f"document.querySelector('#proc-rows tr[data-pid=\"{victim}\"]')")
+    await browser.wait("document.getElementById('link').textContent === 'live'")
+    assert await browser.run("location.pathname") == "/workers/2/"
+    await browser.run(
+        "document.getElementById('login-token').value = 's3cret';"
+        " document.querySelector('#login button').click()"
+    )
+    await browser.wait("!document.getElementById('app-actions').hidden")
+    await browser.run(
+        "window.confirm = () => true;"
+        f" document.querySelector('button.kill[data-pid=\"{victim}\"]').click()"
+    )
+    result = await browser.wait(
+        "document.getElementById('result-text').textContent.startsWith('pid')"
+        " && document.getElementById('result-text').textContent"
+    )
+    assert result.startswith(f"pid {victim}: killed (sleeper"), result
+    await browser.wait(f"!document.querySelector('#proc-rows tr[data-pid=\"{victim}\"]')")
+    assert not sleepers(base, 2) and len(sleepers(base, 1)) == 1
 
 
 class _Fleet:

@@ -18,8 +18,12 @@ reached by this server alone. It serves:
                 turned within ``live_threshold`` seconds
 ``/readyz``     200 while the master is not stopping and every place
                 1..N has a ready worker; 503 from the first moment of a stop
-``/``           a read-only page of the workers (place, pid, state, uptime,
-                restarts, processes, whether it answered)
+``/``           a page of the workers (place, pid, state, uptime, restarts,
+                processes, whether it answered), each linked to its own
+                dashboard
+``/workers/N/`` the dashboard of the worker in place N, passed through to
+                its server (:class:`~archangel.web.proxy.WorkerProxy`):
+                its actions work there with the token, as on one App's page
 ==============  ===========================================================
 
 The master reads nothing of a worker but its web server's answers: a worker
@@ -55,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .auth import Guard
+from .proxy import PREFIX, WorkerProxy
 
 __all__ = ["WORKER_TIMEOUT", "FleetLike", "FleetWebServer", "merge"]
 
@@ -234,7 +239,9 @@ class FleetWebServer(OperatorThread):
         host: Address to bind; loopback by default. Any other needs a ``token``.
         port: TCP port; 0 picks a free one (see :attr:`address`).
         token: As for :class:`~archangel.web.WebServer`: required off loopback.
-            The master's page has no actions; the workers' servers have the token.
+            The master's own page has no actions; each worker's dashboard,
+            under ``/workers/N/``, has them with this token (the workers'
+            servers have it).
         worker_timeout: Seconds each worker has to answer one scrape.
         live_threshold: Seconds the master's loop may go without a turn
             before ``/livez`` fails.
@@ -365,6 +372,7 @@ class FleetWebServer(OperatorThread):
             )
 
         application = web.Application()
+        WorkerProxy(master, guard).add_routes(application)
         application.router.add_get("/", page)
         application.router.add_get("/metrics", metrics)
         application.router.add_get("/livez", livez)
@@ -385,6 +393,8 @@ def _page(name: str, scraped: list[Scraped]) -> str:
     now = time.time()
     rows = []
     for row, metrics in scraped:
+        place = html.escape(str(row["place"]))
+        link = f"<a href='{PREFIX}/{place}/'>dashboard</a>" if row.get("web") else "-"
         cells = (
             row["place"],
             row["pid"],
@@ -394,8 +404,9 @@ def _page(name: str, scraped: list[Scraped]) -> str:
             _processes(metrics),
             "yes" if not isinstance(metrics, str) else metrics,
         )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    heads = ("place", "pid", "state", "uptime", "restarts", "processes", "answers")
+        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        rows.append(f"<tr>{tds}<td>{link}</td></tr>")
+    heads = ("place", "pid", "state", "uptime", "restarts", "processes", "answers", "")
     head = "".join(f"<th>{h}</th>" for h in heads)
     title = html.escape(f"{name}: master of {len(scraped)} workers")
     return (

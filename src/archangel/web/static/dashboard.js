@@ -76,7 +76,7 @@
   function query() {
     const q = new URLSearchParams({ offset: view.offset, limit: view.limit, sort: view.sort });
     for (const key of ["kind", "state", "name"]) if (view[key]) q.set(key, view[key]);
-    return "/api/processes?" + q.toString();
+    return "api/processes?" + q.toString();
   }
 
   async function loadProcesses() {
@@ -237,7 +237,7 @@
 
   async function loadSession() {
     try {
-      const s = await getJSON("/api/session");
+      const s = await getJSON("api/session");
       session.actions = s.actions; session.app = s.app; session.loggedIn = s.logged_in;
       session.csrf = s.csrf; session.header = s.csrf_header;
     } catch (error) { session.actions = false; }
@@ -261,7 +261,7 @@
   }
 
   async function act(body) {
-    const [response, answer] = await post("/api/action", body);
+    const [response, answer] = await post("api/action", body);
     say(answer.result || answer.error || ("HTTP " + response.status));
     if (response.status === 401) { session.loggedIn = false; session.csrf = null; showSession(); }
     loadProcesses();
@@ -300,21 +300,23 @@
     }
     $("login").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const [response, answer] = await post("/api/login", { token: $("login-token").value });
+      const [response, answer] = await post("api/login", { token: $("login-token").value });
       $("login-token").value = "";
       if (response.ok) { session.loggedIn = true; session.csrf = answer.csrf; showSession(); loadProcesses(); }
       else say(answer.error || ("HTTP " + response.status));
     });
     $("logout").addEventListener("click", async () => {
-      await post("/api/logout", {});
+      await post("api/logout", {});
       session.loggedIn = false; session.csrf = null; showSession();
     });
     $("result-close").addEventListener("click", () => { $("result").hidden = true; });
   }
 
   function connect() {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + "/api/live");
+    // Relative, as every URL of the page: it works at / and under the master's /workers/N/.
+    const url = new URL("api/live", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(url.href);
     socket.addEventListener("message", (event) => {
       $("link").textContent = "live";
       onOverview(JSON.parse(event.data));

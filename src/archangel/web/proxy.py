@@ -1,0 +1,224 @@
+"""``/workers/N/``: each worker's own dashboard, reached through the master's web server.
+
+Under workers only the master's web server listens where the operator can
+reach it; each worker's :class:`~archangel.web.WebServer` is on a private
+Unix socket. :class:`WorkerProxy` passes a request under ``/workers/N/`` to
+the worker in place N, with what the page sends (its cookie, its CSRF
+header, a bearer token) and back what the worker answers, streamed (the
+event stream), and the page's WebSocket both ways. The worker's own guard
+decides as it does for a direct request: with a token, its actions work
+through the master; without one, it answers every action 403.
+
+The checks that depend on where the browser is are made here, against the
+master's address: the ``Host`` (a loopback-bound master answers to loopback
+names only) and the ``Origin`` (a request another site's page sent is
+refused here, whatever it asks). The worker is then asked as ``localhost``
+from ``localhost``; its login cookie is given the path ``/workers/N/``, so
+the workers' sessions are each their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .auth import CSRF_HEADER, Guard, Refused
+
+__all__ = ["PREFIX", "WorkerProxy"]
+
+logger = logging.getLogger(__name__)
+
+#: Where the workers' dashboards are: ``/workers/<place>/``.
+PREFIX = "/workers"
+#: Seconds a worker has to answer a passed request (not the event stream's length).
+_ANSWER_TIMEOUT = 30.0
+#: Request headers passed to the worker (the rest are the master's business).
+_REQUEST_HEADERS = (
+    "Accept",
+    "Authorization",
+    "Content-Type",
+    "Cookie",
+    CSRF_HEADER,
+    "Last-Event-ID",
+    "Sec-Fetch-Site",
+)
+#: Response headers passed back (``Set-Cookie`` with its path rewritten).
+_RESPONSE_HEADERS = (
+    "Cache-Control",
+    "Content-Encoding",
+    "Content-Security-Policy",
+    "Content-Type",
+    "Referrer-Policy",
+    "Retry-After",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+)
+_LOCAL = "localhost"
+
+
+class WorkerProxy:
+    """The routes ``/workers/<place>/...`` of the master's web server.
+
+    Args:
+        master: Whose workers (a :class:`~archangel.web.fleet.FleetLike`:
+            its ``worker_table()`` names each worker's socket).
+        guard: The master's guard (its ``Host`` and ``Origin`` checks).
+        timeout: Seconds a worker has to answer (its headers: an event
+            stream then lasts as long as the page follows it).
+    """
+
+    def __init__(self, master: Any, guard: Guard, timeout: float = _ANSWER_TIMEOUT) -> None:
+        self.master = master
+        self.guard = guard
+        self.timeout = timeout
+
+    def socket(self, place: int) -> str:
+        """The Unix socket of the web server of the worker in ``place`` (the ready one, in a roll).
+
+        Raises:
+            LookupError: No worker there, or it serves no web server (yet).
+        """
+        rows = [row for row in self.master.worker_table() if row["place"] == place]
+        rows.sort(key=lambda row: row["state"] != "ready")
+        for row in rows:
+            if row.get("web"):
+                return str(row["web"])
+        if rows:
+            raise LookupError(f"worker {place} (pid {rows[0]['pid']}) has no web server yet")
+        raise LookupError(f"no worker in place {place}: the places are 1-{self.master.count}")
+
+    def add_routes(self, application: web.Application) -> None:
+        """Add ``/workers/<place>`` (a redirect to the slash) and everything under it."""
+        router = application.router
+        router.add_get(PREFIX + r"/{place:\d+}", self._slash)
+        router.add_route("*", PREFIX + r"/{place:\d+}/{tail:.*}", self._pass)
+
+    async def _slash(self, request: web.Request) -> web.StreamResponse:
+        # The page's own URLs are relative: they need the directory's slash.
+        raise web.HTTPMovedPermanently(f"{PREFIX}/{request.match_info['place']}/")
+
+    async def _pass(self, request: web.Request) -> web.StreamResponse:
+        if not self.guard.host_ok(request):
+            return _error(421, "this server answers to loopback names only (127.0.0.1, localhost)")
+        try:
+            self.guard.check_origin(request, required=False)
+        except Refused as refused:
+            return _error(refused.status, refused.reason)
+        place = int(request.match_info["place"])
+        try:
+            socket = self.socket(place)
+        except LookupError as missing:
+            return _error(404, str(missing))
+        headers = {k: v for k in _REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
+        headers["Host"] = _LOCAL
+        if "Origin" in request.headers:  # checked above against the master's Host
+            headers["Origin"] = f"http://{_LOCAL}"
+        path = "/" + request.match_info["tail"]
+        if request.query_string:
+            path += "?" + request.query_string
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=socket),
+                timeout=timeout,
+                auto_decompress=False,
+            ) as session:
+                if _is_websocket(request):
+                    return await self._websocket(request, session, path, headers)
+                return await self._http(request, session, path, headers, place)
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning(
+                "web: worker %d did not answer %s %s: %s", place, request.method, path, exc
+            )
+            return _error(502, f"worker {place} did not answer: {exc}")
+
+    async def _http(
+        self,
+        request: web.Request,
+        session: aiohttp.ClientSession,
+        path: str,
+        headers: dict[str, str],
+        place: int,
+    ) -> web.StreamResponse:
+        body = await request.read() if request.can_read_body else None
+        async with asyncio.timeout(self.timeout):
+            upstream = await session.request(
+                request.method,
+                "http://localhost" + path,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name in _RESPONSE_HEADERS:
+                if name in upstream.headers:
+                    response.headers[name] = upstream.headers[name]
+            for cookie in upstream.headers.getall("Set-Cookie", ()):
+                response.headers.add("Set-Cookie", _cookie_for(cookie, place))
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ConnectionError, aiohttp.ClientError) as exc:  # either side went away
+                logger.debug("web: worker %d's answer to %s cut short: %s", place, path, exc)
+            return response
+
+    async def _websocket(
+        self,
+        request: web.Request,
+        session: aiohttp.ClientSession,
+        path: str,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        upstream = await session.ws_connect("http://localhost" + path, headers=headers)
+        downstream = web.WebSocketResponse(autoping=True)
+        await downstream.prepare(request)
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for message in source:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    await sink.send_str(message.data)
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    await sink.send_bytes(message.data)
+                else:
+                    break
+
+        tasks = [
+            asyncio.ensure_future(pump(upstream, downstream)),
+            asyncio.ensure_future(pump(downstream, upstream)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await upstream.close()
+            await downstream.close()
+        return downstream
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _cookie_for(cookie: str, place: int) -> str:
+    """A worker's ``Set-Cookie`` with its path moved under ``/workers/<place>/``."""
+    parts = [part.strip() for part in cookie.split(";")]
+    kept = [part for part in parts if not part.lower().startswith("path=")]
+    return "; ".join([*kept, f"Path={PREFIX}/{place}/"])
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
