@@ -40,7 +40,17 @@ shared machine: read the spread beside the ratio, and the ratio implied by
 the server's CPU time per connection (from ``/proc``), which other
 processes taking part of the server's core hardly move.
 
-Run: ``python benchmarks/observe.py`` (about a minute and a half; ``--quick``
+**Churn, paired.** Fresh servers per variant leave each round at the mercy
+of what else the machine does that moment (spreads of 30-40 % here, when
+the target is 1 %). So then one server runs the churn load for 40 s
+(``--paired-seconds``) while one scraper scrapes every second in every
+other phase of 2 s (``--phase``) and not at all in the others; the server
+notes its accepted connections and CPU time every 0.1 s. Each scraped
+phase is compared with the mean of the unscraped phases either side of it;
+the median of those ratios is the paired figure, with its spread. Same
+target.
+
+Run: ``python benchmarks/observe.py`` (about three minutes; ``--quick``
 for a smoke run; ``--help`` for the knobs).
 """
 
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import gc
 import json
 import os
@@ -119,8 +130,14 @@ def client(url: str) -> None:
         print(json.dumps([elapsed, status, size]), flush=True)
 
 
-def scraper(url: str, dashboard: bool) -> None:
-    """``--scrape URL``: GET /metrics every second (and follow the events) until stdin closes."""
+def scraper(url: str, dashboard: bool, phase: float | None = None) -> None:
+    """``--scrape URL``: GET /metrics every second (and follow the events) until stdin closes.
+
+    With ``phase`` (``--phase SECONDS``): in phases of that length, scraping
+    every second in one and not at all in the next, by turns; at the end it
+    prints the phases, ``[start, end, scraped]`` in ``time.monotonic()``
+    (the same clock in every process of the machine).
+    """
     if dashboard:
 
         def follow() -> None:
@@ -133,6 +150,9 @@ def scraper(url: str, dashboard: bool) -> None:
     # the scraper shares the load client's core, and its start-up, some
     # 100 ms of CPU, would otherwise be counted against the scraped server.
     print("ready", flush=True)
+    if phase is not None:
+        scrape_in_phases(url, phase)
+        return
     scrapes = 0
     next_at = time.monotonic()
     while True:
@@ -146,6 +166,29 @@ def scraper(url: str, dashboard: bool) -> None:
     print(f"scrapes {scrapes}", flush=True)
 
 
+def scrape_in_phases(url: str, phase: float) -> None:
+    phases: list[tuple[float, float, bool]] = []
+    start, scraping = time.monotonic(), False
+    stdin_open = True
+    while stdin_open:
+        end = start + phase
+        next_at = start + 0.25  # scrapes at 0.25 s, 1.25 s... into a scraped phase
+        while stdin_open and (now := time.monotonic()) < end:
+            if scraping and now >= next_at:
+                with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+                    response.read()
+                next_at += 1.0
+                continue
+            wake = min(end, next_at) if scraping else end
+            ready, _, _ = select.select([sys.stdin], [], [], max(0.0, wake - now))
+            if ready and not os.read(sys.stdin.fileno(), 4096):
+                stdin_open = False
+        if time.monotonic() >= end:
+            phases.append((start, end, scraping))
+        start, scraping = end, not scraping
+    print("phases " + json.dumps(phases), flush=True)
+
+
 class Echo(Process, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -154,8 +197,13 @@ class Echo(Process, asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
-async def serve(host: str) -> None:
-    """``--serve``: an App with its web server and an echo server, until EOF on stdin."""
+async def serve(host: str, sample: bool = False) -> None:
+    """``--serve``: an App with its web server and an echo server, until EOF on stdin.
+
+    With ``sample`` (``--samples``), every 0.1 s it notes ``time.monotonic()``,
+    the connections accepted so far and the process's CPU seconds, and
+    prints them at the end.
+    """
     app = App("churned", web={"port": 0})
     main = asyncio.ensure_future(app.main())
     await app.bus.wait(State.RUN, State.EXITED)
@@ -171,7 +219,19 @@ async def serve(host: str) -> None:
             eof.set()
 
     loop.add_reader(stdin, on_stdin)
+    samples: list[tuple[float, int, float]] = []
+
+    async def note() -> None:
+        while True:
+            started = app.manager.counters["kinds"].get("conn", {}).get("started", 0)
+            samples.append((time.monotonic(), started, time.process_time()))
+            await asyncio.sleep(0.1)
+
+    noting = asyncio.ensure_future(note()) if sample else None
     await eof.wait()
+    if noting is not None:
+        noting.cancel()
+        print("samples " + json.dumps(samples), flush=True)
     counters = app.manager.counters
     app.request_stop()
     await main
@@ -301,23 +361,27 @@ def churn_round(config: Config, children: Children, variant: str) -> tuple[Sampl
     return sample, scrapes
 
 
+def churn_config(seconds: float, python_client: bool, build: str) -> Config:
+    server_cpus, client_cpus = choose_cpus()
+    return Config(
+        rounds=1,
+        seconds=seconds,
+        warmup=0.5,
+        conns=50,
+        slots=32,
+        size=100,
+        threads=1,
+        host="127.0.0.1",
+        client=None if python_client else build_client(build),
+        spin=True,
+        server_cpus=server_cpus,
+        client_cpus=client_cpus,
+    )
+
+
 def churn(rounds: int, seconds: float, python_client: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="archangel-observe-") as build:
-        server_cpus, client_cpus = choose_cpus()
-        config = Config(
-            rounds=rounds,
-            seconds=seconds,
-            warmup=0.5,
-            conns=50,
-            slots=32,
-            size=100,
-            threads=1,
-            host="127.0.0.1",
-            client=None if python_client else build_client(build),
-            spin=True,
-            server_cpus=server_cpus,
-            client_cpus=client_cpus,
-        )
+        config = churn_config(seconds, python_client, build)
         kind = "C epoll client" if config.client else "Python client"
         print(
             f"churn: {rounds} rounds x {len(VARIANTS)} variants x {seconds:g} s, {kind}, "
@@ -352,6 +416,93 @@ def churn(rounds: int, seconds: float, python_client: bool) -> None:
     print(verdict("churn scraped / unscraped", value, CHURN_TARGET, at_least=True, fmt=".3f"))
 
 
+def at(samples: list[list[float]], when: float, column: int) -> float:
+    """Column ``column`` of the server's samples at time ``when``, interpolated linearly."""
+    times = [row[0] for row in samples]
+    i = min(max(bisect.bisect_left(times, when), 1), len(samples) - 1)
+    (t0, *a), (t1, *b) = samples[i - 1], samples[i]
+    share = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+    return a[column] + (b[column] - a[column]) * share
+
+
+def paired(seconds: float, phase: float, python_client: bool) -> float:
+    """One server, one load, one scraper that scrapes in every other phase: the ratio, paired."""
+    with tempfile.TemporaryDirectory(prefix="archangel-observe-") as build:
+        config = churn_config(seconds, python_client, build)
+        print(
+            f"churn, paired: one server under the churn load for {seconds:g} s, scraped every "
+            f"second in every other {phase:g} s phase ({config.slots} slots, server on uvloop)"
+        )
+        with Children() as children:
+            server = children.spawn(
+                pinned(config.server_cpus, [sys.executable, str(HERE), "--serve", "--samples"]),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            first = first_line(server, timeout=30)
+            if not first.startswith("port "):
+                raise RuntimeError(f"churn server did not start (said {first!r})")
+            _, port, url = first.split()
+            scraping = children.spawn(
+                pinned(
+                    config.client_cpus,
+                    [sys.executable, str(HERE), "--scrape", url, "--phase", str(phase)],
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            if first_line(scraping, timeout=30) != "ready":
+                raise RuntimeError("scraper did not start")
+            sample = run_clients(children, config, "churn", int(port), server.pid)
+            out, _ = scraping.communicate(timeout=30)
+            phases = json.loads(out.decode().split("phases ", 1)[1])
+            out, _ = server.communicate(timeout=30)
+            samples = json.loads(out.decode().split("samples ", 1)[1].split("\n", 1)[0])
+    if sample.errors:
+        raise RuntimeError(f"churn, paired: {sample.errors} errors")
+    # The phases wholly inside the load's window (after its warm-up), each
+    # with its rate and the server's CPU per connection.
+    began, ended = samples[0][0] + 1.0, samples[-1][0]
+    rows = []
+    for start, end, scraped in phases:
+        if start < began or end > ended:
+            continue
+        conns = at(samples, end, 0) - at(samples, start, 0)
+        cpu = at(samples, end, 1) - at(samples, start, 1)
+        if conns > 0:
+            rows.append((scraped, conns / (end - start), cpu / conns * 1e6))
+    # Each scraped phase against the mean of the unscraped phases either side.
+    pairs = [
+        (
+            rows[i][1] / ((rows[i - 1][1] + rows[i + 1][1]) / 2),
+            (rows[i - 1][2] + rows[i + 1][2]) / 2 / rows[i][2],
+        )
+        for i in range(1, len(rows) - 1)
+        if rows[i][0] and not rows[i - 1][0] and not rows[i + 1][0]
+    ]
+    if not pairs:
+        raise RuntimeError(f"churn, paired: no scraped phase between two others in {phases}")
+    for scraped in (False, True):
+        rates = [rate for was, rate, _ in rows if was is scraped]
+        costs = [cost for was, _, cost in rows if was is scraped]
+        print(
+            f"  {'scraped' if scraped else 'unscraped':10} {len(rates)} phases: "
+            f"{figure(rates, ',.0f', ' conn/s')}; server CPU {figure(costs, '.1f', ' us/conn')}"
+        )
+    value = median(rate for rate, _ in pairs)
+    print(
+        f"  scraped / unscraped, each scraped phase against its neighbours: "
+        f"{figure([r for r, _ in pairs], '.3f')} over {len(pairs)} phases "
+        f"(implied by the CPU per connection: {figure([c for _, c in pairs], '.3f')})"
+    )
+    print(
+        verdict(
+            "churn scraped / unscraped (paired)", value, CHURN_TARGET, at_least=True, fmt=".3f"
+        )
+    )
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=100_000, help="for the scrape (100,000)")
@@ -362,30 +513,40 @@ def main() -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--python-client", action="store_true", help="not the C churn client")
     parser.add_argument("--skip-churn", action="store_true")
+    parser.add_argument(
+        "--paired-seconds",
+        type=float,
+        default=40.0,
+        help="the paired churn's length (40; 0: none)",
+    )
+    parser.add_argument("--phase", type=float, default=2.0, help="the paired churn's phase (2 s)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of both parts")
     # Internal: the subprocesses.
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--scrape", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--samples", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         client(args.client)
         return
     if args.scrape:
-        scraper(args.scrape, args.dashboard)
+        scraper(args.scrape, args.dashboard, args.phase if "--phase" in sys.argv else None)
         return
     if args.serve:
-        uvloop.run(serve(args.host))
+        uvloop.run(serve(args.host, args.samples))
         return
     if args.quick:
-        args.rounds, args.churn_rounds, args.seconds = 2, 1, 1.0
+        args.rounds, args.churn_rounds, args.seconds, args.paired_seconds = 2, 1, 1.0, 10.0
     factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(scrape_and_refresh(args.processes, args.rounds, args.pipelines))
     if not args.skip_churn:
         churn(args.churn_rounds, args.seconds, args.python_client)
+        if args.paired_seconds:
+            paired(args.paired_seconds, args.phase, args.python_client)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from tests.test_web import block_while
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "op3rator-s3cret"
+
+
 def request(
     url: str,
     method: str = "GET",
