@@ -7,24 +7,24 @@ worker serves its own :class:`~archangel.web.WebServer` on a private Unix
 socket in the master's runtime directory (mode 0700, the socket 0600),
 reached by this server alone. It serves:
 
-==============  ===========================================================
-``/metrics``    every worker's ``/metrics``, scraped over its Unix socket
-                (all at once, each within ``worker_timeout``), every sample
-                labelled ``worker`` (its place) and ``worker_pid``; plus
-                ``archangel_workers{state}``, ``archangel_worker_up`` and
-                ``archangel_worker_restarts_total``, and the master's own
-                ``process_*`` (``worker="master"``)
-``/livez``      200 while this thread answers and the master's own loop
-                turned within ``live_threshold`` seconds
-``/readyz``     200 while the master is not stopping and every place
-                1..N has a ready worker; 503 from the first moment of a stop
-``/``           a page of the workers (place, pid, state, uptime, restarts,
-                processes, whether it answered), each linked to its own
-                dashboard
-``/workers/N/`` the dashboard of the worker in place N, passed through to
-                its server (:class:`~archangel.web.proxy.WorkerProxy`):
-                its actions work there with the token, as on one App's page
-==============  ===========================================================
+================  ===========================================================
+``/metrics``      every worker's ``/metrics``, scraped over its Unix socket
+                  (all at once, each within ``worker_timeout``), every sample
+                  labelled ``worker`` (its place) and ``worker_pid``; plus
+                  ``archangel_workers{state}``, ``archangel_worker_up`` and
+                  ``archangel_worker_restarts_total``, and the master's own
+                  ``process_*`` (``worker="master"``)
+``/livez``        200 while this thread answers and the master's own loop
+                  turned within ``live_threshold`` seconds
+``/readyz``       200 while the master is not stopping and every place
+                  1..N has a ready worker; 503 from the first moment of a stop
+``/``             a page of the workers (place, pid, state, uptime, restarts,
+                  processes, whether it answered), each linked to its own
+                  dashboard
+``/workers/N/``   the dashboard of the worker in place N, passed through to
+                  its server (:class:`~archangel.web.proxy.WorkerProxy`):
+                  its actions work there with the token, as on one App's page
+================  ===========================================================
 
 The master reads nothing of a worker but its web server's answers: a worker
 that does not answer in time (stopped, or its web thread starved) is

@@ -33,7 +33,7 @@ __all__ = ["PREFIX", "WorkerProxy"]
 
 logger = logging.getLogger(__name__)
 
-#: Where the workers' dashboards are: ``/workers/<place>/``.
+#: The path under which the workers' dashboards are, ``/workers/<place>/``.
 PREFIX = "/workers"
 #: Seconds a worker has to answer a passed request (not the event stream's length).
 _ANSWER_TIMEOUT = 30.0
