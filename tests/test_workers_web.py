@@ -281,6 +281,13 @@ def test_each_workers_dashboard_is_reached_through_the_master(
     assert status == 200 and "api/live" in script
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert ask(base + "/workers/2")[0] == 200  # redirected to the slash (urllib follows)
+    # A link from another page is a GET like any: it is let through (as to a dashboard).
+    assert ask(base + "/workers/1/", Sec_Fetch_Site="cross-site")[0] == 200
+    # Places as counted; the path passed as sent, decoded once (by the worker).
+    assert ask(base + "/workers/01/")[0] == 404
+    assert ask(base + "/workers/1/%2561pi/overview")[0] == 404
+    status, _, page = ask(base + "/workers/1/api/processes?name=sleeper&limit=1")
+    assert status == 200 and page["limit"] == 1
     # Each place answers with its own worker's processes.
     by_place = {place: sleepers(base, place) for place in (1, 2)}
     assert [len(rows) for rows in by_place.values()] == [1, 1]
@@ -321,6 +328,8 @@ def test_a_workers_actions_work_through_the_master_with_the_token(
     assert status == 403 and "cross-origin" in body["error"]  # refused at the master
     status, headers, body = ask(login, "POST", {"token": "s3cret"}, Origin=base)
     assert status == 200 and body["logged_in"] is True
+    # The worker knows who logged in through the master (and throttles by it).
+    wait_for(lambda: m.logged(r"web: 127\.0\.0\.1 logged in to the dashboard"), 5)
     csrf = body["csrf"]
     cookie = headers["Set-Cookie"]
     assert "Path=/workers/1/" in cookie and "HttpOnly" in cookie  # this worker's session only
@@ -356,7 +365,11 @@ async def test_a_browser_uses_a_workers_dashboard_through_the_master(
     victim = sleepers(base, 2)[0]["pid"]
     await browser.call("Page.navigate", url=f"{base}/")
     await browser.wait("document.querySelectorAll('a[href=\"/workers/2/\"]').length === 1")
-    await browser.run("document.querySelector('a[href=\"/workers/2/\"]').click()")
+    # Where the link leads (followed by navigating: a click's navigation would
+    # race the next evaluation, which then fails as its page goes away).
+    link = await browser.run("document.querySelector('a[href=\"/workers/2/\"]').href")
+    assert link == f"{base}/workers/2/"
+    await browser.call("Page.navigate", url=link)
     # Worker 2's own page: its table, and its WebSocket live through the master.
     await browser.wait(f"document.querySelector('#proc-rows tr[data-pid=\"{victim}\"]')")
     await browser.wait("document.getElementById('link').textContent === 'live'")
@@ -403,3 +416,25 @@ def test_app_web_takes_the_masters_worker_timeout() -> None:
     assert app.web_options == {"port": 0, "worker_timeout": 0.5}
     with pytest.raises(InvalidArgument, match="has no option 'worker_timeot'"):
         App("typo", web={"worker_timeot": 0.5})
+
+
+def test_the_proxy_picks_the_ready_worker_of_a_place_and_says_why_there_is_none() -> None:
+    from archangel.web.auth import Guard
+    from archangel.web.proxy import WorkerProxy
+
+    class Rolling(_Fleet):
+        count = 2
+
+        def worker_table(self) -> list[dict[str, object]]:
+            return [
+                {"place": 1, "pid": 11, "state": "stopping", "web": "/run/11.web.sock"},
+                {"place": 1, "pid": 12, "state": "ready", "web": "/run/12.web.sock"},
+                {"place": 2, "pid": 21, "state": "starting", "web": "/run/21.web.sock"},
+            ]
+
+    proxy = WorkerProxy(Rolling(), Guard(None, loopback=True))
+    assert proxy.socket(1) == "/run/12.web.sock"  # in a roll, the fresh one once ready
+    with pytest.raises(LookupError, match=r"^worker 2 \(pid 21\) is starting: try again"):
+        proxy.socket(2)  # its server may not listen yet: a 503, not a 502
+    with pytest.raises(LookupError, match=r"^no worker in place 3: the places are 1-2$"):
+        proxy.socket(3)

@@ -39,12 +39,15 @@ from aiohttp import web
 from ..console.guard import Throttle
 from ..console.listen import is_loopback
 
-__all__ = ["CSRF_HEADER", "Guard", "Refused"]
+__all__ = ["CSRF_HEADER", "PEER_HEADER", "Guard", "Refused"]
 
 logger = logging.getLogger(__name__)
 
 #: The header that carries a session's CSRF token.
 CSRF_HEADER = "X-CSRF-Token"
+#: The header in which the master's proxy names the client it passes a request for
+#: (believed only by a server on a Unix socket, which the master alone reaches).
+PEER_HEADER = "X-Archangel-Peer"
 #: Seconds a login session lasts.
 _SESSION_TTL = 12 * 3600.0
 #: Sessions kept at once (the oldest goes first).
@@ -80,10 +83,18 @@ class Guard:
     """
 
     def __init__(
-        self, token: str | None, *, loopback: bool, throttle: Throttle | None = None
+        self,
+        token: str | None,
+        *,
+        loopback: bool,
+        throttle: Throttle | None = None,
+        behind_master: bool = False,
     ) -> None:
         self._token = token
         self.loopback = loopback
+        #: Whether the server is a worker's, on a Unix socket that only the master's
+        #: proxy reaches: then the client it names in :data:`PEER_HEADER` is believed.
+        self.behind_master = behind_master
         #: The console's throttle of token checks (replaceable, e.g. stricter).
         self.throttle = throttle if throttle is not None else Throttle()
         self._sessions: dict[str, _Session] = {}
@@ -98,6 +109,18 @@ class Guard:
         return self._token is not None
 
     # -- where a request comes from ------------------------------------------------------
+
+    def peer(self, request: web.Request) -> str:
+        """Who sent the request, for the throttle and the log: its address, or ``"?"``.
+
+        Behind the master's proxy, the client the proxy names (else every
+        client through the master would share one throttle).
+        """
+        if self.behind_master:
+            named = request.headers.get(PEER_HEADER, "")
+            if named and len(named) <= 64 and named.isprintable():
+                return named
+        return request.remote or "?"
 
     def host_ok(self, request: web.Request) -> bool:
         """Whether the ``Host`` header may name this server (see the module's notes)."""
@@ -132,7 +155,7 @@ class Guard:
         """Compare ``given`` with the token, throttled per peer; Refused if wrong."""
         if self._token is None:
             raise Refused(403, "read-only: no token is configured for this server")
-        peer = request.remote or "?"
+        peer = self.peer(request)
         wait = self.throttle.reserve(peer)
         if wait is None:
             logger.warning("web: too many token attempts from %s, refused", peer)
@@ -202,7 +225,7 @@ class Guard:
             httponly=True,
             samesite="Strict",
         )
-        logger.info("web: %s logged in to the dashboard", request.remote)
+        logger.info("web: %s logged in to the dashboard", self.peer(request))
         return csrf
 
     def logout(self, request: web.Request, response: web.Response) -> None:

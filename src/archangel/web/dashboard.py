@@ -471,7 +471,10 @@ class Dashboard:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", **_SECURITY_HEADERS}
         )
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except (ConnectionError, RuntimeError):  # the page went away before its first byte
+            return response
         closing = self._closing_event()
         self.viewers += 1
         try:
@@ -566,7 +569,9 @@ class Dashboard:
             raise Refused(400, "the body is not JSON") from None
         what, result = await self.act(body)
         ok = not result.startswith("error: ")
-        logger.info("web: %s (by %s, %s): %s", what, request.remote, how, result.split("\n")[0])
+        logger.info(
+            "web: %s (by %s, %s): %s", what, self.guard.peer(request), how, result.split("\n")[0]
+        )
         return _json({"action": what, "ok": ok, "result": result}, status=200 if ok else 400)
 
 

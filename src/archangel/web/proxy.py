@@ -25,9 +25,10 @@ import logging
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
-from .auth import CSRF_HEADER, Guard, Refused
+from .auth import CSRF_HEADER, PEER_HEADER, Guard, Refused
 
 __all__ = ["PREFIX", "WorkerProxy"]
 
@@ -35,8 +36,13 @@ logger = logging.getLogger(__name__)
 
 #: The path under which the workers' dashboards are, ``/workers/<place>/``.
 PREFIX = "/workers"
-#: Seconds a worker has to answer a passed request (not the event stream's length).
-_ANSWER_TIMEOUT = 30.0
+#: Seconds a worker has to answer a passed request (its headers: not the event
+#: stream's length); the dashboard's slowest answers take some 100 ms.
+_ANSWER_TIMEOUT = 10.0
+#: The methods that change nothing, which a link from another page may send.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Place numbers: 1-999999, written as they are counted (no leading zero).
+_PLACE = r"{place:[1-9][0-9]{0,5}}"
 #: Request headers passed to the worker (the rest are the master's business).
 _REQUEST_HEADERS = (
     "Accept",
@@ -59,6 +65,8 @@ _RESPONSE_HEADERS = (
     "X-Frame-Options",
 )
 _LOCAL = "localhost"
+#: On the proxy's own answers, as on the dashboard's.
+_ERROR_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 class WorkerProxy:
@@ -81,22 +89,22 @@ class WorkerProxy:
         """The Unix socket of the web server of the worker in ``place`` (the ready one, in a roll).
 
         Raises:
-            LookupError: No worker there, or it serves no web server (yet).
+            LookupError: No worker there.
+            _NotYet: Its worker is starting: its web server may not listen yet.
         """
         rows = [row for row in self.master.worker_table() if row["place"] == place]
-        rows.sort(key=lambda row: row["state"] != "ready")
-        for row in rows:
-            if row.get("web"):
+        if not rows:
+            raise LookupError(f"no worker in place {place}: the places are 1-{self.master.count}")
+        for row in sorted(rows, key=lambda row: row["state"] != "ready"):
+            if row.get("web") and row["state"] != "starting":
                 return str(row["web"])
-        if rows:
-            raise LookupError(f"worker {place} (pid {rows[0]['pid']}) has no web server yet")
-        raise LookupError(f"no worker in place {place}: the places are 1-{self.master.count}")
+        raise _NotYet(f"worker {place} (pid {rows[0]['pid']}) is starting: try again shortly")
 
     def add_routes(self, application: web.Application) -> None:
         """Add ``/workers/<place>`` (a redirect to the slash) and everything under it."""
         router = application.router
-        router.add_get(PREFIX + r"/{place:\d+}", self._slash)
-        router.add_route("*", PREFIX + r"/{place:\d+}/{tail:.*}", self._pass)
+        router.add_get(f"{PREFIX}/{_PLACE}", self._slash)
+        router.add_route("*", f"{PREFIX}/{_PLACE}/{{tail:.*}}", self._pass)
 
     async def _slash(self, request: web.Request) -> web.StreamResponse:
         # The page's own URLs are relative: they need the directory's slash.
@@ -105,22 +113,29 @@ class WorkerProxy:
     async def _pass(self, request: web.Request) -> web.StreamResponse:
         if not self.guard.host_ok(request):
             return _error(421, "this server answers to loopback names only (127.0.0.1, localhost)")
-        try:
-            self.guard.check_origin(request, required=False)
-        except Refused as refused:
-            return _error(refused.status, refused.reason)
+        # A link from another page (a GET) may come from anywhere, as to the
+        # dashboard itself; what could act, or read a WebSocket, may not.
+        websocket = _is_websocket(request)
+        if websocket or request.method not in _SAFE_METHODS:
+            try:
+                self.guard.check_origin(request, required=False)
+            except Refused as refused:
+                return _error(refused.status, refused.reason)
         place = int(request.match_info["place"])
         try:
             socket = self.socket(place)
+        except _NotYet as starting:
+            return _error(503, str(starting), {"Retry-After": "1"})
         except LookupError as missing:
             return _error(404, str(missing))
         headers = {k: v for k in _REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
         headers["Host"] = _LOCAL
+        headers[PEER_HEADER] = self.guard.peer(request)
         if "Origin" in request.headers:  # checked above against the master's Host
             headers["Origin"] = f"http://{_LOCAL}"
-        path = "/" + request.match_info["tail"]
-        if request.query_string:
-            path += "?" + request.query_string
+        # The path as sent (still percent-encoded, never decoded twice), less the prefix.
+        raw = request.raw_path.split("/", 3)[3]  # "/workers/N/" + the rest, query included
+        target = yarl.URL(f"http://{_LOCAL}/{raw}", encoded=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
         try:
             async with aiohttp.ClientSession(
@@ -128,31 +143,36 @@ class WorkerProxy:
                 timeout=timeout,
                 auto_decompress=False,
             ) as session:
-                if _is_websocket(request):
-                    return await self._websocket(request, session, path, headers)
-                return await self._http(request, session, path, headers, place)
-        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+                if websocket:
+                    return await self._websocket(request, session, target, headers, place)
+                return await self._http(request, session, target, headers, place)
+        except TimeoutError:
             logger.warning(
-                "web: worker %d did not answer %s %s: %s", place, request.method, path, exc
+                "web: worker %d gave no answer to %s %s in %g s",
+                place,
+                request.method,
+                target.path,
+                self.timeout,
             )
-            return _error(502, f"worker {place} did not answer: {exc}")
+            return _error(502, f"worker {place} gave no answer in {self.timeout:g} s")
+        except (OSError, aiohttp.ClientError) as exc:
+            logger.warning(
+                "web: worker %d cannot be asked %s %s: %s", place, request.method, target.path, exc
+            )
+            return _error(502, f"worker {place} cannot be reached (see the master's log)")
 
     async def _http(
         self,
         request: web.Request,
         session: aiohttp.ClientSession,
-        path: str,
+        target: yarl.URL,
         headers: dict[str, str],
         place: int,
     ) -> web.StreamResponse:
         body = await request.read() if request.can_read_body else None
         async with asyncio.timeout(self.timeout):
             upstream = await session.request(
-                request.method,
-                "http://localhost" + path,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
+                request.method, target, headers=headers, data=body, allow_redirects=False
             )
         async with upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -169,32 +189,49 @@ class WorkerProxy:
                     await response.write(chunk)
                 await response.write_eof()
             except (ConnectionError, aiohttp.ClientError) as exc:  # either side went away
-                logger.debug("web: worker %d's answer to %s cut short: %s", place, path, exc)
+                # Cut the client's connection too: a clean end would pass a
+                # truncated answer for a whole one.
+                logger.debug("web: worker %d's answer to %s cut short: %s", place, target, exc)
+                if request.transport is not None:
+                    request.transport.abort()
             return response
 
     async def _websocket(
         self,
         request: web.Request,
         session: aiohttp.ClientSession,
-        path: str,
+        target: yarl.URL,
         headers: dict[str, str],
+        place: int,
     ) -> web.StreamResponse:
-        upstream = await session.ws_connect("http://localhost" + path, headers=headers)
-        downstream = web.WebSocketResponse(autoping=True)
+        try:
+            async with asyncio.timeout(self.timeout):
+                # No size limit: an event of 100,000 supervised children is megabytes.
+                upstream = await session.ws_connect(target, headers=headers, max_msg_size=0)
+        except aiohttp.WSServerHandshakeError as refused:  # the worker's answer, passed on
+            return _error(
+                refused.status, f"worker {place} refused the WebSocket: {refused.message}"
+            )
+        downstream = web.WebSocketResponse()
         await downstream.prepare(request)
 
-        async def pump(source: Any, sink: Any) -> None:
+        async def pump(source: Any, sink: Any, name: str) -> None:
             async for message in source:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     await sink.send_str(message.data)
                 elif message.type == aiohttp.WSMsgType.BINARY:
                     await sink.send_bytes(message.data)
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    logger.warning(
+                        "web: worker %d's WebSocket (%s): %s", place, name, message.data
+                    )
+                    break
                 else:
                     break
 
         tasks = [
-            asyncio.ensure_future(pump(upstream, downstream)),
-            asyncio.ensure_future(pump(downstream, upstream)),
+            asyncio.ensure_future(pump(upstream, downstream, "from the worker")),
+            asyncio.ensure_future(pump(downstream, upstream, "to the worker")),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -204,9 +241,14 @@ class WorkerProxy:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            code = upstream.close_code or aiohttp.WSCloseCode.OK
             await upstream.close()
-            await downstream.close()
+            await downstream.close(code=code)
         return downstream
+
+
+class _NotYet(LookupError):
+    """The place's worker is starting: its web server is not there yet."""
 
 
 def _is_websocket(request: web.Request) -> bool:
@@ -214,11 +256,13 @@ def _is_websocket(request: web.Request) -> bool:
 
 
 def _cookie_for(cookie: str, place: int) -> str:
-    """A worker's ``Set-Cookie`` with its path moved under ``/workers/<place>/``."""
+    """A worker's ``Set-Cookie`` for the master's host only, under ``/workers/<place>/``."""
     parts = [part.strip() for part in cookie.split(";")]
-    kept = [part for part in parts if not part.lower().startswith("path=")]
+    kept = [part for part in parts if not part.lower().startswith(("path=", "domain="))]
     return "; ".join([*kept, f"Path={PREFIX}/{place}/"])
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": reason}, status=status, headers={**_ERROR_HEADERS, **(headers or {})}
+    )
