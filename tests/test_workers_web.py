@@ -423,18 +423,34 @@ def test_the_proxy_picks_the_ready_worker_of_a_place_and_says_why_there_is_none(
     from archangel.web.proxy import WorkerProxy
 
     class Rolling(_Fleet):
-        count = 2
+        count = 3
 
         def worker_table(self) -> list[dict[str, object]]:
             return [
                 {"place": 1, "pid": 11, "state": "stopping", "web": "/run/11.web.sock"},
                 {"place": 1, "pid": 12, "state": "ready", "web": "/run/12.web.sock"},
                 {"place": 2, "pid": 21, "state": "starting", "web": "/run/21.web.sock"},
+                {"place": 3, "pid": 31, "state": "ready", "web": None},
             ]
 
     proxy = WorkerProxy(Rolling(), Guard(None, loopback=True))
     assert proxy.socket(1) == "/run/12.web.sock"  # in a roll, the fresh one once ready
     with pytest.raises(LookupError, match=r"^worker 2 \(pid 21\) is starting: try again"):
         proxy.socket(2)  # its server may not listen yet: a 503, not a 502
-    with pytest.raises(LookupError, match=r"^no worker in place 3: the places are 1-2$"):
+    with pytest.raises(LookupError, match=r"^worker 3 \(pid 31\) has no web server$"):
         proxy.socket(3)
+    with pytest.raises(LookupError, match=r"^no worker in place 4: the places are 1-3$"):
+        proxy.socket(4)
+
+
+def test_only_a_workers_server_believes_the_client_the_master_names(tmp_path: Path) -> None:
+    """``X-Archangel-Peer`` is the master's proxy's word: a worker's server (``App.web_on``)
+    takes it; a server on a Unix socket of its own (behind some other proxy) does not."""
+    from archangel import App
+    from archangel.web import WebServer
+
+    app = App("peers", web={"token": "s3cret"})
+    worker = app.web_on(str(tmp_path / "worker.web.sock"))
+    alone = WebServer(app, path=str(tmp_path / "alone.web.sock"), token="s3cret")
+    assert worker.guard.behind_master is True
+    assert alone.guard.behind_master is False

@@ -1025,10 +1025,13 @@ class App:
     def web_on(self, path: str) -> Any:
         """A web server with this App's web options, on the Unix socket ``path`` instead.
 
-        What a worker of ``run(workers=N)`` serves, for the master's web server alone.
+        What a worker of ``run(workers=N)`` serves, for the master's web server alone:
+        so it believes the client the master's proxy names (``X-Archangel-Peer``).
         """
         options = {k: v for k, v in (self.web_options or {}).items() if k not in ("host", "port")}
-        return _web_server(self, {**options, "path": path})
+        server = _web_server(self, {**options, "path": path})
+        server.guard.behind_master = True
+        return server
 
     def _ready(self) -> None:
         systemd.ready(f"{self.name}: running, {len(self.servers)} servers")

@@ -176,7 +176,7 @@ class Guard:
     def cookie_name(request: web.Request) -> str:
         """The session cookie's name: per port, as cookies do not tell ports apart."""
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        port = sockname[1] if sockname else 0
+        port = sockname[1] if isinstance(sockname, tuple) else 0  # a Unix socket's is a path
         return f"archangel_session_{port}"
 
     def _session(self, request: web.Request) -> _Session | None:

@@ -499,7 +499,10 @@ class Dashboard:
         # another site's page, which could otherwise read what is sent here.
         self.guard.check_origin(request, required=False)
         socket = web.WebSocketResponse(heartbeat=30.0, timeout=_CLOSE_TIMEOUT)
-        await socket.prepare(request)
+        try:
+            await socket.prepare(request)
+        except (ConnectionError, RuntimeError):  # the page went away during the handshake
+            return socket
         closing = self._closing_event()
         self.viewers += 1
         # The page sends nothing: a message read is its close (or an error).

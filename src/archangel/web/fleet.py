@@ -129,7 +129,9 @@ async def scrape(path: str | None, timeout: float) -> list[Metric] | str:
     except TimeoutError:
         return f"not answering (no reply in {timeout:g} s)"
     except (OSError, aiohttp.ClientError) as exc:
-        return f"not reachable: {exc}"
+        # Not the error's text, which names the private socket: the page shows this.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return f"not reachable ({reason})"
     try:
         return list(text_string_to_metric_families(text))
     except ValueError as exc:

@@ -65,6 +65,9 @@ _RESPONSE_HEADERS = (
     "X-Frame-Options",
 )
 _LOCAL = "localhost"
+#: Close codes a Close frame must not carry (RFC 6455, 7.4.1): what an end
+#: without one is called.
+_UNSENDABLE = frozenset({1005, 1006, 1015})
 #: On the proxy's own answers, as on the dashboard's.
 _ERROR_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
@@ -98,7 +101,9 @@ class WorkerProxy:
         for row in sorted(rows, key=lambda row: row["state"] != "ready"):
             if row.get("web") and row["state"] != "starting":
                 return str(row["web"])
-        raise _NotYet(f"worker {place} (pid {rows[0]['pid']}) is starting: try again shortly")
+        if any(row["state"] == "starting" for row in rows):
+            raise _NotYet(f"worker {place} (pid {rows[0]['pid']}) is starting: try again shortly")
+        raise LookupError(f"worker {place} (pid {rows[0]['pid']}) has no web server")
 
     def add_routes(self, application: web.Application) -> None:
         """Add ``/workers/<place>`` (a redirect to the slash) and everything under it."""
@@ -134,7 +139,9 @@ class WorkerProxy:
         if "Origin" in request.headers:  # checked above against the master's Host
             headers["Origin"] = f"http://{_LOCAL}"
         # The path as sent (still percent-encoded, never decoded twice), less the prefix.
-        raw = request.raw_path.split("/", 3)[3]  # "/workers/N/" + the rest, query included
+        # "/workers/N/" and the rest, query included (the origin form even when
+        # the request line gave the absolute one).
+        raw = request.rel_url.raw_path_qs.split("/", 3)[3]
         target = yarl.URL(f"http://{_LOCAL}/{raw}", encoded=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
         try:
@@ -204,15 +211,16 @@ class WorkerProxy:
         headers: dict[str, str],
         place: int,
     ) -> web.StreamResponse:
+        downstream = web.WebSocketResponse()
+        if not downstream.can_prepare(request).ok:  # not a whole handshake: aiohttp's 400
+            await downstream.prepare(request)
         try:
             async with asyncio.timeout(self.timeout):
                 # No size limit: an event of 100,000 supervised children is megabytes.
                 upstream = await session.ws_connect(target, headers=headers, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as refused:  # the worker's answer, passed on
-            return _error(
-                refused.status, f"worker {place} refused the WebSocket: {refused.message}"
-            )
-        downstream = web.WebSocketResponse()
+            status = refused.status if 400 <= refused.status < 600 else 502
+            return _error(status, f"worker {place} refused the WebSocket ({refused.status})")
         await downstream.prepare(request)
 
         async def pump(source: Any, sink: Any, name: str) -> None:
@@ -241,7 +249,9 @@ class WorkerProxy:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            code = upstream.close_code or aiohttp.WSCloseCode.OK
+            code = upstream.close_code
+            if code is None or code in _UNSENDABLE:  # it went away: an abnormal end, said so
+                code = aiohttp.WSCloseCode.INTERNAL_ERROR if upstream.closed else 1000
             await upstream.close()
             await downstream.close(code=code)
         return downstream

@@ -79,10 +79,7 @@ class WebServer(OperatorThread):
         probe_interval: Seconds between lag probes of the app loop.
         path: Serve on this Unix socket (mode 0600) instead of ``host`` and
             ``port``: what each worker of ``run(workers=N)`` does, for the
-            master's web server alone (see :doc:`/workers`). Its clients are
-            then the socket's owner's processes (the master's proxy), so the
-            client a request names in ``X-Archangel-Peer`` is believed, for
-            the token throttle and the log.
+            master's web server alone (see :doc:`/workers`).
 
     Raises:
         WebError: A bad target or setting, or a non-loopback ``host``
@@ -134,9 +131,7 @@ class WebServer(OperatorThread):
         self._unix_inode: int | None = None
         self.watch: LoopWatch | None = None
         #: Who may act through the dashboard (the token, sessions, throttle).
-        self.guard = Guard(
-            token, loopback=path is not None or is_loopback(host), behind_master=path is not None
-        )
+        self.guard = Guard(token, loopback=path is not None or is_loopback(host))
         #: The dashboard; made by :meth:`start`.
         self.dashboard: Dashboard | None = None
 
