@@ -50,6 +50,13 @@ phase is compared with the mean of the unscraped phases either side of it;
 the median of those ratios is the paired figure, with its spread. Same
 target.
 
+**Scrape cost.** Both churn readings carry the machine's noise, tens of
+times the 1 % at stake. The cost itself is steady: the server's CPU time
+per scrape, over 1,000 scrapes of an idle server (from ``/proc``). Under
+the churn load the server's core is busy throughout, so a scrape a second
+takes that share of it from the connections: ``1 - cost / 1 s`` is the
+ratio it implies, printed with its own verdict.
+
 Run: ``python benchmarks/observe.py`` (about three minutes; ``--quick``
 for a smoke run; ``--help`` for the knobs).
 """
@@ -82,6 +89,7 @@ from echo_load import (
     Sample,
     build_client,
     choose_cpus,
+    cpu_ticks,
     first_line,
     pinned,
     run_clients,
@@ -503,6 +511,47 @@ def paired(seconds: float, phase: float, python_client: bool) -> float:
     return value
 
 
+def scrape_cost(scrapes: int) -> float:
+    """The server's CPU per scrape of ``/metrics``, idle otherwise: what a scrape a second takes.
+
+    Under the churn load the server's core is busy all along, so each second
+    a scrape takes this much of it from the connections: ``1 - cost / 1 s``
+    is the ratio it implies, measured without the load's noise.
+    """
+    with Children() as children:
+        server = children.spawn(
+            [sys.executable, str(HERE), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        first = first_line(server, timeout=30)
+        if not first.startswith("port "):
+            raise RuntimeError(f"churn server did not start (said {first!r})")
+        url = first.split()[2]
+        for _ in range(20):  # warm up
+            with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+                response.read()
+        rounds = []
+        for _ in range(5):
+            before = cpu_ticks(server.pid)
+            for _ in range(scrapes // 5):
+                with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+                    response.read()
+            ticks = cpu_ticks(server.pid) - before
+            rounds.append(ticks / os.sysconf("SC_CLK_TCK") / (scrapes // 5))
+        server.communicate(timeout=30)
+    cost = median(rounds)
+    print(
+        f"scrape cost: the server's CPU per /metrics scrape, {scrapes} scrapes in 5 rounds: "
+        f"{figure(rounds, '.2f', ' ms', 1000)}; a scrape a second takes {cost * 100:.2f} % "
+        f"of the server's core: implied scraped / unscraped {1 - cost:.4f}"
+    )
+    print(
+        verdict(
+            "churn scraped / unscraped (by cost)", 1 - cost, CHURN_TARGET, at_least=True, fmt=".4f"
+        )
+    )
+    return cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=100_000, help="for the scrape (100,000)")
@@ -547,6 +596,7 @@ def main() -> None:
         churn(args.churn_rounds, args.seconds, args.python_client)
         if args.paired_seconds:
             paired(args.paired_seconds, args.phase, args.python_client)
+        scrape_cost(100 if args.quick else 1000)
 
 
 if __name__ == "__main__":
