@@ -23,6 +23,34 @@ from tests.helpers import until
 BROWSER_TIMEOUT = 30.0
 
 
+#: Chromium's flags for a quiet headless run (with a profile of its own, added per run).
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium() -> str:
+    """The Chromium to drive (Debian's); the test is skipped without one."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip(
+            "chromium is not installed (apt-get install chromium; nox's tests session does)"
+        )
+    return found
+
+
+def profile_dir() -> tempfile.TemporaryDirectory[str]:
+    """A throwaway profile (Chromium's helper processes may still write it as it goes)."""
+    return tempfile.TemporaryDirectory(prefix="archangel-chromium-", ignore_cleanup_errors=True)
+
+
 class Browser:
     """A headless Chromium driven over the DevTools protocol (a WebSocket), one page."""
 
@@ -61,25 +89,10 @@ class Browser:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium with a blank page, driven over its DevTools WebSocket."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(
-            "chromium is not installed (apt-get install chromium; nox's tests session does)"
-        )
-    # Chromium's helper processes may still be writing the profile as it goes.
-    with tempfile.TemporaryDirectory(
-        prefix="archangel-chromium-", ignore_cleanup_errors=True
-    ) as profile:
+    with profile_dir() as profile:
         process = await asyncio.create_subprocess_exec(
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            chromium(),
+            *HEADLESS,
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
             "about:blank",

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -29,7 +27,7 @@ from archangel import App, ChildSpec, Pipeline, ProcessManager, State, Superviso
 from archangel.console.guard import Throttle
 from archangel.web import WebServer
 from archangel.web.dashboard import _STATIC
-from tests.browser_helpers import BROWSER_TIMEOUT, Browser
+from tests.browser_helpers import BROWSER_TIMEOUT, HEADLESS, Browser, chromium, profile_dir
 from tests.helpers import until
 from tests.test_web import block_while
 
@@ -441,26 +439,11 @@ async def test_the_overview_says_the_loop_is_blocked_and_where(running: Any) -> 
 
 def chromium_dom(url: str) -> str:
     """Load ``url`` in headless Chromium, let its script run, return the DOM (blocking)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(
-            "chromium is not installed (apt-get install chromium; nox's tests session does)"
-        )
-    # Chromium's helper processes may still be writing the profile as it goes.
-    with tempfile.TemporaryDirectory(
-        prefix="archangel-chromium-", ignore_cleanup_errors=True
-    ) as profile:
+    with profile_dir() as profile:
         done = subprocess.run(
             [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                chromium(),
+                *HEADLESS,
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=3000",
                 "--dump-dom",
