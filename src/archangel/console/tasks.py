@@ -55,6 +55,7 @@ _TASKS_ALIASES = {"-n": "--name", "-l": "--limit", "-o": "--offset"}
 _NUMBER_BLOCK = 12
 _ID_BLOCK = 20
 _NONE: dict[int, Any] = {}  # an empty block, to read from (never written)
+_Ref = weakref.ref[asyncio.Task[Any]]
 
 
 class TaskIds:
@@ -77,9 +78,7 @@ class TaskIds:
         # tasks at nearby addresses), so a pass over the tasks in asyncio's
         # order reads them in order, as it would one big dict.
         self._numbers: dict[int, dict[int, int]] = {}  # id(task) >> 20 -> {id(task): number}
-        self._refs: dict[
-            int, dict[int, weakref.ref[asyncio.Task[Any]]]
-        ] = {}  # number >> 12 -> ...
+        self._refs: dict[int, dict[int, _Ref]] = {}  # number >> 12 -> {number: the task}
         self._count = 0  # entries in _refs
         self._next = 1
 
@@ -88,7 +87,7 @@ class TaskIds:
         known = self.known(task)
         return known if known is not None else self._give(task, weakref.ref(task))
 
-    def number_ref(self, ref: weakref.ref[asyncio.Task[Any]]) -> int:
+    def number_ref(self, ref: _Ref) -> int:
         """The number of the live task ``ref`` refers to (given now, keeping ``ref``, if none)."""
         task = ref()
         if task is None:
@@ -96,7 +95,7 @@ class TaskIds:
         known = self.known(task)
         return known if known is not None else self._give(task, ref)
 
-    def numbers(self, refs: Iterable[weakref.ref[asyncio.Task[Any]]]) -> list[int]:
+    def numbers(self, refs: Iterable[_Ref]) -> list[int]:
         """The numbers of the live tasks ``refs`` refer to, in their order.
 
         As :meth:`number_ref` for each (a task without a number gets one,
@@ -110,7 +109,7 @@ class TaskIds:
             task = ref()
             if task is None:
                 continue
-            key = id(task)
+            key = id(task)  # known(), inlined: this runs for every task of the loop
             number = numbers.get(key >> _ID_BLOCK, _NONE).get(key)
             if number is None or by_number[number >> _NUMBER_BLOCK][number]() is not task:
                 number = give(task, ref)
@@ -125,7 +124,7 @@ class TaskIds:
             return number
         return None
 
-    def _give(self, task: asyncio.Task[Any], ref: weakref.ref[asyncio.Task[Any]]) -> int:
+    def _give(self, task: asyncio.Task[Any], ref: _Ref) -> int:
         number = self._next
         self._next += 1
         key = id(task)

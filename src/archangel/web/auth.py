@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: The header that carries a session's CSRF token.
 CSRF_HEADER = "X-CSRF-Token"
 #: The header in which the master's proxy names the client it passes a request for
-#: (believed only by a server on a Unix socket, which the master alone reaches).
+#: (believed only by a worker's server: :attr:`Guard.behind_master`).
 PEER_HEADER = "X-Archangel-Peer"
 #: Seconds a login session lasts.
 _SESSION_TTL = 12 * 3600.0
@@ -83,18 +83,14 @@ class Guard:
     """
 
     def __init__(
-        self,
-        token: str | None,
-        *,
-        loopback: bool,
-        throttle: Throttle | None = None,
-        behind_master: bool = False,
+        self, token: str | None, *, loopback: bool, throttle: Throttle | None = None
     ) -> None:
         self._token = token
         self.loopback = loopback
         #: Whether the server is a worker's, on a Unix socket that only the master's
-        #: proxy reaches: then the client it names in :data:`PEER_HEADER` is believed.
-        self.behind_master = behind_master
+        #: proxy reaches (``App.web_on`` sets it): then the client the proxy names in
+        #: :data:`PEER_HEADER` is believed.
+        self.behind_master = False
         #: The console's throttle of token checks (replaceable, e.g. stricter).
         self.throttle = throttle if throttle is not None else Throttle()
         self._sessions: dict[str, _Session] = {}

@@ -39,7 +39,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -592,9 +592,12 @@ def _json(value: Any, status: int = 200) -> web.Response:
     return web.Response(text=to_json(value), status=status, content_type="application/json")
 
 
-def _error(status: int, reason: str) -> web.Response:
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON ``{"error": reason}`` with the page's security headers (and ``headers``)."""
     response = _json({"error": reason}, status=status)
     response.headers.update(_SECURITY_HEADERS)
+    if headers:
+        response.headers.update(headers)
     return response
 
 

@@ -29,6 +29,7 @@ import yarl
 from aiohttp import web
 
 from .auth import CSRF_HEADER, PEER_HEADER, Guard, Refused
+from .dashboard import _error
 
 __all__ = ["PREFIX", "WorkerProxy"]
 
@@ -68,8 +69,6 @@ _LOCAL = "localhost"
 #: Close codes a Close frame must not carry (RFC 6455, 7.4.1): what an end
 #: without one is called.
 _UNSENDABLE = frozenset({1005, 1006, 1015})
-#: On the proxy's own answers, as on the dashboard's.
-_ERROR_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 class WorkerProxy:
@@ -138,9 +137,9 @@ class WorkerProxy:
         headers[PEER_HEADER] = self.guard.peer(request)
         if "Origin" in request.headers:  # checked above against the master's Host
             headers["Origin"] = f"http://{_LOCAL}"
-        # The path as sent (still percent-encoded, never decoded twice), less the prefix.
-        # "/workers/N/" and the rest, query included (the origin form even when
-        # the request line gave the absolute one).
+        # The path as sent (still percent-encoded: decoded once, by the worker),
+        # less "/workers/N/", with its query (the origin form even when the
+        # request line gave the absolute one).
         raw = request.rel_url.raw_path_qs.split("/", 3)[3]
         target = yarl.URL(f"http://{_LOCAL}/{raw}", encoded=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
@@ -270,9 +269,3 @@ def _cookie_for(cookie: str, place: int) -> str:
     parts = [part.strip() for part in cookie.split(";")]
     kept = [part for part in parts if not part.lower().startswith(("path=", "domain="))]
     return "; ".join([*kept, f"Path={PREFIX}/{place}/"])
-
-
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": reason}, status=status, headers={**_ERROR_HEADERS, **(headers or {})}
-    )
